@@ -1,0 +1,83 @@
+package kv
+
+import (
+	"encoding/binary"
+)
+
+// Key kinds within a shard's key space.
+const (
+	kindMeta       byte = 'a'
+	kindCheckpoint byte = 'c'
+	kindData       byte = 'd'
+	kindFeed       byte = 'f'
+	kindLog        byte = 'l'
+	kindStable     byte = 's'
+)
+
+// replicatedKinds are the kinds a shard snapshot carries, in key order.
+var replicatedKinds = []byte{kindMeta, kindCheckpoint, kindData, kindFeed}
+
+const shardTag byte = 'S'
+
+// prefixLen is the length of a shard key-space prefix.
+const prefixLen = 4
+
+// MaxShards is the number of shard ids the key layout can address.
+const MaxShards = 1 << 16
+
+var appliedName = []byte("applied")
+
+func shardPrefix(shard int, kind byte) []byte {
+	return []byte{shardTag, byte(shard >> 8), byte(shard), kind}
+}
+
+func shardKey(shard int, kind byte, suffix []byte) []byte {
+	k := make([]byte, prefixLen+len(suffix))
+	k[0], k[1], k[2], k[3] = shardTag, byte(shard>>8), byte(shard), kind
+	copy(k[prefixLen:], suffix)
+	return k
+}
+
+func dataKey(shard int, key []byte) []byte { return shardKey(shard, kindData, key) }
+
+func logKey(shard int, index uint64) []byte {
+	k := make([]byte, prefixLen+8)
+	k[0], k[1], k[2], k[3] = shardTag, byte(shard>>8), byte(shard), kindLog
+	binary.BigEndian.PutUint64(k[prefixLen:], index)
+	return k
+}
+
+// kindRange returns [lo, hi) spanning every key of one kind in one shard.
+func kindRange(shard int, kind byte) (lo, hi []byte) {
+	return shardPrefix(shard, kind), shardPrefix(shard, kind+1)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p,
+// or nil when there is none (p is all 0xff).
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// encodeRecord returns version (8 bytes big-endian) followed by value.
+func encodeRecord(version uint64, value []byte) []byte {
+	b := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(b, version)
+	copy(b[8:], value)
+	return b
+}
+
+// decodeRecord splits a stored record. It returns ok=false for a record too
+// short to hold a version.
+func decodeRecord(b []byte) (version uint64, value []byte, ok bool) {
+	if len(b) < 8 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(b), b[8:], true
+}

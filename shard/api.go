@@ -1,0 +1,155 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+
+	"lambdadb/internal/session"
+)
+
+// Errors returned by Node. The HTTP layer maps them to status codes.
+var (
+	ErrInvalidKey     = errors.New("shard: invalid key")
+	ErrValueTooLarge  = errors.New("shard: value too large")
+	ErrPrecondition   = errors.New("shard: precondition failed")
+	ErrNotLeader      = errors.New("shard: not the leader")
+	ErrUnavailable    = errors.New("shard: shard unavailable")
+	ErrClosed         = errors.New("shard: node closed")
+	ErrBadConsistency = errors.New("shard: unknown consistency level")
+	ErrInvalidScan    = errors.New("shard: invalid scan")
+)
+
+// MaxKeyBytes is the longest key accepted.
+const MaxKeyBytes = 1024
+
+// Consistency selects how a read is served.
+type Consistency uint8
+
+const (
+	// Linearizable reads are served by the shard leader after it confirms
+	// its leadership and has applied everything committed before the read.
+	Linearizable Consistency = iota
+	// Session reads are served by any replica whose applied index covers
+	// the caller's session token for the shard.
+	Session
+	// Stale reads are served by the receiving replica at once.
+	Stale
+)
+
+// String returns the level's API name.
+func (c Consistency) String() string {
+	switch c {
+	case Linearizable:
+		return "linearizable"
+	case Session:
+		return "session"
+	case Stale:
+		return "stale"
+	}
+	return fmt.Sprintf("consistency(%d)", uint8(c))
+}
+
+// ParseConsistency parses an API name ("linearizable", "session", "stale").
+func ParseConsistency(s string) (Consistency, error) {
+	switch s {
+	case "linearizable":
+		return Linearizable, nil
+	case "session":
+		return Session, nil
+	case "stale":
+		return Stale, nil
+	}
+	return 0, fmt.Errorf("%w: %q", ErrBadConsistency, s)
+}
+
+// Cond is a write precondition.
+type Cond struct {
+	// IfMatch, when non-nil, allows the write only if the key exists at
+	// exactly this version.
+	IfMatch *uint64
+	// IfNoneMatch allows the write only if the key is absent.
+	IfNoneMatch bool
+}
+
+// Record is one stored key with its value and version (the Raft index of the
+// entry that last wrote it).
+type Record struct {
+	Key     string
+	Value   []byte
+	Version uint64
+}
+
+// WriteResult is the outcome of Put or Delete. Session is the caller's token
+// merged with the write's index; it is set also when the error is
+// ErrPrecondition.
+type WriteResult struct {
+	Version uint64 // version written (Put)
+	Deleted bool   // whether a key was removed (Delete)
+	Session session.Token
+}
+
+// ReadOptions select a read's consistency and carry the caller's session.
+type ReadOptions struct {
+	Consistency Consistency
+	Session     session.Token
+}
+
+// GetResult is the outcome of Get.
+type GetResult struct {
+	Record  Record
+	Found   bool
+	Session session.Token
+}
+
+// ScanRequest selects keys in [max(Prefix, Start), End) that begin with
+// Prefix, in key order across all shards. Empty Start/End are unbounded.
+// Limit <= 0 means DefaultScanLimit; larger than MaxScanLimit is an error.
+type ScanRequest struct {
+	Prefix string
+	Start  string
+	End    string
+	Limit  int
+}
+
+// Scan limits.
+const (
+	DefaultScanLimit = 100
+	MaxScanLimit     = 10000
+)
+
+// ScanResult is one page of a scan. When More is true, Next is the key to
+// pass as Start to continue.
+type ScanResult struct {
+	Items   []Record
+	Next    string
+	More    bool
+	Session session.Token
+}
+
+// ClusterStatus describes the nodes and shards as this node sees them.
+type ClusterStatus struct {
+	Node   string        `json:"node"`
+	Nodes  []NodeStatus  `json:"nodes"`
+	Shards []ShardStatus `json:"shards"`
+}
+
+// NodeStatus is one member node.
+type NodeStatus struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	Up   bool   `json:"up"`
+}
+
+// ShardStatus is one shard's Raft group.
+type ShardStatus struct {
+	ID       int             `json:"id"`
+	Leader   string          `json:"leader"`
+	Replicas []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica of a shard.
+type ReplicaStatus struct {
+	Node    string `json:"node"`
+	Applied uint64 `json:"applied"`
+	State   string `json:"state,omitempty"`
+}

@@ -1,0 +1,207 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+
+	"lambdadb/kv"
+)
+
+// applyResult is what the FSM returns for one command entry.
+type applyResult struct {
+	version uint64 // version written, or current version on precondition failure
+	deleted bool
+	err     error
+}
+
+// fsm is one shard's on-disk state machine.
+type fsm struct {
+	shard int
+	eng   *kv.Engine
+
+	// pending is raised before a batch becomes visible in Pebble and applied
+	// after, so pending >= state a reader may observe >= applied.
+	pending atomic.Uint64
+	applied atomic.Uint64
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever applied advances
+
+	onApply func(n int) // metrics hook: entries applied, replays excluded
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+func newFSM(shard int, eng *kv.Engine) (*fsm, error) {
+	a, err := eng.Applied(shard)
+	if err != nil {
+		return nil, err
+	}
+	f := &fsm{shard: shard, eng: eng, changed: make(chan struct{}), onApply: func(int) {}}
+	f.pending.Store(a)
+	f.applied.Store(a)
+	return f, nil
+}
+
+func (f *fsm) setApplied(idx uint64) {
+	f.applied.Store(idx)
+	f.mu.Lock()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// waitApplied blocks until the FSM has applied idx or ctx ends.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		f.mu.Lock()
+		ch := f.changed
+		f.mu.Unlock()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Apply applies one entry.
+func (f *fsm) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies entries in one Pebble batch with the applied index.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	last := logs[len(logs)-1].Index
+	persisted := f.applied.Load()
+	if last <= persisted {
+		return out // replayed after restart: already in Pebble
+	}
+	a := f.eng.NewApply(f.shard)
+	defer a.Close()
+	fresh := 0
+	for i, l := range logs {
+		if l.Index <= persisted {
+			continue
+		}
+		fresh++
+		if l.Type == raft.LogCommand {
+			out[i] = f.applyCommand(a, l)
+		}
+	}
+	f.pending.Store(last)
+	if err := a.Commit(last); err != nil {
+		// The state machine can no longer follow its log; continuing would
+		// diverge from the other replicas.
+		panic(fmt.Sprintf("shard %d: commit apply batch at %d: %v", f.shard, last, err))
+	}
+	f.setApplied(last)
+	f.onApply(fresh)
+	return out
+}
+
+func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
+	cmd, err := decodeCommand(l.Data)
+	if err != nil {
+		// Every replica rejects the same bytes the same way.
+		return applyResult{err: err}
+	}
+	if cmd.Op == opNoop {
+		return applyResult{}
+	}
+	key := []byte(cmd.Key)
+	cur, found, err := a.Get(key)
+	if err != nil {
+		panic(fmt.Sprintf("shard %d: read at %d: %v", f.shard, l.Index, err))
+	}
+	switch cmd.Cond {
+	case condIfMatch:
+		if !found || cur.Version != cmd.Version {
+			return applyResult{version: cur.Version, err: errPrecondition(found, cur.Version, cmd.Version)}
+		}
+	case condIfNoneMatch:
+		if found {
+			return applyResult{version: cur.Version, err: errorf(ErrPrecondition, "key exists at version %d", cur.Version)}
+		}
+	}
+	switch cmd.Op {
+	case opPut:
+		if err := a.Put(key, cmd.Value, l.Index); err != nil {
+			panic(fmt.Sprintf("shard %d: put at %d: %v", f.shard, l.Index, err))
+		}
+		return applyResult{version: l.Index}
+	default: // opDelete
+		if !found {
+			return applyResult{}
+		}
+		if err := a.Delete(key); err != nil {
+			panic(fmt.Sprintf("shard %d: delete at %d: %v", f.shard, l.Index, err))
+		}
+		return applyResult{deleted: true}
+	}
+}
+
+func errPrecondition(found bool, have, want uint64) error {
+	if !found {
+		return errorf(ErrPrecondition, "key is absent, If-Match wants version %d", want)
+	}
+	return errorf(ErrPrecondition, "key is at version %d, If-Match wants %d", have, want)
+}
+
+// Snapshot makes every applied batch durable (Raft may truncate its log
+// once the snapshot exists) and captures the shard's state.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.eng.SyncWAL(); err != nil {
+		return nil, err
+	}
+	s, err := f.eng.SnapshotShard(f.shard)
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{s: s}, nil
+}
+
+// Restore replaces the shard's state with a snapshot from the leader.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.eng.RestoreShard(f.shard, rc); err != nil {
+		return err
+	}
+	a, err := f.eng.Applied(f.shard)
+	if err != nil {
+		return err
+	}
+	f.pending.Store(a)
+	f.setApplied(a)
+	return nil
+}
+
+type fsmSnapshot struct{ s *kv.ShardSnapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.s.WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { _ = s.s.Close() }
+
+// isRaftUnavailable reports raft errors that mean "try another node or later".
+func isRaftUnavailable(err error) bool {
+	return errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) ||
+		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrLeadershipTransferInProgress) ||
+		errors.Is(err, raft.ErrAbortedByRestore)
+}

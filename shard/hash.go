@@ -1,0 +1,40 @@
+package shard
+
+import (
+	"hash/fnv"
+	"strings"
+	"unicode/utf8"
+)
+
+// For returns the shard holding key among n shards. If key contains "{tag}"
+// with a non-empty tag (the first '{' and the first '}' after it, as in Redis
+// Cluster), only the tag is hashed. This is the one place that maps keys to
+// shards.
+func For(key string, n int) int {
+	h := fnv.New64a()
+	h.Write([]byte(hashTag(key)))
+	return int(h.Sum64() % uint64(n))
+}
+
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// ValidateKey reports whether key is acceptable: valid UTF-8 of 1 to
+// MaxKeyBytes bytes. The error wraps ErrInvalidKey.
+func ValidateKey(key string) error {
+	switch {
+	case len(key) == 0:
+		return errorf(ErrInvalidKey, "key is empty")
+	case len(key) > MaxKeyBytes:
+		return errorf(ErrInvalidKey, "key is %d bytes, the limit is %d", len(key), MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return errorf(ErrInvalidKey, "key is not valid UTF-8")
+	}
+	return nil
+}

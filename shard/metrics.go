@@ -1,0 +1,46 @@
+package shard
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's shard-level Prometheus metrics.
+type metrics struct {
+	applied          prometheus.Counter
+	writes           *prometheus.CounterVec
+	reads            *prometheus.CounterVec
+	readIndexRounds  prometheus.Counter
+	readIndexWaiters prometheus.Counter
+	sessionFallbacks prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
+	m := &metrics{
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lambdadb_raft_entries_applied_total", Help: "Raft entries applied to the state machine."}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lambdadb_writes_total", Help: "Writes proposed, by operation and outcome."}, []string{"op", "outcome"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lambdadb_reads_total", Help: "Reads served, by consistency level."}, []string{"consistency"}),
+		readIndexRounds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lambdadb_read_index_rounds_total", Help: "Leadership checks (VerifyLeader) made for linearizable reads."}),
+		readIndexWaiters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lambdadb_read_index_reads_total", Help: "Linearizable reads served by leadership checks; divided by rounds, the coalescing factor."}),
+		sessionFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lambdadb_session_read_fallbacks_total", Help: "Session reads that waited past the bound and fell back to a linearizable read."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	leaders := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lambdadb_shards_led", Help: "Shards this node currently leads."}, func() float64 {
+		return float64(n.ledCount())
+	})
+	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexRounds,
+		m.readIndexWaiters, m.sessionFallbacks, leaders} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
