@@ -65,7 +65,7 @@ func Open(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if err := cfg.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := mkdirAllSynced(cfg.FS, cfg.Dir); err != nil {
 		return nil, fmt.Errorf("kv: create %s: %w", cfg.Dir, err)
 	}
 	cache := pebble.NewCache(cfg.CacheBytes)

@@ -41,7 +41,7 @@ func NewSnapshotStore(fs vfs.FS, dir string, retain int) (*SnapshotStore, error)
 	if retain <= 0 {
 		retain = 2
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := mkdirAllSynced(fs, dir); err != nil {
 		return nil, fmt.Errorf("kv: snapshot dir: %w", err)
 	}
 	s := &SnapshotStore{fs: fs, dir: dir, retain: retain}
@@ -224,16 +224,15 @@ func (k *snapSink) finish() error {
 	if err := mf.Close(); err != nil {
 		return fmt.Errorf("kv: snapshot meta: %w", err)
 	}
+	if err := syncDir(k.s.fs, k.tmp); err != nil {
+		return fmt.Errorf("kv: snapshot: %w", err)
+	}
 	final := k.s.fs.PathJoin(k.s.dir, k.id)
 	if err := k.s.fs.Rename(k.tmp, final); err != nil {
 		return fmt.Errorf("kv: snapshot rename: %w", err)
 	}
-	if d, err := k.s.fs.OpenDir(k.s.dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("kv: snapshot dir sync: %w", err)
-		}
+	if err := syncDir(k.s.fs, k.s.dir); err != nil {
+		return fmt.Errorf("kv: snapshot: %w", err)
 	}
 	return nil
 }
