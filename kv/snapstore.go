@@ -107,8 +107,8 @@ func (s *SnapshotStore) list() ([]*snapMeta, error) {
 			continue
 		}
 		m, err := s.readMeta(n)
-		if err != nil {
-			continue // not a complete snapshot
+		if err != nil || m.ID != n {
+			continue // not a complete snapshot (or not where Open and reap look)
 		}
 		metas = append(metas, m)
 	}
@@ -141,12 +141,17 @@ func (s *SnapshotStore) readMeta(id string) (*snapMeta, error) {
 // Open returns a snapshot's metadata and contents; reading to EOF verifies
 // the checksum.
 func (s *SnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
-	if strings.ContainsAny(id, "/\\") || strings.HasSuffix(id, ".tmp") {
+	// An id names one entry of s.dir: "", "." and ".." would resolve to the
+	// store directory or its parent.
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\\") || strings.HasSuffix(id, ".tmp") {
 		return nil, nil, fmt.Errorf("%w: %q", ErrSnapshotNotFound, id)
 	}
 	m, err := s.readMeta(id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %q: %v", ErrSnapshotNotFound, id, err)
+	}
+	if m.ID != id {
+		return nil, nil, fmt.Errorf("%w: %q holds snapshot %q", ErrSnapshotNotFound, id, m.ID)
 	}
 	f, err := s.fs.Open(s.fs.PathJoin(s.dir, id, "state.bin"))
 	if err != nil {
@@ -247,11 +252,12 @@ func (k *snapSink) Cancel() error {
 }
 
 type verifyingReader struct {
-	f    vfs.File
-	h    hash.Hash32
-	want uint32
-	size int64
-	read int64
+	f      vfs.File
+	closed bool
+	h      hash.Hash32
+	want   uint32
+	size   int64
+	read   int64
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -264,4 +270,12 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (v *verifyingReader) Close() error { return v.f.Close() }
+// Close closes the file; closing twice is a no-op (Raft and the FSM may both
+// close a snapshot being restored).
+func (v *verifyingReader) Close() error {
+	if v.closed {
+		return nil
+	}
+	v.closed = true
+	return v.f.Close()
+}

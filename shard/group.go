@@ -12,18 +12,19 @@ import (
 
 // group is one shard's Raft group on this node.
 type group struct {
-	id   int
-	raft *raft.Raft
-	fsm  *fsm
-	m    *metrics
+	id       int
+	replicas []Peer // replicas[0] is the preferred leader
+	raft     *raft.Raft
+	fsm      *fsm
+	m        *metrics
 
 	// ready is true while this replica leads and has applied an entry of its
 	// own term (a no-op command), so its commit index covers every earlier write.
 	ready     atomic.Bool
 	readyTerm atomic.Uint64 // the term in which ready was established
-	readyCh  chan struct{} // closed when ready becomes true; replaced on loss
-	readyMu  sync.Mutex
-	leaderCh chan bool
+	readyCh   chan struct{} // closed when ready becomes true; replaced on loss
+	readyMu   sync.Mutex
+	leaderCh  chan bool
 
 	// Coalesced leadership checks for linearizable reads.
 	readMu      sync.Mutex
@@ -140,6 +141,12 @@ func (g *group) waitReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// leaderAddr returns the current leader's address, or "".
+func (g *group) leaderAddr() string {
+	addr, _ := g.raft.LeaderWithID()
+	return string(addr)
 }
 
 func (g *group) notLeader() error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"lambdadb/internal/session"
 	"lambdadb/kv"
 )
 
@@ -45,8 +45,17 @@ type Config struct {
 	// Default 3.
 	Replicas int
 	// Peers is the initial cluster (etcd's --initial-cluster). Default: this
-	// node alone. This version runs one-node clusters only.
+	// node alone. A cluster of more than one node needs Mux.
 	Peers []Peer
+	// Mux carries Raft and internal RPC on the node's one address. Required
+	// when Peers names other nodes; without it a one-node cluster uses an
+	// in-memory transport. The caller runs Mux.Serve and closes the Mux
+	// after the Node.
+	Mux *Mux
+	// ElectionTimeout is Raft's heartbeat and election timeout: a follower
+	// that hears nothing from its leader for a random time between one and
+	// two of these starts an election. Default 500ms.
+	ElectionTimeout time.Duration
 	// MaxValueBytes bounds a value's size. Default 1 MiB.
 	MaxValueBytes int
 	// RequestTimeout bounds a request without a context deadline. Default 10s.
@@ -61,6 +70,9 @@ type Config struct {
 	// SnapshotThreshold is the number of log entries between snapshots of a
 	// shard. Default 8192.
 	SnapshotThreshold uint64
+	// SnapshotInterval is how often each shard checks whether it is due a
+	// snapshot (randomised up to twice this). Default 10s.
+	SnapshotInterval time.Duration
 	// TrailingLogs is the number of entries kept after a snapshot, so a
 	// briefly lagging follower needs no snapshot. Default 10240.
 	TrailingLogs uint64
@@ -107,8 +119,21 @@ func (c *Config) setDefaults() error {
 	if !self {
 		return fmt.Errorf("shard: Config.Peers does not name this node %q", c.ID)
 	}
-	if len(c.Peers) > 1 {
-		return errors.New("shard: multi-node clusters are not supported by this version; omit --peers")
+	ids, addrs := map[string]bool{}, map[string]bool{}
+	for _, p := range c.Peers {
+		if p.ID == "" || p.Addr == "" || ids[p.ID] || addrs[p.Addr] {
+			return fmt.Errorf("shard: Config.Peers: empty or duplicate id or address in %v", c.Peers)
+		}
+		ids[p.ID], addrs[p.Addr] = true, true
+		if p.ID == c.ID && p.Addr != c.Addr {
+			return fmt.Errorf("shard: Config.Peers gives %s the address %s, but Addr is %s", p.ID, p.Addr, c.Addr)
+		}
+	}
+	if len(c.Peers) > 1 && c.Mux == nil {
+		return errors.New("shard: a multi-node cluster needs Config.Mux")
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = 500 * time.Millisecond
 	}
 	if c.MaxValueBytes <= 0 {
 		c.MaxValueBytes = 1 << 20
@@ -125,6 +150,9 @@ func (c *Config) setDefaults() error {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = 10 * time.Second
+	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
 	}
@@ -139,10 +167,17 @@ func (c *Config) setDefaults() error {
 type Node struct {
 	cfg    Config
 	eng    *kv.Engine
-	groups []*group
+	groups []*group // by shard id; nil where this node holds no replica
 	m      *metrics
 	closed atomic.Bool
 	mu     sync.Mutex // serialises Close
+
+	peerOf   map[string]string // address → node id
+	rpc      *rpcClient
+	internal *http.Server
+	peers    *peerTracker
+	stop     chan struct{}
+	bg       sync.WaitGroup
 }
 
 // Open opens the data directory, starts one Raft group per shard and waits
@@ -155,7 +190,12 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
-	n := &Node{cfg: cfg, eng: eng}
+	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
+		peerOf: map[string]string{}}
+	for _, p := range cfg.Peers {
+		n.peerOf[p.Addr] = p.ID
+	}
+	n.peers = newPeerTracker(cfg.Peers, cfg.ID)
 	if err := n.checkIdentity(); err != nil {
 		eng.Close()
 		return nil, err
@@ -164,24 +204,58 @@ func Open(cfg Config) (*Node, error) {
 		eng.Close()
 		return nil, fmt.Errorf("shard: metrics: %w", err)
 	}
+	if cfg.Mux != nil {
+		n.rpc = newRPCClient(cfg.Mux, func(addr string) string { return n.peerOf[addr] })
+		n.internal = &http.Server{Handler: n.internalHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go n.internal.Serve(cfg.Mux.InternalListener())
+	}
 	for s := 0; s < cfg.Shards; s++ {
+		if !n.hosts(s) {
+			continue
+		}
 		g, err := n.startGroup(s)
 		if err != nil {
 			n.Close()
 			return nil, err
 		}
-		n.groups = append(n.groups, g)
+		n.groups[s] = g
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
-	defer cancel()
-	for _, g := range n.groups {
-		if err := g.waitLeader(ctx); err != nil {
-			n.Close()
-			return nil, err
+	if len(cfg.Peers) == 1 {
+		// A one-node cluster elects itself at once: wait so the first
+		// request succeeds.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
+		defer cancel()
+		for _, g := range n.groups {
+			if err := g.waitLeader(ctx); err != nil {
+				n.Close()
+				return nil, err
+			}
+		}
+	} else {
+		n.bg.Add(2)
+		go n.probeLoop()
+		go n.balanceLoop()
+	}
+	cfg.Logger.Info("node started", "node", cfg.ID, "shards", cfg.Shards, "peers", len(cfg.Peers))
+	return n, nil
+}
+
+// hosts reports whether this node holds a replica of shard s.
+func (n *Node) hosts(s int) bool {
+	for _, p := range n.replicasOf(s) {
+		if p.ID == n.cfg.ID {
+			return true
 		}
 	}
-	cfg.Logger.Info("shards ready", "node", cfg.ID, "shards", cfg.Shards)
-	return n, nil
+	return false
+}
+
+// hosted returns shard s's local group, or nil.
+func (n *Node) hosted(s int) *group {
+	if s < 0 || s >= len(n.groups) {
+		return nil
+	}
+	return n.groups[s]
 }
 
 // checkIdentity records the node id and shard count on first open and
@@ -227,20 +301,20 @@ func (n *Node) startGroup(s int) (*group, error) {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
 	f.onApply = func(k int) { n.m.applied.Add(float64(k)) }
-	g := &group{id: s, fsm: f, m: n.m, leaderCh: make(chan bool, 16)}
+	g := &group{id: s, fsm: f, m: n.m, leaderCh: make(chan bool, 16), replicas: n.replicasOf(s)}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
 	rc.NoSnapshotRestoreOnStart = true
-	rc.HeartbeatTimeout = 500 * time.Millisecond
-	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.TrailingLogs = n.cfg.TrailingLogs
-	rc.SnapshotInterval = 10 * time.Second
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
 	rc.NotifyCh = g.leaderCh
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
 		Name:   fmt.Sprintf("raft.%d", s),
@@ -248,8 +322,20 @@ func (n *Node) startGroup(s int) (*group, error) {
 		Output: slogWriter{n.cfg.Logger},
 	})
 
-	addr := raft.ServerAddress(n.cfg.Addr)
-	_, trans := raft.NewInmemTransport(addr)
+	var trans raft.Transport
+	if n.cfg.Mux != nil {
+		layer := n.cfg.Mux.streamLayer(s, n.cfg.Addr, func(a raft.ServerAddress) string { return n.peerOf[string(a)] })
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  layer,
+			MaxPool: 4,
+			Timeout: 10 * time.Second,
+			Logger: hclog.New(&hclog.LoggerOptions{
+				Name: fmt.Sprintf("raft-net.%d", s), Level: hclog.Error, Output: slogWriter{n.cfg.Logger},
+			}),
+		})
+	} else {
+		_, trans = raft.NewInmemTransport(raft.ServerAddress(n.cfg.Addr))
+	}
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("shard: %d: %w", s, err)
@@ -312,8 +398,16 @@ func (n *Node) Close() error {
 	if n.closed.Swap(true) {
 		return nil
 	}
+	close(n.stop)
+	n.bg.Wait()
+	if n.internal != nil {
+		n.internal.Close()
+	}
 	var errs []error
 	for _, g := range n.groups {
+		if g == nil {
+			continue
+		}
 		if err := g.shutdown(); err != nil {
 			errs = append(errs, err)
 		}
@@ -327,255 +421,11 @@ func (n *Node) Close() error {
 func (n *Node) ledCount() int {
 	c := 0
 	for _, g := range n.groups {
-		if g.raft.State() == raft.Leader {
+		if g != nil && g.raft.State() == raft.Leader {
 			c++
 		}
 	}
 	return c
-}
-
-func (n *Node) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
-}
-
-// Put stores value under key if cond holds.
-func (n *Node) Put(ctx context.Context, key string, value []byte, cond Cond, tok session.Token) (WriteResult, error) {
-	if len(value) > n.cfg.MaxValueBytes {
-		return WriteResult{Session: tok}, errorf(ErrValueTooLarge, "value is %d bytes, the limit is %d", len(value), n.cfg.MaxValueBytes)
-	}
-	return n.write(ctx, newCommand(opPut, key, value, cond), tok)
-}
-
-// Delete removes key if cond holds.
-func (n *Node) Delete(ctx context.Context, key string, cond Cond, tok session.Token) (WriteResult, error) {
-	return n.write(ctx, newCommand(opDelete, key, nil, cond), tok)
-}
-
-func (n *Node) write(ctx context.Context, cmd command, tok session.Token) (WriteResult, error) {
-	res := WriteResult{Session: tok}
-	if n.closed.Load() {
-		return res, ErrClosed
-	}
-	if err := ValidateKey(cmd.Key); err != nil {
-		return res, err
-	}
-	if cmd.Cond == condIfMatch && cmd.Version == 0 {
-		return res, errorf(ErrPrecondition, "no key has version 0")
-	}
-	opName := map[uint8]string{opPut: "put", opDelete: "delete"}[cmd.Op]
-	s := For(cmd.Key, n.cfg.Shards)
-	g := n.groups[s]
-	if g.raft.State() != raft.Leader {
-		n.m.writes.WithLabelValues(opName, "not_leader").Inc()
-		return res, g.notLeader()
-	}
-	b, err := encodeCommand(cmd)
-	if err != nil {
-		return res, err
-	}
-	ctx, cancel := n.ctx(ctx)
-	defer cancel()
-	timeout := time.Until(deadline(ctx))
-	f := g.raft.Apply(b, timeout)
-	if err := f.Error(); err != nil {
-		n.m.writes.WithLabelValues(opName, "error").Inc()
-		switch {
-		case errors.Is(err, raft.ErrNotLeader):
-			return res, g.notLeader()
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return res, ErrClosed
-		case isRaftUnavailable(err):
-			return res, errorf(ErrUnavailable, "shard %d: %v (the write may or may not have been applied)", s, err)
-		}
-		return res, fmt.Errorf("shard: %d: apply: %w", s, err)
-	}
-	res.Session = tok.Merge(session.Token{s: f.Index()})
-	ar, ok := f.Response().(applyResult)
-	if !ok {
-		return res, fmt.Errorf("shard: %d: unexpected apply response %T", s, f.Response())
-	}
-	if ar.err != nil {
-		n.m.writes.WithLabelValues(opName, "precondition_failed").Inc()
-		return res, ar.err
-	}
-	n.m.writes.WithLabelValues(opName, "ok").Inc()
-	res.Version, res.Deleted = ar.version, ar.deleted
-	return res, nil
-}
-
-func deadline(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
-}
-
-// prepareRead blocks until group g may serve a read at ro's consistency.
-func (n *Node) prepareRead(ctx context.Context, g *group, ro ReadOptions) error {
-	switch ro.Consistency {
-	case Stale:
-		return nil
-	case Session:
-		need := ro.Session.Index(g.id)
-		if g.fsm.applied.Load() >= need {
-			return nil
-		}
-		wctx, cancel := context.WithTimeout(ctx, n.cfg.SessionWait)
-		err := g.fsm.waitApplied(wctx, need)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: shard %d: %v", ErrUnavailable, g.id, ctx.Err())
-		}
-		// This replica is behind the caller: a linearizable read covers
-		// every committed write, so it covers the token.
-		n.m.sessionFallbacks.Inc()
-		return g.linearizable(ctx)
-	case Linearizable:
-		return g.linearizable(ctx)
-	}
-	return errorf(ErrBadConsistency, "%d", ro.Consistency)
-}
-
-// Get reads key at ro's consistency.
-func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, error) {
-	res := GetResult{Session: ro.Session}
-	if n.closed.Load() {
-		return res, ErrClosed
-	}
-	if err := ValidateKey(key); err != nil {
-		return res, err
-	}
-	ctx, cancel := n.ctx(ctx)
-	defer cancel()
-	s := For(key, n.cfg.Shards)
-	g := n.groups[s]
-	if err := n.prepareRead(ctx, g, ro); err != nil {
-		return res, err
-	}
-	rec, found, err := n.eng.Get(s, []byte(key))
-	if err != nil {
-		return res, fmt.Errorf("shard: %w", err)
-	}
-	// pending is at least the state the read observed.
-	res.Session = ro.Session.Merge(session.Token{s: g.fsm.pending.Load()})
-	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
-	res.Found = found
-	res.Record = Record{Key: key, Value: rec.Value, Version: rec.Version}
-	return res, nil
-}
-
-// Scan returns one page of keys in key order across every shard.
-func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanResult, error) {
-	res := ScanResult{Session: ro.Session}
-	if n.closed.Load() {
-		return res, ErrClosed
-	}
-	if req.Limit <= 0 {
-		req.Limit = DefaultScanLimit
-	}
-	if req.Limit > MaxScanLimit {
-		return res, errorf(ErrInvalidScan, "limit %d exceeds %d", req.Limit, MaxScanLimit)
-	}
-	lo, hi := scanBounds(req)
-	if hi != nil && string(lo) >= string(hi) {
-		return res, nil
-	}
-	ctx, cancel := n.ctx(ctx)
-	defer cancel()
-	errs := make([]error, len(n.groups))
-	var wg sync.WaitGroup
-	for i, g := range n.groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = n.prepareRead(ctx, g, ro)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return res, err
-	}
-	r := n.eng.NewReader()
-	defer r.Close()
-	tok := session.Token{}
-	var all []Record
-	for s := range n.groups {
-		a, err := r.Applied(s)
-		if err != nil {
-			return res, fmt.Errorf("shard: %w", err)
-		}
-		tok.Observe(s, a)
-		count := 0
-		err = r.Scan(s, lo, hi, func(k, v []byte, ver uint64) bool {
-			all = append(all, Record{Key: string(k), Value: append([]byte(nil), v...), Version: ver})
-			count++
-			return count <= req.Limit
-		})
-		if err != nil {
-			return res, fmt.Errorf("shard: %w", err)
-		}
-	}
-	sortRecords(all)
-	if len(all) > req.Limit {
-		res.More, res.Next = true, all[req.Limit].Key
-		all = all[:req.Limit]
-	}
-	res.Items = all
-	res.Session = ro.Session.Merge(tok)
-	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
-	return res, nil
-}
-
-// scanBounds returns [lo, hi) for req; hi nil is unbounded.
-func scanBounds(req ScanRequest) (lo, hi []byte) {
-	lo = []byte(req.Prefix)
-	if req.Start > req.Prefix {
-		lo = []byte(req.Start)
-	}
-	if req.Prefix != "" {
-		hi = prefixEnd([]byte(req.Prefix))
-	}
-	if req.End != "" && (hi == nil || req.End < string(hi)) {
-		hi = []byte(req.End)
-	}
-	return lo, hi
-}
-
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
-// Cluster reports the nodes and shards as this node sees them.
-func (n *Node) Cluster() ClusterStatus {
-	st := ClusterStatus{Node: n.cfg.ID}
-	for _, p := range n.cfg.Peers {
-		st.Nodes = append(st.Nodes, NodeStatus{ID: p.ID, Addr: p.Addr, Up: p.ID == n.cfg.ID && !n.closed.Load()})
-	}
-	for _, g := range n.groups {
-		_, leader := g.raft.LeaderWithID()
-		ss := ShardStatus{ID: g.id, Leader: string(leader)}
-		for _, p := range n.replicasOf(g.id) {
-			rs := ReplicaStatus{Node: p.ID}
-			if p.ID == n.cfg.ID {
-				rs.Applied = g.fsm.applied.Load()
-				rs.State = strings.ToLower(g.raft.State().String())
-			}
-			ss.Replicas = append(ss.Replicas, rs)
-		}
-		st.Shards = append(st.Shards, ss)
-	}
-	return st
 }
 
 // slogWriter adapts hclog's line output to slog.

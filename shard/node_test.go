@@ -320,4 +320,3 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
-

@@ -1,0 +1,244 @@
+package clustertest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"lambdadb/shard"
+)
+
+// Options configure a cluster. Zero values select the defaults in comments.
+type Options struct {
+	Nodes             int           // default 3
+	Shards            int           // default 4
+	SnapshotThreshold uint64        // default: shard's default
+	TrailingLogs      uint64        // default: shard's default
+	SnapshotInterval  time.Duration // default: shard's default
+	// Handler, when set, wraps each member's node into a public HTTP handler
+	// served on the member's address (for tests of the HTTP layer).
+	Handler func(*shard.Node) (http.Handler, error)
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	ID   string
+	Addr string
+	Node *shard.Node // nil while killed
+	FS   *vfs.MemFS
+
+	mux  *shard.Mux
+	http *http.Server
+}
+
+// Cluster is a set of in-process members.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	peers   []shard.Peer
+	Members []*Member
+	Faults  *shard.Faults
+}
+
+// Start starts a cluster and waits until every shard has a leader.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 4
+	}
+	c := &Cluster{t: t, opts: opts, Faults: &shard.Faults{}}
+	var lns []net.Listener
+	for i := 0; i < opts.Nodes; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		id := fmt.Sprintf("n%d", i+1)
+		c.peers = append(c.peers, shard.Peer{ID: id, Addr: ln.Addr().String()})
+		c.Members = append(c.Members, &Member{ID: id, Addr: ln.Addr().String(), FS: vfs.NewCrashableMem()})
+	}
+	t.Cleanup(c.Close)
+	errs := make(chan error, opts.Nodes)
+	for i, m := range c.Members {
+		go func() { errs <- c.start(m, lns[i]) }()
+	}
+	for range c.Members {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitLeaders(30 * time.Second)
+	return c
+}
+
+// IDs returns every member's id.
+func (c *Cluster) IDs() []string {
+	var ids []string
+	for _, m := range c.Members {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+func (c *Cluster) start(m *Member, ln net.Listener) error {
+	mux, err := shard.NewMux(ln, shard.MuxConfig{NodeID: m.ID, Faults: c.Faults})
+	if err != nil {
+		return err
+	}
+	go mux.Serve()
+	n, err := shard.Open(shard.Config{
+		ID: m.ID, Addr: m.Addr, Dir: "/data", FS: m.FS,
+		Shards: c.opts.Shards, Peers: c.peers, Mux: mux,
+		SnapshotThreshold: c.opts.SnapshotThreshold, TrailingLogs: c.opts.TrailingLogs,
+		SnapshotInterval: c.opts.SnapshotInterval,
+	})
+	if err != nil {
+		mux.Close()
+		return fmt.Errorf("clustertest: open %s: %w", m.ID, err)
+	}
+	m.Node, m.mux = n, mux
+	if c.opts.Handler != nil {
+		h, err := c.opts.Handler(n)
+		if err != nil {
+			return err
+		}
+		m.http = &http.Server{Handler: h}
+		go m.http.Serve(mux.PublicListener())
+	}
+	return nil
+}
+
+// Member returns the member with id.
+func (c *Cluster) Member(id string) *Member {
+	for _, m := range c.Members {
+		if m.ID == id {
+			return m
+		}
+	}
+	c.t.Fatalf("clustertest: no member %s", id)
+	return nil
+}
+
+// Kill crashes member id: its filesystem keeps only what was synced, and
+// the node stops without a clean shutdown of its state.
+func (c *Cluster) Kill(id string) {
+	m := c.Member(id)
+	if m.Node == nil {
+		return
+	}
+	crashed := m.FS.CrashClone(vfs.CrashCloneCfg{})
+	m.mux.Close()
+	if m.http != nil {
+		m.http.Close()
+	}
+	m.Node.Close()
+	m.Node, m.FS = nil, crashed
+}
+
+// Restart brings a killed member back with the same flags.
+func (c *Cluster) Restart(id string) {
+	m := c.Member(id)
+	if m.Node != nil {
+		c.t.Fatalf("clustertest: %s is running", id)
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old listener's port may linger briefly
+		if ln, err = net.Listen("tcp", m.Addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		c.t.Fatalf("clustertest: relisten %s: %v", m.Addr, err)
+	}
+	if err := c.start(m, ln); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Close stops every member.
+func (c *Cluster) Close() {
+	for _, m := range c.Members {
+		if m.Node != nil {
+			if m.http != nil {
+				m.http.Close()
+			}
+			m.Node.Close()
+			m.mux.Close()
+			m.Node = nil
+		}
+	}
+}
+
+// Running returns the members that are up.
+func (c *Cluster) Running() []*Member {
+	var out []*Member
+	for _, m := range c.Members {
+		if m.Node != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// LeaderOf returns the running member leading shard s, or nil.
+func (c *Cluster) LeaderOf(s int) *Member {
+	for _, m := range c.Running() {
+		if m.Node.Leads(s) {
+			return m
+		}
+	}
+	return nil
+}
+
+// WaitLeaders waits until every shard has a leader among running members.
+func (c *Cluster) WaitLeaders(timeout time.Duration) {
+	c.t.Helper()
+	c.Eventually(timeout, "every shard has a leader", func() bool {
+		for s := 0; s < c.opts.Shards; s++ {
+			if c.LeaderOf(s) == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// MostLeader returns the running member that leads the most shards.
+func (c *Cluster) MostLeader() *Member {
+	var best *Member
+	bestN := -1
+	for _, m := range c.Running() {
+		k := 0
+		for s := 0; s < c.opts.Shards; s++ {
+			if m.Node.Leads(s) {
+				k++
+			}
+		}
+		if k > bestN {
+			best, bestN = m, k
+		}
+	}
+	return best
+}
+
+// Eventually polls cond until it holds, failing the test after timeout.
+func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("clustertest: timed out after %v waiting until %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

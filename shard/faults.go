@@ -1,0 +1,112 @@
+package shard
+
+import (
+	"sync"
+	"time"
+)
+
+// Faults injects network faults between node ids into the mux's
+// connections (Raft and internal RPC alike). The zero value injects
+// nothing. Tests share one Faults among in-process nodes; a process started
+// with the test-only fault flag exposes its own through the internal API.
+type Faults struct {
+	mu    sync.RWMutex
+	drop  map[link]bool
+	delay map[link]time.Duration
+}
+
+type link struct{ from, to string }
+
+// FaultRule is one directed fault, as set through the internal API.
+type FaultRule struct {
+	From  string        `json:"from" msgpack:"from"`
+	To    string        `json:"to" msgpack:"to"`
+	Drop  bool          `json:"drop,omitempty" msgpack:"drop"`
+	Delay time.Duration `json:"delay_ns,omitempty" msgpack:"delay"`
+}
+
+// Drop makes every byte from one node to another fail (one-way).
+func (f *Faults) Drop(from, to string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.drop == nil {
+		f.drop = map[link]bool{}
+	}
+	f.drop[link{from, to}] = true
+}
+
+// Delay adds d before every write from one node to another.
+func (f *Faults) Delay(from, to string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.delay == nil {
+		f.delay = map[link]time.Duration{}
+	}
+	f.delay[link{from, to}] = d
+}
+
+// Partition drops traffic both ways between every node of a and every node
+// of b.
+func (f *Faults) Partition(a, b []string) {
+	for _, x := range a {
+		for _, y := range b {
+			f.Drop(x, y)
+			f.Drop(y, x)
+		}
+	}
+}
+
+// Isolate partitions id from every other node in ids.
+func (f *Faults) Isolate(id string, ids []string) {
+	var others []string
+	for _, o := range ids {
+		if o != id {
+			others = append(others, o)
+		}
+	}
+	f.Partition([]string{id}, others)
+}
+
+// Heal removes every fault.
+func (f *Faults) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.drop, f.delay = nil, nil
+}
+
+// Rules lists the faults in force.
+func (f *Faults) Rules() []FaultRule {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []FaultRule
+	for l := range f.drop {
+		out = append(out, FaultRule{From: l.from, To: l.to, Drop: true})
+	}
+	for l, d := range f.delay {
+		out = append(out, FaultRule{From: l.from, To: l.to, Delay: d})
+	}
+	return out
+}
+
+// Set replaces every fault with rules.
+func (f *Faults) Set(rules []FaultRule) {
+	f.Heal()
+	for _, r := range rules {
+		if r.Drop {
+			f.Drop(r.From, r.To)
+		}
+		if r.Delay > 0 {
+			f.Delay(r.From, r.To, r.Delay)
+		}
+	}
+}
+
+// check returns whether traffic from→to is dropped and its delay.
+func (f *Faults) check(from, to string) (dropped bool, delay time.Duration) {
+	if f == nil {
+		return false, 0
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.drop[link{from, to}], f.delay[link{from, to}]
+}

@@ -1,0 +1,316 @@
+package shard
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A connection to a node's single address is either HTTP (anything else) or
+// starts with a preamble:
+//
+//	magic   4 bytes: "LDR1" (Raft stream for one shard) or "LDI1" (internal RPC)
+//	shard   2 bytes, big-endian (0 for internal RPC)
+//	idLen   1 byte, then the dialing node's id
+//
+// The mux hands Raft streams to the shard's stream layer, internal RPC to the
+// internal HTTP listener and everything else to the public HTTP listener.
+const (
+	magicRaft     = "LDR1"
+	magicInternal = "LDI1"
+	maxIDLen      = 255
+)
+
+// ErrMuxClosed is returned by a closed mux's listeners.
+var ErrMuxClosed = errors.New("shard: mux closed")
+
+// MuxConfig configures a Mux.
+type MuxConfig struct {
+	// NodeID is this node's id, sent in every preamble. Required.
+	NodeID string
+	// Faults, when non-nil, injects faults into every connection.
+	Faults *Faults
+	// HandshakeTimeout bounds reading a preamble. Default 5s.
+	HandshakeTimeout time.Duration
+}
+
+// Mux shares one listener among public HTTP, internal RPC and every shard's
+// Raft transport.
+type Mux struct {
+	ln       net.Listener
+	cfg      MuxConfig
+	public   *chanListener
+	internal *chanListener
+
+	mu     sync.Mutex
+	layers map[int]*streamLayer
+	closed chan struct{}
+	once   sync.Once
+}
+
+// NewMux wraps ln; call Serve to start accepting.
+func NewMux(ln net.Listener, cfg MuxConfig) (*Mux, error) {
+	if cfg.NodeID == "" || len(cfg.NodeID) > maxIDLen {
+		return nil, fmt.Errorf("shard: MuxConfig.NodeID must be 1..%d bytes", maxIDLen)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	m := &Mux{ln: ln, cfg: cfg, layers: map[int]*streamLayer{}, closed: make(chan struct{})}
+	m.public = newChanListener(ln.Addr(), m.closed)
+	m.internal = newChanListener(ln.Addr(), m.closed)
+	return m, nil
+}
+
+// Addr is the shared address.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// PublicListener yields the connections that carry client HTTP.
+func (m *Mux) PublicListener() net.Listener { return m.public }
+
+// InternalListener yields internal RPC connections (HTTP, node to node).
+func (m *Mux) InternalListener() net.Listener { return m.internal }
+
+// Faults returns the mux's fault injector (nil when disabled).
+func (m *Mux) Faults() *Faults { return m.cfg.Faults }
+
+// Serve accepts connections until the listener fails or Close is called.
+func (m *Mux) Serve() error {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("shard: mux accept: %w", err)
+		}
+		go m.route(c)
+	}
+}
+
+// Close stops the mux and its listeners. Connections already handed out
+// stay open.
+func (m *Mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		close(m.closed)
+		err = m.ln.Close()
+	})
+	return err
+}
+
+func (m *Mux) route(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	br := bufio.NewReader(c)
+	head, err := br.Peek(4)
+	if err != nil {
+		// Too short for a preamble: let HTTP answer (or see EOF).
+		if len(head) == 0 {
+			c.Close()
+			return
+		}
+	}
+	switch string(head) {
+	case magicRaft, magicInternal:
+		shard, peer, err := readPreamble(br)
+		if err != nil {
+			c.Close()
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		fc := &faultConn{Conn: &bufConn{Conn: c, r: br}, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer}
+		if string(head) == magicInternal {
+			m.internal.deliver(fc)
+			return
+		}
+		m.mu.Lock()
+		l := m.layers[shard]
+		m.mu.Unlock()
+		if l == nil {
+			c.Close()
+			return
+		}
+		l.deliver(fc)
+	default:
+		_ = c.SetReadDeadline(time.Time{})
+		m.public.deliver(&bufConn{Conn: c, r: br})
+	}
+}
+
+func readPreamble(r io.Reader) (shard int, peer string, err error) {
+	var hdr [7]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, "", err
+	}
+	shard = int(binary.BigEndian.Uint16(hdr[4:6]))
+	n := int(hdr[6])
+	if n == 0 {
+		return 0, "", errors.New("shard: empty node id in preamble")
+	}
+	id := make([]byte, n)
+	if _, err := io.ReadFull(r, id); err != nil {
+		return 0, "", err
+	}
+	return shard, string(id), nil
+}
+
+func writePreamble(w io.Writer, magic string, shard int, self string) error {
+	b := make([]byte, 0, 7+len(self))
+	b = append(b, magic...)
+	b = binary.BigEndian.AppendUint16(b, uint16(shard))
+	b = append(b, byte(len(self)))
+	b = append(b, self...)
+	_, err := w.Write(b)
+	return err
+}
+
+// dial opens a connection to addr (node peer) with the given preamble.
+func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (net.Conn, error) {
+	if dropped, _ := m.cfg.Faults.check(m.cfg.NodeID, peer); dropped {
+		return nil, fmt.Errorf("%w: dial %s", errDialFault, peer)
+	}
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if err := writePreamble(c, magic, shard, m.cfg.NodeID); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return &faultConn{Conn: c, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer}, nil
+}
+
+// streamLayer is one shard's raft.StreamLayer on the mux.
+type streamLayer struct {
+	*chanListener
+	m     *Mux
+	shard int
+	addr  net.Addr
+	peers func(raft.ServerAddress) string // address → node id
+}
+
+// StreamLayer registers and returns shard's Raft stream layer. advertised is
+// the address peers know this node by.
+func (m *Mux) streamLayer(shard int, advertised string, peers func(raft.ServerAddress) string) *streamLayer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := &streamLayer{
+		chanListener: newChanListener(stringAddr(advertised), m.closed),
+		m:            m, shard: shard, addr: stringAddr(advertised), peers: peers,
+	}
+	m.layers[shard] = l
+	return l
+}
+
+func (l *streamLayer) Addr() net.Addr { return l.addr }
+
+func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.m.dial(string(address), l.peers(address), magicRaft, l.shard, timeout)
+}
+
+type stringAddr string
+
+func (a stringAddr) Network() string { return "tcp" }
+func (a stringAddr) String() string  { return string(a) }
+
+// chanListener is a net.Listener fed by the mux.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{} // the mux's
+	closed chan struct{} // this listener's
+	once   sync.Once
+}
+
+func newChanListener(addr net.Addr, done chan struct{}) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: done, closed: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, ErrMuxClosed
+	case <-l.closed:
+		return nil, ErrMuxClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// bufConn replays bytes the mux peeked.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// faultConn applies Faults between self and peer on every read and write.
+type faultConn struct {
+	net.Conn
+	faults     *Faults
+	self, peer string
+}
+
+func (c *faultConn) Write(p []byte) (int, error) {
+	if c.faults != nil {
+		dropped, delay := c.faults.check(c.self, c.peer)
+		if dropped {
+			c.Conn.Close()
+			return 0, fmt.Errorf("shard: %s→%s dropped by fault injection", c.self, c.peer)
+		}
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *faultConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.faults != nil && n > 0 {
+		if dropped, _ := c.faults.check(c.peer, c.self); dropped {
+			c.Conn.Close()
+			return 0, fmt.Errorf("shard: %s→%s dropped by fault injection", c.peer, c.self)
+		}
+	}
+	return n, err
+}
+
+// errDialFault is returned when fault injection refuses a dial.
+var errDialFault = errors.New("shard: dropped by fault injection")

@@ -1,0 +1,315 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/internal/session"
+)
+
+// Internal RPC: HTTP with msgpack bodies, node to node, over the mux's
+// internal listener (preamble "LDI1"). It is never exposed on the public
+// listener.
+const (
+	rpcApply     = "/internal/v1/apply"
+	rpcReadIndex = "/internal/v1/readindex"
+	rpcGet       = "/internal/v1/get"
+	rpcScan      = "/internal/v1/scan"
+	rpcStatus    = "/internal/v1/status"
+	rpcFaults    = "/internal/v1/faults"
+
+	maxRPCBody = 8 << 20
+)
+
+// Error codes carried in RPC responses; they map back to this package's
+// sentinel errors.
+const (
+	codeOK           = ""
+	codePrecondition = "precondition_failed"
+	codeNotLeader    = "not_leader"
+	codeUnavailable  = "unavailable"
+	codeInvalid      = "invalid"
+	codeClosed       = "closed"
+	codeInternal     = "internal"
+)
+
+type rpcError struct {
+	Code   string `msgpack:"code"`
+	Msg    string `msgpack:"msg"`
+	Leader string `msgpack:"leader"` // leader address hint for not_leader
+}
+
+func (e rpcError) err() error {
+	var sentinel error
+	switch e.Code {
+	case codeOK:
+		return nil
+	case codePrecondition:
+		sentinel = ErrPrecondition
+	case codeNotLeader:
+		sentinel = ErrNotLeader
+	case codeUnavailable:
+		sentinel = ErrUnavailable
+	case codeInvalid:
+		sentinel = ErrInvalidKey
+	case codeClosed:
+		sentinel = ErrClosed
+	default:
+		return fmt.Errorf("shard: remote: %s", e.Msg)
+	}
+	return fmt.Errorf("%w (remote: %s)", sentinel, e.Msg)
+}
+
+func toRPCError(err error) rpcError {
+	if err == nil {
+		return rpcError{}
+	}
+	e := rpcError{Msg: err.Error(), Code: codeInternal}
+	switch {
+	case errors.Is(err, ErrPrecondition):
+		e.Code = codePrecondition
+	case errors.Is(err, ErrNotLeader):
+		e.Code = codeNotLeader
+	case errors.Is(err, ErrUnavailable):
+		e.Code = codeUnavailable
+	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrBadCommand), errors.Is(err, ErrInvalidScan):
+		e.Code = codeInvalid
+	case errors.Is(err, ErrClosed):
+		e.Code = codeClosed
+	}
+	return e
+}
+
+type applyReq struct {
+	Shard int    `msgpack:"shard"`
+	Cmd   []byte `msgpack:"cmd"`
+}
+
+type applyResp struct {
+	rpcError
+	Index   uint64 `msgpack:"index"`
+	Version uint64 `msgpack:"version"`
+	Deleted bool   `msgpack:"deleted"`
+}
+
+type readIndexReq struct {
+	Shard int `msgpack:"shard"`
+}
+
+type readIndexResp struct {
+	rpcError
+	Index uint64 `msgpack:"index"`
+}
+
+type readReq struct {
+	Shard       int    `msgpack:"shard"`
+	Consistency uint8  `msgpack:"consistency"`
+	Session     string `msgpack:"session"`
+	Key         string `msgpack:"key"`
+	Lo          []byte `msgpack:"lo"`
+	Hi          []byte `msgpack:"hi"`
+	Limit       int    `msgpack:"limit"`
+}
+
+type readResp struct {
+	rpcError
+	Records []Record `msgpack:"records"`
+	Found   bool     `msgpack:"found"`
+	Applied uint64   `msgpack:"applied"`
+}
+
+// StatusReport is what a node reports of itself to its peers.
+type StatusReport struct {
+	Node   string        `msgpack:"node"`
+	Shards []ShardReport `msgpack:"shards"`
+}
+
+// ShardReport is one hosted shard's state in a StatusReport.
+type ShardReport struct {
+	ID      int    `msgpack:"id"`
+	Applied uint64 `msgpack:"applied"`
+	State   string `msgpack:"state"`
+	Leader  string `msgpack:"leader"`
+}
+
+// internalHandler serves the internal RPC.
+func (n *Node) internalHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+rpcApply, func(w http.ResponseWriter, r *http.Request) {
+		var req applyReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		g := n.hosted(req.Shard)
+		if g == nil {
+			writeRPC(w, applyResp{rpcError: toRPCError(errorf(ErrNotLeader, "shard %d is not hosted here", req.Shard))})
+			return
+		}
+		idx, ar, err := n.applyLocal(r.Context(), g, req.Cmd)
+		resp := applyResp{rpcError: toRPCError(err), Index: idx, Version: ar.version, Deleted: ar.deleted}
+		if errors.Is(err, ErrNotLeader) {
+			resp.Leader = g.leaderAddr()
+		}
+		writeRPC(w, resp)
+	})
+	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
+		var req readIndexReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		g := n.hosted(req.Shard)
+		if g == nil {
+			writeRPC(w, readIndexResp{rpcError: toRPCError(errorf(ErrNotLeader, "shard %d is not hosted here", req.Shard))})
+			return
+		}
+		idx, err := g.readIndex(r.Context())
+		resp := readIndexResp{rpcError: toRPCError(err), Index: idx}
+		if errors.Is(err, ErrNotLeader) {
+			resp.Leader = g.leaderAddr()
+		}
+		writeRPC(w, resp)
+	})
+	mux.HandleFunc("POST "+rpcGet, func(w http.ResponseWriter, r *http.Request) {
+		var req readReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		tok, err := session.Decode(req.Session)
+		if err != nil {
+			writeRPC(w, readResp{rpcError: rpcError{Code: codeInvalid, Msg: err.Error()}})
+			return
+		}
+		res, err := n.Get(r.Context(), req.Key, ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
+		writeRPC(w, readResp{rpcError: toRPCError(err), Found: res.Found,
+			Records: []Record{res.Record}, Applied: res.Session.Index(req.Shard)})
+	})
+	mux.HandleFunc("POST "+rpcScan, func(w http.ResponseWriter, r *http.Request) {
+		var req readReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		tok, err := session.Decode(req.Session)
+		if err != nil {
+			writeRPC(w, readResp{rpcError: rpcError{Code: codeInvalid, Msg: err.Error()}})
+			return
+		}
+		g := n.hosted(req.Shard)
+		if g == nil {
+			writeRPC(w, readResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
+			return
+		}
+		recs, applied, err := n.scanLocal(r.Context(), g, req.Lo, req.Hi, req.Limit,
+			ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
+		writeRPC(w, readResp{rpcError: toRPCError(err), Records: recs, Applied: applied})
+	})
+	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeRPC(w, n.localStatus())
+	})
+	if f := n.cfg.Mux.Faults(); f != nil {
+		mux.HandleFunc("GET "+rpcFaults, func(w http.ResponseWriter, r *http.Request) {
+			writeRPC(w, f.Rules())
+		})
+		mux.HandleFunc("PUT "+rpcFaults, func(w http.ResponseWriter, r *http.Request) {
+			var rules []FaultRule
+			if !decodeRPC(w, r, &rules) {
+				return
+			}
+			f.Set(rules)
+			writeRPC(w, f.Rules())
+		})
+	}
+	return mux
+}
+
+func decodeRPC(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody+1))
+	if err == nil && len(body) > maxRPCBody {
+		err = errors.New("body too large")
+	}
+	if err == nil {
+		err = msgpack.Unmarshal(body, v)
+	}
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		writeRPC(w, rpcError{Code: codeInvalid, Msg: "shard: bad rpc body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func writeRPC(w http.ResponseWriter, v any) {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/msgpack")
+	_, _ = w.Write(b)
+}
+
+// rpcClient calls peers' internal RPC through the mux.
+type rpcClient struct {
+	hc *http.Client
+}
+
+func newRPCClient(m *Mux, peerOf func(addr string) string) *rpcClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			timeout := 2 * time.Second
+			if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+				timeout = time.Until(d)
+			}
+			return m.dial(addr, peerOf(addr), magicInternal, 0, timeout)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     60 * time.Second,
+	}
+	return &rpcClient{hc: &http.Client{Transport: tr}}
+}
+
+// errNotSent marks RPC failures where the request certainly did not reach
+// the peer (so a retry cannot apply a write twice).
+var errNotSent = errors.New("shard: rpc not sent")
+
+func (c *rpcClient) call(ctx context.Context, method, addr, path string, req, resp any) error {
+	var body io.Reader
+	if req != nil {
+		b, err := msgpack.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("shard: rpc encode: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return fmt.Errorf("shard: rpc: %w", err)
+	}
+	res, err := c.hc.Do(hr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w: %v", errNotSent, err)
+		}
+		if errors.Is(err, errDialFault) {
+			return fmt.Errorf("%w: %v", errNotSent, err)
+		}
+		return fmt.Errorf("shard: rpc %s %s: %w", addr, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxRPCBody+1))
+	if err != nil {
+		return fmt.Errorf("shard: rpc %s %s: %w", addr, path, err)
+	}
+	if err := msgpack.Unmarshal(b, resp); err != nil {
+		return fmt.Errorf("shard: rpc %s %s: bad response (%s): %w", addr, path, res.Status, err)
+	}
+	return nil
+}
