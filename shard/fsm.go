@@ -202,6 +202,5 @@ func (s *fsmSnapshot) Release() { _ = s.s.Close() }
 // isRaftUnavailable reports raft errors that mean "try another node or later".
 func isRaftUnavailable(err error) bool {
 	return errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) ||
-		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrLeadershipTransferInProgress) ||
-		errors.Is(err, raft.ErrAbortedByRestore)
+		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrAbortedByRestore)
 }

@@ -135,7 +135,8 @@ func (n *Node) applyLocal(ctx context.Context, g *group, cmd []byte) (uint64, ap
 	f := g.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// Rejected before it entered the log: safe to retry elsewhere.
 			return 0, applyResult{}, g.notLeader()
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return 0, applyResult{}, ErrClosed
