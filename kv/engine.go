@@ -190,8 +190,10 @@ func scan(src iterable, shard int, start, end []byte, fn ScanFunc) error {
 		}
 		ver, val, ok := decodeRecord(v)
 		if !ok {
+			// Format the key before Close: it belongs to the iterator.
+			err := fmt.Errorf("%w: shard %d key %q", ErrCorrupt, shard, it.Key()[prefixLen:])
 			it.Close()
-			return fmt.Errorf("%w: shard %d key %q", ErrCorrupt, shard, it.Key()[prefixLen:])
+			return err
 		}
 		if !fn(it.Key()[prefixLen:], val, ver) {
 			break
@@ -252,20 +254,48 @@ func (r *Reader) Close() error { return r.snap.Close() }
 type Apply struct {
 	b     *pebble.Batch
 	shard int
+	err   error // set for an invalid shard
 	done  bool
 }
 
+// errApplyDone is returned by an Apply used after Commit or Close.
+var errApplyDone = errors.New("kv: apply already committed or closed")
+
 // NewApply starts a state-machine batch for shard. Reads through the Apply
-// see its own writes.
+// see its own writes. For an invalid shard every method of the returned
+// Apply fails with ErrInvalidShard.
 func (e *Engine) NewApply(shard int) *Apply {
+	if err := checkShard(shard); err != nil {
+		return &Apply{shard: shard, err: err, done: true}
+	}
 	return &Apply{b: e.db.NewIndexedBatch(), shard: shard}
 }
 
+// check reports why the Apply cannot be used, if it cannot. Touching the
+// batch after Close would reuse a batch Pebble has already recycled.
+func (a *Apply) check() error {
+	if a.err != nil {
+		return a.err
+	}
+	if a.done {
+		return errApplyDone
+	}
+	return nil
+}
+
 // Get reads key as the batch would leave it.
-func (a *Apply) Get(key []byte) (Record, bool, error) { return getRecord(a.b, a.shard, key) }
+func (a *Apply) Get(key []byte) (Record, bool, error) {
+	if err := a.check(); err != nil {
+		return Record{}, false, err
+	}
+	return getRecord(a.b, a.shard, key)
+}
 
 // Put stores value under key at version.
 func (a *Apply) Put(key, value []byte, version uint64) error {
+	if err := a.check(); err != nil {
+		return err
+	}
 	if err := a.b.Set(dataKey(a.shard, key), encodeRecord(version, value), nil); err != nil {
 		return fmt.Errorf("kv: put: %w", err)
 	}
@@ -274,6 +304,9 @@ func (a *Apply) Put(key, value []byte, version uint64) error {
 
 // Delete removes key.
 func (a *Apply) Delete(key []byte) error {
+	if err := a.check(); err != nil {
+		return err
+	}
 	if err := a.b.Delete(dataKey(a.shard, key), nil); err != nil {
 		return fmt.Errorf("kv: delete: %w", err)
 	}
@@ -284,6 +317,9 @@ func (a *Apply) Delete(key []byte) error {
 // without syncing (the Raft log is the durable record). The Apply is closed
 // afterwards.
 func (a *Apply) Commit(applied uint64) error {
+	if err := a.check(); err != nil {
+		return err
+	}
 	defer a.Close()
 	if err := a.b.Set(shardKey(a.shard, kindMeta, appliedName), beBytes(applied), nil); err != nil {
 		return fmt.Errorf("kv: commit: %w", err)

@@ -6,22 +6,36 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// mkdirAllSynced creates dir and its missing parents and syncs every
-// directory on the path, so the new entries survive a crash.
+// mkdirAllSynced creates dir and its missing parents and syncs dir and every
+// directory that gained an entry — up to and including the closest ancestor
+// that already existed — so the new entries survive a crash.
 func mkdirAllSynced(fs vfs.FS, dir string) error {
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
+	// Ancestors of dir, nearest first, up to the closest existing one. The
+	// loop stops at the root, whose parent is itself ("/" or ".").
+	var parents []string
 	for d := dir; ; {
-		if err := syncDir(fs, d); err != nil {
-			return err
-		}
 		parent := fs.PathDir(d)
-		if parent == d || parent == "" || parent == "." {
-			return nil
+		if parent == d || parent == "" {
+			break
+		}
+		parents = append(parents, parent)
+		if _, err := fs.Stat(parent); err == nil {
+			break
 		}
 		d = parent
 	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := syncDir(fs, dir); err != nil {
+		return err
+	}
+	for _, p := range parents {
+		if err := syncDir(fs, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(fs vfs.FS, dir string) error {

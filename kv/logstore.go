@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -30,19 +31,32 @@ func (e *Engine) LogStore(shard int) (*LogStore, error) {
 		return nil, err
 	}
 	s := &LogStore{e: e, shard: shard}
-	lo, hi := kindRange(shard, kindLog)
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, fmt.Errorf("kv: log bounds: %w", err)
-	}
-	defer it.Close()
-	if it.First() {
-		s.first = beUint64(it.Key()[prefixLen:])
-	}
-	if it.Last() {
-		s.last = beUint64(it.Key()[prefixLen:])
+	if err := s.loadBounds(); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// loadBounds sets first and last from the stored entries. The caller holds
+// s.mu or has sole access to s.
+func (s *LogStore) loadBounds() error {
+	lo, hi := kindRange(s.shard, kindLog)
+	it, err := s.e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("kv: log bounds: %w", err)
+	}
+	var first, last uint64
+	if it.First() {
+		first = beUint64(it.Key()[prefixLen:])
+	}
+	if it.Last() {
+		last = beUint64(it.Key()[prefixLen:])
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("kv: log bounds: %w", err)
+	}
+	s.first, s.last = first, last
+	return nil
 }
 
 // IsMonotonic tells Raft that indexes only grow (it then resets the log on
@@ -114,20 +128,22 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 
 // DeleteRange removes entries min..max inclusive.
 func (s *LogStore) DeleteRange(min, max uint64) error {
-	if err := s.e.db.DeleteRange(logKey(s.shard, min), logKey(s.shard, max+1), pebble.Sync); err != nil {
+	if min > max {
+		return nil
+	}
+	hi := logKey(s.shard, max+1)
+	if max == math.MaxUint64 {
+		_, hi = kindRange(s.shard, kindLog) // max+1 would wrap to 0
+	}
+	if err := s.e.db.DeleteRange(logKey(s.shard, min), hi, pebble.Sync); err != nil {
 		return fmt.Errorf("kv: delete logs %d-%d: %w", min, max, err)
 	}
+	// Reload the bounds rather than derive them from min and max: a range
+	// that misses the stored entries, or covers only part of one end, must
+	// leave exactly what a fresh LogStore would find.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case min <= s.first && max >= s.last:
-		s.first, s.last = 0, 0
-	case min <= s.first:
-		s.first = max + 1
-	case max >= s.last:
-		s.last = min - 1
-	}
-	return nil
+	return s.loadBounds()
 }
 
 // Log entry value encoding: term, type, appended-at (unix ns, 0 if unset),

@@ -107,8 +107,10 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	// Hash before writing: w may scribble on p once it has the data. If the
+	// write falls short the stream is broken anyway (WriteTo fails).
+	c.h.Write(p)
 	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
 	c.n += int64(n)
 	return n, err
 }

@@ -24,6 +24,9 @@ type SnapshotStore struct {
 	dir    string
 	retain int
 	mu     sync.Mutex // serialises reaping
+
+	idMu   sync.Mutex
+	lastMS int64 // millisecond part of the last id Create issued
 }
 
 var _ raft.SnapshotStore = (*SnapshotStore)(nil)
@@ -61,7 +64,13 @@ func NewSnapshotStore(fs vfs.FS, dir string, retain int) (*SnapshotStore, error)
 // Create starts a new snapshot.
 func (s *SnapshotStore) Create(version raft.SnapshotVersion, index, term uint64,
 	configuration raft.Configuration, configurationIndex uint64, _ raft.Transport) (raft.SnapshotSink, error) {
-	id := fmt.Sprintf("%020d-%020d-%d", term, index, time.Now().UnixMilli())
+	// The millisecond part is made unique within the store, so that two
+	// snapshots of one index and term never share a directory.
+	s.idMu.Lock()
+	ms := max(time.Now().UnixMilli(), s.lastMS+1)
+	s.lastMS = ms
+	s.idMu.Unlock()
+	id := fmt.Sprintf("%020d-%020d-%d", term, index, ms)
 	tmp := s.fs.PathJoin(s.dir, id+".tmp")
 	if err := s.fs.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("kv: create snapshot: %w", err)
@@ -180,16 +189,33 @@ type snapSink struct {
 	f      vfs.File
 	h      hash.Hash32
 	meta   snapMeta
+	err    error // first write error: the snapshot is incomplete
 	closed bool
 }
 
 func (k *snapSink) ID() string { return k.id }
 
 func (k *snapSink) Write(p []byte) (int, error) {
+	if k.closed {
+		return 0, errors.New("kv: write to a closed snapshot sink")
+	}
+	if k.err != nil {
+		return 0, k.err
+	}
+	// Hash before writing: a writer may scribble on p once it has the data
+	// (Pebble's MemFS does, in race and invariants builds, to catch callers
+	// that reuse it).
+	k.h.Write(p)
 	n, err := k.f.Write(p)
-	k.h.Write(p[:n])
 	k.meta.Size += int64(n)
-	return n, err
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		k.err = fmt.Errorf("kv: snapshot write: %w", err)
+		return n, k.err
+	}
+	return n, nil
 }
 
 func (k *snapSink) Close() error {
@@ -206,6 +232,11 @@ func (k *snapSink) Close() error {
 }
 
 func (k *snapSink) finish() error {
+	if k.err != nil {
+		// Never publish a snapshot missing data a Write failed to store.
+		k.f.Close()
+		return k.err
+	}
 	if err := k.f.Sync(); err != nil {
 		k.f.Close()
 		return fmt.Errorf("kv: snapshot sync: %w", err)
