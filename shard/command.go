@@ -28,6 +28,7 @@ const (
 
 // command is one replicated write, msgpack-encoded as an array.
 type command struct {
+	//lint:ignore U1000 read by msgpack through its tag
 	_msgpack struct{} `msgpack:",as_array"`
 	Op       uint8
 	Key      string

@@ -229,15 +229,3 @@ func (g *group) failReaders(err error) {
 	}
 	g.readWaiters = nil
 }
-
-// linearizable waits until this replica may serve a linearizable read.
-func (g *group) linearizable(ctx context.Context) error {
-	idx, err := g.readIndex(ctx)
-	if err != nil {
-		return err
-	}
-	if err := g.fsm.waitApplied(ctx, idx); err != nil {
-		return fmt.Errorf("%w: shard %d waiting for index %d: %v", ErrUnavailable, g.id, idx, err)
-	}
-	return nil
-}

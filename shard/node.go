@@ -206,8 +206,6 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.Mux != nil {
 		n.rpc = newRPCClient(cfg.Mux, func(addr string) string { return n.peerOf[addr] })
-		n.internal = &http.Server{Handler: n.internalHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go n.internal.Serve(cfg.Mux.InternalListener())
 	}
 	for s := 0; s < cfg.Shards; s++ {
 		if !n.hosts(s) {
@@ -219,6 +217,11 @@ func Open(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		n.groups[s] = g
+	}
+	if cfg.Mux != nil {
+		// Serve internal RPC only once n.groups is complete.
+		n.internal = &http.Server{Handler: n.internalHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go n.internal.Serve(cfg.Mux.InternalListener())
 	}
 	if len(cfg.Peers) == 1 {
 		// A one-node cluster elects itself at once: wait so the first

@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+)
+
+// KVConfig configures the kv-put and kv-get scenarios.
+type KVConfig struct {
+	LambdaBin  string        // path to bin/lambdadb
+	EtcdBin    string        // path to etcd (3.4); empty skips etcd
+	Nodes      int           // default 3
+	Shards     int           // default 16
+	Clients    int           // default 64
+	ValueBytes int           // default 256
+	Keys       int           // key space, default 10000
+	Duration   time.Duration // per measurement, default 10s
+	Progress   io.Writer     // progress lines; nil discards
+}
+
+func (c *KVConfig) defaults() {
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Shards == 0 {
+		c.Shards = 16
+	}
+	if c.Clients == 0 {
+		c.Clients = 64
+	}
+	if c.ValueBytes == 0 {
+		c.ValueBytes = 256
+	}
+	if c.Keys == 0 {
+		c.Keys = 10000
+	}
+	if c.Duration == 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+type kvSystem interface {
+	Put(ctx context.Context, w int, key string, val []byte) error
+	Get(ctx context.Context, w int, key, consistency string) error
+}
+
+// RunKV measures puts and gets on lambdadb and, when EtcdBin is set, on
+// etcd, one system at a time on the same machine with the same load.
+func RunKV(cfg KVConfig) ([]Result, error) {
+	cfg.defaults()
+	var out []Result
+	type sys struct {
+		name   string
+		start  func() (*Cluster, kvSystem, func(), error)
+		levels []string
+	}
+	systems := []sys{{
+		name: "lambdadb",
+		start: func() (*Cluster, kvSystem, func(), error) {
+			c, err := StartLambdaDB(cfg.LambdaBin, cfg.Nodes, cfg.Shards)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return c, NewLambdaKV(c.Addrs(), cfg.Clients), func() {}, nil
+		},
+		levels: []string{"linearizable", "session", "stale"},
+	}}
+	if cfg.EtcdBin != "" {
+		systems = append(systems, sys{
+			name: "etcd",
+			start: func() (*Cluster, kvSystem, func(), error) {
+				c, err := StartEtcd(cfg.EtcdBin, cfg.Nodes)
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				e, err := NewEtcdKV(c.Addrs(), 16)
+				if err != nil {
+					c.Stop()
+					return nil, nil, nil, err
+				}
+				return c, e, e.Close, nil
+			},
+			levels: []string{"linearizable", "serializable"},
+		})
+	}
+	val := make([]byte, cfg.ValueBytes)
+	for i := range val {
+		val[i] = 'a' + byte(i%26)
+	}
+	key := func(i int) string { return fmt.Sprintf("bench/%08d", i) }
+	for _, s := range systems {
+		fmt.Fprintf(cfg.Progress, "starting %d-node %s cluster\n", cfg.Nodes, s.name)
+		c, kv, closeFn, err := s.start()
+		if err != nil {
+			return out, err
+		}
+		fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
+		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		})
+		r.System, r.Op, r.ValueBytes = s.name, "put", cfg.ValueBytes
+		fmt.Fprintln(cfg.Progress, "  ", r)
+		out = append(out, r)
+		// Make every key exist before the reads.
+		fmt.Fprintf(cfg.Progress, "%s: loading %d keys\n", s.name, cfg.Keys)
+		load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
+			k := w + i*cfg.Clients
+			if k >= cfg.Keys {
+				return ErrStop
+			}
+			return kv.Put(ctx, w, key(k), val)
+		})
+		if load.Errors > 0 {
+			c.Stop()
+			return out, fmt.Errorf("bench: %s: loading keys: %d errors, first: %s", s.name, load.Errors, load.FirstError)
+		}
+		for _, level := range s.levels {
+			fmt.Fprintf(cfg.Progress, "%s: get %s\n", s.name, level)
+			r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
+			})
+			r.System, r.Op, r.Consistency, r.ValueBytes = s.name, "get", level, cfg.ValueBytes
+			fmt.Fprintln(cfg.Progress, "  ", r)
+			out = append(out, r)
+		}
+		closeFn()
+		c.Stop()
+	}
+	return out, nil
+}

@@ -1,0 +1,419 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"lambdadb/internal/session"
+)
+
+// Client talks to one lambdadb server. Create it with New.
+type Client struct {
+	base string // scheme://host[/path], no trailing slash
+	hc   *http.Client
+
+	mu     sync.Mutex
+	tok    session.Token
+	tokStr string // tok.Encode(), cached
+}
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	hc    *http.Client
+	token string
+}
+
+// WithHTTPClient sets the HTTP client used for requests.
+// Default: a new http.Client without a timeout (use contexts).
+func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
+
+// WithToken starts the Client's session from a token obtained from
+// another Client's Token. Default: an empty session.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// New returns a Client for the server at baseURL, such as
+// "http://127.0.0.1:7070". baseURL may include a path prefix.
+func New(baseURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: base URL %q: want http://host[:port] or https://host[:port]", baseURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("client: base URL %q: must not have a query or fragment", baseURL)
+	}
+	o := options{hc: &http.Client{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tok, err := session.Decode(o.token)
+	if err != nil {
+		return nil, fmt.Errorf("client: WithToken: %w", err)
+	}
+	c := &Client{base: strings.TrimSuffix(u.String(), "/"), hc: o.hc}
+	c.observe(tok)
+	return c, nil
+}
+
+// Token returns the Client's session token ("" before the first response
+// that carried one). Pass it to WithToken to continue the session elsewhere.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tokStr
+}
+
+// observe merges tok into the Client's session.
+func (c *Client) observe(tok session.Token) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tok.Covers(tok) {
+		return
+	}
+	c.tok = c.tok.Merge(tok)
+	c.tokStr = c.tok.Encode()
+}
+
+// Consistency selects how a read is served; see the server's API docs.
+type Consistency string
+
+// Consistency levels. The zero value lets the server choose: session when
+// the Client holds a token, else linearizable.
+const (
+	Linearizable Consistency = "linearizable"
+	Session      Consistency = "session"
+	Stale        Consistency = "stale"
+)
+
+// ReadOption modifies a Get.
+type ReadOption func(*readOptions)
+
+type readOptions struct{ consistency Consistency }
+
+// WithConsistency sets the read's consistency level.
+func WithConsistency(c Consistency) ReadOption {
+	return func(o *readOptions) { o.consistency = c }
+}
+
+// WriteOption adds a precondition to a Put or Delete.
+type WriteOption func(*writeOptions)
+
+type writeOptions struct {
+	ifMatch     *uint64
+	ifNoneMatch bool
+}
+
+// IfMatch makes the write happen only if the key exists at exactly this
+// version; otherwise it fails with an error matching ErrPrecondition.
+func IfMatch(version uint64) WriteOption {
+	return func(o *writeOptions) { o.ifMatch = &version }
+}
+
+// IfNoneMatch makes a Put happen only if the key is absent; otherwise it
+// fails with an error matching ErrPrecondition. (The server rejects it on
+// Delete.)
+func IfNoneMatch() WriteOption {
+	return func(o *writeOptions) { o.ifNoneMatch = true }
+}
+
+func (o writeOptions) apply(h http.Header) {
+	if o.ifMatch != nil {
+		h.Set("If-Match", `"`+strconv.FormatUint(*o.ifMatch, 10)+`"`)
+	}
+	if o.ifNoneMatch {
+		h.Set("If-None-Match", "*")
+	}
+}
+
+// Item is a stored key with its value and version.
+type Item struct {
+	Key     string
+	Value   []byte
+	Version uint64
+}
+
+// Put stores value under key and returns the version written.
+func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (uint64, error) {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var out struct {
+		Version uint64 `json:"version"`
+	}
+	_, err := c.doJSON(ctx, http.MethodPut, keyPath(key), nil, value, o.apply, &out)
+	return out.Version, err
+}
+
+// Get reads key. found is false, with a nil error, when the key is absent.
+func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (item Item, found bool, err error) {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	q := url.Values{}
+	if o.consistency != "" {
+		q.Set("consistency", string(o.consistency))
+	}
+	resp, body, err := c.do(ctx, http.MethodGet, keyPath(key), q, nil, nil)
+	if errors.Is(err, ErrNotFound) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, err
+	}
+	version, err := parseETag(resp.Header.Get("ETag"))
+	if err != nil {
+		return Item{}, false, err
+	}
+	return Item{Key: key, Value: body, Version: version}, true, nil
+}
+
+// Delete removes key and reports whether it existed.
+func (c *Client) Delete(ctx context.Context, key string, opts ...WriteOption) (deleted bool, err error) {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var out struct {
+		Deleted bool `json:"deleted"`
+	}
+	_, err = c.doJSON(ctx, http.MethodDelete, keyPath(key), nil, nil, o.apply, &out)
+	return out.Deleted, err
+}
+
+// ScanOptions narrow a scan to keys in [Start, End) that begin with the
+// prefix.
+type ScanOptions struct {
+	Start string // first key (inclusive); "" = from the prefix
+	End   string // end key (exclusive); "" = to the end of the prefix
+	// Limit is the page size: at most this many items per request.
+	// 0 = the server's default (100); the server's maximum is 10000.
+	Limit       int
+	Consistency Consistency // "" = the server's default
+}
+
+// Page is one page of a scan. When More is true, Next is the Start of the
+// following page.
+type Page struct {
+	Items []Item
+	Next  string
+	More  bool
+}
+
+// Scan returns one page of the keys that begin with prefix, in key order
+// across all shards.
+func (c *Client) Scan(ctx context.Context, prefix string, opts ScanOptions) (Page, error) {
+	q := url.Values{"prefix": {prefix}}
+	if opts.Start != "" {
+		q.Set("start", opts.Start)
+	}
+	if opts.End != "" {
+		q.Set("end", opts.End)
+	}
+	if opts.Limit != 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if opts.Consistency != "" {
+		q.Set("consistency", string(opts.Consistency))
+	}
+	var out struct {
+		Items []struct {
+			Key     string `json:"key"`
+			Value   []byte `json:"value"`
+			Version uint64 `json:"version"`
+		} `json:"items"`
+		Next *string `json:"next"`
+	}
+	if _, err := c.doJSON(ctx, http.MethodGet, "/v1/kv", q, nil, nil, &out); err != nil {
+		return Page{}, err
+	}
+	p := Page{Items: make([]Item, len(out.Items))}
+	for i, it := range out.Items {
+		p.Items[i] = Item{Key: it.Key, Value: it.Value, Version: it.Version}
+	}
+	if out.Next != nil {
+		p.Next, p.More = *out.Next, true
+	}
+	return p, nil
+}
+
+// ScanAll iterates over every key that begins with prefix, requesting
+// pages of opts.Limit items as it goes. On an error it yields the error
+// once and stops.
+func (c *Client) ScanAll(ctx context.Context, prefix string, opts ScanOptions) iter.Seq2[Item, error] {
+	return func(yield func(Item, error) bool) {
+		for {
+			page, err := c.Scan(ctx, prefix, opts)
+			if err != nil {
+				yield(Item{}, err)
+				return
+			}
+			for _, it := range page.Items {
+				if !yield(it, nil) {
+					return
+				}
+			}
+			if !page.More {
+				return
+			}
+			opts.Start = page.Next
+		}
+	}
+}
+
+// ClusterStatus describes the cluster's nodes and shards as the server
+// sees them.
+type ClusterStatus struct {
+	Node   string        `json:"node"` // the answering node
+	Nodes  []NodeStatus  `json:"nodes"`
+	Shards []ShardStatus `json:"shards"`
+}
+
+// NodeStatus is one member node.
+type NodeStatus struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	Up   bool   `json:"up"`
+}
+
+// ShardStatus is one shard's Raft group.
+type ShardStatus struct {
+	ID       int             `json:"id"`
+	Leader   string          `json:"leader"`
+	Replicas []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica of a shard.
+type ReplicaStatus struct {
+	Node    string `json:"node"`
+	Applied uint64 `json:"applied"`
+	State   string `json:"state,omitempty"`
+}
+
+// Cluster returns the cluster's status.
+func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
+	var st ClusterStatus
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/cluster", nil, nil, nil, &st)
+	return st, err
+}
+
+// Health is the server's liveness report.
+type Health struct {
+	Status string `json:"status"` // "ok"
+	Node   string `json:"node"`   // the answering node's ID
+}
+
+// Health checks that the server is up.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	_, err := c.doJSON(ctx, http.MethodGet, "/healthz", nil, nil, nil, &h)
+	return h, err
+}
+
+// doJSON is do followed by decoding a JSON response body into out.
+func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, body []byte,
+	header func(http.Header), out any) (*http.Response, error) {
+	resp, b, err := c.do(ctx, method, path, q, body, header)
+	if err != nil {
+		return resp, err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp, fmt.Errorf("client: %s %s: decoding response: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+// do sends one request with the session token, merges the response's
+// token, and returns the response with its body read. Statuses >= 300
+// become *Error.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte,
+	header func(http.Header)) (*http.Response, []byte, error) {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil || method == http.MethodPut {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: %w", err)
+	}
+	if tok := c.Token(); tok != "" {
+		req.Header.Set(session.Header, tok)
+	}
+	if header != nil {
+		header(req.Header)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: %w", err)
+	}
+	defer resp.Body.Close()
+	if tok, err := session.Decode(resp.Header.Get(session.Header)); err == nil {
+		c.observe(tok) // a malformed token from the server is ignored
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp, nil, fmt.Errorf("client: %s %s: reading response: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		return resp, nil, newError(resp, b)
+	}
+	return resp, b, nil
+}
+
+// keyPath returns the URL path of key.
+func keyPath(key string) string { return "/v1/kv/" + escapeKey(key) }
+
+// escapeKey percent-escapes key per "/"-separated segment, keeping "/"
+// readable, and escapes what HTTP path cleaning would otherwise rewrite:
+// "." and ".." segments become %2E, and a key with an empty segment has
+// all of its slashes escaped.
+func escapeKey(key string) string {
+	segs := strings.Split(key, "/")
+	for _, s := range segs {
+		if s == "" && len(segs) > 1 {
+			return url.PathEscape(key)
+		}
+	}
+	for i, s := range segs {
+		switch s {
+		case ".":
+			segs[i] = "%2E"
+		case "..":
+			segs[i] = "%2E%2E"
+		default:
+			segs[i] = url.PathEscape(s)
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// parseETag parses the strong entity tag "N" the server sends as a version.
+func parseETag(s string) (uint64, error) {
+	if len(s) < 3 || s[0] != '"' || s[len(s)-1] != '"' {
+		return 0, fmt.Errorf("client: malformed ETag %q", s)
+	}
+	v, err := strconv.ParseUint(s[1:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("client: malformed ETag %q", s)
+	}
+	return v, nil
+}

@@ -1,0 +1,35 @@
+// Package client is the Go client of lambdadb's HTTP API.
+//
+//	c, err := client.New("http://127.0.0.1:7070")
+//	version, err := c.Put(ctx, "greeting", []byte("hello"))
+//	item, found, err := c.Get(ctx, "greeting")
+//
+// # Sessions
+//
+// A Client is one session: it merges the X-Session token of every response
+// it receives and sends the merged token with every request, so each read
+// observes every write the Client made or saw before (read-after-write),
+// whichever node serves it. Reads without a consistency option are session
+// reads once the Client holds a token, linearizable before. Token and
+// WithToken carry a session from one Client (or process) to another.
+//
+// # Errors
+//
+// Failed requests return a *Error with the HTTP status and the API's error
+// code; errors.Is(err, ErrNotFound) and errors.Is(err, ErrPrecondition)
+// test the common cases. A Get of an absent key is not an error: it reports
+// found == false.
+//
+// # Keys
+//
+// Keys are arbitrary UTF-8 strings of 1–1024 bytes and may contain "/".
+// They are percent-escaped per path segment; segments that HTTP path
+// cleaning would rewrite (empty, ".", "..") are escaped so the server sees
+// the key exactly.
+//
+// # Concurrency
+//
+// A Client is safe for concurrent use by multiple goroutines; all of them
+// share its session. Use one Client per independent session; Clients may
+// share an *http.Client (WithHTTPClient).
+package client

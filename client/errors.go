@@ -1,0 +1,67 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Sentinels matched by *Error through errors.Is.
+var (
+	// ErrNotFound matches an *Error with status 404.
+	ErrNotFound = errors.New("client: not found")
+	// ErrPrecondition matches an *Error with status 412: an IfMatch or
+	// IfNoneMatch precondition did not hold.
+	ErrPrecondition = errors.New("client: precondition failed")
+)
+
+// Error is a response with an error status.
+type Error struct {
+	Status  int    // HTTP status code
+	Code    string // API error code such as "invalid_key"; "" when the body was not an API error
+	Message string // the server's message
+}
+
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("client: %s (status %d)", e.Message, e.Status)
+	}
+	return fmt.Sprintf("client: %s (status %d, %s)", e.Message, e.Status, e.Code)
+}
+
+// Is reports whether target is the sentinel for e's status.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrPrecondition:
+		return e.Status == http.StatusPreconditionFailed
+	}
+	return false
+}
+
+// maxMessage bounds the message taken from a non-JSON error body.
+const maxMessage = 512
+
+func newError(resp *http.Response, body []byte) *Error {
+	e := &Error{Status: resp.StatusCode}
+	var api struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	if json.Unmarshal(body, &api) == nil && api.Code != "" {
+		e.Code, e.Message = api.Code, api.Error
+		return e
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage] + "..."
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	e.Message = msg
+	return e
+}

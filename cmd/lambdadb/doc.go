@@ -1,0 +1,12 @@
+// Command lambdadb is lambdadb's one binary: "lambdadb serve" runs a node,
+// and the other subcommands are clients of a running node's HTTP API.
+//
+// Run "lambdadb help" for the subcommands and "lambdadb help CMD" for one
+// subcommand's flags. Errors print "lambdadb: <message>" on stderr and exit
+// with status 1; usage errors exit with status 2.
+//
+// Concurrency: run handles one command line; serve runs the node, its HTTP
+// server and the Raft groups on their own goroutines until SIGINT or
+// SIGTERM, then shuts the HTTP server down gracefully (in-flight requests
+// finish, up to 10s) before closing the node.
+package main

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lambdadb/server"
+	"lambdadb/shard"
+)
+
+// HTTP server timeouts for serve.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 10 * time.Second
+)
+
+var serveCommand = &command{
+	name:  "serve",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3]",
+	short: "run a node",
+	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
+		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		var o serveOptions
+		fs.StringVar(&o.id, "id", "n1", "this node's `id`")
+		fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "`host:port` to listen on and advertise; with --peers, defaults to this node's address there")
+		fs.StringVar(&o.data, "data", "./data", "data `directory`")
+		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
+		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
+		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
+		return func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			o.addrSet = isSet(fs, "addr")
+			return c.serve(ctx, o)
+		}
+	},
+}
+
+type serveOptions struct {
+	id, addr, data, peers string
+	addrSet               bool
+	shards, replicas      int
+}
+
+// parsePeers parses "n1=host:port,n2=host:port".
+func parsePeers(s string) ([]shard.Peer, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var peers []shard.Peer
+	for _, item := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, usagef("--peers: %q is not id=host:port", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, usagef("--peers: %s: %v", id, err)
+		}
+		peers = append(peers, shard.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+func (c *cli) serve(ctx context.Context, o serveOptions) error {
+	peers, err := parsePeers(o.peers)
+	if err != nil {
+		return err
+	}
+	if !o.addrSet {
+		for _, p := range peers {
+			if p.ID == o.id {
+				o.addr = p.Addr
+			}
+		}
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, nil))
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	advertised := o.addr
+	if _, port, _ := net.SplitHostPort(o.addr); port == "0" {
+		advertised = ln.Addr().String()
+	}
+
+	// Several nodes share the one address through the mux: client HTTP,
+	// internal RPC and Raft. A lone node needs none of that.
+	var mux *shard.Mux
+	public := ln
+	if len(peers) > 1 {
+		if mux, err = shard.NewMux(ln, shard.MuxConfig{NodeID: o.id}); err != nil {
+			ln.Close()
+			return fmt.Errorf("serve: %w", err)
+		}
+		go func() { _ = mux.Serve() }()
+		public = mux.PublicListener()
+	}
+	closeListener := func() {
+		if mux != nil {
+			_ = mux.Close()
+		} else {
+			_ = ln.Close()
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	node, err := shard.Open(shard.Config{
+		ID:         o.id,
+		Addr:       advertised,
+		Dir:        o.data,
+		Shards:     o.shards,
+		Replicas:   o.replicas,
+		Peers:      peers,
+		Mux:        mux,
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		closeListener()
+		return fmt.Errorf("serve: %w", err)
+	}
+	handler, err := server.New(server.Config{Node: node, Registry: reg, Logger: log})
+	if err != nil {
+		_ = node.Close()
+		closeListener()
+		return fmt.Errorf("serve: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
+		"shards", o.shards, "peers", max(len(peers), 1))
+	if c.ready != nil {
+		c.ready(ln.Addr().String())
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(public) }()
+	select {
+	case err = <-served:
+		err = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		err = srv.Shutdown(sctx)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("serve: shutdown: %w", err)
+		}
+	}
+	if cerr := node.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("serve: close node: %w", cerr))
+	}
+	closeListener()
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}

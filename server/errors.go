@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"lambdadb/internal/session"
+	"lambdadb/shard"
+)
+
+// Errors raised by the HTTP layer itself; shard errors pass through.
+var (
+	errNotFound         = errors.New("server: not found")
+	errMethodNotAllowed = errors.New("server: method not allowed")
+	errBadPrecondition  = errors.New("server: malformed precondition")
+	errBadBody          = errors.New("server: reading request body")
+)
+
+// statusClientClosed is the status recorded when the client went away
+// before the request finished (nginx's 499); the client never sees it.
+const statusClientClosed = 499
+
+// errorStatus maps an error to its HTTP status and API error code. It is the
+// one place where errors become statuses.
+func errorStatus(err error) (int, string) {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.Is(err, shard.ErrInvalidKey):
+		return http.StatusBadRequest, "invalid_key"
+	case errors.Is(err, shard.ErrValueTooLarge), errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, "value_too_large"
+	case errors.Is(err, shard.ErrPrecondition):
+		return http.StatusPreconditionFailed, "precondition_failed"
+	case errors.Is(err, errBadPrecondition):
+		return http.StatusBadRequest, "bad_precondition"
+	case errors.Is(err, shard.ErrBadConsistency):
+		return http.StatusBadRequest, "bad_consistency"
+	case errors.Is(err, shard.ErrInvalidScan):
+		return http.StatusBadRequest, "invalid_scan"
+	case errors.Is(err, session.ErrInvalid):
+		return http.StatusBadRequest, "bad_session"
+	case errors.Is(err, errBadBody):
+		return http.StatusBadRequest, "bad_body"
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, errMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case errors.Is(err, shard.ErrNotLeader):
+		return http.StatusServiceUnavailable, "not_leader"
+	case errors.Is(err, shard.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, shard.ErrClosed):
+		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "canceled"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// apiError is the JSON body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// writeError writes err as a JSON error response. Internal errors are
+// logged and replaced by a generic message.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := errorStatus(err)
+	msg := err.Error()
+	level := slog.LevelDebug
+	if status == http.StatusInternalServerError {
+		msg = "internal error"
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request failed",
+		"method", r.Method, "path", r.URL.Path, "status", status, "code", code, "err", err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, apiError{Error: msg, Code: code})
+}
+
+// writeJSON writes v as a JSON response with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only our own response types reach here; they always marshal.
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"internal error","code":"internal"}`)
+	}
+	body = append(body, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

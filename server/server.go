@@ -1,0 +1,230 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"lambdadb/shard"
+)
+
+// DefaultMaxValueBytes is the default bound on a PUT body (1 MiB).
+const DefaultMaxValueBytes = 1 << 20
+
+// Config configures a Server. The zero value of each optional field selects
+// its default.
+type Config struct {
+	// Node serves the data. Required. The Server does not close it.
+	Node *shard.Node
+
+	// MaxValueBytes bounds the body of PUT /v1/kv/{key}; larger bodies get
+	// 413 value_too_large before the node sees them.
+	// Default: DefaultMaxValueBytes (1 MiB).
+	MaxValueBytes int
+
+	// Registry receives the Go and process collectors and the server's
+	// request metrics (collectors already registered there are reused),
+	// and is served at /metrics. Pass the registry given to
+	// shard.Config.Registerer to expose the node's metrics too.
+	// Default: a new registry.
+	Registry *prometheus.Registry
+
+	// Logger receives request failures (5xx at Error level, others at
+	// Debug). Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is the HTTP API handler. Create it with New.
+type Server struct {
+	node     *shard.Node
+	maxValue int
+	log      *slog.Logger
+	mux      *http.ServeMux
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+
+	// invalidPath answers /v1/kv/ paths that path cleaning would rewrite.
+	invalidPath http.Handler
+}
+
+// Metric names exported by a Server.
+const (
+	MetricRequests = "lambdadb_http_requests_total"
+	MetricDuration = "lambdadb_http_request_duration_seconds"
+)
+
+// New validates cfg, applies defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Node == nil {
+		return nil, errors.New("server: Config.Node is required")
+	}
+	if cfg.MaxValueBytes < 0 {
+		return nil, fmt.Errorf("server: negative MaxValueBytes %d", cfg.MaxValueBytes)
+	}
+	if cfg.MaxValueBytes == 0 {
+		cfg.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		node:     cfg.Node,
+		maxValue: cfg.MaxValueBytes,
+		log:      cfg.Logger,
+		mux:      http.NewServeMux(),
+	}
+	if err := s.registerMetrics(cfg.Registry); err != nil {
+		return nil, err
+	}
+
+	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})
+	routes := []route{
+		{"PUT /v1/kv/{key...}", "kv_put", http.HandlerFunc(s.putKey)},
+		{"GET /v1/kv/{key...}", "kv_get", http.HandlerFunc(s.getKey)},
+		{"DELETE /v1/kv/{key...}", "kv_delete", http.HandlerFunc(s.deleteKey)},
+		{"GET /v1/kv", "kv_scan", http.HandlerFunc(s.scan)},
+		{"GET /v1/cluster", "cluster", http.HandlerFunc(s.cluster)},
+		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
+		{"GET /metrics", "metrics", metrics},
+	}
+	// Fallbacks give JSON 404/405 answers. "/v1/kv" has its own so that
+	// ServeMux does not redirect, say, PUT /v1/kv to the key route.
+	for _, p := range fallbackPatterns {
+		routes = append(routes, route{p, "unmatched", http.HandlerFunc(s.unmatched)})
+	}
+	for _, rt := range routes {
+		s.mux.Handle(rt.pattern, s.instrument(rt.name, rt.h))
+	}
+	s.invalidPath = s.instrument("kv_invalid_path", http.HandlerFunc(s.rejectPath))
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isKeyPath(r.URL.EscapedPath()) && !isCleanPath(r.URL.EscapedPath()) {
+		// ServeMux would redirect to the cleaned path, which names a
+		// different key; refuse instead.
+		s.invalidPath.ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) registerMetrics(reg *prometheus.Registry) error {
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if _, err := register(reg, c); err != nil {
+			return err
+		}
+	}
+	requests, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricRequests,
+		Help: "HTTP requests served, by route and status code.",
+	}, []string{"route", "code"}))
+	if err != nil {
+		return err
+	}
+	duration, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricDuration,
+		Help:    "HTTP request latency in seconds, by route and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs .. ~26s
+	}, []string{"route", "code"}))
+	if err != nil {
+		return err
+	}
+	var ok1, ok2 bool
+	s.requests, ok1 = requests.(*prometheus.CounterVec)
+	s.duration, ok2 = duration.(*prometheus.HistogramVec)
+	if !ok1 || !ok2 {
+		return errors.New("server: registry holds incompatible request metrics")
+	}
+	return nil
+}
+
+// register registers c, or returns the equal collector already registered.
+func register(reg prometheus.Registerer, c prometheus.Collector) (prometheus.Collector, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector, nil
+		}
+		return nil, fmt.Errorf("server: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	labels := prometheus.Labels{"route": route}
+	return promhttp.InstrumentHandlerDuration(s.duration.MustCurryWith(labels),
+		promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(labels), h))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Status string `json:"status"`
+		Node   string `json:"node"`
+	}{"ok", s.node.ID()})
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.node.Cluster())
+}
+
+// route is a ServeMux pattern with the name used in metric labels.
+type route struct {
+	pattern, name string
+	h             http.Handler
+}
+
+// fallbackPatterns are the patterns served by unmatched.
+var fallbackPatterns = []string{"/", "/v1/kv"}
+
+// probeMethods are the methods tried to build a 405's Allow header.
+var probeMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// unmatched answers requests no route matched: 405 with an Allow header
+// when the path has routes for other methods, else 404.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && !slices.Contains(fallbackPatterns, pattern) {
+			allow = append(allow, m)
+		}
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/kv") {
+		tok, _, _ := requestSession(r) // data path: echo a valid token
+		setSession(w, tok)
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, fmt.Errorf("%w: %s %s", errMethodNotAllowed, r.Method, r.URL.Path))
+		return
+	}
+	s.writeError(w, r, fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path))
+}
+
+func (s *Server) rejectPath(w http.ResponseWriter, r *http.Request) {
+	tok, _, _ := requestSession(r) // echo the request's token if it is valid
+	setSession(w, tok)
+	s.writeError(w, r, fmt.Errorf(
+		"%w: empty, \".\" and \"..\" path segments must be escaped (%%2F, %%2E)", shard.ErrInvalidKey))
+}
