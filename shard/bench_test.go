@@ -27,7 +27,7 @@ func BenchmarkClusterPut(b *testing.B) {
 		for pb.Next() {
 			k := fmt.Sprintf("k%d", rand.IntN(10000))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := m.Node.Put(ctx, k, val, shard.Cond{}, nil)
+			_, err := m.Node().Put(ctx, k, val, shard.Cond{}, nil)
 			cancel()
 			if err != nil {
 				b.Error(err)
@@ -43,7 +43,7 @@ func BenchmarkClusterGet(b *testing.B) {
 	c.WaitLeaders(30 * time.Second)
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
-		if _, err := c.Members[i%3].Node.Put(ctx, fmt.Sprintf("k%d", i), make([]byte, 256), shard.Cond{}, nil); err != nil {
+		if _, err := c.Members[i%3].Node().Put(ctx, fmt.Sprintf("k%d", i), make([]byte, 256), shard.Cond{}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -55,7 +55,7 @@ func BenchmarkClusterGet(b *testing.B) {
 				w := next.Add(1)
 				m := c.Members[int(w)%len(c.Members)]
 				for pb.Next() {
-					_, err := m.Node.Get(ctx, fmt.Sprintf("k%d", rand.IntN(1000)), shard.ReadOptions{Consistency: cons})
+					_, err := m.Node().Get(ctx, fmt.Sprintf("k%d", rand.IntN(1000)), shard.ReadOptions{Consistency: cons})
 					if err != nil {
 						b.Error(err)
 						return

@@ -38,7 +38,7 @@ func (w *writer) run(c *clustertest.Cluster, id int, stop <-chan struct{}, wg *s
 		}
 		ms := c.Running()
 		m := ms[rng.IntN(len(ms))]
-		n := m.Node
+		n := m.Node()
 		if n == nil {
 			continue
 		}
@@ -68,7 +68,7 @@ func checkAll(t *testing.T, c *clustertest.Cluster, acked map[string]uint64) {
 	t.Helper()
 	for _, m := range c.Running() {
 		for k, v := range acked {
-			g, err := m.Node.Get(opCtx(t, 10*time.Second), k, shard.ReadOptions{})
+			g, err := m.Node().Get(opCtx(t, 10*time.Second), k, shard.ReadOptions{})
 			if err != nil || !g.Found || g.Record.Version != v || string(g.Record.Value) != string(valueFor(k)) {
 				t.Fatalf("%s: acknowledged %s (version %d): found=%v version=%d err=%v",
 					m.ID, k, v, g.Found, g.Record.Version, err)
@@ -111,11 +111,11 @@ func TestClusterMinorityPartition(t *testing.T) {
 		key = fmt.Sprintf("p%d", i)
 		leader = c.LeaderOf(shard.For(key, 3))
 	}
-	if _, err := leader.Node.Put(opCtx(t, 5*time.Second), key, []byte("before"), shard.Cond{}, nil); err != nil {
+	if _, err := leader.Node().Put(opCtx(t, 5*time.Second), key, []byte("before"), shard.Cond{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.Faults.Isolate(leader.ID, c.IDs())
-	_, err := leader.Node.Put(opCtx(t, 3*time.Second), key, []byte("minority"), shard.Cond{}, nil)
+	_, err := leader.Node().Put(opCtx(t, 3*time.Second), key, []byte("minority"), shard.Cond{}, nil)
 	if err == nil {
 		t.Fatal("the isolated minority committed a write")
 	}
@@ -126,18 +126,18 @@ func TestClusterMinorityPartition(t *testing.T) {
 			break
 		}
 	}
-	w, err := majority.Node.Put(opCtx(t, 15*time.Second), key, []byte("majority"), shard.Cond{}, nil)
+	w, err := majority.Node().Put(opCtx(t, 15*time.Second), key, []byte("majority"), shard.Cond{}, nil)
 	if err != nil {
 		t.Fatalf("majority write: %v", err)
 	}
 	// A linearizable read on the isolated member cannot succeed.
-	if _, err := leader.Node.Get(opCtx(t, 2*time.Second), key, shard.ReadOptions{}); err == nil {
+	if _, err := leader.Node().Get(opCtx(t, 2*time.Second), key, shard.ReadOptions{}); err == nil {
 		t.Fatal("isolated member served a linearizable read")
 	}
 	c.Faults.Heal()
 	// After healing, the formerly isolated member converges.
 	c.Eventually(20*time.Second, "the healed member catches up", func() bool {
-		g, err := leader.Node.Get(context.Background(), key, shard.ReadOptions{Consistency: shard.Stale})
+		g, err := leader.Node().Get(context.Background(), key, shard.ReadOptions{Consistency: shard.Stale})
 		return err == nil && g.Found && g.Record.Version == w.Version && string(g.Record.Value) == "majority"
 	})
 }
@@ -151,7 +151,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	var follower *clustertest.Member
 	c.Eventually(20*time.Second, "a member leading no shard", func() bool {
 		for _, m := range c.Members {
-			if !m.Node.Leads(0) && !m.Node.Leads(1) {
+			if !m.Node().Leads(0) && !m.Node().Leads(1) {
 				follower = m
 				return true
 			}
@@ -169,7 +169,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 			defer wg.Done()
 			for i := wkr; i < 10000; i += 32 {
 				k := fmt.Sprintf("s%05d", i)
-				r, err := live[i%len(live)].Node.Put(opCtx(t, 10*time.Second), k, valueFor(k), shard.Cond{}, nil)
+				r, err := live[i%len(live)].Node().Put(opCtx(t, 10*time.Second), k, valueFor(k), shard.Cond{}, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -189,7 +189,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	c.Eventually(30*time.Second, "the leaders snapshot", func() bool {
 		for s := 0; s < 2; s++ {
 			l := c.LeaderOf(s)
-			if l == nil || l.Node.RaftStats(s)["last_snapshot_index"] == "0" {
+			if l == nil || l.Node().RaftStats(s)["last_snapshot_index"] == "0" {
 				return false
 			}
 		}
@@ -200,19 +200,19 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	c.Eventually(60*time.Second, "the follower catches up", func() bool {
 		for s := 0; s < 2; s++ {
 			l := c.LeaderOf(s)
-			if l == nil || m.Node.Applied(s) < l.Node.Applied(s) {
+			if l == nil || m.Node().Applied(s) < l.Node().Applied(s) {
 				return false
 			}
 		}
 		return true
 	})
 	for s := 0; s < 2; s++ {
-		if st := m.Node.RaftStats(s); st["last_snapshot_index"] == "0" {
+		if st := m.Node().RaftStats(s); st["last_snapshot_index"] == "0" {
 			t.Fatalf("shard %d caught up without a snapshot: %v", s, st)
 		}
 	}
 	for k, v := range acked {
-		g, err := m.Node.Get(context.Background(), k, shard.ReadOptions{Consistency: shard.Stale})
+		g, err := m.Node().Get(context.Background(), k, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil || !g.Found || g.Record.Version != v {
 			t.Fatalf("caught-up follower lacks %s: %+v %v", k, g, err)
 		}
@@ -235,12 +235,12 @@ func TestClusterSessionReadYourWrites(t *testing.T) {
 		k := fmt.Sprintf("ryw%d", i%20)
 		val := fmt.Sprintf("v%d", i)
 		a := c.Members[rng.IntN(3)]
-		w, err := a.Node.Put(opCtx(t, 10*time.Second), k, []byte(val), shard.Cond{}, nil)
+		w, err := a.Node().Put(opCtx(t, 10*time.Second), k, []byte(val), shard.Cond{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, b := range c.Members {
-			g, err := b.Node.Get(opCtx(t, 10*time.Second), k, shard.ReadOptions{Consistency: shard.Session, Session: w.Session})
+			g, err := b.Node().Get(opCtx(t, 10*time.Second), k, shard.ReadOptions{Consistency: shard.Session, Session: w.Session})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -268,14 +268,14 @@ func TestClusterMonotonicReads(t *testing.T) {
 			default:
 			}
 			m := c.Members[i%3]
-			_, _ = m.Node.Put(opCtx(t, 5*time.Second), "mono", []byte(fmt.Sprint(i)), shard.Cond{}, nil)
+			_, _ = m.Node().Put(opCtx(t, 5*time.Second), "mono", []byte(fmt.Sprint(i)), shard.Cond{}, nil)
 		}
 	}()
 	var tok session.Token
 	var last uint64
 	for i := 0; i < 300; i++ {
 		m := c.Members[i%3]
-		g, err := m.Node.Get(opCtx(t, 10*time.Second), "mono", shard.ReadOptions{Consistency: shard.Session, Session: tok})
+		g, err := m.Node().Get(opCtx(t, 10*time.Second), "mono", shard.ReadOptions{Consistency: shard.Session, Session: tok})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +294,7 @@ func TestClusterLeadersSpread(t *testing.T) {
 		for _, m := range c.Members {
 			k := 0
 			for s := 0; s < 6; s++ {
-				if m.Node.Leads(s) {
+				if m.Node().Leads(s) {
 					k++
 				}
 			}
@@ -304,7 +304,7 @@ func TestClusterLeadersSpread(t *testing.T) {
 		}
 		return true
 	})
-	st := c.Members[0].Node.Cluster()
+	st := c.Members[0].Node().Cluster()
 	for _, n := range st.Nodes {
 		if !n.Up {
 			t.Fatalf("cluster view shows %s down: %+v", n.ID, st)

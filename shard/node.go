@@ -332,6 +332,12 @@ func (n *Node) startGroup(s int) (*group, error) {
 			Stream:  layer,
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
+			// 1 turns pipelining off. hashicorp/raft's pipeline can
+			// deadlock on shutdown (AppendEntries blocked on a decoder
+			// that waits for a consumer that has already exited, seen
+			// as Shutdown hanging in our failover tests), and its own
+			// documentation measures no gain from it with batching.
+			MaxRPCsInFlight: 1,
 			Logger: hclog.New(&hclog.LoggerOptions{
 				Name: fmt.Sprintf("raft-net.%d", s), Level: hclog.Error, Output: slogWriter{n.cfg.Logger},
 			}),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ var serveCommand = &command{
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
 		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
+		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
@@ -50,7 +52,7 @@ var serveCommand = &command{
 
 type serveOptions struct {
 	id, addr, data, peers string
-	addrSet               bool
+	addrSet, pprof        bool
 	shards, replicas      int
 }
 
@@ -138,8 +140,12 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		closeListener()
 		return fmt.Errorf("serve: %w", err)
 	}
+	var h http.Handler = handler
+	if o.pprof {
+		h = withPprof(handler)
+	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -172,4 +178,16 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// withPprof serves net/http/pprof under /debug/pprof/ in front of h.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,12 +29,16 @@ type Options struct {
 type Member struct {
 	ID   string
 	Addr string
-	Node *shard.Node // nil while killed
 	FS   *vfs.MemFS
+
+	node atomic.Pointer[shard.Node] // nil while killed
 
 	mux  *shard.Mux
 	http *http.Server
 }
+
+// Node returns the member's running node, or nil while it is killed.
+func (m *Member) Node() *shard.Node { return m.node.Load() }
 
 // Cluster is a set of in-process members.
 type Cluster struct {
@@ -104,7 +109,8 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 		mux.Close()
 		return fmt.Errorf("clustertest: open %s: %w", m.ID, err)
 	}
-	m.Node, m.mux = n, mux
+	m.node.Store(n)
+	m.mux = mux
 	if c.opts.Handler != nil {
 		h, err := c.opts.Handler(n)
 		if err != nil {
@@ -131,7 +137,8 @@ func (c *Cluster) Member(id string) *Member {
 // the node stops without a clean shutdown of its state.
 func (c *Cluster) Kill(id string) {
 	m := c.Member(id)
-	if m.Node == nil {
+	n := m.node.Swap(nil)
+	if n == nil {
 		return
 	}
 	crashed := m.FS.CrashClone(vfs.CrashCloneCfg{})
@@ -139,14 +146,14 @@ func (c *Cluster) Kill(id string) {
 	if m.http != nil {
 		m.http.Close()
 	}
-	m.Node.Close()
-	m.Node, m.FS = nil, crashed
+	n.Close()
+	m.FS = crashed
 }
 
 // Restart brings a killed member back with the same flags.
 func (c *Cluster) Restart(id string) {
 	m := c.Member(id)
-	if m.Node != nil {
+	if m.Node() != nil {
 		c.t.Fatalf("clustertest: %s is running", id)
 	}
 	var ln net.Listener
@@ -168,13 +175,12 @@ func (c *Cluster) Restart(id string) {
 // Close stops every member.
 func (c *Cluster) Close() {
 	for _, m := range c.Members {
-		if m.Node != nil {
+		if n := m.node.Swap(nil); n != nil {
 			if m.http != nil {
 				m.http.Close()
 			}
-			m.Node.Close()
+			n.Close()
 			m.mux.Close()
-			m.Node = nil
 		}
 	}
 }
@@ -183,7 +189,7 @@ func (c *Cluster) Close() {
 func (c *Cluster) Running() []*Member {
 	var out []*Member
 	for _, m := range c.Members {
-		if m.Node != nil {
+		if m.Node() != nil {
 			out = append(out, m)
 		}
 	}
@@ -193,7 +199,7 @@ func (c *Cluster) Running() []*Member {
 // LeaderOf returns the running member leading shard s, or nil.
 func (c *Cluster) LeaderOf(s int) *Member {
 	for _, m := range c.Running() {
-		if m.Node.Leads(s) {
+		if m.Node().Leads(s) {
 			return m
 		}
 	}
@@ -220,7 +226,7 @@ func (c *Cluster) MostLeader() *Member {
 	for _, m := range c.Running() {
 		k := 0
 		for s := 0; s < c.opts.Shards; s++ {
-			if m.Node.Leads(s) {
+			if m.Node().Leads(s) {
 				k++
 			}
 		}
