@@ -169,7 +169,17 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 			defer wg.Done()
 			for i := wkr; i < 10000; i += 32 {
 				k := fmt.Sprintf("s%05d", i)
-				r, err := live[i%len(live)].Node().Put(opCtx(t, 10*time.Second), k, valueFor(k), shard.Cond{}, nil)
+				// A write may fail while leadership moves (the machine is
+				// busy and two replicas are left); the key's value is fixed,
+				// so retrying until one attempt is acknowledged is safe.
+				var r shard.WriteResult
+				var err error
+				for try := 0; try < 20; try++ {
+					r, err = live[(i+try)%len(live)].Node().Put(opCtx(t, 10*time.Second), k, valueFor(k), shard.Cond{}, nil)
+					if err == nil {
+						break
+					}
+				}
 				if err != nil {
 					t.Error(err)
 					return

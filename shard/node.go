@@ -311,7 +311,7 @@ func (n *Node) startGroup(s int) (*group, error) {
 	rc.NoSnapshotRestoreOnStart = true
 	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
+	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
