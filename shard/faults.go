@@ -10,19 +10,21 @@ import (
 // nothing. Tests share one Faults among in-process nodes; a process started
 // with the test-only fault flag exposes its own through the internal API.
 type Faults struct {
-	mu    sync.RWMutex
-	drop  map[link]bool
-	delay map[link]time.Duration
+	mu       sync.RWMutex
+	drop     map[link]bool
+	dropRaft map[link]bool
+	delay    map[link]time.Duration
 }
 
 type link struct{ from, to string }
 
 // FaultRule is one directed fault, as set through the internal API.
 type FaultRule struct {
-	From  string        `json:"from" msgpack:"from"`
-	To    string        `json:"to" msgpack:"to"`
-	Drop  bool          `json:"drop,omitempty" msgpack:"drop"`
-	Delay time.Duration `json:"delay_ns,omitempty" msgpack:"delay"`
+	From     string        `json:"from" msgpack:"from"`
+	To       string        `json:"to" msgpack:"to"`
+	Drop     bool          `json:"drop,omitempty" msgpack:"drop"`
+	RaftOnly bool          `json:"raft_only,omitempty" msgpack:"raft_only"` // with Drop: Raft traffic only
+	Delay    time.Duration `json:"delay_ns,omitempty" msgpack:"delay"`
 }
 
 // Drop makes every byte from one node to another fail (one-way).
@@ -33,6 +35,18 @@ func (f *Faults) Drop(from, to string) {
 		f.drop = map[link]bool{}
 	}
 	f.drop[link{from, to}] = true
+}
+
+// DropRaft makes Raft traffic from one node to another fail (one-way),
+// leaving internal RPC between them working: the receiver falls behind but
+// stays reachable.
+func (f *Faults) DropRaft(from, to string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dropRaft == nil {
+		f.dropRaft = map[link]bool{}
+	}
+	f.dropRaft[link{from, to}] = true
 }
 
 // Delay adds d before every write from one node to another.
@@ -71,7 +85,7 @@ func (f *Faults) Isolate(id string, ids []string) {
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.drop, f.delay = nil, nil
+	f.drop, f.dropRaft, f.delay = nil, nil, nil
 }
 
 // Rules lists the faults in force.
@@ -81,6 +95,9 @@ func (f *Faults) Rules() []FaultRule {
 	var out []FaultRule
 	for l := range f.drop {
 		out = append(out, FaultRule{From: l.from, To: l.to, Drop: true})
+	}
+	for l := range f.dropRaft {
+		out = append(out, FaultRule{From: l.from, To: l.to, Drop: true, RaftOnly: true})
 	}
 	for l, d := range f.delay {
 		out = append(out, FaultRule{From: l.from, To: l.to, Delay: d})
@@ -92,7 +109,10 @@ func (f *Faults) Rules() []FaultRule {
 func (f *Faults) Set(rules []FaultRule) {
 	f.Heal()
 	for _, r := range rules {
-		if r.Drop {
+		switch {
+		case r.Drop && r.RaftOnly:
+			f.DropRaft(r.From, r.To)
+		case r.Drop:
 			f.Drop(r.From, r.To)
 		}
 		if r.Delay > 0 {
@@ -101,12 +121,14 @@ func (f *Faults) Set(rules []FaultRule) {
 	}
 }
 
-// check returns whether traffic from→to is dropped and its delay.
-func (f *Faults) check(from, to string) (dropped bool, delay time.Duration) {
+// check returns whether traffic from→to (Raft traffic when raft) is
+// dropped, and its delay.
+func (f *Faults) check(from, to string, raft bool) (dropped bool, delay time.Duration) {
 	if f == nil {
 		return false, 0
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.drop[link{from, to}], f.delay[link{from, to}]
+	l := link{from, to}
+	return f.drop[l] || (raft && f.dropRaft[l]), f.delay[l]
 }

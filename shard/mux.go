@@ -131,7 +131,8 @@ func (m *Mux) route(c net.Conn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		fc := &faultConn{Conn: &bufConn{Conn: c, r: br}, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer}
+		fc := &faultConn{Conn: &bufConn{Conn: c, r: br}, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer,
+			raft: string(head) == magicRaft}
 		if string(head) == magicInternal {
 			m.internal.deliver(fc)
 			return
@@ -179,7 +180,7 @@ func writePreamble(w io.Writer, magic string, shard int, self string) error {
 
 // dial opens a connection to addr (node peer) with the given preamble.
 func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (net.Conn, error) {
-	if dropped, _ := m.cfg.Faults.check(m.cfg.NodeID, peer); dropped {
+	if dropped, _ := m.cfg.Faults.check(m.cfg.NodeID, peer, magic == magicRaft); dropped {
 		return nil, fmt.Errorf("%w: dial %s", errDialFault, peer)
 	}
 	c, err := net.DialTimeout("tcp", addr, timeout)
@@ -195,7 +196,7 @@ func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (
 		return nil, err
 	}
 	_ = c.SetWriteDeadline(time.Time{})
-	return &faultConn{Conn: c, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer}, nil
+	return &faultConn{Conn: c, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer, raft: magic == magicRaft}, nil
 }
 
 // streamLayer is one shard's raft.StreamLayer on the mux.
@@ -285,11 +286,12 @@ type faultConn struct {
 	net.Conn
 	faults     *Faults
 	self, peer string
+	raft       bool // carries Raft traffic
 }
 
 func (c *faultConn) Write(p []byte) (int, error) {
 	if c.faults != nil {
-		dropped, delay := c.faults.check(c.self, c.peer)
+		dropped, delay := c.faults.check(c.self, c.peer, c.raft)
 		if dropped {
 			c.Conn.Close()
 			return 0, fmt.Errorf("shard: %s→%s dropped by fault injection", c.self, c.peer)
@@ -304,7 +306,7 @@ func (c *faultConn) Write(p []byte) (int, error) {
 func (c *faultConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if c.faults != nil && n > 0 {
-		if dropped, _ := c.faults.check(c.peer, c.self); dropped {
+		if dropped, _ := c.faults.check(c.peer, c.self, c.raft); dropped {
 			c.Conn.Close()
 			return 0, fmt.Errorf("shard: %s→%s dropped by fault injection", c.peer, c.self)
 		}

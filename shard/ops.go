@@ -152,8 +152,11 @@ func (n *Node) applyLocal(ctx context.Context, g *group, cmd []byte) (uint64, ap
 	return f.Index(), ar, ar.err
 }
 
+// errForward tells a reader to have the shard's leader serve the read.
+var errForward = errors.New("shard: forward read to leader")
+
 // prepareRead blocks until local group g may serve a read at ro's
-// consistency.
+// consistency, or returns errForward when the leader should serve it.
 func (n *Node) prepareRead(ctx context.Context, g *group, ro ReadOptions) error {
 	switch ro.Consistency {
 	case Stale:
@@ -172,9 +175,14 @@ func (n *Node) prepareRead(ctx context.Context, g *group, ro ReadOptions) error 
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: shard %d: %v", ErrUnavailable, g.id, ctx.Err())
 		}
-		// This replica is behind the caller: a linearizable read covers
-		// every committed write, so it covers the token.
 		n.m.sessionFallbacks.Inc()
+		if g.raft.State() != raft.Leader && n.rpc != nil {
+			// This replica is behind the caller: the leader has applied
+			// everything committed, so let it serve the read.
+			return errForward
+		}
+		// The leader is behind a token (a token from the future): a
+		// linearizable read covers every committed write.
 		return n.linearizable(ctx, g)
 	case Linearizable:
 		return n.linearizable(ctx, g)
@@ -230,7 +238,9 @@ func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, 
 	if g == nil {
 		return n.forwardGet(ctx, s, key, ro)
 	}
-	if err := n.prepareRead(ctx, g, ro); err != nil {
+	if err := n.prepareRead(ctx, g, ro); errors.Is(err, errForward) {
+		return n.forwardGet(ctx, s, key, ro)
+	} else if err != nil {
 		return res, err
 	}
 	rec, found, err := n.eng.Get(s, []byte(key))
@@ -245,7 +255,8 @@ func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, 
 	return res, nil
 }
 
-// forwardGet serves a Get for a shard this node holds no replica of.
+// forwardGet has the shard's leader serve a Get: for a shard this node
+// holds no replica of, or when the local replica is behind the caller.
 func (n *Node) forwardGet(ctx context.Context, s int, key string, ro ReadOptions) (GetResult, error) {
 	res := GetResult{Session: ro.Session}
 	var resp readResp
@@ -328,7 +339,9 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 			p := &parts[s]
 			if g := n.hosted(s); g != nil {
 				p.recs, p.applied, p.err = n.scanLocal(ctx, g, lo, hi, req.Limit+1, ro)
-				return
+				if !errors.Is(p.err, errForward) {
+					return
+				}
 			}
 			p.err = n.retry(ctx, s, func(leader string) error {
 				if leader == "" {

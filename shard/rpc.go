@@ -76,7 +76,7 @@ func toRPCError(err error) rpcError {
 	switch {
 	case errors.Is(err, ErrPrecondition):
 		e.Code = codePrecondition
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, errForward):
 		e.Code = codeNotLeader
 	case errors.Is(err, ErrUnavailable):
 		e.Code = codeUnavailable
