@@ -1,6 +1,9 @@
 package shard
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -131,4 +134,39 @@ func (f *Faults) check(from, to string, raft bool) (dropped bool, delay time.Dur
 	defer f.mu.RUnlock()
 	l := link{from, to}
 	return f.drop[l] || (raft && f.dropRaft[l]), f.delay[l]
+}
+
+// Handler serves the faults as JSON: GET lists the rules in force, PUT
+// replaces them with a JSON array of FaultRule, DELETE heals everything. It
+// exists for fault-injection tests; mount it only on a node started with the
+// test-only flag.
+func (f *Faults) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+		case http.MethodPut:
+			var rules []FaultRule
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&rules); err != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				json.NewEncoder(w).Encode(map[string]string{"error": "shard: bad fault rules: " + err.Error(), "code": "bad_request"})
+				return
+			}
+			f.Set(rules)
+		case http.MethodDelete:
+			f.Heal()
+		default:
+			w.Header().Set("Allow", "GET, PUT, DELETE")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			json.NewEncoder(w).Encode(map[string]string{"error": "method not allowed", "code": "method_not_allowed"})
+			return
+		}
+		rules := f.Rules()
+		if rules == nil {
+			rules = []FaultRule{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rules)
+	})
 }

@@ -24,7 +24,6 @@ const (
 	rpcGet       = "/internal/v1/get"
 	rpcScan      = "/internal/v1/scan"
 	rpcStatus    = "/internal/v1/status"
-	rpcFaults    = "/internal/v1/faults"
 
 	maxRPCBody = 8 << 20
 )
@@ -213,19 +212,6 @@ func (n *Node) internalHandler() http.Handler {
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())
 	})
-	if f := n.cfg.Mux.Faults(); f != nil {
-		mux.HandleFunc("GET "+rpcFaults, func(w http.ResponseWriter, r *http.Request) {
-			writeRPC(w, f.Rules())
-		})
-		mux.HandleFunc("PUT "+rpcFaults, func(w http.ResponseWriter, r *http.Request) {
-			var rules []FaultRule
-			if !decodeRPC(w, r, &rules) {
-				return
-			}
-			f.Set(rules)
-			writeRPC(w, f.Rules())
-		})
-	}
 	return mux
 }
 

@@ -40,6 +40,7 @@ var serveCommand = &command{
 		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
+		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
@@ -51,9 +52,9 @@ var serveCommand = &command{
 }
 
 type serveOptions struct {
-	id, addr, data, peers string
-	addrSet, pprof        bool
-	shards, replicas      int
+	id, addr, data, peers  string
+	addrSet, pprof, faults bool
+	shards, replicas       int
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -103,7 +104,12 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	var mux *shard.Mux
 	public := ln
 	if len(peers) > 1 {
-		if mux, err = shard.NewMux(ln, shard.MuxConfig{NodeID: o.id}); err != nil {
+		mc := shard.MuxConfig{NodeID: o.id}
+		if o.faults {
+			mc.Faults = &shard.Faults{}
+			log.Warn("fault injection is enabled: /debug/faults can cut this node off; never use this in production")
+		}
+		if mux, err = shard.NewMux(ln, mc); err != nil {
 			ln.Close()
 			return fmt.Errorf("serve: %w", err)
 		}
@@ -142,7 +148,13 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	var h http.Handler = handler
 	if o.pprof {
-		h = withPprof(handler)
+		h = withPprof(h)
+	}
+	if mux != nil && mux.Faults() != nil {
+		dm := http.NewServeMux()
+		dm.Handle("/debug/faults", mux.Faults().Handler())
+		dm.Handle("/", h)
+		h = dm
 	}
 	srv := &http.Server{
 		Handler:           h,
