@@ -2,11 +2,15 @@ package shard
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"net/http"
 	"strconv"
 	"strings"
@@ -323,9 +327,10 @@ func (n *Node) startGroup(s int) (*group, error) {
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
 	rc.NotifyCh = g.leaderCh
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name:   fmt.Sprintf("raft.%d", s),
-		Level:  hclog.Warn,
-		Output: slogWriter{n.cfg.Logger},
+		Name:       fmt.Sprintf("raft.%d", s),
+		Level:      hclog.Warn,
+		Output:     slogWriter{n.cfg.Logger},
+		JSONFormat: true,
 	})
 
 	var trans raft.Transport
@@ -342,7 +347,7 @@ func (n *Node) startGroup(s int) (*group, error) {
 			// documentation measures no gain from it with batching.
 			MaxRPCsInFlight: 1,
 			Logger: hclog.New(&hclog.LoggerOptions{
-				Name: fmt.Sprintf("raft-net.%d", s), Level: hclog.Error, Output: slogWriter{n.cfg.Logger},
+				Name: fmt.Sprintf("raft-net.%d", s), Level: hclog.Error, Output: slogWriter{n.cfg.Logger}, JSONFormat: true,
 			}),
 		})
 	} else {
@@ -440,13 +445,41 @@ func (n *Node) ledCount() int {
 	return c
 }
 
-// slogWriter adapts hclog's line output to slog.
+// slogWriter adapts hclog's JSON line output to slog, keeping the level,
+// module and fields. A follower starting an election after a silent
+// heartbeat timeout is normal at start-up and after a failure, so it is
+// logged at debug, not warn.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	sc := bufio.NewScanner(strings.NewReader(string(p)))
+	sc := bufio.NewScanner(bytes.NewReader(p))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		w.l.Warn(sc.Text())
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			w.l.Warn(sc.Text())
+			continue
+		}
+		msg, _ := rec["@message"].(string)
+		level := slog.LevelWarn
+		switch rec["@level"] {
+		case "error":
+			level = slog.LevelError
+		case "info":
+			level = slog.LevelInfo
+		case "debug", "trace":
+			level = slog.LevelDebug
+		}
+		if strings.HasPrefix(msg, "heartbeat timeout reached") {
+			level = slog.LevelDebug
+		}
+		attrs := []any{"module", rec["@module"]}
+		for _, k := range slices.Sorted(maps.Keys(rec)) {
+			if !strings.HasPrefix(k, "@") {
+				attrs = append(attrs, k, rec[k])
+			}
+		}
+		w.l.Log(context.Background(), level, msg, attrs...)
 	}
 	return len(p), nil
 }
