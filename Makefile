@@ -5,7 +5,7 @@ BIN         := bin/lambdadb
 FUZZTIME    ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz clean
+.PHONY: help build run test race lint fuzz clean bench-kv etcd
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -33,6 +33,19 @@ fuzz:
 		done; \
 	done
 
+# KV benchmark: a 3-node lambdadb cluster and a 3-member etcd 3.4 cluster on
+# loopback, same load (BENCH_CLIENTS clients, 256-byte values), one after the
+# other in the same run. Installs Debian's etcd-server when etcd is missing.
+BENCH_DURATION ?= 10s
+BENCH_CLIENTS  ?= 64
+bench-kv: build etcd
+	$(GO) run ./bench/cmd/lambdabench -bin $(BIN) -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS)
+
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+		echo "installing etcd-server (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+
 clean:
 	rm -rf bin
 
@@ -44,4 +57,5 @@ help:
 	@echo "  race   go test -race ./..."
 	@echo "  lint   gofmt check, go vet, staticcheck"
 	@echo "  fuzz   run every Fuzz target for FUZZTIME (default 30s) each"
+	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
 	@echo "  clean  remove bin/"
