@@ -26,8 +26,10 @@ const MaxKeyBytes = 1024
 type Consistency uint8
 
 const (
-	// Linearizable reads are served by the shard leader after it confirms
-	// its leadership and has applied everything committed before the read.
+	// Linearizable reads observe every write acknowledged before they
+	// began: the leader confirms its leadership and hands out its commit
+	// index (a read index), and the serving replica — the leader or a
+	// follower — waits until it has applied that index.
 	Linearizable Consistency = iota
 	// Session reads are served by any replica whose applied index covers
 	// the caller's session token for the shard.
@@ -111,10 +113,13 @@ type ScanRequest struct {
 	Limit  int
 }
 
-// Scan limits.
+// Scan limits. A page also stops once its keys and values reach
+// MaxScanBytes (it always holds at least one item), so a scan of large
+// values cannot exhaust a node's memory; More and Next then continue it.
 const (
 	DefaultScanLimit = 100
 	MaxScanLimit     = 10000
+	MaxScanBytes     = 4 << 20
 )
 
 // ScanResult is one page of a scan. When More is true, Next is the key to

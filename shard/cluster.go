@@ -160,7 +160,7 @@ func (n *Node) balanceLoop() {
 			}
 			err := g.raft.LeadershipTransferToServer(raft.ServerID(pref.ID), raft.ServerAddress(pref.Addr)).Error()
 			if err != nil {
-				backoff[g.id] = time.Now().Add(10 * time.Second)
+				backoff[g.id] = time.Now().Add(3 * time.Second)
 				n.cfg.Logger.Debug("leadership transfer failed", "shard", g.id, "to", pref.ID, "err", err)
 			}
 		}

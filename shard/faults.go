@@ -11,7 +11,7 @@ import (
 // Faults injects network faults between node ids into the mux's
 // connections (Raft and internal RPC alike). The zero value injects
 // nothing. Tests share one Faults among in-process nodes; a process started
-// with the test-only fault flag exposes its own through the internal API.
+// with the test-only fault flag exposes its own at /debug/faults.
 type Faults struct {
 	mu       sync.RWMutex
 	drop     map[link]bool
@@ -21,7 +21,7 @@ type Faults struct {
 
 type link struct{ from, to string }
 
-// FaultRule is one directed fault, as set through the internal API.
+// FaultRule is one directed fault, as set through /debug/faults.
 type FaultRule struct {
 	From     string        `json:"from" msgpack:"from"`
 	To       string        `json:"to" msgpack:"to"`

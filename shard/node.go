@@ -265,12 +265,21 @@ func (n *Node) hosted(s int) *group {
 	return n.groups[s]
 }
 
-// checkIdentity records the node id and shard count on first open and
-// refuses to open a directory made with other values.
+// checkIdentity records the node id, shard count, peer list and replica
+// count on first open and refuses to open a directory made with other
+// values.
 func (n *Node) checkIdentity() error {
+	var peers []string
+	for _, p := range n.cfg.Peers {
+		peers = append(peers, p.ID+"="+p.Addr)
+	}
+	// Placement is computed from the peer list (in order), the replica
+	// count and the shard count, so none of them may change.
 	for _, kvp := range []struct{ name, want string }{
 		{"id", n.cfg.ID},
 		{"shards", strconv.Itoa(n.cfg.Shards)},
+		{"peers", strings.Join(peers, ",")},
+		{"replicas", strconv.Itoa(n.cfg.Replicas)},
 	} {
 		have, found, err := n.eng.NodeMeta(kvp.name)
 		if err != nil {

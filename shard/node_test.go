@@ -247,9 +247,15 @@ func TestReopenChecksIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close()
+	if n, err = shard.Open(shard.Config{FS: fs, Dir: "/d", Shards: 4}); err != nil {
+		t.Fatalf("reopen with the same settings: %v", err)
+	}
+	n.Close()
 	for _, cfg := range []shard.Config{
 		{FS: fs, Dir: "/d", Shards: 8},
 		{FS: fs, Dir: "/d", Shards: 4, ID: "n2"},
+		{FS: fs, Dir: "/d", Shards: 4, Replicas: 1},
+		{FS: fs, Dir: "/d", Shards: 4, Addr: "127.0.0.1:9999"},
 	} {
 		if n, err := shard.Open(cfg); err == nil {
 			n.Close()
@@ -319,4 +325,59 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	}
 	t.Fatalf("metric %s not found", name)
 	return 0
+}
+
+// Pages of large values stop at MaxScanBytes and paging still returns every
+// key exactly once, in order.
+func TestScanByteBudget(t *testing.T) {
+	n := open(t, shard.Config{Shards: 4})
+	const valueSize = 300 << 10
+	var keys []string
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("big/%03d", i)
+		keys = append(keys, k)
+		v := make([]byte, valueSize)
+		copy(v, k)
+		if _, err := n.Put(ctx, k, v, shard.Cond{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	req := shard.ScanRequest{Prefix: "big/", Limit: 1000}
+	pages := 0
+	for {
+		r, err := n.Scan(ctx, req, shard.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, it := range r.Items {
+			size += len(it.Key) + len(it.Value)
+			got = append(got, it.Key)
+			if string(it.Value[:len(it.Key)]) != it.Key {
+				t.Fatalf("value of %s belongs to another key", it.Key)
+			}
+		}
+		if size > shard.MaxScanBytes+valueSize+64 {
+			t.Fatalf("page of %d bytes exceeds the budget", size)
+		}
+		if !r.More {
+			break
+		}
+		if len(r.Items) == 0 && r.Next <= req.Start {
+			t.Fatalf("paging makes no progress at %q", r.Next)
+		}
+		req.Start = r.Next
+		if pages > 100 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(keys, ",") {
+		t.Fatalf("paged scan returned %d keys %v, want %d", len(got), got, len(keys))
+	}
+	if pages < 4 {
+		t.Fatalf("18 MB of values came back in %d pages", pages)
+	}
+	t.Logf("%d pages", pages)
 }

@@ -100,7 +100,7 @@ func (n *Node) retry(ctx context.Context, s int, try func(leader string) error) 
 	backoff := 10 * time.Millisecond
 	for {
 		err := try(n.leaderOf(s))
-		if err == nil || !(errors.Is(err, ErrNotLeader) || errors.Is(err, errNotSent)) {
+		if err == nil || !(errors.Is(err, ErrNotLeader) || errors.Is(err, errNotSent) || errors.Is(err, errReadRPC)) {
 			return err
 		}
 		if n.closed.Load() {
@@ -113,6 +113,13 @@ func (n *Node) retry(ctx context.Context, s int, try func(leader string) error) 
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
 	}
+}
+
+// readTryCtx bounds one attempt of a forwarded read, so a read sent to a
+// leader that hangs (paused, partitioned) is retried at the new leader
+// instead of waiting out the whole request deadline.
+func (n *Node) readTryCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, max(2*time.Second, 4*n.cfg.ElectionTimeout))
 }
 
 // leaderOf returns the address of shard s's leader as this node knows it.
@@ -204,8 +211,10 @@ func (n *Node) linearizable(ctx context.Context, g *group) error {
 			return errorf(ErrNotLeader, "shard %d has no known leader", g.id)
 		}
 		var resp readIndexResp
-		if err := n.rpc.call(ctx, "POST", leader, rpcReadIndex, readIndexReq{Shard: g.id}, &resp); err != nil {
-			return fmt.Errorf("%w: %v", errNotSent, err) // reads are safe to retry
+		tctx, cancel := n.readTryCtx(ctx)
+		defer cancel()
+		if err := n.rpc.call(tctx, "POST", leader, rpcReadIndex, readIndexReq{Shard: g.id}, &resp); err != nil {
+			return fmt.Errorf("%w: %v", errReadRPC, err)
 		}
 		idx = resp.Index
 		return resp.rpcError.err()
@@ -266,8 +275,10 @@ func (n *Node) forwardGet(ctx context.Context, s int, key string, ro ReadOptions
 		}
 		resp = readResp{}
 		req := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(), Key: key}
-		if err := n.rpc.call(ctx, "POST", leader, rpcGet, req, &resp); err != nil {
-			return fmt.Errorf("%w: %v", errNotSent, err)
+		tctx, cancel := n.readTryCtx(ctx)
+		defer cancel()
+		if err := n.rpc.call(tctx, "POST", leader, rpcGet, req, &resp); err != nil {
+			return fmt.Errorf("%w: %v", errReadRPC, err)
 		}
 		return resp.rpcError.err()
 	})
@@ -282,26 +293,44 @@ func (n *Node) forwardGet(ctx context.Context, s int, key string, ro ReadOptions
 	return res, nil
 }
 
-// scanLocal reads up to limit records of local group g in [lo, hi).
-func (n *Node) scanLocal(ctx context.Context, g *group, lo, hi []byte, limit int, ro ReadOptions) ([]Record, uint64, error) {
+// scanPart is one shard's share of a scan page.
+type scanPart struct {
+	recs      []Record
+	applied   uint64
+	truncated bool // stopped at MaxScanBytes: the shard may hold more
+	err       error
+}
+
+func recordBytes(r Record) int { return len(r.Key) + len(r.Value) }
+
+// scanLocal reads up to limit records of local group g in [lo, hi), and
+// no more than MaxScanBytes of them.
+func (n *Node) scanLocal(ctx context.Context, g *group, lo, hi []byte, limit int, ro ReadOptions) (scanPart, error) {
 	if err := n.prepareRead(ctx, g, ro); err != nil {
-		return nil, 0, err
+		return scanPart{}, err
 	}
 	r := n.eng.NewReader()
 	defer r.Close()
-	applied, err := r.Applied(g.id)
-	if err != nil {
-		return nil, 0, fmt.Errorf("shard: %w", err)
+	var p scanPart
+	var err error
+	if p.applied, err = r.Applied(g.id); err != nil {
+		return scanPart{}, fmt.Errorf("shard: %w", err)
 	}
-	var out []Record
+	size := 0
 	err = r.Scan(g.id, lo, hi, func(k, v []byte, ver uint64) bool {
-		out = append(out, Record{Key: string(k), Value: append([]byte(nil), v...), Version: ver})
-		return len(out) < limit
+		if size >= MaxScanBytes {
+			p.truncated = true
+			return false
+		}
+		rec := Record{Key: string(k), Value: append([]byte(nil), v...), Version: ver}
+		p.recs = append(p.recs, rec)
+		size += recordBytes(rec)
+		return len(p.recs) < limit
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("shard: %w", err)
+		return scanPart{}, fmt.Errorf("shard: %w", err)
 	}
-	return out, applied, nil
+	return p, nil
 }
 
 // Scan returns one page of keys in key order across every shard.
@@ -325,12 +354,7 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 	}
 	ctx, cancel := n.ctx(ctx)
 	defer cancel()
-	type part struct {
-		recs    []Record
-		applied uint64
-		err     error
-	}
-	parts := make([]part, n.cfg.Shards)
+	parts := make([]scanPart, n.cfg.Shards)
 	var wg sync.WaitGroup
 	for s := 0; s < n.cfg.Shards; s++ {
 		wg.Add(1)
@@ -338,7 +362,7 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 			defer wg.Done()
 			p := &parts[s]
 			if g := n.hosted(s); g != nil {
-				p.recs, p.applied, p.err = n.scanLocal(ctx, g, lo, hi, req.Limit+1, ro)
+				*p, p.err = n.scanLocal(ctx, g, lo, hi, req.Limit+1, ro)
 				if !errors.Is(p.err, errForward) {
 					return
 				}
@@ -350,10 +374,12 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 				var resp readResp
 				rr := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(),
 					Lo: lo, Hi: hi, Limit: req.Limit + 1}
-				if err := n.rpc.call(ctx, "POST", leader, rpcScan, rr, &resp); err != nil {
-					return fmt.Errorf("%w: %v", errNotSent, err)
+				tctx, cancel := n.readTryCtx(ctx)
+				defer cancel()
+				if err := n.rpc.call(tctx, "POST", leader, rpcScan, rr, &resp); err != nil {
+					return fmt.Errorf("%w: %v", errReadRPC, err)
 				}
-				p.recs, p.applied = resp.Records, resp.Applied
+				p.recs, p.applied, p.truncated = resp.Records, resp.Applied, resp.Truncated
 				return resp.rpcError.err()
 			})
 		}()
@@ -362,6 +388,9 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 	tok := session.Token{}
 	var all []Record
 	var errs []error
+	// bound is the smallest last key among shards cut short by the byte
+	// budget: past it, those shards may hold keys this page has not seen.
+	var bound *string
 	for s, p := range parts {
 		if p.err != nil {
 			errs = append(errs, p.err)
@@ -369,16 +398,32 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 		}
 		tok.Observe(s, p.applied)
 		all = append(all, p.recs...)
+		if p.truncated && len(p.recs) > 0 {
+			last := p.recs[len(p.recs)-1].Key
+			if bound == nil || last < *bound {
+				bound = &last
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return res, err
 	}
 	sortRecords(all)
-	if len(all) > req.Limit {
-		res.More, res.Next = true, all[req.Limit].Key
-		all = all[:req.Limit]
+	size, i := 0, 0
+	for ; i < len(all); i++ {
+		if i == req.Limit || (i > 0 && size >= MaxScanBytes) || (bound != nil && all[i].Key > *bound) {
+			break
+		}
+		size += recordBytes(all[i])
 	}
-	res.Items = all
+	switch {
+	case i < len(all) && (bound == nil || all[i].Key <= *bound):
+		res.More, res.Next = true, all[i].Key
+	case bound != nil:
+		// Resume just after the bound: the smallest key greater than it.
+		res.More, res.Next = true, *bound+"\x00"
+	}
+	res.Items = all[:i]
 	res.Session = ro.Session.Merge(tok)
 	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
 	return res, nil

@@ -25,7 +25,8 @@ const (
 	rpcScan      = "/internal/v1/scan"
 	rpcStatus    = "/internal/v1/status"
 
-	maxRPCBody = 8 << 20
+	// maxRPCBody bounds RPC bodies; scans keep pages under MaxScanBytes.
+	maxRPCBody = 64 << 20
 )
 
 // Error codes carried in RPC responses; they map back to this package's
@@ -36,6 +37,9 @@ const (
 	codeNotLeader    = "not_leader"
 	codeUnavailable  = "unavailable"
 	codeInvalid      = "invalid"
+	codeInvalidKey   = "invalid_key"
+	codeInvalidScan  = "invalid_scan"
+	codeConsistency  = "bad_consistency"
 	codeClosed       = "closed"
 	codeInternal     = "internal"
 )
@@ -57,8 +61,14 @@ func (e rpcError) err() error {
 		sentinel = ErrNotLeader
 	case codeUnavailable:
 		sentinel = ErrUnavailable
-	case codeInvalid:
+	case codeInvalidKey:
 		sentinel = ErrInvalidKey
+	case codeInvalidScan:
+		sentinel = ErrInvalidScan
+	case codeConsistency:
+		sentinel = ErrBadConsistency
+	case codeInvalid:
+		sentinel = ErrBadCommand
 	case codeClosed:
 		sentinel = ErrClosed
 	default:
@@ -79,7 +89,13 @@ func toRPCError(err error) rpcError {
 		e.Code = codeNotLeader
 	case errors.Is(err, ErrUnavailable):
 		e.Code = codeUnavailable
-	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrBadCommand), errors.Is(err, ErrInvalidScan):
+	case errors.Is(err, ErrInvalidKey):
+		e.Code = codeInvalidKey
+	case errors.Is(err, ErrInvalidScan):
+		e.Code = codeInvalidScan
+	case errors.Is(err, ErrBadConsistency):
+		e.Code = codeConsistency
+	case errors.Is(err, ErrBadCommand):
 		e.Code = codeInvalid
 	case errors.Is(err, ErrClosed):
 		e.Code = codeClosed
@@ -120,9 +136,10 @@ type readReq struct {
 
 type readResp struct {
 	rpcError
-	Records []Record `msgpack:"records"`
-	Found   bool     `msgpack:"found"`
-	Applied uint64   `msgpack:"applied"`
+	Records   []Record `msgpack:"records"`
+	Found     bool     `msgpack:"found"`
+	Applied   uint64   `msgpack:"applied"`
+	Truncated bool     `msgpack:"truncated"` // scan stopped at the byte budget
 }
 
 // StatusReport is what a node reports of itself to its peers.
@@ -205,9 +222,9 @@ func (n *Node) internalHandler() http.Handler {
 			writeRPC(w, readResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
 			return
 		}
-		recs, applied, err := n.scanLocal(r.Context(), g, req.Lo, req.Hi, req.Limit,
+		part, err := n.scanLocal(r.Context(), g, req.Lo, req.Hi, req.Limit,
 			ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
-		writeRPC(w, readResp{rpcError: toRPCError(err), Records: recs, Applied: applied})
+		writeRPC(w, readResp{rpcError: toRPCError(err), Records: part.recs, Applied: part.applied, Truncated: part.truncated})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())
@@ -265,6 +282,10 @@ func newRPCClient(m *Mux, peerOf func(addr string) string) *rpcClient {
 // the peer (so a retry cannot apply a write twice).
 var errNotSent = errors.New("shard: rpc not sent")
 
+// errReadRPC marks a failed read RPC: reads change nothing, so the caller
+// may retry it elsewhere.
+var errReadRPC = errors.New("shard: read rpc failed")
+
 func (c *rpcClient) call(ctx context.Context, method, addr, path string, req, resp any) error {
 	var body io.Reader
 	if req != nil {
@@ -287,12 +308,17 @@ func (c *rpcClient) call(ctx context.Context, method, addr, path string, req, re
 		if errors.Is(err, errDialFault) {
 			return fmt.Errorf("%w: %v", errNotSent, err)
 		}
-		return fmt.Errorf("shard: rpc %s %s: %w", addr, path, err)
+		// The request may have reached the peer: for a write the outcome
+		// is unknown.
+		return fmt.Errorf("%w: rpc %s %s: %v (the request may or may not have been applied)", ErrUnavailable, addr, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxRPCBody+1))
 	if err != nil {
-		return fmt.Errorf("shard: rpc %s %s: %w", addr, path, err)
+		return fmt.Errorf("%w: rpc %s %s: %v (the request may or may not have been applied)", ErrUnavailable, addr, path, err)
+	}
+	if len(b) > maxRPCBody {
+		return fmt.Errorf("shard: rpc %s %s: response larger than %d bytes", addr, path, maxRPCBody)
 	}
 	if err := msgpack.Unmarshal(b, resp); err != nil {
 		return fmt.Errorf("shard: rpc %s %s: bad response (%s): %w", addr, path, res.Status, err)

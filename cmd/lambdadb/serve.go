@@ -27,7 +27,7 @@ const (
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -89,6 +89,9 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
+	if o.faults && len(peers) < 2 {
+		return usagef("--unsafe-fault-injection needs a multi-node --peers list")
+	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
