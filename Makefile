@@ -3,9 +3,17 @@
 GO          ?= go
 BIN         := bin/lambdadb
 FUZZTIME    ?= 30s
+# make chaos: how long the nemesis runs, its seed (0 = from the clock),
+# its fault kinds (see chaos/nemesis.go) and where the report, node logs and
+# visualizations go.
+DURATION    ?= 15m
+SEED        ?= 0
+FAULTS      ?= all
+CHAOS_OUT   ?= bin/chaos
+NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz clean bench-kv etcd
+.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv etcd
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -46,16 +54,31 @@ etcd:
 		echo "installing etcd-server (Debian)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 
+# The nemesis: three `lambdadb serve` processes under faults and load; the
+# history is checked for linearizability, lost writes, session guarantees
+# and convergence. Exits non-zero on any violation. See docs/testing.md.
+$(NEMESIS): build
+	$(GO) build -o $(NEMESIS) ./chaos/cmd/nemesis
+
+chaos: $(NEMESIS)
+	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)
+
+# CI-sized: well under 3 minutes including the build.
+chaos-quick: $(NEMESIS)
+	$(NEMESIS) -bin $(BIN) -duration 100s -hold 5s -quiet 2s -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)/quick
+
 clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz clean"
+	@echo "targets: build run test race lint fuzz chaos chaos-quick clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
 	@echo "  test   go test ./... (fuzz seed corpora included)"
 	@echo "  race   go test -race ./..."
 	@echo "  lint   gofmt check, go vet, staticcheck"
 	@echo "  fuzz   run every Fuzz target for FUZZTIME (default 30s) each"
+	@echo "  chaos  nemesis run for DURATION (default 15m): faults, porcupine check, report in $(CHAOS_OUT)"
+	@echo "  chaos-quick  the same in CI time (100s of faults)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
 	@echo "  clean  remove bin/"

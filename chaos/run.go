@@ -1,0 +1,347 @@
+package chaos
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"lambdadb/client"
+	"lambdadb/shard"
+)
+
+// Config configures Run. Zero values select the defaults in comments.
+type Config struct {
+	Bin      string        // lambdadb binary. Default "bin/lambdadb".
+	OutDir   string        // report, logs, data and visualizations. Default "bin/chaos".
+	Duration time.Duration // workload and faults. Default 1m.
+	Clients  int           // register clients. Default 10.
+	Sessions int           // session clients. Default 4.
+	Keys     int           // shared register keys. Default 200.
+	Shards   int           // shards. Default 16.
+	Seed     uint64        // randomness of workload and nemesis. Default 1.
+	Faults   []string      // fault kinds (AllFaults when nil; empty non-nil slice: none)
+	// Hold and Quiet bound fault length and the gap between faults
+	// (see Nemesis). Defaults 8s and 4s.
+	Hold, Quiet time.Duration
+	// OpTimeout is the client's timeout per operation. Default 5s.
+	OpTimeout time.Duration
+	// CheckTimeout bounds porcupine's search per key. Default 60s.
+	CheckTimeout time.Duration
+	// Log receives progress lines. Default: discard.
+	Log io.Writer
+	// KeepData keeps the nodes' data directories after a passing run.
+	KeepData bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Bin == "" {
+		c.Bin = "bin/lambdadb"
+	}
+	if c.OutDir == "" {
+		c.OutDir = "bin/chaos"
+	}
+	if c.Duration <= 0 {
+		c.Duration = time.Minute
+	}
+	if c.Clients <= 0 {
+		c.Clients = 10
+	}
+	if c.Sessions < 0 {
+		c.Sessions = 0
+	} else if c.Sessions == 0 {
+		c.Sessions = 4
+	}
+	if c.Keys <= 0 {
+		c.Keys = 200
+	}
+	if c.Shards <= 0 {
+		c.Shards = 16
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.Faults == nil {
+		c.Faults = AllFaults
+	}
+	if c.OpTimeout <= 0 {
+		c.OpTimeout = 5 * time.Second
+	}
+	if c.CheckTimeout <= 0 {
+		c.CheckTimeout = 60 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// Run starts a cluster, runs the workload under the nemesis for
+// cfg.Duration, heals everything, reads every key through every node,
+// checks convergence and the history, and returns the report. An error
+// means the harness itself could not run (the report may be partial);
+// violations are in the report (Report.OK).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.setDefaults()
+	started := time.Now()
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
+	rep := &Report{Config: cfg}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return rep, err
+	}
+	dataDir := filepath.Join(cfg.OutDir, "data")
+	if err := os.RemoveAll(dataDir); err != nil {
+		return rep, err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return rep, err
+	}
+	logf("starting 3 nodes (%s), data and logs in %s", cfg.Bin, dataDir)
+	cl, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Bin, Dir: dataDir, Shards: cfg.Shards})
+	if err != nil {
+		return rep, err
+	}
+	defer cl.Stop()
+
+	hist := NewHistory()
+	var keys []string
+	for i := 0; i < cfg.Keys; i++ {
+		keys = append(keys, fmt.Sprintf("r/%04d", i))
+	}
+	wl := &Workload{Cluster: cl, History: hist, Keys: keys, Clients: cfg.Clients, Sessions: cfg.Sessions,
+		Timeout: cfg.OpTimeout, Seed: cfg.Seed}
+	nem := &Nemesis{Cluster: cl, History: hist, Kinds: cfg.Faults, Seed: cfg.Seed, Hold: cfg.Hold, Quiet: cfg.Quiet,
+		Logf: logf}
+	logf("running %d register clients and %d session clients on %d keys for %v; faults: %v",
+		cfg.Clients, cfg.Sessions, cfg.Keys, cfg.Duration, cfg.Faults)
+	wctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); wl.Run(wctx) }()
+	go func() { defer wg.Done(); nem.Run(wctx) }()
+	wg.Wait()
+	cancel()
+	rep.Faults = nem.Records()
+	rep.Workload = time.Since(started)
+
+	logf("healing every fault and waiting for a healthy cluster")
+	if err := cl.HealAll(ctx); err != nil {
+		rep.Errors = append(rep.Errors, "heal: "+err.Error())
+	}
+	if err := cl.WaitHealthy(ctx, 90*time.Second); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+	}
+
+	logf("final reads of %d keys through every node", len(wl.AllKeys()))
+	rep.FinalReadErrors = finalReads(ctx, cl, hist, wl.AllKeys())
+
+	logf("waiting for every replica to apply the same index, then comparing shard hashes")
+	rep.Converged, rep.Convergence = converge(ctx, cl)
+
+	ops := hist.Ops()
+	rep.count(ops)
+	rep.SessionOps = wl.SessionOps()
+	rep.SessionViolations = wl.Violations()
+
+	logf("checking %d operations", len(ops))
+	var notes []porcupine.Annotation
+	for _, f := range rep.Faults {
+		notes = append(notes, porcupine.Annotation{Tag: "nemesis", Start: f.Start, End: f.End, Description: f.Kind, Details: f.Desc,
+			BackgroundColor: "#f8d7da"})
+	}
+	checkStart := time.Now()
+	rep.Check = Check(ops, CheckOptions{Timeout: cfg.CheckTimeout, OutDir: cfg.OutDir, Annotations: notes})
+	rep.CheckTime = time.Since(checkStart)
+	rep.Elapsed = time.Since(started)
+
+	if !rep.OK() {
+		if f, err := os.Create(filepath.Join(cfg.OutDir, "history.jsonl")); err == nil {
+			_ = WriteJSONL(f, ops)
+			f.Close()
+			rep.HistoryFile = f.Name()
+		}
+	}
+	cl.Stop()
+	if rep.OK() && !cfg.KeepData {
+		_ = os.RemoveAll(dataDir)
+	}
+	return rep, nil
+}
+
+// finalReads reads every key through every node (linearizable, retried)
+// and records the reads as Final operations.
+func finalReads(ctx context.Context, cl *Cluster, hist *History, keys []string) []string {
+	var (
+		mu   sync.Mutex
+		errs []string
+		wg   sync.WaitGroup
+	)
+	work := make(chan string)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := range work {
+				for ni, p := range cl.Procs {
+					c, _ := client.New(p.URL(), client.WithHTTPClient(cl.hc))
+					var last error
+					for attempt := 0; attempt < 20; attempt++ {
+						op := Op{Client: 3000 + ni, Kind: Get, Key: key, Node: p.ID, Final: true, Call: hist.Now()}
+						rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+						it, found, err := c.Get(rctx, key, client.WithConsistency(client.Linearizable))
+						cancel()
+						op.Return = hist.Now()
+						if err == nil {
+							op.Found, op.Got, op.Version = found, string(it.Value), it.Version
+							hist.Add(op)
+							last = nil
+							break
+						}
+						last = err
+						time.Sleep(500 * time.Millisecond)
+					}
+					if last != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Sprintf("final read of %s via %s: %v", key, p.ID, last))
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	for _, k := range keys {
+		work <- k
+	}
+	close(work)
+	wg.Wait()
+	sort.Strings(errs)
+	return errs
+}
+
+// converge waits until every replica of every shard reports the same
+// applied index twice in a row, then compares per-shard hashes of every
+// node's data (read with stale scans, which each node serves from its own
+// replicas).
+func converge(ctx context.Context, cl *Cluster) (bool, []string) {
+	deadline := time.Now().Add(90 * time.Second)
+	var prev string
+	var detail []string
+	for {
+		sig, diff := appliedSignature(ctx, cl)
+		if diff == "" && sig == prev {
+			break
+		}
+		prev = sig
+		if time.Now().After(deadline) {
+			return false, []string{"replicas did not reach the same applied index: " + diff}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	hashes := map[string]map[int]string{} // node → shard → hash
+	for _, p := range cl.Procs {
+		h, err := shardHashes(ctx, cl, p)
+		if err != nil {
+			return false, []string{fmt.Sprintf("stale scan via %s: %v", p.ID, err)}
+		}
+		hashes[p.ID] = h
+	}
+	ok := true
+	first := cl.Procs[0].ID
+	for s := 0; s < cl.Shards; s++ {
+		for _, p := range cl.Procs[1:] {
+			if hashes[p.ID][s] != hashes[first][s] {
+				ok = false
+				detail = append(detail, fmt.Sprintf("shard %d: %s has %s, %s has %s", s, first, short(hashes[first][s]), p.ID, short(hashes[p.ID][s])))
+			}
+		}
+	}
+	if ok {
+		detail = append(detail, fmt.Sprintf("%d shards identical on %d nodes", cl.Shards, len(cl.Procs)))
+	}
+	return ok, detail
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// appliedSignature returns each node's applied index per local replica,
+// and a description of the first shard whose replicas differ ("" if none).
+func appliedSignature(ctx context.Context, cl *Cluster) (sig, diff string) {
+	applied := map[int]map[string]uint64{}
+	for _, p := range cl.Procs {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cl.Status(sctx, p)
+		cancel()
+		if err != nil {
+			return "", fmt.Sprintf("%s: %v", p.ID, err)
+		}
+		for _, s := range st.Shards {
+			for _, r := range s.Replicas {
+				if r.Node == p.ID { // a node's own replicas, read directly
+					if applied[s.ID] == nil {
+						applied[s.ID] = map[string]uint64{}
+					}
+					applied[s.ID][p.ID] = r.Applied
+				}
+			}
+		}
+	}
+	for s := 0; s < cl.Shards; s++ {
+		var vals []uint64
+		for _, p := range cl.Procs {
+			v, ok := applied[s][p.ID]
+			if ok {
+				vals = append(vals, v)
+			}
+			sig += fmt.Sprintf("%d:%s=%d ", s, p.ID, v)
+		}
+		for _, v := range vals {
+			if v != vals[0] && diff == "" {
+				diff = fmt.Sprintf("shard %d applied %v", s, applied[s])
+			}
+		}
+	}
+	return sig, diff
+}
+
+// shardHashes hashes node p's data per shard: SHA-256 over key, version and
+// value of every record, in key order.
+func shardHashes(ctx context.Context, cl *Cluster, p *Proc) (map[int]string, error) {
+	c, err := client.New(p.URL(), client.WithHTTPClient(cl.hc))
+	if err != nil {
+		return nil, err
+	}
+	sums := map[int]hash.Hash{}
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for it, err := range c.ScanAll(sctx, "", client.ScanOptions{Limit: 1000, Consistency: client.Stale}) {
+		if err != nil {
+			return nil, err
+		}
+		s := shard.For(it.Key, cl.Shards)
+		if sums[s] == nil {
+			sums[s] = sha256.New()
+		}
+		fmt.Fprintf(sums[s], "%q %d %q\n", it.Key, it.Version, it.Value)
+	}
+	out := map[int]string{}
+	for s := 0; s < cl.Shards; s++ {
+		out[s] = "empty"
+		if sums[s] != nil {
+			out[s] = hex.EncodeToString(sums[s].Sum(nil))
+		}
+	}
+	return out, nil
+}
