@@ -51,7 +51,6 @@ type Workload struct {
 	mu         sync.Mutex
 	violations []string
 	sessionOps map[string]int // session op outcomes, by "read ok" etc.
-	privKeys   []string
 }
 
 // sessionKeysPer is the number of private keys each session client writes.
