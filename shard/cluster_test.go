@@ -355,6 +355,12 @@ func TestClusterSessionReadForwardsWhenBehind(t *testing.T) {
 		if err != nil || !g.Found || g.Record.Version != w.Version {
 			t.Fatalf("session read through the lagging follower: %+v %v", g, err)
 		}
+		// The same holds for a linearizable read, which must not wait for
+		// the follower to catch up either.
+		lin, err := follower.Node().Get(opCtx(t, 3*time.Second), k, shard.ReadOptions{})
+		if err != nil || !lin.Found || lin.Record.Version != w.Version {
+			t.Fatalf("linearizable read through the lagging follower: %+v %v", lin, err)
+		}
 		if !g.Session.Covers(w.Session) {
 			t.Fatalf("returned token %v does not cover %v", g.Session, w.Session)
 		}

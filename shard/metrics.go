@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		readIndexWaiters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lambdadb_read_index_reads_total", Help: "Linearizable reads served by leadership checks; divided by rounds, the coalescing factor."}),
 		sessionFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lambdadb_session_read_fallbacks_total", Help: "Session reads that waited past the bound for this replica to catch up and were served by the leader instead."}),
+			Name: "lambdadb_session_read_fallbacks_total", Help: "Reads (session, or linearizable through a follower) that waited past the bound for this replica to catch up and were served by the leader instead."}),
 	}
 	if reg == nil {
 		return m, nil

@@ -222,6 +222,20 @@ func (n *Node) linearizable(ctx context.Context, g *group) error {
 	if err != nil {
 		return err
 	}
+	if g.raft.State() != raft.Leader && n.rpc != nil {
+		// A follower cut off from its leader's log would wait out the
+		// request: after the session bound, the leader serves the read.
+		wctx, cancel := context.WithTimeout(ctx, n.cfg.SessionWait)
+		err := g.fsm.waitApplied(wctx, idx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil {
+			n.m.sessionFallbacks.Inc()
+			return errForward
+		}
+	}
 	if err := g.fsm.waitApplied(ctx, idx); err != nil {
 		return fmt.Errorf("%w: shard %d waiting for index %d: %v", ErrUnavailable, g.id, idx, err)
 	}
