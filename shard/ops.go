@@ -123,9 +123,13 @@ func (n *Node) readTryCtx(ctx context.Context) (context.Context, context.CancelF
 }
 
 // leaderOf returns the address of shard s's leader as this node knows it.
+// A replica that has lost touch with its leader (cut off from Raft traffic,
+// say) falls back to what its peers last reported.
 func (n *Node) leaderOf(s int) string {
 	if g := n.hosted(s); g != nil {
-		return g.leaderAddr()
+		if addr := g.leaderAddr(); addr != "" {
+			return addr
+		}
 	}
 	return n.peers.leader(s)
 }
