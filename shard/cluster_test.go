@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
 	"lambdadb/internal/clustertest"
 	"lambdadb/internal/session"
 	"lambdadb/shard"
@@ -365,4 +368,38 @@ func TestClusterSessionReadForwardsWhenBehind(t *testing.T) {
 			t.Fatalf("returned token %v does not cover %v", g.Session, w.Session)
 		}
 	}
+}
+
+// A slow disk on one member (random latency, mean 3 ms, on every write,
+// sync and create of its filesystem) slows that member but loses nothing:
+// writes keep flowing through every member, the slow member is killed and
+// restarted, and every acknowledged write is read back through every member.
+func TestClusterSlowDisk(t *testing.T) {
+	slow := "n1" // preferred leader of a third of the shards
+	c := clustertest.Start(t, clustertest.Options{Shards: 6,
+		WrapFS: func(id string, fs vfs.FS) vfs.FS {
+			if id != slow {
+				return fs
+			}
+			return errorfs.Wrap(fs, errorfs.RandomLatency(errorfs.Writes, 3*time.Millisecond, 1, 0))
+		}})
+	w := &writer{acked: map[string]uint64{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go w.run(c, i, stop, &wg)
+	}
+	c.Eventually(30*time.Second, "writes on a cluster with a slow disk", func() bool { return w.count() > 300 })
+	c.Kill(slow)
+	before := w.count()
+	c.Eventually(30*time.Second, "writes after the slow member died", func() bool { return w.count() > before+200 })
+	c.Restart(slow)
+	before = w.count()
+	c.Eventually(30*time.Second, "writes after the slow member returned", func() bool { return w.count() > before+200 })
+	close(stop)
+	wg.Wait()
+	c.WaitLeaders(30 * time.Second)
+	checkAll(t, c, w.acked)
+	t.Logf("acknowledged %d writes, %d failed", len(w.acked), w.fails)
 }

@@ -20,6 +20,10 @@ type Options struct {
 	SnapshotThreshold uint64        // default: shard's default
 	TrailingLogs      uint64        // default: shard's default
 	SnapshotInterval  time.Duration // default: shard's default
+	// WrapFS, when set, wraps the filesystem member id's node opens — for
+	// example with pebble's errorfs to inject disk latency or errors.
+	// Kill still crash-clones the underlying in-memory filesystem.
+	WrapFS func(id string, fs vfs.FS) vfs.FS
 	// Handler, when set, wraps each member's node into a public HTTP handler
 	// served on the member's address (for tests of the HTTP layer).
 	Handler func(*shard.Node) (http.Handler, error)
@@ -99,8 +103,12 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 		return err
 	}
 	go mux.Serve()
+	var fs vfs.FS = m.FS
+	if c.opts.WrapFS != nil {
+		fs = c.opts.WrapFS(m.ID, fs)
+	}
 	n, err := shard.Open(shard.Config{
-		ID: m.ID, Addr: m.Addr, Dir: "/data", FS: m.FS,
+		ID: m.ID, Addr: m.Addr, Dir: "/data", FS: fs,
 		Shards: c.opts.Shards, Peers: c.peers, Mux: mux,
 		SnapshotThreshold: c.opts.SnapshotThreshold, TrailingLogs: c.opts.TrailingLogs,
 		SnapshotInterval: c.opts.SnapshotInterval,
