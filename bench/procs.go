@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"lambdadb/internal/loopback"
 )
 
 // Proc is one server process started by a benchmark.
@@ -66,25 +67,6 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// FreePorts reserves n distinct loopback ports.
-func FreePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
 
 func start(name, dir string, bin string, args ...string) (*Proc, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
@@ -107,17 +89,17 @@ func StartLambdaDB(bin string, n, shards int) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{System: "lambdadb", dir: dir}
-	ports, err := FreePorts(n)
+	addrs, err := loopback.FreeAddrs(n)
 	if err != nil {
 		return nil, err
 	}
 	var peers []string
-	for i, p := range ports {
-		peers = append(peers, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, p))
+	for i, a := range addrs {
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, a))
 	}
-	for i, p := range ports {
+	for i, a := range addrs {
 		id := fmt.Sprintf("n%d", i+1)
-		args := []string{"serve", "--id", id, "--addr", fmt.Sprintf("127.0.0.1:%d", p),
+		args := []string{"serve", "--id", id, "--addr", a,
 			"--data", filepath.Join(dir, id), "--shards", fmt.Sprint(shards)}
 		if n > 1 {
 			args = append(args, "--peers", strings.Join(peers, ","))
@@ -127,7 +109,7 @@ func StartLambdaDB(bin string, n, shards int) (*Cluster, error) {
 			c.Stop()
 			return nil, err
 		}
-		proc.Addr = fmt.Sprintf("127.0.0.1:%d", p)
+		proc.Addr = a
 		c.Procs = append(c.Procs, proc)
 	}
 	if err := waitLambdaDB(c, 60*time.Second); err != nil {
@@ -199,18 +181,18 @@ func StartEtcd(bin string, n int) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{System: "etcd", dir: dir}
-	ports, err := FreePorts(2 * n)
+	addrs, err := loopback.FreeAddrs(2 * n)
 	if err != nil {
 		return nil, err
 	}
 	var initial []string
 	for i := 0; i < n; i++ {
-		initial = append(initial, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[2*i+1]))
+		initial = append(initial, fmt.Sprintf("e%d=http://%s", i+1, addrs[2*i+1]))
 	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("e%d", i+1)
-		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
-		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
+		client := "http://" + addrs[2*i]
+		peer := "http://" + addrs[2*i+1]
 		proc, err := start(name, dir, bin,
 			"--name", name, "--data-dir", filepath.Join(dir, name),
 			"--listen-client-urls", client, "--advertise-client-urls", client,
@@ -222,7 +204,7 @@ func StartEtcd(bin string, n int) (*Cluster, error) {
 			c.Stop()
 			return nil, err
 		}
-		proc.Addr = fmt.Sprintf("127.0.0.1:%d", ports[2*i])
+		proc.Addr = addrs[2*i]
 		c.Procs = append(c.Procs, proc)
 	}
 	deadline := time.Now().Add(60 * time.Second)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"lambdadb/client"
+	"lambdadb/internal/loopback"
 	"lambdadb/shard"
 )
 
@@ -171,7 +171,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("chaos: binary: %w (run make build)", err)
 	}
-	addrs, err := freeAddrs(cfg.Nodes)
+	addrs, err := loopback.FreeAddrs(cfg.Nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -382,22 +382,3 @@ func (c *Cluster) putFaultsRetry(ctx context.Context, p *Proc, body []byte, atte
 	return fmt.Errorf("chaos: set faults on %s: %w", p.ID, last)
 }
 
-// freeAddrs reserves n distinct loopback addresses.
-func freeAddrs(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
