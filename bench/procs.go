@@ -67,7 +67,6 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-
 func start(name, dir string, bin string, args ...string) (*Proc, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {

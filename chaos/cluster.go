@@ -381,4 +381,3 @@ func (c *Cluster) putFaultsRetry(ctx context.Context, p *Proc, body []byte, atte
 	}
 	return fmt.Errorf("chaos: set faults on %s: %w", p.ID, last)
 }
-
