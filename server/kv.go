@@ -16,21 +16,30 @@ import (
 // keyPrefix is the path prefix of the single-key routes.
 const keyPrefix = "/v1/kv/"
 
-// putKey serves PUT /v1/kv/{key...}.
-func (s *Server) putKey(w http.ResponseWriter, r *http.Request) {
+// writeArgs parses what PUT and DELETE share: the session, the key and
+// the preconditions (If-None-Match only when allowNoneMatch). On bad input
+// it answers the request and returns ok=false.
+func (s *Server) writeArgs(w http.ResponseWriter, r *http.Request, allowNoneMatch bool) (tok session.Token, key string, cond shard.Cond, ok bool) {
 	tok, _, err := requestSession(r)
 	if err != nil {
 		s.fail(w, r, nil, err)
-		return
+		return nil, "", cond, false
 	}
-	key, err := pathKey(r)
-	if err != nil {
+	if key, err = pathKey(r); err != nil {
 		s.fail(w, r, tok, err)
-		return
+		return nil, "", cond, false
 	}
-	cond, err := parseCond(r.Header, true)
-	if err != nil {
+	if cond, err = parseCond(r.Header, allowNoneMatch); err != nil {
 		s.fail(w, r, tok, err)
+		return nil, "", cond, false
+	}
+	return tok, key, cond, true
+}
+
+// putKey serves PUT /v1/kv/{key...}.
+func (s *Server) putKey(w http.ResponseWriter, r *http.Request) {
+	tok, key, cond, ok := s.writeArgs(w, r, true)
+	if !ok {
 		return
 	}
 	// Read the whole body before writing anything: a body that ends early
@@ -90,19 +99,8 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 
 // deleteKey serves DELETE /v1/kv/{key...}.
 func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
-	tok, _, err := requestSession(r)
-	if err != nil {
-		s.fail(w, r, nil, err)
-		return
-	}
-	key, err := pathKey(r)
-	if err != nil {
-		s.fail(w, r, tok, err)
-		return
-	}
-	cond, err := parseCond(r.Header, false)
-	if err != nil {
-		s.fail(w, r, tok, err)
+	tok, key, cond, ok := s.writeArgs(w, r, false)
+	if !ok {
 		return
 	}
 	res, err := s.node.Delete(r.Context(), key, cond, tok)
