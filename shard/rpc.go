@@ -156,6 +156,20 @@ type ShardReport struct {
 	Leader  string `msgpack:"leader"`
 }
 
+// leaderError is the RPC error for err from local group g, with the
+// leader's address as a hint when this replica is not the leader; a nil g
+// means shard s has no replica here.
+func leaderError(g *group, s int, err error) rpcError {
+	if g == nil {
+		return toRPCError(errorf(ErrNotLeader, "shard %d is not hosted here", s))
+	}
+	e := toRPCError(err)
+	if errors.Is(err, ErrNotLeader) {
+		e.Leader = g.leaderAddr()
+	}
+	return e
+}
+
 // internalHandler serves the internal RPC.
 func (n *Node) internalHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -166,15 +180,11 @@ func (n *Node) internalHandler() http.Handler {
 		}
 		g := n.hosted(req.Shard)
 		if g == nil {
-			writeRPC(w, applyResp{rpcError: toRPCError(errorf(ErrNotLeader, "shard %d is not hosted here", req.Shard))})
+			writeRPC(w, applyResp{rpcError: leaderError(nil, req.Shard, nil)})
 			return
 		}
 		idx, ar, err := n.applyLocal(r.Context(), g, req.Cmd)
-		resp := applyResp{rpcError: toRPCError(err), Index: idx, Version: ar.version, Deleted: ar.deleted}
-		if errors.Is(err, ErrNotLeader) {
-			resp.Leader = g.leaderAddr()
-		}
-		writeRPC(w, resp)
+		writeRPC(w, applyResp{rpcError: leaderError(g, req.Shard, err), Index: idx, Version: ar.version, Deleted: ar.deleted})
 	})
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		var req readIndexReq
@@ -183,15 +193,11 @@ func (n *Node) internalHandler() http.Handler {
 		}
 		g := n.hosted(req.Shard)
 		if g == nil {
-			writeRPC(w, readIndexResp{rpcError: toRPCError(errorf(ErrNotLeader, "shard %d is not hosted here", req.Shard))})
+			writeRPC(w, readIndexResp{rpcError: leaderError(nil, req.Shard, nil)})
 			return
 		}
 		idx, err := g.readIndex(r.Context())
-		resp := readIndexResp{rpcError: toRPCError(err), Index: idx}
-		if errors.Is(err, ErrNotLeader) {
-			resp.Leader = g.leaderAddr()
-		}
-		writeRPC(w, resp)
+		writeRPC(w, readIndexResp{rpcError: leaderError(g, req.Shard, err), Index: idx})
 	})
 	mux.HandleFunc("POST "+rpcGet, func(w http.ResponseWriter, r *http.Request) {
 		var req readReq
