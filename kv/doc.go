@@ -12,10 +12,14 @@
 //	S<shard>f<index>     change-feed records, by Raft index (reserved)
 //	S<shard>l<index>     Raft log entries, by 8-byte big-endian index
 //	S<shard>s<name>      Raft stable state (term, vote)
+//	S<shard>y<syskey>    system records (Space System): same encoding as d
 //	N<name>              node metadata (node id, shard count)
 //
-// A shard snapshot covers the kinds a, c, d and f — the replicated state —
-// and never the Raft log or stable state, which belong to the replica.
+// A shard snapshot covers the kinds a, c, d, f and y — the replicated
+// state — and never the Raft log or stable state, which belong to the
+// replica. Records live in one of two spaces (Space): UserData (kind d),
+// which the Get, Scan, Put and Delete methods address, and System (kind y),
+// reached only through the ...In methods.
 //
 // # Durability
 //

@@ -16,6 +16,7 @@ var (
 	ErrCorrupt      = errors.New("kv: corrupt record")
 	ErrBadSnapshot  = errors.New("kv: bad snapshot")
 	ErrInvalidShard = errors.New("kv: invalid shard")
+	ErrInvalidSpace = errors.New("kv: invalid space")
 )
 
 // Config configures an Engine. The zero value of every field but Dir selects
@@ -115,8 +116,8 @@ type getter interface {
 	Get(key []byte) ([]byte, io.Closer, error)
 }
 
-func getRecord(g getter, shard int, key []byte) (Record, bool, error) {
-	v, closer, err := g.Get(dataKey(shard, key))
+func getRecord(g getter, shard int, kind byte, key []byte) (Record, bool, error) {
+	v, closer, err := g.Get(shardKey(shard, kind, key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Record{}, false, nil
 	}
@@ -146,12 +147,21 @@ func getUint64(g getter, key []byte) (uint64, error) {
 	return beUint64(v), nil
 }
 
-// Get returns the record stored under key in shard.
+// Get returns the record stored under key in shard's UserData space.
 func (e *Engine) Get(shard int, key []byte) (Record, bool, error) {
 	if err := checkShard(shard); err != nil {
 		return Record{}, false, err
 	}
-	return getRecord(e.db, shard, key)
+	return getRecord(e.db, shard, kindData, key)
+}
+
+// GetIn returns the record stored under key in space sp of shard.
+func (e *Engine) GetIn(shard int, sp Space, key []byte) (Record, bool, error) {
+	kind, err := checkShardSpace(shard, sp)
+	if err != nil {
+		return Record{}, false, err
+	}
+	return getRecord(e.db, shard, kind, key)
 }
 
 // Applied returns the shard's persisted applied index (0 if none).
@@ -170,13 +180,13 @@ type iterable interface {
 	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
 }
 
-func scan(src iterable, shard int, start, end []byte, fn ScanFunc) error {
-	lo := dataKey(shard, start)
+func scan(src iterable, shard int, kind byte, start, end []byte, fn ScanFunc) error {
+	lo := shardKey(shard, kind, start)
 	var hi []byte
 	if end == nil {
-		_, hi = kindRange(shard, kindData)
+		_, hi = kindRange(shard, kind)
 	} else {
-		hi = dataKey(shard, end)
+		hi = shardKey(shard, kind, end)
 	}
 	it, err := src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -205,13 +215,30 @@ func scan(src iterable, shard int, start, end []byte, fn ScanFunc) error {
 	return nil
 }
 
-// Scan calls fn for each record of shard with start <= key < end in key
-// order. A nil end is unbounded.
+// Scan calls fn for each record of shard's UserData space with start <= key
+// < end in key order. A nil end is unbounded.
 func (e *Engine) Scan(shard int, start, end []byte, fn ScanFunc) error {
 	if err := checkShard(shard); err != nil {
 		return err
 	}
-	return scan(e.db, shard, start, end, fn)
+	return scan(e.db, shard, kindData, start, end, fn)
+}
+
+// ScanIn is Scan in space sp.
+func (e *Engine) ScanIn(shard int, sp Space, start, end []byte, fn ScanFunc) error {
+	kind, err := checkShardSpace(shard, sp)
+	if err != nil {
+		return err
+	}
+	return scan(e.db, shard, kind, start, end, fn)
+}
+
+// checkShardSpace validates shard and sp and returns sp's key kind.
+func checkShardSpace(shard int, sp Space) (byte, error) {
+	if err := checkShard(shard); err != nil {
+		return 0, err
+	}
+	return checkSpace(sp)
 }
 
 // Reader is a consistent point-in-time view of the whole engine.
@@ -222,12 +249,21 @@ type Reader struct {
 // NewReader returns a point-in-time view; Close it when done.
 func (e *Engine) NewReader() *Reader { return &Reader{snap: e.db.NewSnapshot()} }
 
-// Get returns the record under key in shard as of the view.
+// Get returns the record under key in shard's UserData space as of the view.
 func (r *Reader) Get(shard int, key []byte) (Record, bool, error) {
 	if err := checkShard(shard); err != nil {
 		return Record{}, false, err
 	}
-	return getRecord(r.snap, shard, key)
+	return getRecord(r.snap, shard, kindData, key)
+}
+
+// GetIn is Get in space sp.
+func (r *Reader) GetIn(shard int, sp Space, key []byte) (Record, bool, error) {
+	kind, err := checkShardSpace(shard, sp)
+	if err != nil {
+		return Record{}, false, err
+	}
+	return getRecord(r.snap, shard, kind, key)
 }
 
 // Applied returns shard's applied index as of the view.
@@ -243,7 +279,16 @@ func (r *Reader) Scan(shard int, start, end []byte, fn ScanFunc) error {
 	if err := checkShard(shard); err != nil {
 		return err
 	}
-	return scan(r.snap, shard, start, end, fn)
+	return scan(r.snap, shard, kindData, start, end, fn)
+}
+
+// ScanIn is Engine.ScanIn as of the view.
+func (r *Reader) ScanIn(shard int, sp Space, start, end []byte, fn ScanFunc) error {
+	kind, err := checkShardSpace(shard, sp)
+	if err != nil {
+		return err
+	}
+	return scan(r.snap, shard, kind, start, end, fn)
 }
 
 // Close releases the view.
@@ -283,31 +328,54 @@ func (a *Apply) check() error {
 	return nil
 }
 
-// Get reads key as the batch would leave it.
-func (a *Apply) Get(key []byte) (Record, bool, error) {
-	if err := a.check(); err != nil {
-		return Record{}, false, err
-	}
-	return getRecord(a.b, a.shard, key)
+// Get reads key of the UserData space as the batch would leave it.
+func (a *Apply) Get(key []byte) (Record, bool, error) { return a.GetIn(UserData, key) }
+
+// Put stores value under key of the UserData space at version.
+func (a *Apply) Put(key, value []byte, version uint64) error {
+	return a.PutIn(UserData, key, value, version)
 }
 
-// Put stores value under key at version.
-func (a *Apply) Put(key, value []byte, version uint64) error {
+// Delete removes key from the UserData space.
+func (a *Apply) Delete(key []byte) error { return a.DeleteIn(UserData, key) }
+
+// checkIn reports why the Apply cannot be used in space sp, if it cannot,
+// and returns sp's key kind.
+func (a *Apply) checkIn(sp Space) (byte, error) {
 	if err := a.check(); err != nil {
+		return 0, err
+	}
+	return checkSpace(sp)
+}
+
+// GetIn reads key of space sp as the batch would leave it.
+func (a *Apply) GetIn(sp Space, key []byte) (Record, bool, error) {
+	kind, err := a.checkIn(sp)
+	if err != nil {
+		return Record{}, false, err
+	}
+	return getRecord(a.b, a.shard, kind, key)
+}
+
+// PutIn stores value under key of space sp at version.
+func (a *Apply) PutIn(sp Space, key, value []byte, version uint64) error {
+	kind, err := a.checkIn(sp)
+	if err != nil {
 		return err
 	}
-	if err := a.b.Set(dataKey(a.shard, key), encodeRecord(version, value), nil); err != nil {
+	if err := a.b.Set(shardKey(a.shard, kind, key), encodeRecord(version, value), nil); err != nil {
 		return fmt.Errorf("kv: put: %w", err)
 	}
 	return nil
 }
 
-// Delete removes key.
-func (a *Apply) Delete(key []byte) error {
-	if err := a.check(); err != nil {
+// DeleteIn removes key from space sp.
+func (a *Apply) DeleteIn(sp Space, key []byte) error {
+	kind, err := a.checkIn(sp)
+	if err != nil {
 		return err
 	}
-	if err := a.b.Delete(dataKey(a.shard, key), nil); err != nil {
+	if err := a.b.Delete(shardKey(a.shard, kind, key), nil); err != nil {
 		return fmt.Errorf("kv: delete: %w", err)
 	}
 	return nil

@@ -304,13 +304,23 @@ func TestInvalidShard(t *testing.T) {
 			_, err = r.Applied(shard)
 			check("Reader.Applied", err)
 			check("Reader.Scan", r.Scan(shard, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
+			_, _, err = r.GetIn(shard, System, []byte("k"))
+			check("Reader.GetIn", err)
+			check("Reader.ScanIn", r.ScanIn(shard, System, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
 			r.Close()
+			_, _, err = e.GetIn(shard, System, []byte("k"))
+			check("GetIn", err)
+			check("ScanIn", e.ScanIn(shard, System, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
 
 			a := e.NewApply(shard)
 			_, _, err = a.Get([]byte("k"))
 			check("Apply.Get", err)
 			check("Apply.Put", a.Put([]byte("k"), []byte("evil"), 9))
 			check("Apply.Delete", a.Delete([]byte("k")))
+			check("Apply.PutIn", a.PutIn(System, []byte("k"), []byte("evil"), 9))
+			check("Apply.DeleteIn", a.DeleteIn(System, []byte("k")))
+			_, _, err = a.GetIn(System, []byte("k"))
+			check("Apply.GetIn", err)
 			check("Apply.Commit", a.Commit(99))
 			a.Close()
 
@@ -607,4 +617,142 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wantBounds(t, ls, 196, 200)
 	wantBounds(t, logStore(t, e, 100), 196, 200)
+}
+
+// spaceScanner adapts ScanIn of one space to the scanner interface.
+type spaceScanner struct {
+	s interface {
+		ScanIn(shard int, sp Space, start, end []byte, fn ScanFunc) error
+	}
+	sp Space
+}
+
+func (s spaceScanner) Scan(shard int, start, end []byte, fn ScanFunc) error {
+	return s.s.ScanIn(shard, s.sp, start, end, fn)
+}
+
+// spaceGetter adapts GetIn of one space to the recordGetter interface.
+type spaceGetter struct {
+	g interface {
+		GetIn(shard int, sp Space, key []byte) (Record, bool, error)
+	}
+	sp Space
+}
+
+func (g spaceGetter) Get(shard int, key []byte) (Record, bool, error) {
+	return g.g.GetIn(shard, g.sp, key)
+}
+
+func TestSpaces(t *testing.T) {
+	e := newEngine(t)
+	const shard = 3
+	// The same keys in both spaces, plus one key in each only.
+	apply(t, e, shard, 10, func(a *Apply) {
+		for _, w := range []struct {
+			sp       Space
+			key, val string
+			ver      uint64
+		}{
+			{UserData, "k", "user", 1},
+			{System, "k", "system", 2},
+			{UserData, "u-only", "u", 3},
+			{System, "s-only", "s", 4},
+			{System, "\xff", "ff", 5},
+		} {
+			if err := a.PutIn(w.sp, []byte(w.key), []byte(w.val), w.ver); err != nil {
+				t.Fatalf("PutIn(%d, %q): %v", w.sp, w.key, err)
+			}
+		}
+		// Reads through the Apply see its own writes, per space.
+		if rec, ok, err := a.GetIn(System, []byte("k")); err != nil || !ok || string(rec.Value) != "system" {
+			t.Fatalf("Apply.GetIn(System, k) = %q %v %v", rec.Value, ok, err)
+		}
+		if rec, ok, err := a.Get([]byte("k")); err != nil || !ok || string(rec.Value) != "user" {
+			t.Fatalf("Apply.Get(k) = %q %v %v", rec.Value, ok, err)
+		}
+		if _, ok, err := a.Get([]byte("s-only")); err != nil || ok {
+			t.Fatalf("Apply.Get(s-only) = %v %v; want absent", ok, err)
+		}
+	})
+	put(t, e, shard+1, 11, kvPair{"k", "neighbour", 1})
+
+	wantUser := []kvPair{{"k", "user", 1}, {"u-only", "u", 3}}
+	wantSys := []kvPair{{"k", "system", 2}, {"s-only", "s", 4}, {"\xff", "ff", 5}}
+	r := e.NewReader()
+	defer r.Close()
+	for _, v := range []struct {
+		name string
+		get  recordGetter
+		user scanner
+		sys  scanner
+	}{
+		{"engine", e, e, spaceScanner{e, System}},
+		{"reader", r, r, spaceScanner{r, System}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			if got := scanAll(t, v.user, shard, nil, nil); !slices.Equal(got, wantUser) {
+				t.Fatalf("UserData scan = %v; want %v", got, wantUser)
+			}
+			if got := scanAll(t, v.sys, shard, nil, nil); !slices.Equal(got, wantSys) {
+				t.Fatalf("System scan = %v; want %v", got, wantSys)
+			}
+			if got := scanAll(t, v.sys, shard, []byte("l"), []byte("t")); !slices.Equal(got, wantSys[1:2]) {
+				t.Fatalf("bounded System scan = %v; want %v", got, wantSys[1:2])
+			}
+			wantRecord(t, v.get, shard, "k", "user", 1)
+			wantAbsent(t, v.get, shard, "s-only")
+		})
+	}
+	wantRecord(t, spaceGetter{e, System}, shard, "k", "system", 2)
+	wantRecord(t, spaceGetter{r, System}, shard, "s-only", "s", 4)
+	wantAbsent(t, spaceGetter{e, System}, shard, "u-only")
+	wantAbsent(t, spaceGetter{e, System}, shard+1, "k")
+	if got := scanAll(t, spaceScanner{e, UserData}, shard, nil, nil); !slices.Equal(got, wantUser) {
+		t.Fatalf("ScanIn(UserData) = %v; want %v", got, wantUser)
+	}
+
+	t.Run("delete in one space", func(t *testing.T) {
+		apply(t, e, shard, 12, func(a *Apply) {
+			if err := a.DeleteIn(System, []byte("k")); err != nil {
+				t.Fatal(err)
+			}
+		})
+		wantAbsent(t, spaceGetter{e, System}, shard, "k")
+		wantRecord(t, e, shard, "k", "user", 1)
+		apply(t, e, shard, 13, func(a *Apply) {
+			if err := a.Delete([]byte("u-only")); err != nil {
+				t.Fatal(err)
+			}
+		})
+		wantRecord(t, spaceGetter{e, System}, shard, "s-only", "s", 4)
+	})
+
+	t.Run("invalid space", func(t *testing.T) {
+		before := dumpAll(t, e)
+		check := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrInvalidSpace) {
+				t.Errorf("%s: err = %v; want ErrInvalidSpace", what, err)
+			}
+		}
+		for _, sp := range []Space{2, 'd', 255} {
+			_, _, err := e.GetIn(shard, sp, []byte("k"))
+			check("GetIn", err)
+			check("ScanIn", e.ScanIn(shard, sp, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
+			rd := e.NewReader()
+			_, _, err = rd.GetIn(shard, sp, []byte("k"))
+			check("Reader.GetIn", err)
+			check("Reader.ScanIn", rd.ScanIn(shard, sp, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
+			rd.Close()
+			a := e.NewApply(shard)
+			_, _, err = a.GetIn(sp, []byte("k"))
+			check("Apply.GetIn", err)
+			check("Apply.PutIn", a.PutIn(sp, []byte("k"), []byte("evil"), 9))
+			check("Apply.DeleteIn", a.DeleteIn(sp, []byte("k")))
+			a.Close()
+		}
+		if d := diffEntries(dumpAll(t, e), before); d != "" {
+			t.Fatalf("invalid space changed the engine:%s", d)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"encoding/binary"
+	"fmt"
 )
 
 // Key kinds within a shard's key space.
@@ -12,10 +13,11 @@ const (
 	kindFeed       byte = 'f'
 	kindLog        byte = 'l'
 	kindStable     byte = 's'
+	kindSystem     byte = 'y'
 )
 
 // replicatedKinds are the kinds a shard snapshot carries, in key order.
-var replicatedKinds = []byte{kindMeta, kindCheckpoint, kindData, kindFeed}
+var replicatedKinds = []byte{kindMeta, kindCheckpoint, kindData, kindFeed, kindSystem}
 
 const shardTag byte = 'S'
 
@@ -38,7 +40,36 @@ func shardKey(shard int, kind byte, suffix []byte) []byte {
 	return k
 }
 
-func dataKey(shard int, key []byte) []byte { return shardKey(shard, kindData, key) }
+// Space selects one of a shard's two record spaces. Both hold versioned
+// records and both are replicated state, carried by shard snapshots.
+type Space uint8
+
+const (
+	// UserData holds the records of the KV API (kind 'd').
+	UserData Space = 0
+	// System holds lambdadb's own replicated records (kind 'y').
+	System Space = 1
+)
+
+// kind returns the key kind of the space, or 0 for an unknown space.
+func (sp Space) kind() byte {
+	switch sp {
+	case UserData:
+		return kindData
+	case System:
+		return kindSystem
+	}
+	return 0
+}
+
+// checkSpace returns sp's key kind, or an error wrapping ErrInvalidSpace.
+func checkSpace(sp Space) (byte, error) {
+	k := sp.kind()
+	if k == 0 {
+		return 0, fmt.Errorf("%w: %d", ErrInvalidSpace, sp)
+	}
+	return k, nil
+}
 
 func logKey(shard int, index uint64) []byte {
 	k := make([]byte, prefixLen+8)

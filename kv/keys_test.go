@@ -43,12 +43,20 @@ func TestKeyLayout(t *testing.T) {
 	if got, want := shardKey(7, kindMeta, appliedName), []byte("S\x00\x07aapplied"); !bytes.Equal(got, want) {
 		t.Errorf("applied key = %q; want %q", got, want)
 	}
+	if got, want := shardKey(0x0102, kindSystem, []byte("fn/x")), []byte("S\x01\x02yfn/x"); !bytes.Equal(got, want) {
+		t.Errorf("system key = %q; want %q", got, want)
+	}
+	for i := 1; i < len(replicatedKinds); i++ {
+		if replicatedKinds[i-1] >= replicatedKinds[i] {
+			t.Fatalf("replicatedKinds %q are not in key order", replicatedKinds)
+		}
+	}
 
 	// Every kind range of every shard is disjoint from, and ordered with,
 	// the others; log keys sort by index.
 	var prevHi []byte
 	for _, shard := range []int{0, 1, 255, 256, 65534, 65535} {
-		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindFeed, kindLog, kindStable} {
+		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindFeed, kindLog, kindStable, kindSystem} {
 			lo, hi := kindRange(shard, kind)
 			if bytes.Compare(lo, hi) >= 0 {
 				t.Fatalf("kindRange(%d, %c) empty: %q..%q", shard, kind, lo, hi)

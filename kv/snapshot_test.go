@@ -32,6 +32,13 @@ func snapshotBytes(t testing.TB, e *Engine, shard int) []byte {
 	return buf.Bytes()
 }
 
+// sourceSystem are the System records populateSource writes, in key order.
+var sourceSystem = []kvPair{
+	{"d", "shadows no user key", 1},
+	{"fn/echo", string(bytes.Repeat([]byte("wasm"), 100000)), 40}, // larger than the buffers
+	{"shared", "system", 41},
+}
+
 // populateSource fills shard of e with every replicated kind, plus Raft log
 // and stable state that a snapshot must not carry.
 func populateSource(t testing.TB, e *Engine, shard int) []kvPair {
@@ -52,6 +59,13 @@ func populateSource(t testing.TB, e *Engine, shard int) []kvPair {
 		{"big", string(bytes.Repeat([]byte("0123456789"), 50000)), 6}, // larger than the 256 KiB buffer
 	}
 	put(t, e, shard, 42, pairs...)
+	apply(t, e, shard, 42, func(a *Apply) {
+		for _, p := range sourceSystem {
+			if err := a.PutIn(System, []byte(p.Key), []byte(p.Value), p.Version); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 	storeLogs(t, logStore(t, e, shard), makeLogs(90, 100, 7))
 	if err := stableStore(t, e, shard).SetUint64([]byte("CurrentTerm"), 7); err != nil {
 		t.Fatal(err)
@@ -71,6 +85,16 @@ func populateTarget(t testing.TB, e *Engine, shard int) {
 		t.Fatal(err)
 	}
 	put(t, e, shard, 5, kvPair{"shared", "from target", 1}, kvPair{"target-only", "t", 1})
+	apply(t, e, shard, 5, func(a *Apply) {
+		if err := a.PutIn(System, []byte("target-system"), []byte("old"), 2); err != nil {
+			t.Fatal(err)
+		}
+	})
+	apply(t, e, shard+1, 9, func(a *Apply) {
+		if err := a.PutIn(System, []byte("shared"), []byte("next"), 1); err != nil {
+			t.Fatal(err)
+		}
+	})
 	storeLogs(t, logStore(t, e, shard), makeLogs(1, 5, 2))
 	if err := stableStore(t, e, shard).SetUint64([]byte("CurrentTerm"), 2); err != nil {
 		t.Fatal(err)
@@ -113,6 +137,14 @@ func TestSnapshotRestoreIntoOtherShard(t *testing.T) {
 		}
 		wantApplied(t, dst, dstShard, 42)
 		wantAbsent(t, dst, dstShard, "target-only")
+	})
+
+	t.Run("system records", func(t *testing.T) {
+		if got := scanAll(t, spaceScanner{dst, System}, dstShard, nil, nil); !slices.Equal(got, sourceSystem) {
+			t.Fatalf("restored system records differ:\n got %v\nwant %v", got, sourceSystem)
+		}
+		wantAbsent(t, spaceGetter{dst, System}, dstShard, "target-system")
+		wantRecord(t, spaceGetter{dst, System}, dstShard+1, "shared", "next", 1)
 	})
 
 	t.Run("replicated state identical", func(t *testing.T) {
@@ -244,10 +276,12 @@ func TestSnapshotFormat(t *testing.T) {
 	// The stream WriteTo produces is exactly the documented format.
 	e := newEngine(t)
 	put(t, e, 5, 11, kvPair{"b", "2", 2}, kvPair{"a", "1", 1})
+	apply(t, e, 5, 11, func(a *Apply) { _ = a.PutIn(System, []byte("a"), []byte("s"), 3) })
 	want := buildSnapshot(
 		snapEntry{kindMeta, "applied", string(beBytes(11))},
 		snapEntry{kindData, "a", record(1, "1")},
 		snapEntry{kindData, "b", record(2, "2")},
+		snapEntry{kindSystem, "a", record(3, "s")},
 	)
 	if got := snapshotBytes(t, e, 5); !bytes.Equal(got, want) {
 		t.Fatalf("WriteTo =\n %q\nwant\n %q", got, want)
@@ -402,6 +436,7 @@ func FuzzRestoreShard(f *testing.F) {
 		good,
 		buildSnapshot(),
 		buildSnapshot(snapEntry{kindCheckpoint, "c", "x"}, snapEntry{kindFeed, "f", "y"}),
+		buildSnapshot(snapEntry{kindData, "k", record(1, "u")}, snapEntry{kindSystem, "k", record(2, "s")}),
 		buildSnapshot(snapEntry{kindData, "short", "abc"}),
 		buildSnapshot(snapEntry{kindLog, "l", "x"}),
 		hugeValueHeader(),

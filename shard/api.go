@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"lambdadb/internal/session"
+	"lambdadb/kv"
 )
 
 // Errors returned by Node. The HTTP layer maps them to status codes.
@@ -17,6 +18,7 @@ var (
 	ErrClosed         = errors.New("shard: node closed")
 	ErrBadConsistency = errors.New("shard: unknown consistency level")
 	ErrInvalidScan    = errors.New("shard: invalid scan")
+	ErrInvalidBatch   = errors.New("shard: invalid batch")
 )
 
 // MaxKeyBytes is the longest key accepted.
@@ -158,3 +160,83 @@ type ReplicaStatus struct {
 	Applied uint64 `json:"applied"`
 	State   string `json:"state,omitempty"`
 }
+
+// Space selects one of a shard's two key spaces.
+type Space uint8
+
+const (
+	// UserSpace holds the keys of the KV API.
+	UserSpace Space = 0
+	// SystemSpace holds lambdadb's own replicated records (function registry,
+	// later trigger definitions and checkpoints). The KV API, scans of
+	// UserSpace and (later) change feeds never see it.
+	SystemSpace Space = 1
+)
+
+// String returns the space's name.
+func (sp Space) String() string {
+	switch sp {
+	case UserSpace:
+		return "user"
+	case SystemSpace:
+		return "system"
+	}
+	return fmt.Sprintf("space(%d)", uint8(sp))
+}
+
+// kvSpace maps sp to the engine's space; ok is false for an unknown space.
+func (sp Space) kvSpace() (kv.Space, bool) {
+	switch sp {
+	case UserSpace:
+		return kv.UserData, true
+	case SystemSpace:
+		return kv.System, true
+	}
+	return 0, false
+}
+
+// Op is one write of a Batch.
+type Op struct {
+	Space  Space
+	Key    string
+	Value  []byte // for a put
+	Delete bool   // delete Key instead of putting Value
+	Cond   Cond
+}
+
+// BatchResult is the outcome of Batch. Session is the caller's token merged
+// with the batch's index; like WriteResult's, it is set also when the error
+// is ErrPrecondition.
+type BatchResult struct {
+	Shard   int
+	Index   uint64 // Raft index of the batch: the version of every put in it
+	Deleted []bool // per op: whether a delete removed a key
+	Session session.Token
+}
+
+// Limits of a batch.
+const (
+	// MaxBatchOps bounds the number of ops in one batch.
+	MaxBatchOps = 1000
+	// MaxSystemValueBytes bounds one SystemSpace value (function modules are
+	// up to 32 MiB).
+	MaxSystemValueBytes = 40 << 20
+	// MaxBatchBytes bounds the sum of a batch's key and value sizes, so
+	// that the batch fits one Raft entry and one internal RPC.
+	MaxBatchBytes = 48 << 20
+)
+
+// PeerState is one cluster member as this node sees it.
+type PeerState struct {
+	Peer
+	// Up is whether the member answered its last status probe (always true
+	// for this node).
+	Up bool
+	// Info is the member's latest Config.StatusInfo bytes (nil when it has
+	// none or is down).
+	Info []byte
+}
+
+// MaxStatusInfoBytes bounds Config.StatusInfo's bytes: longer ones are not
+// sent (the report carries nil instead).
+const MaxStatusInfoBytes = 64 << 10

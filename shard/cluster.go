@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -84,9 +85,33 @@ func (t *peerTracker) shardReport(id string, s int) (ShardReport, bool) {
 	return ShardReport{}, false
 }
 
-// localStatus reports this node's hosted shards.
+// info reports whether peer id is up and, if so, a copy of the StatusInfo
+// bytes it last reported.
+func (t *peerTracker) info(id string) (bool, []byte) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	st := t.reports[id]
+	if st == nil || !st.up {
+		return false, nil
+	}
+	return true, bytes.Clone(st.report.Info)
+}
+
+// statusInfo returns Config.StatusInfo's bytes, nil when there is no
+// StatusInfo or they are too large.
+func (n *Node) statusInfo() []byte {
+	if n.cfg.StatusInfo == nil {
+		return nil
+	}
+	if b := n.cfg.StatusInfo(); len(b) <= MaxStatusInfoBytes {
+		return b
+	}
+	return nil
+}
+
+// localStatus reports this node's hosted shards and its StatusInfo.
 func (n *Node) localStatus() StatusReport {
-	rep := StatusReport{Node: n.cfg.ID}
+	rep := StatusReport{Node: n.cfg.ID, Info: n.statusInfo()}
 	for _, g := range n.groups {
 		if g == nil {
 			continue
@@ -119,6 +144,9 @@ func (n *Node) probeLoop() {
 				defer cancel()
 				var rep StatusReport
 				err := n.rpc.call(ctx, "GET", p.Addr, rpcStatus, nil, &rep)
+				if len(rep.Info) > MaxStatusInfoBytes {
+					rep.Info = nil
+				}
 				n.peers.set(p.ID, err == nil && rep.Node == p.ID, rep)
 			}()
 		}
@@ -201,6 +229,39 @@ func (n *Node) Cluster() ClusterStatus {
 		st.Shards = append(st.Shards, ss)
 	}
 	return st
+}
+
+// Route says where key lives: its shard, the shard's leader as this node
+// knows it (zero Peer when unknown), and its replicas in preference order
+// (the first is the shard's preferred leader).
+func (n *Node) Route(key string) (shard int, leader Peer, replicas []Peer) {
+	shard = For(key, n.cfg.Shards)
+	replicas = n.replicasOf(shard)
+	if addr := n.leaderOf(shard); addr != "" {
+		if id, ok := n.peerOf[addr]; ok {
+			leader = Peer{ID: id, Addr: addr}
+		}
+	}
+	return shard, leader, replicas
+}
+
+// Peers returns the cluster's members (including this node), in the order
+// of Config.Peers, with whether this node currently sees each one up (this
+// node is always up) and the latest StatusInfo bytes received from it (for
+// this node, Config.StatusInfo's at the call). The Info slices are the
+// caller's.
+func (n *Node) Peers() []PeerState {
+	out := make([]PeerState, 0, len(n.cfg.Peers))
+	for _, p := range n.cfg.Peers {
+		ps := PeerState{Peer: p}
+		if p.ID == n.cfg.ID {
+			ps.Up, ps.Info = true, n.statusInfo()
+		} else {
+			ps.Up, ps.Info = n.peers.info(p.ID)
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 // RaftStats returns hashicorp/raft's statistics for local shard s (nil when

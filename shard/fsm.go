@@ -15,9 +15,10 @@ import (
 
 // applyResult is what the FSM returns for one command entry.
 type applyResult struct {
-	version uint64 // version written, or current version on precondition failure
-	deleted bool
-	err     error
+	version    uint64 // version written, or current version on precondition failure
+	deleted    bool
+	deletedOps []bool // opBatch: per op, whether a delete removed a key
+	err        error
 }
 
 // fsm is one shard's on-disk state machine.
@@ -117,27 +118,76 @@ func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
 		// Every replica rejects the same bytes the same way.
 		return applyResult{err: err}
 	}
-	if cmd.Op == opNoop {
+	switch cmd.Op {
+	case opNoop:
 		return applyResult{}
+	case opBatch:
+		return f.applyBatch(a, l, cmd.Ops)
 	}
-	key := []byte(cmd.Key)
-	cur, found, err := a.Get(key)
+	sp, key := kvSpaceOf(cmd.Space), []byte(cmd.Key)
+	cur, found := f.read(a, l, sp, key)
+	if err := checkCond(cmd, found, cur.Version); err != nil {
+		return applyResult{version: cur.Version, err: err}
+	}
+	return f.write(a, l, sp, key, cmd, found)
+}
+
+// applyBatch applies a batch's ops if every op's condition holds against
+// the state before the batch, else none.
+func (f *fsm) applyBatch(a *kv.Apply, l *raft.Log, ops []command) applyResult {
+	// All reads come before the first write: the Apply reads through its
+	// own writes (and decodeCommand has ruled out repeated keys).
+	found := make([]bool, len(ops))
+	for i, op := range ops {
+		cur, ok := f.read(a, l, kvSpaceOf(op.Space), []byte(op.Key))
+		if err := checkCond(op, ok, cur.Version); err != nil {
+			return applyResult{err: fmt.Errorf("%w (op %d, %s key %q)", err, i, Space(op.Space), op.Key)}
+		}
+		found[i] = ok
+	}
+	res := applyResult{version: l.Index, deletedOps: make([]bool, len(ops))}
+	for i, op := range ops {
+		r := f.write(a, l, kvSpaceOf(op.Space), []byte(op.Key), op, found[i])
+		res.deletedOps[i] = r.deleted
+	}
+	return res
+}
+
+// kvSpaceOf maps a validated command space to the engine's.
+func kvSpaceOf(sp uint8) kv.Space {
+	s, _ := Space(sp).kvSpace()
+	return s
+}
+
+// read returns key's current record in sp as the apply batch leaves it.
+func (f *fsm) read(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte) (kv.Record, bool) {
+	cur, found, err := a.GetIn(sp, key)
 	if err != nil {
 		panic(fmt.Sprintf("shard %d: read at %d: %v", f.shard, l.Index, err))
 	}
+	return cur, found
+}
+
+// checkCond checks cmd's precondition against the key's state.
+func checkCond(cmd command, found bool, have uint64) error {
 	switch cmd.Cond {
 	case condIfMatch:
-		if !found || cur.Version != cmd.Version {
-			return applyResult{version: cur.Version, err: errPrecondition(found, cur.Version, cmd.Version)}
+		if !found || have != cmd.Version {
+			return errPrecondition(found, have, cmd.Version)
 		}
 	case condIfNoneMatch:
 		if found {
-			return applyResult{version: cur.Version, err: errorf(ErrPrecondition, "key exists at version %d", cur.Version)}
+			return errorf(ErrPrecondition, "key exists at version %d", have)
 		}
 	}
+	return nil
+}
+
+// write applies put or delete cmd to key, which found says exists.
+func (f *fsm) write(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte, cmd command, found bool) applyResult {
 	switch cmd.Op {
 	case opPut:
-		if err := a.Put(key, cmd.Value, l.Index); err != nil {
+		if err := a.PutIn(sp, key, cmd.Value, l.Index); err != nil {
 			panic(fmt.Sprintf("shard %d: put at %d: %v", f.shard, l.Index, err))
 		}
 		return applyResult{version: l.Index}
@@ -145,7 +195,7 @@ func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
 		if !found {
 			return applyResult{}
 		}
-		if err := a.Delete(key); err != nil {
+		if err := a.DeleteIn(sp, key); err != nil {
 			panic(fmt.Sprintf("shard %d: delete at %d: %v", f.shard, l.Index, err))
 		}
 		return applyResult{deleted: true}

@@ -84,6 +84,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives operational logs. Default: discard.
 	Logger *slog.Logger
+	// StatusInfo, when set, is called each time this node answers a peer's
+	// status probe (every 500 ms per peer) and for its own entry of Peers;
+	// its bytes reach the other nodes' Peers. It must be fast, safe for
+	// concurrent use, and small: bytes over MaxStatusInfoBytes are dropped
+	// (sent as nil).
+	StatusInfo func() []byte
 }
 
 func (c *Config) setDefaults() error {

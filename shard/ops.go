@@ -17,12 +17,12 @@ func (n *Node) Put(ctx context.Context, key string, value []byte, cond Cond, tok
 	if len(value) > n.cfg.MaxValueBytes {
 		return WriteResult{Session: tok}, errorf(ErrValueTooLarge, "value is %d bytes, the limit is %d", len(value), n.cfg.MaxValueBytes)
 	}
-	return n.write(ctx, newCommand(opPut, key, value, cond), tok)
+	return n.writeOne(ctx, newCommand(opPut, key, value, cond), tok)
 }
 
 // Delete removes key if cond holds.
 func (n *Node) Delete(ctx context.Context, key string, cond Cond, tok session.Token) (WriteResult, error) {
-	return n.write(ctx, newCommand(opDelete, key, nil, cond), tok)
+	return n.writeOne(ctx, newCommand(opDelete, key, nil, cond), tok)
 }
 
 func (n *Node) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -32,12 +32,10 @@ func (n *Node) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
 }
 
-var opNames = map[uint8]string{opPut: "put", opDelete: "delete"}
+var opNames = map[uint8]string{opPut: "put", opDelete: "delete", opBatch: "batch"}
 
-// write proposes cmd on its shard's leader: locally when this node leads,
-// else forwarded. Only failures that certainly did not apply the write
-// (no leader, not the leader, connection never made) are retried.
-func (n *Node) write(ctx context.Context, cmd command, tok session.Token) (WriteResult, error) {
+// writeOne validates and proposes a single put or delete.
+func (n *Node) writeOne(ctx context.Context, cmd command, tok session.Token) (WriteResult, error) {
 	res := WriteResult{Session: tok}
 	if n.closed.Load() {
 		return res, ErrClosed
@@ -53,6 +51,113 @@ func (n *Node) write(ctx context.Context, cmd command, tok session.Token) (Write
 		return res, err
 	}
 	s := For(cmd.Key, n.cfg.Shards)
+	idx, ar, err := n.write(ctx, opNames[cmd.Op], s, b)
+	if idx > 0 {
+		res.Session = tok.Merge(session.Token{s: idx})
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Version, res.Deleted = ar.version, ar.deleted
+	return res, nil
+}
+
+// Batch applies ops atomically in one Raft entry: every op's key must map to
+// the same shard (use {hash tags}), no (space, key) may repeat, and there
+// must be 1 to MaxBatchOps ops whose keys and values total at most
+// MaxBatchBytes; otherwise the error wraps ErrInvalidBatch (or
+// ErrInvalidKey for a bad key). UserSpace values are bounded by
+// Config.MaxValueBytes (ErrValueTooLarge), SystemSpace values by
+// MaxSystemValueBytes. Every op's Cond is checked against the state before
+// the batch; if any fails nothing is applied and the error wraps
+// ErrPrecondition and names the op's key. The batch is forwarded to the
+// shard's leader and retried exactly as Put is.
+func (n *Node) Batch(ctx context.Context, ops []Op, tok session.Token) (BatchResult, error) {
+	res := BatchResult{Session: tok}
+	if n.closed.Load() {
+		return res, ErrClosed
+	}
+	cmd, s, err := n.batchCommand(ops)
+	if err != nil {
+		return res, err
+	}
+	res.Shard = s
+	b, err := encodeCommand(cmd)
+	if err != nil {
+		return res, err
+	}
+	idx, ar, err := n.write(ctx, opNames[opBatch], s, b)
+	if idx > 0 {
+		res.Session = tok.Merge(session.Token{s: idx})
+	}
+	if err != nil {
+		return res, err
+	}
+	if len(ar.deletedOps) != len(ops) {
+		return res, fmt.Errorf("shard: %d: batch of %d ops answered for %d", s, len(ops), len(ar.deletedOps))
+	}
+	res.Index, res.Deleted = idx, ar.deletedOps
+	return res, nil
+}
+
+// batchCommand validates ops and returns their batch command and shard.
+func (n *Node) batchCommand(ops []Op) (command, int, error) {
+	if len(ops) == 0 || len(ops) > MaxBatchOps {
+		return command{}, 0, errorf(ErrInvalidBatch, "%d ops, want 1 to %d", len(ops), MaxBatchOps)
+	}
+	cmd := command{Op: opBatch, Ops: make([]command, len(ops))}
+	seen := make(map[spaceKey]struct{}, len(ops))
+	s, total := -1, 0
+	for i, op := range ops {
+		if _, ok := op.Space.kvSpace(); !ok {
+			return command{}, 0, errorf(ErrInvalidBatch, "op %d: unknown space %d", i, op.Space)
+		}
+		if err := ValidateKey(op.Key); err != nil {
+			return command{}, 0, fmt.Errorf("%w (op %d)", err, i)
+		}
+		limit := n.cfg.MaxValueBytes
+		if op.Space == SystemSpace {
+			limit = MaxSystemValueBytes
+		}
+		switch {
+		case op.Delete && len(op.Value) != 0:
+			return command{}, 0, errorf(ErrInvalidBatch, "op %d deletes %s key %q but carries a value", i, op.Space, op.Key)
+		case len(op.Value) > limit:
+			return command{}, 0, errorf(ErrValueTooLarge, "op %d: %s value of %q is %d bytes, the limit is %d",
+				i, op.Space, op.Key, len(op.Value), limit)
+		case op.Cond.IfMatch != nil && *op.Cond.IfMatch == 0:
+			return command{}, 0, errorf(ErrPrecondition, "op %d: %s key %q: no key has version 0", i, op.Space, op.Key)
+		}
+		if ks := For(op.Key, n.cfg.Shards); s < 0 {
+			s = ks
+		} else if ks != s {
+			return command{}, 0, errorf(ErrInvalidBatch, "op %d: key %q is on shard %d, key %q of op 0 on shard %d",
+				i, op.Key, ks, ops[0].Key, s)
+		}
+		k := spaceKey{op.Space, op.Key}
+		if _, dup := seen[k]; dup {
+			return command{}, 0, errorf(ErrInvalidBatch, "op %d: %s key %q appears twice", i, op.Space, op.Key)
+		}
+		seen[k] = struct{}{}
+		if total += len(op.Key) + len(op.Value); total > MaxBatchBytes {
+			return command{}, 0, errorf(ErrInvalidBatch, "keys and values exceed %d bytes", MaxBatchBytes)
+		}
+		c := opPut
+		if op.Delete {
+			c = opDelete
+		}
+		cmd.Ops[i] = newCommand(c, op.Key, op.Value, op.Cond)
+		cmd.Ops[i].Space = uint8(op.Space)
+	}
+	return cmd, s, nil
+}
+
+// write proposes the encoded command b on shard s's leader: locally when
+// this node leads, else forwarded. Only failures that certainly did not
+// apply the write (no leader, not the leader, connection never made) are
+// retried. It returns the entry's index (also when the command failed in
+// the FSM, as on ErrPrecondition) and counts the write under op.
+func (n *Node) write(ctx context.Context, op string, s int, b []byte) (uint64, applyResult, error) {
 	ctx, cancel := n.ctx(ctx)
 	defer cancel()
 
@@ -60,7 +165,7 @@ func (n *Node) write(ctx context.Context, cmd command, tok session.Token) (Write
 		idx uint64
 		ar  applyResult
 	)
-	err = n.retry(ctx, s, func(leader string) error {
+	err := n.retry(ctx, s, func(leader string) error {
 		var err error
 		if g := n.hosted(s); g != nil && (leader == "" || leader == n.cfg.Addr) && g.raft.State() == raft.Leader {
 			idx, ar, err = n.applyLocal(ctx, g, b)
@@ -73,24 +178,18 @@ func (n *Node) write(ctx context.Context, cmd command, tok session.Token) (Write
 		if err := n.rpc.call(ctx, "POST", leader, rpcApply, applyReq{Shard: s, Cmd: b}, &resp); err != nil {
 			return err
 		}
-		idx, ar = resp.Index, applyResult{version: resp.Version, deleted: resp.Deleted}
+		idx, ar = resp.Index, applyResult{version: resp.Version, deleted: resp.Deleted, deletedOps: resp.DeletedOps}
 		return resp.rpcError.err()
 	})
-	name := opNames[cmd.Op]
-	if idx > 0 {
-		res.Session = tok.Merge(session.Token{s: idx})
-	}
 	switch {
 	case err == nil:
-		n.m.writes.WithLabelValues(name, "ok").Inc()
-		res.Version, res.Deleted = ar.version, ar.deleted
-		return res, nil
+		n.m.writes.WithLabelValues(op, "ok").Inc()
 	case errors.Is(err, ErrPrecondition):
-		n.m.writes.WithLabelValues(name, "precondition_failed").Inc()
+		n.m.writes.WithLabelValues(op, "precondition_failed").Inc()
 	default:
-		n.m.writes.WithLabelValues(name, "error").Inc()
+		n.m.writes.WithLabelValues(op, "error").Inc()
 	}
-	return res, err
+	return idx, ar, err
 }
 
 // retry calls try with the shard's leader address ("" when unknown) until
@@ -246,11 +345,23 @@ func (n *Node) linearizable(ctx context.Context, g *group) error {
 	return nil
 }
 
-// Get reads key at ro's consistency.
+// Get reads key at ro's consistency. It is GetIn(UserSpace).
 func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, error) {
+	return n.GetIn(ctx, UserSpace, key, ro)
+}
+
+// GetIn reads key of space sp at ro's consistency, with Get's semantics:
+// served locally when this node replicates the key's shard and is caught
+// up, else by the shard's leader. An unknown space is an error wrapping
+// ErrInvalidKey.
+func (n *Node) GetIn(ctx context.Context, sp Space, key string, ro ReadOptions) (GetResult, error) {
 	res := GetResult{Session: ro.Session}
 	if n.closed.Load() {
 		return res, ErrClosed
+	}
+	ksp, ok := sp.kvSpace()
+	if !ok {
+		return res, errorf(ErrInvalidKey, "unknown space %d", sp)
 	}
 	if err := ValidateKey(key); err != nil {
 		return res, err
@@ -263,14 +374,14 @@ func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, 
 	s := For(key, n.cfg.Shards)
 	g := n.hosted(s)
 	if g == nil {
-		return n.forwardGet(ctx, s, key, ro)
+		return n.forwardGet(ctx, s, sp, key, ro)
 	}
 	if err := n.prepareRead(ctx, g, ro); errors.Is(err, errForward) {
-		return n.forwardGet(ctx, s, key, ro)
+		return n.forwardGet(ctx, s, sp, key, ro)
 	} else if err != nil {
 		return res, err
 	}
-	rec, found, err := n.eng.Get(s, []byte(key))
+	rec, found, err := n.eng.GetIn(s, ksp, []byte(key))
 	if err != nil {
 		return res, fmt.Errorf("shard: %w", err)
 	}
@@ -284,7 +395,7 @@ func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, 
 
 // forwardGet has the shard's leader serve a Get: for a shard this node
 // holds no replica of, or when the local replica is behind the caller.
-func (n *Node) forwardGet(ctx context.Context, s int, key string, ro ReadOptions) (GetResult, error) {
+func (n *Node) forwardGet(ctx context.Context, s int, sp Space, key string, ro ReadOptions) (GetResult, error) {
 	res := GetResult{Session: ro.Session}
 	var resp readResp
 	err := n.retry(ctx, s, func(leader string) error {
@@ -292,7 +403,7 @@ func (n *Node) forwardGet(ctx context.Context, s int, key string, ro ReadOptions
 			return errorf(ErrNotLeader, "shard %d has no known leader", s)
 		}
 		resp = readResp{}
-		req := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(), Key: key}
+		req := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(), Key: key, Space: uint8(sp)}
 		tctx, cancel := n.readTryCtx(ctx)
 		defer cancel()
 		if err := n.rpc.call(tctx, "POST", leader, rpcGet, req, &resp); err != nil {
@@ -321,9 +432,13 @@ type scanPart struct {
 
 func recordBytes(r Record) int { return len(r.Key) + len(r.Value) }
 
-// scanLocal reads up to limit records of local group g in [lo, hi), and
-// no more than MaxScanBytes of them.
-func (n *Node) scanLocal(ctx context.Context, g *group, lo, hi []byte, limit int, ro ReadOptions) (scanPart, error) {
+// scanLocal reads up to limit records of space sp of local group g in
+// [lo, hi), and no more than MaxScanBytes of them.
+func (n *Node) scanLocal(ctx context.Context, g *group, sp Space, lo, hi []byte, limit int, ro ReadOptions) (scanPart, error) {
+	ksp, ok := sp.kvSpace()
+	if !ok {
+		return scanPart{}, errorf(ErrInvalidKey, "unknown space %d", sp)
+	}
 	if err := n.prepareRead(ctx, g, ro); err != nil {
 		return scanPart{}, err
 	}
@@ -335,7 +450,7 @@ func (n *Node) scanLocal(ctx context.Context, g *group, lo, hi []byte, limit int
 		return scanPart{}, fmt.Errorf("shard: %w", err)
 	}
 	size := 0
-	err = r.Scan(g.id, lo, hi, func(k, v []byte, ver uint64) bool {
+	err = r.ScanIn(g.id, ksp, lo, hi, func(k, v []byte, ver uint64) bool {
 		if size >= MaxScanBytes {
 			p.truncated = true
 			return false
@@ -351,11 +466,22 @@ func (n *Node) scanLocal(ctx context.Context, g *group, lo, hi []byte, limit int
 	return p, nil
 }
 
-// Scan returns one page of keys in key order across every shard.
+// Scan returns one page of keys in key order across every shard. It is
+// ScanIn(UserSpace).
 func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanResult, error) {
+	return n.ScanIn(ctx, UserSpace, req, ro)
+}
+
+// ScanIn returns one page of the keys of space sp in key order across every
+// shard, with Scan's semantics. An unknown space is an error wrapping
+// ErrInvalidKey.
+func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOptions) (ScanResult, error) {
 	res := ScanResult{Session: ro.Session}
 	if n.closed.Load() {
 		return res, ErrClosed
+	}
+	if _, ok := sp.kvSpace(); !ok {
+		return res, errorf(ErrInvalidKey, "unknown space %d", sp)
 	}
 	if req.Limit <= 0 {
 		req.Limit = DefaultScanLimit
@@ -380,7 +506,7 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 			defer wg.Done()
 			p := &parts[s]
 			if g := n.hosted(s); g != nil {
-				*p, p.err = n.scanLocal(ctx, g, lo, hi, req.Limit+1, ro)
+				*p, p.err = n.scanLocal(ctx, g, sp, lo, hi, req.Limit+1, ro)
 				if !errors.Is(p.err, errForward) {
 					return
 				}
@@ -391,7 +517,7 @@ func (n *Node) Scan(ctx context.Context, req ScanRequest, ro ReadOptions) (ScanR
 				}
 				var resp readResp
 				rr := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(),
-					Lo: lo, Hi: hi, Limit: req.Limit + 1}
+					Lo: lo, Hi: hi, Limit: req.Limit + 1, Space: uint8(sp)}
 				tctx, cancel := n.readTryCtx(ctx)
 				defer cancel()
 				if err := n.rpc.call(tctx, "POST", leader, rpcScan, rr, &resp); err != nil {

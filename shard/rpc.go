@@ -113,6 +113,8 @@ type applyResp struct {
 	Index   uint64 `msgpack:"index"`
 	Version uint64 `msgpack:"version"`
 	Deleted bool   `msgpack:"deleted"`
+	// DeletedOps is a batch's per-op deleted flags.
+	DeletedOps []bool `msgpack:"deleted_ops,omitempty"`
 }
 
 type readIndexReq struct {
@@ -132,6 +134,7 @@ type readReq struct {
 	Lo          []byte `msgpack:"lo"`
 	Hi          []byte `msgpack:"hi"`
 	Limit       int    `msgpack:"limit"`
+	Space       uint8  `msgpack:"space,omitempty"` // the Space read
 }
 
 type readResp struct {
@@ -146,6 +149,9 @@ type readResp struct {
 type StatusReport struct {
 	Node   string        `msgpack:"node"`
 	Shards []ShardReport `msgpack:"shards"`
+	// Info is the node's Config.StatusInfo bytes (nil when it has none or
+	// they exceed MaxStatusInfoBytes).
+	Info []byte `msgpack:"info,omitempty"`
 }
 
 // ShardReport is one hosted shard's state in a StatusReport.
@@ -184,7 +190,8 @@ func (n *Node) internalHandler() http.Handler {
 			return
 		}
 		idx, ar, err := n.applyLocal(r.Context(), g, req.Cmd)
-		writeRPC(w, applyResp{rpcError: leaderError(g, req.Shard, err), Index: idx, Version: ar.version, Deleted: ar.deleted})
+		writeRPC(w, applyResp{rpcError: leaderError(g, req.Shard, err), Index: idx, Version: ar.version, Deleted: ar.deleted,
+			DeletedOps: ar.deletedOps})
 	})
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		var req readIndexReq
@@ -209,7 +216,7 @@ func (n *Node) internalHandler() http.Handler {
 			writeRPC(w, readResp{rpcError: rpcError{Code: codeInvalid, Msg: err.Error()}})
 			return
 		}
-		res, err := n.Get(r.Context(), req.Key, ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
+		res, err := n.GetIn(r.Context(), Space(req.Space), req.Key, ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
 		writeRPC(w, readResp{rpcError: toRPCError(err), Found: res.Found,
 			Records: []Record{res.Record}, Applied: res.Session.Index(req.Shard)})
 	})
@@ -228,7 +235,7 @@ func (n *Node) internalHandler() http.Handler {
 			writeRPC(w, readResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
 			return
 		}
-		part, err := n.scanLocal(r.Context(), g, req.Lo, req.Hi, req.Limit,
+		part, err := n.scanLocal(r.Context(), g, Space(req.Space), req.Lo, req.Hi, req.Limit,
 			ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
 		writeRPC(w, readResp{rpcError: toRPCError(err), Records: part.recs, Applied: part.applied, Truncated: part.truncated})
 	})

@@ -45,12 +45,21 @@ func FuzzInternalRPC(f *testing.F) {
 	f.Add(uint8(0), enc(applyReq{Shard: 0, Cmd: put}))
 	f.Add(uint8(0), enc(applyReq{Shard: 3, Cmd: []byte{0xc1}}))
 	f.Add(uint8(0), enc(applyReq{Shard: -1, Cmd: put}))
+	batch, _ := encodeCommand(command{Op: opBatch, Ops: []command{
+		newCommand(opPut, "k", []byte("v2"), Cond{}),
+		{Op: opDelete, Key: "k", Space: uint8(SystemSpace)},
+	}})
+	f.Add(uint8(0), enc(applyReq{Shard: For("k", 4), Cmd: batch}))
 	f.Add(uint8(1), enc(readIndexReq{Shard: 1}))
 	f.Add(uint8(1), enc(readIndexReq{Shard: 1 << 20}))
 	f.Add(uint8(2), enc(readReq{Shard: 0, Key: "k", Consistency: uint8(Linearizable)}))
 	f.Add(uint8(2), enc(readReq{Shard: 2, Key: "k", Consistency: uint8(Session), Session: tok}))
 	f.Add(uint8(2), enc(readReq{Key: "k", Consistency: 9}))
 	f.Add(uint8(2), enc(readReq{Key: "k", Session: "s1.garbage"}))
+	f.Add(uint8(2), enc(readReq{Shard: For("k", 4), Key: "k", Space: uint8(SystemSpace)}))
+	f.Add(uint8(2), enc(readReq{Key: "k", Space: 7}))
+	f.Add(uint8(3), enc(readReq{Shard: 1, Lo: []byte("a"), Limit: 10, Space: uint8(SystemSpace)}))
+	f.Add(uint8(3), enc(readReq{Shard: 0, Limit: 10, Space: 200}))
 	f.Add(uint8(3), enc(readReq{Shard: 0, Lo: []byte("a"), Hi: []byte("z"), Limit: 10}))
 	f.Add(uint8(3), enc(readReq{Shard: 0, Lo: []byte("z"), Hi: []byte("a"), Limit: 10}))
 	f.Add(uint8(3), enc(readReq{Shard: 1, Lo: []byte{}, Limit: -1, Consistency: uint8(Stale)}))
@@ -99,10 +108,12 @@ func FuzzInternalRPC(f *testing.F) {
 func FuzzRPCResponse(f *testing.F) {
 	for _, v := range []any{
 		applyResp{Index: 7, Version: 7},
+		applyResp{Index: 9, Version: 9, DeletedOps: []bool{false, true}},
 		applyResp{rpcError: rpcError{Code: codeNotLeader, Msg: "no", Leader: "127.0.0.1:1"}},
 		readResp{Records: []Record{{Key: "k", Value: []byte("v"), Version: 3}}, Found: true, Applied: 9},
 		readIndexResp{Index: 4},
 		StatusReport{Node: "n2", Shards: []ShardReport{{ID: 1, Applied: 5, State: "leader", Leader: "a:1"}}},
+		StatusReport{Node: "n3", Info: []byte("functions=3")},
 	} {
 		b, _ := msgpack.Marshal(v)
 		f.Add(b)

@@ -27,6 +27,9 @@ type Options struct {
 	// Handler, when set, wraps each member's node into a public HTTP handler
 	// served on the member's address (for tests of the HTTP layer).
 	Handler func(*shard.Node) (http.Handler, error)
+	// Configure, when set, may change member id's node Config before each
+	// Open (at start and on Restart) — for example to set StatusInfo.
+	Configure func(id string, cfg *shard.Config)
 }
 
 // Member is one node of the cluster.
@@ -107,12 +110,16 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 	if c.opts.WrapFS != nil {
 		fs = c.opts.WrapFS(m.ID, fs)
 	}
-	n, err := shard.Open(shard.Config{
+	cfg := shard.Config{
 		ID: m.ID, Addr: m.Addr, Dir: "/data", FS: fs,
 		Shards: c.opts.Shards, Peers: c.peers, Mux: mux,
 		SnapshotThreshold: c.opts.SnapshotThreshold, TrailingLogs: c.opts.TrailingLogs,
 		SnapshotInterval: c.opts.SnapshotInterval,
-	})
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(m.ID, &cfg)
+	}
+	n, err := shard.Open(cfg)
 	if err != nil {
 		mux.Close()
 		return fmt.Errorf("clustertest: open %s: %w", m.ID, err)
