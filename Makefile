@@ -13,10 +13,19 @@ CHAOS_OUT   ?= bin/chaos
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv etcd
+.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv bench-fn etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
+
+# The example handlers, built as a user builds a handler.
+EXAMPLES := echo counter sleep indexer wordcount
+examples:
+	@mkdir -p bin/examples
+	@for e in $(EXAMPLES); do \
+		echo "building bin/examples/$$e.wasm"; \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/examples/$$e.wasm ./examples/$$e || exit 1; \
+	done
 
 run: build
 	$(BIN) serve --addr 127.0.0.1:7070 --data ./data
@@ -49,6 +58,12 @@ BENCH_CLIENTS  ?= 64
 bench-kv: build etcd
 	$(GO) run ./bench/cmd/lambdabench -bin $(BIN) -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS)
 
+# Function benchmarks: sandbox start by state, the 60/100-call burst,
+# paused sandboxes per GiB, and warm invocations over loopback HTTP.
+bench-fn:
+	$(GO) test ./lambda -run '^$$' -bench 'Start|Burst|PausedPerGiB' -benchtime 10x
+	$(GO) test ./server -run '^$$' -bench InvokeHTTP -benchtime 5000x
+
 etcd:
 	@command -v etcd >/dev/null 2>&1 || { \
 		echo "installing etcd-server (Debian)"; \
@@ -71,7 +86,7 @@ clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz chaos chaos-quick clean"
+	@echo "targets: build run test race lint fuzz chaos chaos-quick bench-kv bench-fn examples clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
 	@echo "  test   go test ./... (fuzz seed corpora included)"
@@ -81,4 +96,6 @@ help:
 	@echo "  chaos  nemesis run for DURATION (default 15m): faults, porcupine check, report in $(CHAOS_OUT)"
 	@echo "  chaos-quick  the same in CI time (100s of faults)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
+	@echo "  bench-fn  function benchmarks: sandbox starts by state, bursts, density, warm invoke over HTTP"
+	@echo "  examples  build the example handlers into bin/examples/*.wasm"
 	@echo "  clean  remove bin/"

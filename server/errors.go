@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"lambdadb/internal/session"
+	"lambdadb/lambda"
 	"lambdadb/shard"
 )
 
@@ -44,8 +45,32 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "bad_session"
 	case errors.Is(err, errBadBody):
 		return http.StatusBadRequest, "bad_body"
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, errNotFound), errors.Is(err, lambda.ErrNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, lambda.ErrInvalidName):
+		return http.StatusBadRequest, "invalid_name"
+	case errors.Is(err, lambda.ErrInvalidConfig):
+		return http.StatusBadRequest, "invalid_config"
+	case errors.Is(err, lambda.ErrInvalidModule):
+		return http.StatusBadRequest, "invalid_module"
+	case errors.Is(err, lambda.ErrNoEntrypoint):
+		return http.StatusBadRequest, "no_entrypoint"
+	case errors.Is(err, lambda.ErrModuleTooLarge):
+		return http.StatusRequestEntityTooLarge, "module_too_large"
+	case errors.Is(err, lambda.ErrRequestTooLarge):
+		return http.StatusRequestEntityTooLarge, "request_too_large"
+	case errors.Is(err, lambda.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, lambda.ErrOverloaded):
+		return http.StatusTooManyRequests, "too_many_requests"
+	case errors.Is(err, lambda.ErrHandler):
+		return http.StatusInternalServerError, "handler_error"
+	case errors.Is(err, lambda.ErrMemoryLimit):
+		return http.StatusInternalServerError, "memory_limit"
+	case errors.Is(err, lambda.ErrTimeout):
+		return http.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, lambda.ErrClosed):
+		return http.StatusServiceUnavailable, "closed"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, shard.ErrNotLeader):
@@ -74,7 +99,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := errorStatus(err)
 	msg := err.Error()
 	level := slog.LevelDebug
-	if status == http.StatusInternalServerError {
+	if code == "internal" {
 		msg = "internal error"
 		level = slog.LevelError
 	}

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"lambdadb/lambda"
 	"lambdadb/shard"
 )
 
@@ -24,6 +26,15 @@ const DefaultMaxValueBytes = 1 << 20
 type Config struct {
 	// Node serves the data. Required. The Server does not close it.
 	Node *shard.Node
+
+	// Functions runs handlers; without it the /v1/functions routes
+	// answer 404. The Server does not close it.
+	Functions *lambda.Engine
+
+	// PeerClient makes requests to other nodes' HTTP API (forwarded
+	// invocations, cluster-wide function stats).
+	// Default: a client with a 5-minute overall timeout.
+	PeerClient *http.Client
 
 	// MaxValueBytes bounds the body of PUT /v1/kv/{key}; larger bodies get
 	// 413 value_too_large before the node sees them.
@@ -45,6 +56,8 @@ type Config struct {
 // Server is the HTTP API handler. Create it with New.
 type Server struct {
 	node     *shard.Node
+	fns      *lambda.Engine
+	peers    *http.Client
 	maxValue int
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -79,8 +92,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.PeerClient == nil {
+		cfg.PeerClient = &http.Client{Timeout: 5 * time.Minute}
+	}
 	s := &Server{
 		node:     cfg.Node,
+		fns:      cfg.Functions,
+		peers:    cfg.PeerClient,
 		maxValue: cfg.MaxValueBytes,
 		log:      cfg.Logger,
 		mux:      http.NewServeMux(),
@@ -98,6 +116,16 @@ func New(cfg Config) (*Server, error) {
 		{"GET /v1/cluster", "cluster", http.HandlerFunc(s.cluster)},
 		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
 		{"GET /metrics", "metrics", metrics},
+	}
+	if s.fns != nil {
+		routes = append(routes,
+			route{"PUT /v1/functions/{name}", "fn_deploy", http.HandlerFunc(s.deployFunction)},
+			route{"GET /v1/functions", "fn_list", http.HandlerFunc(s.listFunctions)},
+			route{"GET /v1/functions/{name}", "fn_get", http.HandlerFunc(s.getFunction)},
+			route{"DELETE /v1/functions/{name}", "fn_delete", http.HandlerFunc(s.deleteFunction)},
+			route{"GET /v1/functions/{name}/logs", "fn_logs", http.HandlerFunc(s.functionLogs)},
+			route{"POST /v1/functions/{name}/invoke", "fn_invoke", http.HandlerFunc(s.invokeFunction)},
+		)
 	}
 	// Fallbacks give JSON 404/405 answers. "/v1/kv" has its own so that
 	// ServeMux does not redirect, say, PUT /v1/kv to the key route.

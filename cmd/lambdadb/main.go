@@ -51,6 +51,34 @@ type command struct {
 	// flags defines the command's flags on fs and returns the function
 	// that runs it with the positional arguments.
 	flags func(c *cli, fs *flag.FlagSet) func(ctx context.Context, args []string) error
+	// sub, for a command group such as "fn", lists its subcommands
+	// (named "fn deploy", ...); flags is then unused.
+	sub []*command
+}
+
+// resolve picks a group's subcommand from args; it returns cmd itself for
+// a plain command, or nil and an error message.
+func resolve(cmd *command, args []string) (*command, []string, string) {
+	if cmd.sub == nil {
+		return cmd, args, ""
+	}
+	if len(args) == 0 {
+		return nil, nil, fmt.Sprintf("%s needs a subcommand: %s", cmd.name, subNames(cmd))
+	}
+	for _, sc := range cmd.sub {
+		if sc.name == cmd.name+" "+args[0] {
+			return sc, args[1:], ""
+		}
+	}
+	return nil, nil, fmt.Sprintf("unknown command %q; %s has %s", cmd.name+" "+args[0], cmd.name, subNames(cmd))
+}
+
+func subNames(cmd *command) string {
+	var names []string
+	for _, sc := range cmd.sub {
+		names = append(names, strings.TrimPrefix(sc.name, cmd.name+" "))
+	}
+	return strings.Join(names, ", ")
 }
 
 // commands lists the subcommands in help order.
@@ -64,6 +92,7 @@ func init() {
 		delCommand,
 		scanCommand,
 		statusCommand,
+		fnCommand,
 	}
 }
 
@@ -100,6 +129,11 @@ func (c *cli) run(args []string) int {
 		fmt.Fprintf(c.stderr, "lambdadb: unknown command %q\nRun 'lambdadb help' for usage.\n", name)
 		return 2
 	}
+	cmd, rest, msg := resolve(cmd, rest)
+	if cmd == nil {
+		fmt.Fprintf(c.stderr, "lambdadb: %s\nRun 'lambdadb help %s' for usage.\n", msg, name)
+		return 2
+	}
 	fs := newFlagSet(cmd)
 	runCmd := cmd.flags(c, fs)
 	pos, err := parseInterspersed(fs, rest)
@@ -131,17 +165,32 @@ func (c *cli) help(args []string) int {
 	case 0:
 		c.usage(c.stdout)
 		return 0
-	case 1:
-		if cmd := lookup(args[0]); cmd != nil {
+	case 1, 2:
+		if cmd := lookup(args[0]); cmd != nil && (len(args) == 1 || cmd.sub != nil) {
+			if cmd.sub != nil && len(args) == 1 {
+				fmt.Fprintf(c.stdout, "usage: lambdadb %s <subcommand> [arguments]\n\n%s\n\nSubcommands:\n", cmd.name, cmd.summary)
+				for _, sc := range cmd.sub {
+					fmt.Fprintf(c.stdout, "  %-16s %s\n", sc.name, sc.short)
+				}
+				return 0
+			}
+			sc, _, msg := resolve(cmd, args[1:])
+			if sc == nil {
+				fmt.Fprintf(c.stderr, "lambdadb: %s\n", msg)
+				return 2
+			}
+			cmd = sc
 			fs := newFlagSet(cmd)
 			cmd.flags(c, fs)
 			commandUsage(c.stdout, cmd, fs)
 			return 0
 		}
-		fmt.Fprintf(c.stderr, "lambdadb: unknown command %q\nRun 'lambdadb help' for usage.\n", args[0])
-		return 2
+		if lookup(args[0]) == nil {
+			fmt.Fprintf(c.stderr, "lambdadb: unknown command %q\nRun 'lambdadb help' for usage.\n", args[0])
+			return 2
+		}
 	}
-	fmt.Fprintln(c.stderr, "usage: lambdadb help [command]")
+	fmt.Fprintln(c.stderr, "usage: lambdadb help [command [subcommand]]")
 	return 2
 }
 

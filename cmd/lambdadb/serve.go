@@ -9,11 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lambdadb/lambda"
 	"lambdadb/server"
 	"lambdadb/shard"
 )
@@ -27,7 +30,7 @@ const (
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -39,6 +42,9 @@ var serveCommand = &command{
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
 		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
+		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
+		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
+		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -55,6 +61,8 @@ type serveOptions struct {
 	id, addr, data, peers  string
 	addrSet, pprof, faults bool
 	shards, replicas       int
+	fnMemoryMB             int64
+	fnKeepAlive, billing   time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -127,8 +135,21 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 
+	if o.fnMemoryMB <= 0 || o.fnKeepAlive <= 0 || o.billing <= 0 {
+		closeListener()
+		return usagef("--fn-memory-mb, --fn-keep-alive and --billing-granularity must be positive")
+	}
+	// The function engine needs the node and the node gossips the engine's
+	// placement hints: the hook reads the engine once it exists.
+	var engine atomic.Pointer[lambda.Engine]
 	reg := prometheus.NewRegistry()
 	node, err := shard.Open(shard.Config{
+		StatusInfo: func() []byte {
+			if e := engine.Load(); e != nil {
+				return e.StatusInfo()
+			}
+			return nil
+		},
 		ID:         o.id,
 		Addr:       advertised,
 		Dir:        o.data,
@@ -143,8 +164,25 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		closeListener()
 		return fmt.Errorf("serve: %w", err)
 	}
-	handler, err := server.New(server.Config{Node: node, Registry: reg, Logger: log})
+	fns, err := lambda.New(lambda.Config{
+		Store:              node,
+		NodeID:             o.id,
+		CacheDir:           filepath.Join(o.data, "wasm-cache"),
+		MemoryBudget:       o.fnMemoryMB << 20,
+		KeepAlive:          o.fnKeepAlive,
+		BillingGranularity: o.billing,
+		Registerer:         reg,
+		Logger:             log,
+	})
 	if err != nil {
+		_ = node.Close()
+		closeListener()
+		return fmt.Errorf("serve: %w", err)
+	}
+	engine.Store(fns)
+	handler, err := server.New(server.Config{Node: node, Functions: fns, Registry: reg, Logger: log})
+	if err != nil {
+		_ = fns.Close()
 		_ = node.Close()
 		closeListener()
 		return fmt.Errorf("serve: %w", err)
@@ -184,6 +222,9 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		if err != nil {
 			err = fmt.Errorf("serve: shutdown: %w", err)
 		}
+	}
+	if cerr := fns.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("serve: close functions: %w", cerr))
 	}
 	if cerr := node.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("serve: close node: %w", cerr))

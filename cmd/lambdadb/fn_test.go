@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lambdadb/internal/wasmtest"
+)
+
+// TestFnCommands drives `fn deploy|invoke|list|stats|logs|rm` against a
+// real `serve`.
+func TestFnCommands(t *testing.T) {
+	dir := t.TempDir()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	c, _, stderr := testCLI(nil, "")
+	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
+	addrs := make(chan string, 1)
+	c.ready = func(addr string) { addrs <- addr }
+	done := make(chan int, 1)
+	go func() {
+		done <- c.run([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--shards", "2"})
+	}()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not start")
+	}
+	defer func() {
+		stop()
+		<-done
+	}()
+	env := map[string]string{"LAMBDADB_SERVER": addr}
+	counter := filepath.Join(dir, "counter.wasm")
+	if err := os.WriteFile(counter, wasmtest.Example(t, "counter"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	faulty := filepath.Join(dir, "faulty.wasm")
+	if err := os.WriteFile(faulty, wasmtest.Guest(t, "faulty"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		args           []string
+		stdin          string
+		code           int
+		stdout, stderr string // substrings
+	}{
+		{args: []string{"fn", "deploy", "--memory-mb", "32", "counter", counter}, stdout: "deployed counter version", stderr: "deploying counter"},
+		{args: []string{"fn", "invoke", "--key", "hits", "counter"}, stdout: "1"},
+		{args: []string{"fn", "invoke", "-v", "--key", "hits", "counter"}, stdout: "2", stderr: "start warm on n1"},
+		{args: []string{"get", "hits"}, stdout: "2"},
+		{args: []string{"fn", "invoke", "counter", "-"}, stdin: "other", stdout: "1"},
+		{args: []string{"fn", "deploy", "--timeout-ms", "300", "faulty", faulty}, stdout: "deployed faulty"},
+		{args: []string{"fn", "invoke", "faulty", "stdout"}},
+		{args: []string{"fn", "invoke", "faulty", "loop"}, code: 1, stderr: "timeout"},
+		{args: []string{"fn", "invoke", "faulty", "error"}, code: 1, stderr: "handler said no (status 500, handler_error)"},
+		{args: []string{"fn", "logs", "faulty"}, stdout: "n1 via Log 42"},
+		{args: []string{"fn", "list"}, stdout: "counter  "},
+		{args: []string{"fn", "stats", "counter"}, stdout: "total"},
+		{args: []string{"fn", "stats", "faulty"}, stdout: "errors: handler_error 1, timeout 1"},
+		{args: []string{"fn", "rm", "counter"}, stdout: "deleted counter"},
+		{args: []string{"fn", "invoke", "counter"}, code: 1, stderr: "not_found"},
+		{args: []string{"fn", "deploy", "bad", counter + ".missing"}, code: 1, stderr: "no such file"},
+		{args: []string{"fn", "deploy", "x"}, code: 2, stderr: "want NAME FILE.wasm"},
+		{args: []string{"fn"}, code: 2, stderr: "fn needs a subcommand"},
+		{args: []string{"fn", "frob"}, code: 2, stderr: `unknown command "fn frob"`},
+		{args: []string{"help", "fn"}, stdout: "fn deploy"},
+		{args: []string{"help", "fn", "invoke"}, stdout: "usage: lambdadb fn invoke"},
+	}
+	for _, s := range steps {
+		c, stdout, stderr := testCLI(env, s.stdin)
+		code := c.run(s.args)
+		if code != s.code || !strings.Contains(stdout.String(), s.stdout) || !strings.Contains(stderr.String(), s.stderr) {
+			t.Fatalf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stdout ~ %q, stderr ~ %q",
+				s.args, code, s.code, stdout, stderr, s.stdout, s.stderr)
+		}
+	}
+}

@@ -1,0 +1,83 @@
+// Command faulty is a test handler that misbehaves on request.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"lambdadb/sdk/fn"
+)
+
+//go:wasmimport lambdadb call
+func rawCall(op uint32, ptr uint32, n uint32, out uint32, outCap uint32) uint32
+
+var hoard [][]byte
+
+func init() {
+	fn.Handle(func(c *fn.Ctx, req []byte) ([]byte, error) {
+		cmd, arg, _ := strings.Cut(string(req), " ")
+		switch cmd {
+		case "loop":
+			for i := 0; ; i++ {
+				_ = i
+			}
+		case "alloc":
+			for {
+				hoard = append(hoard, make([]byte, 1<<20))
+			}
+		case "alloc-mb":
+			n, _ := strconv.Atoi(arg)
+			b := make([]byte, n<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			return []byte(fmt.Sprint(len(b) >> 20)), nil
+		case "panic":
+			panic("boom")
+		case "error":
+			return nil, errors.New("handler said no")
+		case "exit":
+			os.Exit(3)
+		case "badptr":
+			rawCall(1, 0xfffffff0, 64, 0, 0)
+		case "sleep":
+			ms, _ := strconv.Atoi(arg)
+			fn.Sleep(time.Duration(ms) * time.Millisecond)
+			return []byte("slept"), nil
+		case "stdout":
+			fmt.Println("to stdout")
+			fmt.Fprintln(os.Stderr, "to stderr")
+			c.Log("via Log %d", 42)
+			return nil, nil
+		case "get":
+			v, ok, err := c.Get(arg)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return []byte("<absent>"), nil
+			}
+			return v, nil
+		case "put":
+			k, v, _ := strings.Cut(arg, "=")
+			return nil, c.Put(k, []byte(v))
+		case "scan":
+			var keys []string
+			err := c.Scan(arg, func(k string, v []byte) bool { keys = append(keys, k); return true })
+			return []byte(strings.Join(keys, ",")), err
+		case "env":
+			_, err := os.ReadFile("/etc/passwd")
+			return []byte(fmt.Sprintf("env=%d args=%d file=%v", len(os.Environ()), len(os.Args), err != nil)), nil
+		case "big":
+			n, _ := strconv.Atoi(arg)
+			return make([]byte, n), nil
+		}
+		return req, nil
+	})
+}
+
+func main() {}

@@ -1,0 +1,138 @@
+package lambda
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors returned by an Engine. The HTTP layer maps them to status codes.
+var (
+	ErrNotFound        = errors.New("lambda: function not found")
+	ErrInvalidName     = errors.New("lambda: invalid function name")
+	ErrInvalidConfig   = errors.New("lambda: invalid function config")
+	ErrInvalidModule   = errors.New("lambda: invalid module")
+	ErrModuleTooLarge  = errors.New("lambda: module too large")
+	ErrNoEntrypoint    = errors.New("lambda: function lacks the entry point")
+	ErrRequestTooLarge = errors.New("lambda: request too large")
+	ErrHandler         = errors.New("lambda: handler error")
+	ErrMemoryLimit     = errors.New("lambda: memory limit exceeded")
+	ErrTimeout         = errors.New("lambda: timeout")
+	ErrOverloaded      = errors.New("lambda: too many concurrent calls")
+	ErrClosed          = errors.New("lambda: engine closed")
+	ErrConflict        = errors.New("lambda: concurrent change to the function")
+)
+
+// Defaults and limits.
+const (
+	DefaultMemoryMB     = 64
+	DefaultTimeout      = time.Second
+	DefaultMaxInstances = 100
+	MaxModuleBytes      = 32 << 20
+	// MaxMessageBytes bounds an invocation's request and response and a
+	// host call's message.
+	MaxMessageBytes = 6 << 20
+)
+
+// Config configures an Engine. The zero value of each optional field
+// selects its default.
+type Config struct {
+	// Store holds the registry and serves handlers' KV calls. Required.
+	Store Store
+
+	// NodeID names this node in results (X-Node). Required.
+	NodeID string
+
+	// CacheDir holds wazero's compilation cache, so that a restarted node
+	// compiles each module only once. Default: "" = in memory only.
+	CacheDir string
+
+	// MemoryBudget bounds the memory of this node's live sandboxes
+	// (running and paused); beyond it, paused sandboxes are stopped,
+	// least recently used first. Default: 1 GiB.
+	MemoryBudget int64
+
+	// KeepAlive stops a paused sandbox idle this long. Default: 5 minutes.
+	KeepAlive time.Duration
+
+	// ModuleKeepAlive drops a compiled module whose function had no
+	// instance for this long, making the function cold. Default: 30 minutes.
+	ModuleKeepAlive time.Duration
+
+	// BillingGranularity is what billed time is rounded up to.
+	// Default: 1 ms.
+	BillingGranularity time.Duration
+
+	// QueueLength bounds the calls of one function waiting for an
+	// instance on this node; more fail with ErrOverloaded. Default: 1000.
+	QueueLength int
+
+	// MaxMemoryMB and MaxTimeout bound what a deploy may ask for.
+	// Defaults: 1024 MB and 5 minutes.
+	MaxMemoryMB int
+	MaxTimeout  time.Duration
+
+	// MaxInstancesLimit bounds a function's max_instances. Default: 1000.
+	MaxInstancesLimit int
+
+	// LogLines is how many recent log lines each function keeps on each
+	// node. Default: 500.
+	LogLines int
+
+	// Registerer receives the engine's metrics. Default: none.
+	Registerer prometheus.Registerer
+
+	// Logger receives engine events. Default: discard.
+	Logger *slog.Logger
+
+	// Now is the clock for keep-alives and deploy times. Default: time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil {
+		return errors.New("lambda: Config.Store is required")
+	}
+	if c.NodeID == "" {
+		return errors.New("lambda: Config.NodeID is required")
+	}
+	for _, v := range []struct {
+		name string
+		neg  bool
+	}{
+		{"MemoryBudget", c.MemoryBudget < 0}, {"KeepAlive", c.KeepAlive < 0},
+		{"ModuleKeepAlive", c.ModuleKeepAlive < 0}, {"BillingGranularity", c.BillingGranularity < 0},
+		{"QueueLength", c.QueueLength < 0}, {"MaxMemoryMB", c.MaxMemoryMB < 0},
+		{"MaxTimeout", c.MaxTimeout < 0}, {"MaxInstancesLimit", c.MaxInstancesLimit < 0},
+		{"LogLines", c.LogLines < 0},
+	} {
+		if v.neg {
+			return fmt.Errorf("lambda: negative Config.%s", v.name)
+		}
+	}
+	setDefault(&c.MemoryBudget, 1<<30)
+	setDefault(&c.KeepAlive, 5*time.Minute)
+	setDefault(&c.ModuleKeepAlive, 30*time.Minute)
+	setDefault(&c.BillingGranularity, time.Millisecond)
+	setDefault(&c.QueueLength, 1000)
+	setDefault(&c.MaxMemoryMB, 1024)
+	setDefault(&c.MaxTimeout, 5*time.Minute)
+	setDefault(&c.MaxInstancesLimit, 1000)
+	setDefault(&c.LogLines, 500)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+func setDefault[T int | int64 | time.Duration](p *T, v T) {
+	if *p == 0 {
+		*p = v
+	}
+}

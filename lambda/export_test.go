@@ -1,0 +1,38 @@
+package lambda
+
+import "context"
+
+// Reap runs one keep-alive pass now (tests drive the clock).
+func Reap(e *Engine) { e.reap() }
+
+// StopPaused stops every paused sandbox (as the keep-alive would).
+func StopPaused(e *Engine) {
+	e.mu.Lock()
+	var drop []*instance
+	for i := e.lruTail; i != nil; i = e.lruTail {
+		e.stopLocked(i)
+		drop = append(drop, i)
+	}
+	e.mu.Unlock()
+	closeAll(drop)
+}
+
+// DropCompiled drops every compiled module no instance uses, making
+// those functions cold.
+func DropCompiled(e *Engine) {
+	e.mu.Lock()
+	var mods []*compiled
+	for k, c := range e.modules {
+		if c.users == 0 && c.cm != nil {
+			delete(e.modules, k)
+			mods = append(mods, c)
+		}
+	}
+	for _, p := range e.pools {
+		p.stopped = 0
+	}
+	e.mu.Unlock()
+	for _, c := range mods {
+		_ = c.cm.Close(context.Background())
+	}
+}

@@ -1,0 +1,334 @@
+package lambda
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/internal/session"
+	"lambdadb/shard"
+)
+
+// Host call operations (sdk/fn ctx.go).
+const (
+	opGet    = 1
+	opPut    = 2
+	opDelete = 3
+	opScan   = 4
+	opCAS    = 5
+)
+
+// Limits of the host API.
+const (
+	maxLogLine    = 4 << 10
+	hostScanLimit = 1000
+)
+
+// callState is one invocation as the host functions see it. It travels in
+// the call's context.
+type callState struct {
+	e  *Engine
+	fn *Function
+
+	req       []byte // the msgpack request message
+	resp      []byte // the msgpack response message
+	responded bool
+	pending   []byte // a host call result awaiting the "result" import
+
+	tok session.Token
+	ro  shard.Consistency
+
+	kvCalls int
+	kvBytes int64
+	fault   string // why the host aborted the call
+
+	line []byte // partial output line
+}
+
+type callKey struct{}
+
+func stateOf(ctx context.Context) *callState {
+	cs, _ := ctx.Value(callKey{}).(*callState)
+	return cs
+}
+
+// hostFault aborts the guest: the call fails and the instance is dropped.
+func (cs *callState) hostFault(format string, args ...any) {
+	cs.fault = fmt.Sprintf(format, args...)
+	panic(errors.New("lambda: " + cs.fault))
+}
+
+// read copies n bytes at ptr out of the guest's memory.
+func (cs *callState) read(m api.Module, ptr, n uint32, what string) []byte {
+	if n > MaxMessageBytes {
+		cs.hostFault("%s of %d bytes exceeds %d", what, n, MaxMessageBytes)
+	}
+	b, ok := m.Memory().Read(ptr, n)
+	if !ok {
+		cs.hostFault("%s: out-of-bounds buffer [%d, +%d)", what, ptr, n)
+	}
+	return append([]byte(nil), b...)
+}
+
+func (cs *callState) write(m api.Module, ptr uint32, b []byte, what string) {
+	if !m.Memory().Write(ptr, b) {
+		cs.hostFault("%s: out-of-bounds buffer [%d, +%d)", what, ptr, len(b))
+	}
+}
+
+// output receives the guest's stdout and stderr, line by line.
+func (cs *callState) output(p []byte) {
+	for len(p) > 0 {
+		i := indexByte(p, '\n')
+		if i < 0 {
+			cs.line = append(cs.line, p...)
+			if len(cs.line) > maxLogLine {
+				cs.e.appendLog(cs.fn.Name, string(cs.line))
+				cs.line = cs.line[:0]
+			}
+			return
+		}
+		cs.line = append(cs.line, p[:i]...)
+		cs.e.appendLog(cs.fn.Name, string(cs.line))
+		cs.line = cs.line[:0]
+		p = p[i+1:]
+	}
+}
+
+func (cs *callState) flushOutput() {
+	if len(cs.line) > 0 {
+		cs.e.appendLog(cs.fn.Name, string(cs.line))
+		cs.line = cs.line[:0]
+	}
+}
+
+func indexByte(p []byte, c byte) int {
+	for i, b := range p {
+		if b == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// instantiateHost defines the "lambdadb" host module in r.
+func (e *Engine) instantiateHost(ctx context.Context, r wazero.Runtime) error {
+	i32 := api.ValueTypeI32
+	i64 := api.ValueTypeI64
+	b := r.NewHostModuleBuilder(hostModuleName)
+	def := func(name string, f api.GoModuleFunc, params, results []api.ValueType) {
+		b.NewFunctionBuilder().WithGoModuleFunction(f, params, results).Export(name)
+	}
+	def("request", func(ctx context.Context, m api.Module, stack []uint64) {
+		cs := stateOf(ctx)
+		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+		if int(n) != len(cs.req) {
+			cs.hostFault("request: asked for %d bytes, the request has %d", n, len(cs.req))
+		}
+		cs.write(m, ptr, cs.req, "request")
+	}, []api.ValueType{i32, i32}, nil)
+	def("respond", func(ctx context.Context, m api.Module, stack []uint64) {
+		cs := stateOf(ctx)
+		cs.resp = cs.read(m, api.DecodeU32(stack[0]), api.DecodeU32(stack[1]), "response")
+		cs.responded = true
+	}, []api.ValueType{i32, i32}, nil)
+	def("call", func(ctx context.Context, m api.Module, stack []uint64) {
+		cs := stateOf(ctx)
+		op := api.DecodeU32(stack[0])
+		req := cs.read(m, api.DecodeU32(stack[1]), api.DecodeU32(stack[2]), "host call")
+		out, outCap := api.DecodeU32(stack[3]), api.DecodeU32(stack[4])
+		resp := e.hostCall(ctx, cs, op, req)
+		cs.kvCalls++
+		cs.kvBytes += int64(len(req) + len(resp))
+		if uint32(len(resp)) <= outCap {
+			cs.write(m, out, resp, "host call result")
+			cs.pending = nil
+		} else {
+			cs.pending = resp
+		}
+		stack[0] = api.EncodeU32(uint32(len(resp)))
+	}, []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32})
+	def("result", func(ctx context.Context, m api.Module, stack []uint64) {
+		cs := stateOf(ctx)
+		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+		if cs.pending == nil || int(n) != len(cs.pending) {
+			cs.hostFault("result: no pending result of %d bytes", n)
+		}
+		cs.write(m, ptr, cs.pending, "result")
+		cs.pending = nil
+	}, []api.ValueType{i32, i32}, nil)
+	def("log", func(ctx context.Context, m api.Module, stack []uint64) {
+		cs := stateOf(ctx)
+		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+		if n > maxLogLine {
+			n = maxLogLine
+		}
+		line := cs.read(m, ptr, n, "log")
+		e.appendLog(cs.fn.Name, string(line))
+	}, []api.ValueType{i32, i32}, nil)
+	def("sleep", func(ctx context.Context, m api.Module, stack []uint64) {
+		d := time.Duration(int64(stack[0]))
+		if d <= 0 {
+			return
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			// Unwind the guest now rather than when it next checks.
+			panic(fmt.Errorf("lambda: sleep interrupted: %w", ctx.Err()))
+		}
+	}, []api.ValueType{i64}, nil)
+	_, err := b.Instantiate(ctx)
+	if err != nil {
+		return fmt.Errorf("lambda: host module: %w", err)
+	}
+	return nil
+}
+
+// Host call messages (msgpack arrays; see docs/handlers.md).
+type keyReq struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      string
+}
+
+type putReq struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      string
+	Value    []byte
+}
+
+type casReq struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      string
+	Value    []byte
+	Version  uint64 // 0 = only if absent
+}
+
+type scanReq struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Prefix   string
+	Start    string
+}
+
+// hostCall serves one KV call and returns its msgpack response: an array
+// whose first two elements are an error code and message ("" when fine).
+func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []byte) []byte {
+	fail := func(err error) []byte { return encodeHost(kvCode(err), err.Error()) }
+	ro := shard.ReadOptions{Consistency: cs.ro, Session: cs.tok}
+	switch op {
+	case opGet:
+		var r keyReq
+		if err := msgpack.Unmarshal(req, &r); err != nil {
+			return fail(fmt.Errorf("%w: get: %v", errBadHostCall, err))
+		}
+		res, err := e.cfg.Store.GetIn(ctx, shard.UserSpace, r.Key, ro)
+		cs.tok = res.Session
+		if err != nil {
+			return fail(err)
+		}
+		return encodeHost("", "", res.Found, res.Record.Value, res.Record.Version)
+	case opPut, opCAS:
+		var r casReq
+		var err error
+		if op == opCAS {
+			err = msgpack.Unmarshal(req, &r)
+		} else {
+			var p putReq
+			err = msgpack.Unmarshal(req, &p)
+			r.Key, r.Value = p.Key, p.Value
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%w: put: %v", errBadHostCall, err))
+		}
+		var cond shard.Cond
+		if op == opCAS {
+			if r.Version == 0 {
+				cond.IfNoneMatch = true
+			} else {
+				v := r.Version
+				cond.IfMatch = &v
+			}
+		}
+		res, err := e.cfg.Store.Put(ctx, r.Key, r.Value, cond, cs.tok)
+		cs.tok = res.Session
+		if op == opCAS && errors.Is(err, shard.ErrPrecondition) {
+			return encodeHost("", "", false, res.Version)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return encodeHost("", "", true, res.Version)
+	case opDelete:
+		var r keyReq
+		if err := msgpack.Unmarshal(req, &r); err != nil {
+			return fail(fmt.Errorf("%w: delete: %v", errBadHostCall, err))
+		}
+		res, err := e.cfg.Store.Delete(ctx, r.Key, shard.Cond{}, cs.tok)
+		cs.tok = res.Session
+		if err != nil {
+			return fail(err)
+		}
+		return encodeHost("", "", res.Deleted)
+	case opScan:
+		var r scanReq
+		if err := msgpack.Unmarshal(req, &r); err != nil {
+			return fail(fmt.Errorf("%w: scan: %v", errBadHostCall, err))
+		}
+		res, err := e.cfg.Store.ScanIn(ctx, shard.UserSpace, shard.ScanRequest{Prefix: r.Prefix, Start: r.Start, Limit: hostScanLimit}, ro)
+		cs.tok = res.Session
+		if err != nil {
+			return fail(err)
+		}
+		items := make([][2]any, len(res.Items))
+		for i, it := range res.Items {
+			items[i] = [2]any{it.Key, it.Value}
+		}
+		return encodeHost("", "", items, res.Next, res.More)
+	}
+	return fail(fmt.Errorf("%w: unknown operation %d", errBadHostCall, op))
+}
+
+var errBadHostCall = errors.New("lambda: bad host call")
+
+func encodeHost(code, msg string, fields ...any) []byte {
+	b, err := msgpack.Marshal(append([]any{code, msg}, fields...))
+	if err != nil {
+		b, _ = msgpack.Marshal([]any{"internal", err.Error()})
+	}
+	return b
+}
+
+// kvCode is the error code a guest sees for a failed host call; the codes
+// are the HTTP API's.
+func kvCode(err error) string {
+	switch {
+	case errors.Is(err, errBadHostCall):
+		return "invalid"
+	case errors.Is(err, shard.ErrInvalidKey):
+		return "invalid_key"
+	case errors.Is(err, shard.ErrValueTooLarge):
+		return "value_too_large"
+	case errors.Is(err, shard.ErrPrecondition):
+		return "precondition_failed"
+	case errors.Is(err, shard.ErrInvalidScan):
+		return "invalid_scan"
+	case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, shard.ErrClosed):
+		return "closed"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "timeout"
+	}
+	return "internal"
+}

@@ -1,0 +1,313 @@
+package lambda
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// ABI constants shared with sdk/fn (docs/handlers.md).
+const (
+	abiVersion     = 1
+	hostModuleName = "lambdadb"
+
+	exportInitialize  = "_initialize"
+	exportABIVersion  = "ldb_abi_version"
+	exportEntrypoints = "ldb_entrypoints"
+	exportInvoke      = "ldb_invoke"
+	exportMemory      = "memory"
+)
+
+// Entry point bits (ldb_entrypoints) and their API names.
+var entryNames = []struct {
+	bit  uint32
+	name string
+}{{1, "handle"}, {2, "changes"}, {4, "leaf"}, {8, "combine"}}
+
+// wasmRuntime is one wazero runtime: modules compiled in it share its
+// memory cap, so there is one per distinct memory_mb.
+type wasmRuntime struct {
+	r        wazero.Runtime
+	memoryMB int
+}
+
+func (e *Engine) runtimeFor(ctx context.Context, memoryMB int) (*wasmRuntime, error) {
+	e.rtMu.Lock()
+	defer e.rtMu.Unlock()
+	if rt, ok := e.runtimes[memoryMB]; ok {
+		return rt, nil
+	}
+	cfg := wazero.NewRuntimeConfigCompiler().
+		WithMemoryLimitPages(uint32(memoryMB) * 16). // 64 KiB pages
+		WithCloseOnContextDone(true)
+	if e.cache != nil {
+		cfg = cfg.WithCompilationCache(e.cache)
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, fmt.Errorf("lambda: wasi: %w", err)
+	}
+	if err := e.instantiateHost(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, err
+	}
+	rt := &wasmRuntime{r: r, memoryMB: memoryMB}
+	e.runtimes[memoryMB] = rt
+	return rt, nil
+}
+
+// compiled is a module compiled in one runtime, shared by every function
+// (version) with the same code and memory cap.
+type compiled struct {
+	key  string // sha256 + "/" + memory MB
+	rt   *wasmRuntime
+	done chan struct{} // closed when cm or err is set
+	cm   wazero.CompiledModule
+	err  error
+	dur  time.Duration // compile time
+
+	// Guarded by Engine.mu.
+	users    int       // live instances and in-progress starts
+	lastUsed time.Time // last instance start or release
+}
+
+// compile returns the compiled module for sha in rt, compiling it (once,
+// however many callers ask) with bytes from fetch.
+func (e *Engine) compile(ctx context.Context, rt *wasmRuntime, sha string, fetch func() ([]byte, error)) (*compiled, bool, error) {
+	key := fmt.Sprintf("%s/%d", sha, rt.memoryMB)
+	e.mu.Lock()
+	c, ok := e.modules[key]
+	if !ok {
+		c = &compiled{key: key, rt: rt, done: make(chan struct{})}
+		e.modules[key] = c
+	}
+	c.users++
+	c.lastUsed = e.cfg.Now()
+	e.mu.Unlock()
+	if ok {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			e.unuse(c)
+			return nil, false, ctx.Err()
+		}
+		if c.err != nil {
+			e.unuse(c)
+			return nil, false, c.err
+		}
+		return c, false, nil
+	}
+	start := time.Now()
+	wasm, err := fetch()
+	if err == nil {
+		c.cm, err = rt.r.CompileModule(context.WithoutCancel(ctx), wasm)
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ErrInvalidModule, err)
+		}
+	}
+	c.dur = time.Since(start)
+	c.err = err
+	close(c.done)
+	if err != nil {
+		e.mu.Lock()
+		if e.modules[key] == c {
+			delete(e.modules, key)
+		}
+		c.users--
+		e.mu.Unlock()
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
+// unuse releases one use of c.
+func (e *Engine) unuse(c *compiled) {
+	e.mu.Lock()
+	c.users--
+	c.lastUsed = e.cfg.Now()
+	e.mu.Unlock()
+}
+
+// validate compiles module, checks the SDK's exports and instantiates it
+// once to learn its entry points. The compiled module stays cached.
+func (e *Engine) validate(ctx context.Context, module []byte, o DeployOptions) (sha string, entries []string, err error) {
+	ctx, end, err := e.begin(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	defer end()
+	sum := sha256.Sum256(module)
+	sha = hex.EncodeToString(sum[:])
+	rt, err := e.runtimeFor(ctx, o.MemoryMB)
+	if err != nil {
+		return "", nil, err
+	}
+	c, _, err := e.compile(ctx, rt, sha, func() ([]byte, error) { return module, nil })
+	if err != nil {
+		return "", nil, err
+	}
+	defer e.unuse(c)
+	if err := checkExports(c.cm); err != nil {
+		return "", nil, err
+	}
+	tctx, cancel := context.WithTimeout(ctx, time.Duration(o.TimeoutMS)*time.Millisecond+time.Second)
+	defer cancel()
+	inst, err := e.instantiate(tctx, c)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: instantiating: %v", ErrInvalidModule, err)
+	}
+	defer inst.close()
+	out, err := inst.mod.ExportedFunction(exportABIVersion).Call(tctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %s: %v", ErrInvalidModule, exportABIVersion, err)
+	}
+	if out[0] != abiVersion {
+		return "", nil, fmt.Errorf("%w: SDK ABI version %d, this node speaks %d (rebuild with this release's sdk/fn)", ErrInvalidModule, out[0], abiVersion)
+	}
+	out, err = inst.mod.ExportedFunction(exportEntrypoints).Call(tctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %s: %v", ErrInvalidModule, exportEntrypoints, err)
+	}
+	for _, en := range entryNames {
+		if uint32(out[0])&en.bit != 0 {
+			entries = append(entries, en.name)
+		}
+	}
+	if len(entries) == 0 {
+		return "", nil, fmt.Errorf("%w: the module registers no entry point (call fn.Handle, fn.OnChanges, fn.Leaf or fn.Combine in init)", ErrInvalidModule)
+	}
+	return sha, entries, nil
+}
+
+// checkExports names every SDK export the module lacks.
+func checkExports(cm wazero.CompiledModule) error {
+	fns := cm.ExportedFunctions()
+	var missing []string
+	for _, name := range []string{exportInitialize, exportABIVersion, exportEntrypoints, exportInvoke} {
+		if _, ok := fns[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if _, ok := cm.ExportedMemories()[exportMemory]; !ok {
+		missing = append(missing, exportMemory+" (memory)")
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%w: missing the SDK's exports: %s (import lambdadb/sdk/fn and build with GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared)",
+			ErrInvalidModule, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// instance is one sandbox: an instantiated module.
+type instance struct {
+	c      *compiled
+	mod    api.Module
+	invoke api.Function
+	out    *outputSink
+
+	// Guarded by Engine.mu.
+	pool     *pool
+	lastUsed time.Time
+	memBytes int64
+	lruPrev  *instance
+	lruNext  *instance
+	parked   bool
+}
+
+// instantiate starts a sandbox: no filesystem, network, environment or
+// wall clock (wazero's defaults); real randomness; stdout and stderr go to
+// the function's log.
+func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error) {
+	sink := &outputSink{}
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions(exportInitialize).
+		WithRandSource(rand.Reader).
+		WithStdout(sink).
+		WithStderr(sink)
+	if a := memoryAllocator(); a != nil {
+		ctx = experimental.WithMemoryAllocator(ctx, a)
+	}
+	mod, err := c.rt.r.InstantiateModule(ctx, c.cm, cfg)
+	if err != nil {
+		if msg := sink.tail(); msg != "" {
+			err = fmt.Errorf("%w (output: %s)", err, msg)
+		}
+		return nil, err
+	}
+	return &instance{c: c, mod: mod, invoke: mod.ExportedFunction(exportInvoke), out: sink, memBytes: int64(mod.Memory().Size())}, nil
+}
+
+func (i *instance) close() { _ = i.mod.Close(context.Background()) }
+
+// outputSink receives a sandbox's stdout and stderr: lines go to the
+// current call's log, and the last bytes are kept to explain a crash.
+type outputSink struct {
+	mu   sync.Mutex
+	call *callState
+	last []byte
+	oom  bool // the Go runtime reported "out of memory" during the call
+}
+
+const outputTail = 2048
+
+func (s *outputSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if bytes.Contains(p, []byte("out of memory")) {
+		s.oom = true
+	}
+	s.last = append(s.last, p...)
+	if len(s.last) > outputTail {
+		s.last = append(s.last[:0], s.last[len(s.last)-outputTail:]...)
+	}
+	if s.call != nil {
+		s.call.output(p)
+	}
+	return len(p), nil
+}
+
+func (s *outputSink) setCall(c *callState) {
+	s.mu.Lock()
+	s.call = c
+	s.last = s.last[:0]
+	s.oom = false
+	s.mu.Unlock()
+}
+
+func (s *outputSink) outOfMemory() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oom
+}
+
+func (s *outputSink) tail() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.TrimSpace(string(s.last))
+}
+
+// exitCode returns the guest's exit code when err is a sys.ExitError.
+func exitCode(err error) (uint32, bool) {
+	var ee *sys.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), true
+	}
+	return 0, false
+}

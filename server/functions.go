@@ -1,0 +1,389 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"lambdadb/lambda"
+	"lambdadb/shard"
+)
+
+// Headers of invocation responses (DESIGN §4) and of forwarded requests.
+const (
+	headerStart       = "X-Start"
+	headerDurationUS  = "X-Duration-Us"
+	headerBilledMS    = "X-Billed-Ms"
+	headerNode        = "X-Node"
+	headerStartUS     = "X-Start-Us"
+	headerGBSeconds   = "X-Gb-Seconds"
+	headerKVCalls     = "X-Kv-Calls"
+	headerKVBytes     = "X-Kv-Bytes"
+	headerFunctionVer = "X-Function-Version"
+	// headerForwarded marks an invocation another node placed here: it
+	// runs locally, whatever this node would have chosen.
+	headerForwarded = "X-Lambdadb-Forwarded"
+)
+
+// functionView is a function's config and stats as the API shows them.
+type functionView struct {
+	*lambda.Function
+	lambda.Stats
+	// Nodes holds each node's own stats (cluster-wide views only); a
+	// node that did not answer has Error set.
+	Nodes map[string]*nodeStats `json:"nodes,omitempty"`
+}
+
+type nodeStats struct {
+	*lambda.Stats
+	Error string `json:"error,omitempty"`
+}
+
+func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
+	tok, _, err := requestSession(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	q := r.URL.Query()
+	var o lambda.DeployOptions
+	for _, p := range []struct {
+		name string
+		dst  *int
+	}{{"memory_mb", &o.MemoryMB}, {"timeout_ms", &o.TimeoutMS}, {"max_instances", &o.MaxInstances}} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				s.fail(w, r, tok, fmt.Errorf("%w: %s=%q is not a positive integer", lambda.ErrInvalidConfig, p.name, v))
+				return
+			}
+			*p.dst = n
+		}
+	}
+	if err := lambda.ValidateName(name); err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	module, err := readBody(w, r, lambda.MaxModuleBytes, lambda.ErrModuleTooLarge)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	res, err := s.fns.Deploy(r.Context(), name, module, o, tok)
+	setSession(w, merged(res.Session, tok))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, res.Function)
+}
+
+func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
+	fns, err := s.fns.List(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	local := r.URL.Query().Get("scope") == "node"
+	out := make([]functionView, len(fns))
+	var wg sync.WaitGroup
+	for i, f := range fns {
+		out[i].Function = f
+		if local {
+			out[i].Stats = s.fns.Stats(f.Name)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].Stats, out[i].Nodes = s.clusterStats(r.Context(), f.Name)
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, struct {
+		Functions []functionView `json:"functions"`
+	}{out})
+}
+
+func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
+	f, err := s.fns.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := functionView{Function: f}
+	if r.URL.Query().Get("scope") == "node" {
+		v.Stats = s.fns.Stats(f.Name)
+	} else {
+		v.Stats, v.Nodes = s.clusterStats(r.Context(), f.Name)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// clusterStats merges the function's stats over every node that answers.
+func (s *Server) clusterStats(ctx context.Context, name string) (lambda.Stats, map[string]*nodeStats) {
+	per := map[string]*nodeStats{}
+	var mu sync.Mutex
+	s.fanOut(ctx, func(ctx context.Context, p shard.PeerState, self bool) {
+		ns := &nodeStats{}
+		if self {
+			st := s.fns.Stats(name)
+			ns.Stats = &st
+		} else {
+			var v functionView
+			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"?scope=node", &v); err != nil {
+				ns.Error = err.Error()
+			} else {
+				ns.Stats = &v.Stats
+			}
+		}
+		mu.Lock()
+		per[p.ID] = ns
+		mu.Unlock()
+	})
+	var total lambda.Stats
+	for _, ns := range per {
+		if ns.Stats != nil {
+			total.Merge(*ns.Stats)
+		}
+	}
+	total.Merge(lambda.Stats{}) // percentiles even when empty
+	return total, per
+}
+
+// fanOut calls fn for every member this node sees up, concurrently.
+func (s *Server) fanOut(ctx context.Context, fn func(ctx context.Context, p shard.PeerState, self bool)) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, p := range s.node.Peers() {
+		if !p.Up {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(ctx, p, p.ID == s.node.ID())
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) peerGet(ctx context.Context, addr, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d: %s", addr, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return json.Unmarshal(body, v)
+}
+
+func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
+	tok, _, err := requestSession(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tok2, err := s.fns.Remove(r.Context(), r.PathValue("name"), tok)
+	setSession(w, merged(tok2, tok))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Deleted bool `json:"deleted"`
+	}{true})
+}
+
+func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := lambda.ValidateName(name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var lines []lambda.LogLine
+	if r.URL.Query().Get("scope") == "node" {
+		lines = s.fns.Logs(name)
+	} else {
+		var mu sync.Mutex
+		s.fanOut(r.Context(), func(ctx context.Context, p shard.PeerState, self bool) {
+			var got []lambda.LogLine
+			if self {
+				got = s.fns.Logs(name)
+			} else {
+				var v struct {
+					Lines []lambda.LogLine `json:"lines"`
+				}
+				if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"/logs?scope=node", &v); err != nil {
+					return
+				}
+				got = v.Lines
+			}
+			mu.Lock()
+			lines = append(lines, got...)
+			mu.Unlock()
+		})
+		sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+	}
+	if lines == nil {
+		lines = []lambda.LogLine{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Lines []lambda.LogLine `json:"lines"`
+	}{lines})
+}
+
+func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
+	tok, _, err := requestSession(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	q := r.URL.Query()
+	key := q.Get("key")
+	// A handler's reads default to session consistency, covering the
+	// caller's token and the handler's own writes.
+	ro, err := readOptions(q, tok, true)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	if _, ok := q["key"]; ok {
+		if err := shard.ValidateKey(key); err != nil {
+			s.fail(w, r, tok, err)
+			return
+		}
+	}
+	body, err := readBody(w, r, lambda.MaxMessageBytes, lambda.ErrRequestTooLarge)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	if r.Header.Get(headerForwarded) == "" {
+		if addr := s.placement(name, key, q.Get("placement")); addr != "" {
+			if s.forwardInvoke(w, r, addr, body) {
+				return
+			}
+			// The chosen node is unreachable: run here; the handler's
+			// KV calls are forwarded as any other.
+		}
+	}
+	res, err := s.fns.Invoke(r.Context(), lambda.Invocation{
+		Name: name, Body: body, Key: key, Session: tok, Consistency: ro.Consistency,
+	})
+	h := w.Header()
+	h.Set(headerNode, res.Node)
+	if res.Start != "" {
+		h.Set(headerStart, res.Start)
+		h.Set(headerStartUS, strconv.FormatInt(res.StartTime.Microseconds(), 10))
+		h.Set(headerDurationUS, strconv.FormatInt(res.Duration.Microseconds(), 10))
+		h.Set(headerBilledMS, strconv.FormatInt(res.BilledMS, 10))
+		h.Set(headerGBSeconds, strconv.FormatFloat(res.GBSeconds, 'g', 6, 64))
+		h.Set(headerKVCalls, strconv.Itoa(res.KVCalls))
+		h.Set(headerKVBytes, strconv.FormatInt(res.KVBytes, 10))
+	}
+	if res.Function != nil {
+		h.Set(headerFunctionVer, strconv.FormatUint(res.Function.Version, 10))
+	}
+	setSession(w, merged(res.Session, tok))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	h.Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(res.Body)
+}
+
+// placement returns the address of the node that should run an
+// invocation, or "" to run it here. With a key: the leader of the key's
+// shard (placement=replica: any replica, this one first). Without: this
+// node if it has a paused sandbox, else a node that has one.
+func (s *Server) placement(name, key, mode string) string {
+	self := s.node.ID()
+	if key != "" {
+		_, leader, replicas := s.node.Route(key)
+		if mode == "replica" {
+			for _, p := range replicas {
+				if p.ID == self {
+					return ""
+				}
+			}
+		}
+		if leader.ID == "" || leader.ID == self {
+			return ""
+		}
+		return leader.Addr
+	}
+	if s.fns.HasPaused(name) {
+		return ""
+	}
+	for _, p := range s.node.Peers() {
+		if p.ID != self && p.Up && lambda.PausedIn(p.Info, name) {
+			return p.Addr
+		}
+	}
+	return ""
+}
+
+// forwardInvoke relays the invocation to addr and copies its answer back.
+// It returns false, having written nothing, when addr cannot be reached.
+func (s *Server) forwardInvoke(w http.ResponseWriter, r *http.Request, addr string, body []byte) bool {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header = r.Header.Clone()
+	req.Header.Set(headerForwarded, s.node.ID())
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		s.log.Debug("forwarding an invocation failed; running it here", "to", addr, "err", err)
+		return false
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+	return true
+}
+
+// readBody reads a request body of at most limit bytes; larger ones fail
+// with tooLarge.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", tooLarge, r.ContentLength, limit)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fmt.Errorf("%w: the limit is %d bytes", tooLarge, limit)
+		}
+		return nil, fmt.Errorf("%w: %w", errBadBody, err)
+	}
+	return b, nil
+}
