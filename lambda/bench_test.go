@@ -92,6 +92,33 @@ func BenchmarkStart(b *testing.B) {
 	}
 }
 
+// BenchmarkAllocator compares restarts (instantiations) with wazero's
+// default linear memory and with the mmap allocator, alternating in one
+// run.
+func BenchmarkAllocator(b *testing.B) {
+	for _, name := range []string{"go-slices", "mmap", "go-slices-again", "mmap-again"} {
+		b.Run(name, func(b *testing.B) {
+			lambda.UseDefaultAllocator(strings.HasPrefix(name, "go-slices"))
+			defer lambda.UseDefaultAllocator(false)
+			e, _ := benchEnv(b, lambda.Config{CacheDir: b.TempDir()})
+			benchDeploy(b, e, "echo", wasmtest.Example(b, "echo"), lambda.DeployOptions{})
+			var starts []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				lambda.StopPaused(e)
+				b.StartTimer()
+				res, err := e.Invoke(context.Background(), lambda.Invocation{Name: "echo", Body: []byte("x")})
+				if err != nil || res.Start != lambda.StartRestart {
+					b.Fatalf("%v %q", err, res.Start)
+				}
+				starts = append(starts, res.StartTime)
+			}
+			b.ReportMetric(float64(median(starts).Microseconds()), "start-µs")
+		})
+	}
+}
+
 // BenchmarkPausedPerGiB holds many paused sandboxes (of sleep) and reports
 // how many fit in a GiB, counting their linear memory and the process's
 // resident memory growth.

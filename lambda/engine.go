@@ -40,6 +40,10 @@ const (
 	statusBadRequest = 3
 )
 
+// allocator supplies sandboxes' linear memory (nil: wazero's default);
+// benchmarks swap it to compare.
+var allocator = memoryAllocator
+
 // Engine is one node's function runtime. Create it with New.
 type Engine struct {
 	cfg   Config

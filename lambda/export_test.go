@@ -1,6 +1,10 @@
 package lambda
 
-import "context"
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero/experimental"
+)
 
 // Reap runs one keep-alive pass now (tests drive the clock).
 func Reap(e *Engine) { e.reap() }
@@ -34,5 +38,15 @@ func DropCompiled(e *Engine) {
 	e.mu.Unlock()
 	for _, c := range mods {
 		_ = c.cm.Close(context.Background())
+	}
+}
+
+// UseDefaultAllocator switches sandboxes to wazero's default linear memory
+// (Go slices) when on, and back to memoryAllocator when off.
+func UseDefaultAllocator(on bool) {
+	if on {
+		allocator = func() experimental.MemoryAllocator { return nil }
+	} else {
+		allocator = memoryAllocator
 	}
 }

@@ -241,7 +241,7 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 		WithRandSource(rand.Reader).
 		WithStdout(sink).
 		WithStderr(sink)
-	if a := memoryAllocator(); a != nil {
+	if a := allocator(); a != nil {
 		ctx = experimental.WithMemoryAllocator(ctx, a)
 	}
 	mod, err := c.rt.r.InstantiateModule(ctx, c.cm, cfg)
