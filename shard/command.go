@@ -20,6 +20,9 @@ const (
 	opNoop uint8 = 3
 	// opBatch applies its Ops, single puts and deletes, atomically.
 	opBatch uint8 = 4
+	// opTrimFeed deletes the shard's change-feed records through index
+	// Version (retention; see feed.go).
+	opTrimFeed uint8 = 5
 )
 
 // Command preconditions.
@@ -216,6 +219,10 @@ func decodeCommand(b []byte) (command, error) {
 	case opBatch:
 		if err := validateBatch(c); err != nil {
 			return command{}, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+	case opTrimFeed:
+		if c.Key != "" || len(c.Value) != 0 || c.Cond != condNone || c.Space != 0 || len(c.Ops) != 0 {
+			return command{}, fmt.Errorf("%w: feed trim with arguments", ErrBadCommand)
 		}
 	default:
 		return command{}, fmt.Errorf("%w: unknown op %d", ErrBadCommand, c.Op)

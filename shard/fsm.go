@@ -35,6 +35,8 @@ type fsm struct {
 	changed chan struct{} // closed and replaced whenever applied advances
 
 	onApply func(n int) // metrics hook: entries applied, replays excluded
+
+	feedSeq uint16 // next feed sequence number within the entry being applied
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -118,8 +120,14 @@ func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
 		// Every replica rejects the same bytes the same way.
 		return applyResult{err: err}
 	}
+	f.feedSeq = 0
 	switch cmd.Op {
 	case opNoop:
+		return applyResult{}
+	case opTrimFeed:
+		if err := a.TrimFeed(min(cmd.Version, l.Index)); err != nil {
+			panic(fmt.Sprintf("shard %d: trim feed at %d: %v", f.shard, l.Index, err))
+		}
 		return applyResult{}
 	case opBatch:
 		return f.applyBatch(a, l, cmd.Ops)
@@ -190,6 +198,7 @@ func (f *fsm) write(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte, cmd comma
 		if err := a.PutIn(sp, key, cmd.Value, l.Index); err != nil {
 			panic(fmt.Sprintf("shard %d: put at %d: %v", f.shard, l.Index, err))
 		}
+		f.feed(a, l, sp, kv.FeedPut, key, cmd.Value)
 		return applyResult{version: l.Index}
 	default: // opDelete
 		if !found {
@@ -198,7 +207,24 @@ func (f *fsm) write(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte, cmd comma
 		if err := a.DeleteIn(sp, key); err != nil {
 			panic(fmt.Sprintf("shard %d: delete at %d: %v", f.shard, l.Index, err))
 		}
+		f.feed(a, l, sp, kv.FeedDelete, key, nil)
 		return applyResult{deleted: true}
+	}
+}
+
+// feed records a change of user data in the shard's change feed, in the
+// same batch. System records have no feed.
+func (f *fsm) feed(a *kv.Apply, l *raft.Log, sp kv.Space, op byte, key, value []byte) {
+	if sp != kv.UserData {
+		return
+	}
+	r := kv.FeedRecord{Index: l.Index, Seq: f.feedSeq, Op: op, Time: l.AppendedAt.UnixNano(), Key: key, Value: value}
+	if l.AppendedAt.IsZero() {
+		r.Time = 0
+	}
+	f.feedSeq++
+	if err := a.AppendFeed(r); err != nil {
+		panic(fmt.Sprintf("shard %d: feed at %d: %v", f.shard, l.Index, err))
 	}
 }
 

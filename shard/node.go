@@ -90,6 +90,20 @@ type Config struct {
 	// concurrent use, and small: bytes over MaxStatusInfoBytes are dropped
 	// (sent as nil).
 	StatusInfo func() []byte
+
+	// FeedRetainEntries bounds each shard's change feed by Raft entries:
+	// records more than this many entries behind the applied index are
+	// trimmed. Default 100000.
+	FeedRetainEntries uint64
+	// FeedRetainAge trims change-feed records older than this (by the
+	// leader's clock when the entry was appended). Default 24h.
+	FeedRetainAge time.Duration
+	// FeedTrimInterval is how often a shard's leader considers trimming its
+	// feed. Default 10s.
+	FeedTrimInterval time.Duration
+	// FeedTrimLimit, when set, bounds trimming: shard s's feed is never
+	// trimmed past FeedTrimLimit(s) (the lowest live trigger checkpoint).
+	FeedTrimLimit func(shard int) uint64
 }
 
 func (c *Config) setDefaults() error {
@@ -159,6 +173,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
+	}
+	if c.FeedRetainEntries == 0 {
+		c.FeedRetainEntries = 100000
+	}
+	if c.FeedRetainAge <= 0 {
+		c.FeedRetainAge = 24 * time.Hour
+	}
+	if c.FeedTrimInterval <= 0 {
+		c.FeedTrimInterval = 10 * time.Second
 	}
 	if c.SnapshotInterval <= 0 {
 		c.SnapshotInterval = 10 * time.Second
@@ -249,6 +272,8 @@ func Open(cfg Config) (*Node, error) {
 		go n.probeLoop()
 		go n.balanceLoop()
 	}
+	n.bg.Add(1)
+	go n.feedTrimLoop()
 	cfg.Logger.Info("node started", "node", cfg.ID, "shards", cfg.Shards, "peers", len(cfg.Peers))
 	return n, nil
 }

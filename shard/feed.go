@@ -1,0 +1,213 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"lambdadb/kv"
+)
+
+// Change is one committed change of user data, as the change feed holds
+// it.
+type Change struct {
+	Shard   int
+	Index   uint64 // Raft index of the change; the put's version
+	Seq     uint16 // position within the entry
+	Key     string
+	Value   []byte // nil for a delete
+	Delete  bool
+	Time    time.Time // when the shard's leader appended the entry
+	Version uint64    // == Index
+}
+
+// FeedPage is one read of a shard's feed.
+type FeedPage struct {
+	Changes []Change
+	// Trimmed is the index through which the feed was trimmed: positions
+	// below it can no longer be read.
+	Trimmed uint64
+	// Applied is the replica's applied index when it was read: with no
+	// more changes, a reader has seen everything through Applied.
+	Applied uint64
+	// More reports that the page stopped at its limit.
+	More bool
+}
+
+// ErrFeedTrimmed is returned for a feed position older than what is
+// retained.
+var ErrFeedTrimmed = errors.New("shard: feed position trimmed")
+
+// ErrNotHosted is returned for a shard this node holds no replica of.
+var ErrNotHosted = errors.New("shard: shard not hosted here")
+
+// Feed limits.
+const (
+	DefaultFeedLimit = 1000
+	MaxFeedBytes     = 4 << 20
+)
+
+// ReadFeed returns shard s's changes after position after (an index: every
+// change at or below it was seen), from this node's replica — at most
+// limit changes and about MaxFeedBytes. A position older than the feed's
+// trim point fails with ErrFeedTrimmed, unless after is 0 and nothing was
+// trimmed. ro's Session consistency makes the replica first catch up with
+// the caller's token for the shard.
+func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro ReadOptions) (FeedPage, error) {
+	if n.closed.Load() {
+		return FeedPage{}, ErrClosed
+	}
+	if s < 0 || s >= n.cfg.Shards {
+		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrInvalidScan, s)
+	}
+	g := n.hosted(s)
+	if g == nil {
+		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
+	}
+	if limit <= 0 {
+		limit = DefaultFeedLimit
+	}
+	if ro.Consistency != Stale {
+		ctx, cancel := n.ctx(ctx)
+		err := n.prepareRead(ctx, g, ro)
+		cancel()
+		if errors.Is(err, errForward) {
+			err = nil // a stale page is still a correct prefix of the feed
+		}
+		if err != nil {
+			return FeedPage{}, err
+		}
+	}
+	r := n.eng.NewReader()
+	defer r.Close()
+	var page FeedPage
+	var err error
+	if page.Trimmed, err = r.FeedTrimmed(s); err != nil {
+		return page, err
+	}
+	if page.Applied, err = r.Applied(s); err != nil {
+		return page, err
+	}
+	if after < page.Trimmed {
+		return page, fmt.Errorf("%w: shard %d position %d, the feed starts after %d", ErrFeedTrimmed, s, after, page.Trimmed)
+	}
+	bytes := 0
+	err = r.ScanFeed(s, after, func(fr kv.FeedRecord) bool {
+		if len(page.Changes) >= limit || (bytes >= MaxFeedBytes && len(page.Changes) > 0) {
+			// Never split an entry: a reader resumes after an index.
+			if last := page.Changes[len(page.Changes)-1]; last.Index != fr.Index {
+				page.More = true
+				return false
+			}
+		}
+		c := Change{Shard: s, Index: fr.Index, Seq: fr.Seq, Key: string(fr.Key), Value: fr.Value,
+			Delete: fr.Op == kv.FeedDelete, Version: fr.Index}
+		if fr.Time != 0 {
+			c.Time = time.Unix(0, fr.Time)
+		}
+		bytes += len(fr.Key) + len(fr.Value)
+		page.Changes = append(page.Changes, c)
+		return true
+	})
+	if err != nil {
+		return page, fmt.Errorf("shard: read feed of shard %d: %w", s, err)
+	}
+	if page.More {
+		// Everything through the last returned index was seen.
+		page.Applied = page.Changes[len(page.Changes)-1].Index
+	}
+	return page, nil
+}
+
+// WaitFeed blocks until this node's replica of shard s has applied an
+// entry after index after, or ctx ends (it then returns ctx's error).
+func (n *Node) WaitFeed(ctx context.Context, s int, after uint64) error {
+	g := n.hosted(s)
+	if g == nil {
+		return fmt.Errorf("%w: shard %d", ErrNotHosted, s)
+	}
+	return g.fsm.waitApplied(ctx, after+1)
+}
+
+// Hosts reports whether this node holds a replica of shard s.
+func (n *Node) Hosts(s int) bool { return n.hosted(s) != nil }
+
+// AppliedIndex returns this node's applied index of shard s (0 when not
+// hosted).
+func (n *Node) AppliedIndex(s int) uint64 {
+	if g := n.hosted(s); g != nil {
+		return g.fsm.applied.Load()
+	}
+	return 0
+}
+
+// feedTrimLoop trims the feeds of the shards this node leads, within the
+// retention bounds and never past Config.FeedTrimLimit.
+func (n *Node) feedTrimLoop() {
+	defer n.bg.Done()
+	tick := time.NewTicker(n.cfg.FeedTrimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		for _, g := range n.groups {
+			if g == nil || g.raft.State() != raft.Leader {
+				continue
+			}
+			if err := n.trimFeed(g); err != nil && !n.closed.Load() {
+				n.cfg.Logger.Debug("feed trim failed", "shard", g.id, "err", err)
+			}
+		}
+	}
+}
+
+// trimScanLimit bounds the records one retention pass examines by age.
+const trimScanLimit = 10000
+
+func (n *Node) trimFeed(g *group) error {
+	trimmed, err := n.eng.FeedTrimmed(g.id)
+	if err != nil {
+		return err
+	}
+	applied := g.fsm.applied.Load()
+	var target uint64
+	if applied > n.cfg.FeedRetainEntries {
+		target = applied - n.cfg.FeedRetainEntries
+	}
+	cutoff := time.Now().Add(-n.cfg.FeedRetainAge).UnixNano()
+	seen := 0
+	err = n.eng.ScanFeed(g.id, max(trimmed, target), func(fr kv.FeedRecord) bool {
+		seen++
+		if fr.Time == 0 || fr.Time >= cutoff || seen > trimScanLimit {
+			return false
+		}
+		target = max(target, fr.Index)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if n.cfg.FeedTrimLimit != nil {
+		target = min(target, n.cfg.FeedTrimLimit(g.id))
+	}
+	if target <= trimmed {
+		return nil
+	}
+	b, err := encodeCommand(command{Op: opTrimFeed, Version: target})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+	defer cancel()
+	_, _, err = n.applyLocal(ctx, g, b)
+	if err == nil {
+		n.cfg.Logger.Debug("feed trimmed", "shard", g.id, "through", target)
+	}
+	return err
+}

@@ -1,0 +1,146 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"lambdadb/shard"
+)
+
+func allChanges(t *testing.T, n *shard.Node, s int, after uint64) []shard.Change {
+	t.Helper()
+	var out []shard.Change
+	for {
+		p, err := n.ReadFeed(context.Background(), s, after, 3, shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p.Changes...)
+		if !p.More {
+			return out
+		}
+		after = p.Applied
+	}
+}
+
+func TestFeedRecordsChanges(t *testing.T) {
+	n := open(t, shard.Config{Shards: 1})
+	ctx := context.Background()
+	put := func(k, v string) uint64 {
+		r, err := n.Put(ctx, k, []byte(v), shard.Cond{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Version
+	}
+	v1 := put("a", "1")
+	v2 := put("b", "2")
+	if _, err := n.Delete(ctx, "a", shard.Cond{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Delete(ctx, "absent", shard.Cond{}, nil); err != nil { // no change, no record
+		t.Fatal(err)
+	}
+	if _, err := n.Put(ctx, "b", []byte("x"), shard.Cond{IfMatch: ver(1)}, nil); !errors.Is(err, shard.ErrPrecondition) {
+		t.Fatal(err)
+	}
+	br, err := n.Batch(ctx, []shard.Op{
+		{Key: "c", Value: []byte("3")},
+		{Space: shard.SystemSpace, Key: "sys", Value: []byte("hidden")},
+		{Key: "b", Delete: true},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := allChanges(t, n, 0, 0)
+	want := []string{
+		fmt.Sprintf("put a=1 @%d", v1), fmt.Sprintf("put b=2 @%d", v2), "delete a", fmt.Sprintf("put c=3 @%d", br.Index), "delete b",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("feed = %+v", got)
+	}
+	for i, c := range got {
+		s := fmt.Sprintf("put %s=%s @%d", c.Key, c.Value, c.Version)
+		if c.Delete {
+			s = "delete " + c.Key
+		}
+		if s != want[i] {
+			t.Fatalf("change %d = %s, want %s", i, s, want[i])
+		}
+		if c.Time.IsZero() || time.Since(c.Time) > time.Minute {
+			t.Fatalf("change %d time %v", i, c.Time)
+		}
+	}
+	if got[3].Index != got[4].Index || got[3].Seq != 0 || got[4].Seq != 1 {
+		t.Fatalf("batch changes %+v", got[3:])
+	}
+	// Resuming after an index skips exactly what was seen.
+	if rest := allChanges(t, n, 0, v2); len(rest) != 3 || rest[0].Key != "a" {
+		t.Fatalf("after %d: %+v", v2, rest)
+	}
+	// WaitFeed wakes on the next change.
+	applied := n.AppliedIndex(0)
+	done := make(chan error, 1)
+	go func() { done <- n.WaitFeed(ctx, 0, applied) }()
+	time.Sleep(20 * time.Millisecond)
+	put("d", "4")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitFeed did not wake")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := n.WaitFeed(wctx, 0, n.AppliedIndex(0)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFeed with nothing new: %v", err)
+	}
+}
+
+func TestFeedRetention(t *testing.T) {
+	var limit atomic.Uint64
+	limit.Store(1 << 62)
+	n := open(t, shard.Config{Shards: 1, FeedRetainEntries: 10, FeedTrimInterval: 20 * time.Millisecond,
+		FeedTrimLimit: func(int) uint64 { return limit.Load() }})
+	ctx := context.Background()
+	for i := 0; i < 30; i++ {
+		if _, err := n.Put(ctx, fmt.Sprint("k", i), []byte("v"), shard.Cond{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := n.ReadFeed(ctx, 0, n.AppliedIndex(0)-5, 0, shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Trimmed > 0 && p.Trimmed+12 >= n.AppliedIndex(0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not trimmed: trimmed %d applied %d", p.Trimmed, n.AppliedIndex(0))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := n.ReadFeed(ctx, 0, 0, 0, shard.ReadOptions{Consistency: shard.Stale}); !errors.Is(err, shard.ErrFeedTrimmed) {
+		t.Fatalf("reading from 0 after trimming: %v", err)
+	}
+	// A trim limit (a trigger's checkpoint) holds the feed back.
+	p, _ := n.ReadFeed(ctx, 0, n.AppliedIndex(0), 0, shard.ReadOptions{Consistency: shard.Stale})
+	limit.Store(p.Trimmed)
+	for i := 0; i < 30; i++ {
+		if _, err := n.Put(ctx, fmt.Sprint("m", i), []byte("v"), shard.Cond{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if p2, _ := n.ReadFeed(ctx, 0, limit.Load(), 0, shard.ReadOptions{Consistency: shard.Stale}); p2.Trimmed != limit.Load() {
+		t.Fatalf("trimmed to %d past the limit %d", p2.Trimmed, limit.Load())
+	}
+}
