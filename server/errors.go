@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"lambdadb/changefeed"
 	"lambdadb/internal/session"
 	"lambdadb/lambda"
 	"lambdadb/shard"
@@ -47,6 +48,14 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "bad_body"
 	case errors.Is(err, errNotFound), errors.Is(err, lambda.ErrNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, changefeed.ErrExpired):
+		return http.StatusGone, "cursor_expired"
+	case errors.Is(err, changefeed.ErrBadCursor):
+		return http.StatusBadRequest, "bad_cursor"
+	case errors.Is(err, errBadFeedParam):
+		return http.StatusBadRequest, "bad_parameter"
+	case errors.Is(err, changefeed.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, lambda.ErrInvalidName):
 		return http.StatusBadRequest, "invalid_name"
 	case errors.Is(err, lambda.ErrInvalidConfig):

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"lambdadb/changefeed"
 	"lambdadb/lambda"
 	"lambdadb/shard"
 )
@@ -56,6 +57,7 @@ type Config struct {
 // Server is the HTTP API handler. Create it with New.
 type Server struct {
 	node     *shard.Node
+	feed     *changefeed.Feed
 	fns      *lambda.Engine
 	peers    *http.Client
 	maxValue int
@@ -97,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		node:     cfg.Node,
+		feed:     changefeed.New(cfg.Node),
 		fns:      cfg.Functions,
 		peers:    cfg.PeerClient,
 		maxValue: cfg.MaxValueBytes,
@@ -113,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		{"GET /v1/kv/{key...}", "kv_get", http.HandlerFunc(s.getKey)},
 		{"DELETE /v1/kv/{key...}", "kv_delete", http.HandlerFunc(s.deleteKey)},
 		{"GET /v1/kv", "kv_scan", http.HandlerFunc(s.scan)},
+		{"GET /v1/feed", "feed", http.HandlerFunc(s.getFeed)},
 		{"GET /v1/cluster", "cluster", http.HandlerFunc(s.cluster)},
 		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
 		{"GET /metrics", "metrics", metrics},
