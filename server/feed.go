@@ -155,4 +155,3 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, req changefe
 		}
 	}
 }
-
