@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"lambdadb/internal/testnode"
 	"lambdadb/internal/wasmtest"
 )
 
@@ -84,3 +85,29 @@ func TestFnCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestFeedCommand(t *testing.T) {
+	ts := testnodeServer(t)
+	env := map[string]string{"LAMBDADB_SERVER": ts}
+	for _, kv := range [][2]string{{"a/1", "x"}, {"b/1", "y"}, {"a/2", "z"}} {
+		if r := runCLI(env, "", "put", kv[0], kv[1]); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	runCLI(env, "", "del", "a/1")
+	r := runCLI(env, "", "feed", "--prefix", "a/", "--cursor", "beginning", "--once")
+	if r.code != 0 || r.stdout != "put a/1 \"x\"\nput a/2 \"z\"\ndelete a/1\n" || !strings.Contains(r.stderr, "cursor: c1.") {
+		t.Fatalf("feed: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	cur := strings.TrimSpace(strings.TrimPrefix(r.stderr, "cursor: "))
+	runCLI(env, "", "put", "a/3", "w")
+	r = runCLI(env, "", "feed", "--prefix", "a/", "--cursor", cur, "--once", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"key":"a/3"`) || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("resume: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(env, "", "feed", "--cursor", "bogus", "--once"); r.code != 1 || !strings.Contains(r.stderr, "bad_cursor") {
+		t.Fatalf("bad cursor: %d %q", r.code, r.stderr)
+	}
+}
+
+func testnodeServer(t *testing.T) string { return testnode.Serve(t, testnode.New(t)).URL }

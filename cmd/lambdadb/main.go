@@ -93,6 +93,7 @@ func init() {
 		scanCommand,
 		statusCommand,
 		fnCommand,
+		feedCommand,
 	}
 }
 
