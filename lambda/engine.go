@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,6 +238,8 @@ func (e *Engine) retire(name string) {
 		delete(e.pools, name)
 	}
 	delete(e.fnCache, name)
+	delete(e.stats, name)
+	delete(e.logs, name)
 	e.mu.Unlock()
 	closeAll(drop)
 }
@@ -247,8 +250,12 @@ func (e *Engine) retireLocked(p *pool) []*instance {
 	p.retired = true
 	drop := p.idle
 	p.idle = nil
+	now := e.cfg.Now()
 	for _, i := range drop {
 		e.unlinkLocked(i)
+		e.liveBytes -= i.memBytes
+		i.c.users--
+		i.c.lastUsed = now
 	}
 	return drop
 }
@@ -279,6 +286,11 @@ func (e *Engine) begin(ctx context.Context) (context.Context, func(), error) {
 
 // call runs one entry point of f.
 func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte, tok session.Token, ro shard.Consistency, res Result) (Result, error) {
+	return e.callWith(ctx, f, kind, msg, tok, ro, res, nil)
+}
+
+// callWith is call with an optional write buffer (CallChanges).
+func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []byte, tok session.Token, ro shard.Consistency, res Result, tx *txBuffer) (Result, error) {
 	ctx, end, err := e.begin(ctx)
 	if err != nil {
 		return res, err
@@ -288,6 +300,8 @@ func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte,
 	if err != nil {
 		return res, err
 	}
+	f = p.fn // the newest version this node knows
+	res.Function = f
 	if n := p.inflight.Add(1); n > int64(f.MaxInstances+e.cfg.QueueLength) {
 		p.inflight.Add(-1)
 		e.m.rejected.WithLabelValues(f.Name).Inc()
@@ -295,10 +309,19 @@ func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte,
 			ErrOverloaded, f.Name, n-1, e.cfg.NodeID, f.MaxInstances, e.cfg.QueueLength)
 	}
 	defer p.inflight.Add(-1)
+	// Waiting for an instance is bounded by the function's timeout too.
+	qctx, qcancel := context.WithTimeout(ctx, f.Timeout())
 	select {
 	case p.sem <- struct{}{}:
-	case <-ctx.Done():
-		return res, fmt.Errorf("lambda: waiting for an instance of %q: %w", f.Name, ctx.Err())
+		qcancel()
+	case <-qctx.Done():
+		qcancel()
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("lambda: waiting for an instance of %q: %w", f.Name, ctx.Err())
+		}
+		e.m.rejected.WithLabelValues(f.Name).Inc()
+		return res, fmt.Errorf("%w: no instance of %q freed up within its timeout of %v (max_instances %d)",
+			ErrOverloaded, f.Name, f.Timeout(), f.MaxInstances)
 	}
 	defer func() { <-p.sem }()
 
@@ -311,7 +334,7 @@ func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte,
 		e.record(f, &res, err)
 		return res, err
 	}
-	cs := &callState{e: e, fn: f, req: msg, tok: tok, ro: ro}
+	cs := &callState{e: e, fn: f, req: msg, tok: tok, ro: ro, tx: tx}
 	out, healthy, err := e.run(ctx, inst, cs, kind)
 	res.Duration = time.Since(began)
 	e.release(p, inst, healthy)
@@ -337,8 +360,18 @@ func (e *Engine) acquire(ctx context.Context, p *pool, tok session.Token) (*inst
 		e.mu.Unlock()
 		return inst, StartWarm, nil
 	}
+	// Admission: a new sandbox must fit the node's memory budget, paused
+	// ones giving way first.
+	evicted := e.makeRoomLocked(startEstimate)
+	if e.liveBytes+startEstimate > e.cfg.MemoryBudget {
+		e.mu.Unlock()
+		closeAll(evicted)
+		return nil, "", fmt.Errorf("%w: the node's sandbox memory budget (%d MiB) is in use by running calls",
+			ErrOverloaded, e.cfg.MemoryBudget>>20)
+	}
 	p.running++
 	e.mu.Unlock()
+	closeAll(evicted)
 	inst, start, err := e.startInstance(ctx, p, tok)
 	if err != nil {
 		e.mu.Lock()
@@ -357,7 +390,13 @@ func (e *Engine) startInstance(ctx context.Context, p *pool, tok session.Token) 
 	if err != nil {
 		return nil, "", err
 	}
-	c, fresh, err := e.compile(ctx, rt, f.SHA256, func() ([]byte, error) { return e.moduleBytes(ctx, f, tok) })
+	// The module is fetched for every caller waiting on this compile: not
+	// under one caller's deadline.
+	c, fresh, err := e.compile(ctx, rt, f.SHA256, func() ([]byte, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		return e.moduleBytes(fctx, f, tok)
+	})
 	start := StartRestart
 	if fresh {
 		start = StartCold
@@ -429,7 +468,7 @@ func (e *Engine) run(ctx context.Context, inst *instance, cs *callState, kind ui
 	case statusNoEntry:
 		return nil, true, fmt.Errorf("%w: %s", ErrNoEntrypoint, r.Msg)
 	default:
-		return nil, true, fmt.Errorf("lambda: %q rejected the request: %s", f.Name, r.Msg)
+		return nil, true, fmt.Errorf("%w: %q could not decode its request (SDK mismatch?): %s", ErrHandler, f.Name, r.Msg)
 	}
 }
 
@@ -536,11 +575,19 @@ func (e *Engine) stopLocked(i *instance) {
 	i.c.lastUsed = e.cfg.Now()
 }
 
+// startEstimate is the memory a new sandbox is assumed to need before it
+// has run (a Go guest starts with 2-3 MiB).
+const startEstimate = 4 << 20
+
 // enforceBudgetLocked stops paused instances, least recently used first,
 // while live sandboxes exceed the memory budget.
-func (e *Engine) enforceBudgetLocked() []*instance {
+func (e *Engine) enforceBudgetLocked() []*instance { return e.makeRoomLocked(0) }
+
+// makeRoomLocked stops paused instances, least recently used first, until
+// need more bytes fit in the budget or none is left.
+func (e *Engine) makeRoomLocked(need int64) []*instance {
 	var out []*instance
-	for e.liveBytes > e.cfg.MemoryBudget && e.lruTail != nil {
+	for e.liveBytes+need > e.cfg.MemoryBudget && e.lruTail != nil {
 		i := e.lruTail
 		e.stopLocked(i)
 		out = append(out, i)
@@ -673,9 +720,25 @@ func (e *Engine) StatusInfo() []byte {
 	if len(m) == 0 {
 		return nil
 	}
+	if len(m) > maxHinted {
+		// Stay well within the status report's size bound: keep the
+		// functions with the most paused sandboxes.
+		names := make([]string, 0, len(m))
+		for name := range m {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool { return m[names[i]] > m[names[j]] })
+		for _, name := range names[maxHinted:] {
+			delete(m, name)
+		}
+	}
 	b, _ := msgpack.Marshal(m)
 	return b
 }
+
+// maxHinted bounds the functions named in StatusInfo (~70 bytes each at
+// most, under shard.MaxStatusInfoBytes).
+const maxHinted = 800
 
 // PausedIn decodes a peer's StatusInfo and reports whether it holds a
 // paused sandbox of name.

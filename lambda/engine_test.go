@@ -474,3 +474,78 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSandboxMemoryReturned: every sandbox's memory is freed, whether its
+// call ended normally, timed out in a host sleep, or trapped, and paused
+// sandboxes of a redeployed or removed function are released.
+func TestSandboxMemoryReturned(t *testing.T) {
+	if lambda.LiveMemories() < 0 {
+		t.Skip("memory accounting needs the mmap allocator (linux)")
+	}
+	v := newEnv(t, lambda.Config{})
+	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{TimeoutMS: 200, MaxInstances: 4})
+	base := lambda.LiveMemories()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := []string{"sleep 5000", "loop", "panic", "exit"}[i%4]
+			_, _ = v.invoke("faulty", req)
+		}()
+	}
+	wg.Wait()
+	// Paused sandboxes hold memory; stop them and everything is back.
+	lambda.StopPaused(v.e)
+	waitFor(t, func() bool { return lambda.LiveMemories() == base })
+
+	// Redeploys and a remove release the old versions' paused sandboxes.
+	sandbox := int64(0)
+	for i := 0; i < 3; i++ {
+		v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{TimeoutMS: 200 + i})
+		if _, err := v.invoke("faulty", "ok"); err != nil {
+			t.Fatal(err)
+		}
+		if sandbox == 0 {
+			sandbox = v.e.LiveBytes()
+		}
+		if got := v.e.LiveBytes(); got > sandbox*3/2 {
+			t.Fatalf("after redeploy %d live bytes %d, one sandbox is %d", i, got, sandbox)
+		}
+	}
+	if _, err := v.e.Remove(context.Background(), "faulty", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return v.e.LiveBytes() == 0 && lambda.LiveMemories() == base })
+}
+
+func TestLogLinesBounded(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{})
+	if _, err := v.invoke("faulty", "spam 100000"); err != nil {
+		t.Fatal(err)
+	}
+	logs := v.e.Logs("faulty")
+	if len(logs) != 1 || len(logs[0].Line) != 4096 {
+		t.Fatalf("%d lines, first %d bytes", len(logs), len(logs[0].Line))
+	}
+}
+
+// TestCanceledSleepFreesMemory: callers that go away while their handler
+// sleeps in the host leave no sandbox memory behind (the host used to
+// unwind such guests in a way that skipped freeing their memory).
+func TestCanceledSleepFreesMemory(t *testing.T) {
+	if lambda.LiveMemories() < 0 {
+		t.Skip("memory accounting needs the mmap allocator (linux)")
+	}
+	v := newEnv(t, lambda.Config{})
+	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{})
+	base := lambda.LiveMemories()
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		_, _ = v.e.Invoke(ctx, lambda.Invocation{Name: "faulty", Body: []byte("sleep 500"), Consistency: shard.Session})
+		cancel()
+	}
+	lambda.StopPaused(v.e)
+	waitFor(t, func() bool { return lambda.LiveMemories() == base })
+}

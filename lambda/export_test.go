@@ -50,3 +50,7 @@ func UseDefaultAllocator(on bool) {
 		allocator = memoryAllocator
 	}
 }
+
+// LiveMemories returns the sandbox memories allocated and not yet freed
+// (-1 where unknown).
+func LiveMemories() int64 { return liveMemoryCount() }

@@ -47,6 +47,8 @@ type callState struct {
 	kvBytes int64
 	fault   string // why the host aborted the call
 
+	tx *txBuffer // OnChanges with buffered writes (changes.go)
+
 	line []byte // partial output line
 }
 
@@ -85,15 +87,17 @@ func (cs *callState) write(m api.Module, ptr uint32, b []byte, what string) {
 func (cs *callState) output(p []byte) {
 	for len(p) > 0 {
 		i := indexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		// Lines are cut at maxLogLine; the rest of a long line is dropped.
+		if room := maxLogLine - len(cs.line); room > 0 {
+			cs.line = append(cs.line, chunk[:min(len(chunk), room)]...)
+		}
 		if i < 0 {
-			cs.line = append(cs.line, p...)
-			if len(cs.line) > maxLogLine {
-				cs.e.appendLog(cs.fn.Name, string(cs.line))
-				cs.line = cs.line[:0]
-			}
 			return
 		}
-		cs.line = append(cs.line, p[:i]...)
 		cs.e.appendLog(cs.fn.Name, string(cs.line))
 		cs.line = cs.line[:0]
 		p = p[i+1:]
@@ -181,8 +185,9 @@ func (e *Engine) instantiateHost(ctx context.Context, r wazero.Runtime) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			// Unwind the guest now rather than when it next checks.
-			panic(fmt.Errorf("lambda: sleep interrupted: %w", ctx.Err()))
+			// Return: the guest is closed at its next function call or
+			// loop (WithCloseOnContextDone), which also frees its memory —
+			// a panic here would skip that.
 		}
 	}, []api.ValueType{i64}, nil)
 	_, err := b.Instantiate(ctx)
@@ -232,6 +237,12 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: get: %v", errBadHostCall, err))
 		}
+		if op, ok := cs.tx.lookup(r.Key); ok {
+			if op.Delete {
+				return encodeHost("", "", false, nil, uint64(0))
+			}
+			return encodeHost("", "", true, op.Value, uint64(0))
+		}
 		res, err := e.cfg.Store.GetIn(ctx, shard.UserSpace, r.Key, ro)
 		cs.tok = res.Session
 		if err != nil {
@@ -250,6 +261,17 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		}
 		if err != nil {
 			return fail(fmt.Errorf("%w: put: %v", errBadHostCall, err))
+		}
+		if err := shard.ValidateKey(r.Key); err != nil {
+			return fail(err)
+		}
+		if cs.tx != nil && !cs.tx.direct {
+			if op == opPut && cs.tx.add(shard.Op{Key: r.Key, Value: r.Value}) {
+				return encodeHost("", "", true, uint64(0))
+			}
+			if err := e.flush(ctx, cs); err != nil {
+				return fail(err)
+			}
 		}
 		var cond shard.Cond
 		if op == opCAS {
@@ -273,6 +295,17 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		var r keyReq
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: delete: %v", errBadHostCall, err))
+		}
+		if err := shard.ValidateKey(r.Key); err != nil {
+			return fail(err)
+		}
+		if cs.tx != nil && !cs.tx.direct {
+			if cs.tx.add(shard.Op{Key: r.Key, Delete: true}) {
+				return encodeHost("", "", true)
+			}
+			if err := e.flush(ctx, cs); err != nil {
+				return fail(err)
+			}
 		}
 		res, err := e.cfg.Store.Delete(ctx, r.Key, shard.Cond{}, cs.tok)
 		cs.tok = res.Session

@@ -4,6 +4,7 @@ package lambda
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/tetratelabs/wazero/experimental"
@@ -25,6 +26,10 @@ type mmapAllocator struct{}
 
 const poolBytes = 256 << 20
 
+// liveMemories counts memories handed out and not yet freed (tests check
+// that every sandbox's memory is returned).
+var liveMemories atomic.Int64
+
 var memPool struct {
 	sync.Mutex
 	free  map[uint64][]*mmapMemory // by mapping size
@@ -32,6 +37,7 @@ var memPool struct {
 }
 
 func (mmapAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
+	liveMemories.Add(1)
 	if max == 0 || max > 1<<36 {
 		return &sliceMemory{max: max}
 	}
@@ -42,7 +48,7 @@ func (mmapAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
 		memPool.bytes -= m.used
 		memPool.Unlock()
 		clear(m.buf[:m.used])
-		m.used = 0
+		m.used, m.freed = 0, false
 		return m
 	}
 	memPool.Unlock()
@@ -55,8 +61,9 @@ func (mmapAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
 }
 
 type mmapMemory struct {
-	buf  []byte
-	used uint64 // high-water length handed out
+	buf   []byte
+	used  uint64 // high-water length handed out
+	freed bool   // Free ran (a second Free is a no-op)
 }
 
 func (m *mmapMemory) Reallocate(size uint64) []byte {
@@ -68,9 +75,11 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 }
 
 func (m *mmapMemory) Free() {
-	if m.buf == nil {
+	if m.buf == nil || m.freed {
 		return
 	}
+	m.freed = true
+	liveMemories.Add(-1)
 	size := uint64(len(m.buf))
 	memPool.Lock()
 	if memPool.bytes+m.used <= poolBytes {
@@ -106,6 +115,14 @@ func (m *sliceMemory) Reallocate(size uint64) []byte {
 	return m.buf
 }
 
-func (m *sliceMemory) Free() { m.buf = nil }
+func (m *sliceMemory) Free() {
+	if m.buf != nil || m.max > 0 {
+		liveMemories.Add(-1)
+	}
+	m.buf, m.max = nil, 0
+}
 
 func memoryAllocator() experimental.MemoryAllocator { return mmapAllocator{} }
+
+// liveMemoryCount returns the sandbox memories not yet freed.
+func liveMemoryCount() int64 { return liveMemories.Load() }

@@ -113,7 +113,7 @@ func (e *Engine) compile(ctx context.Context, rt *wasmRuntime, sha string, fetch
 		return c, false, nil
 	}
 	start := time.Now()
-	wasm, err := fetch()
+	wasm, err := fetch() // fetch bounds itself: waiters share its outcome
 	if err == nil {
 		c.cm, err = rt.r.CompileModule(context.WithoutCancel(ctx), wasm)
 		if err != nil {
@@ -241,11 +241,16 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 		WithRandSource(rand.Reader).
 		WithStdout(sink).
 		WithStderr(sink)
+	var track *trackingAllocator
 	if a := allocator(); a != nil {
-		ctx = experimental.WithMemoryAllocator(ctx, a)
+		track = &trackingAllocator{inner: a}
+		ctx = experimental.WithMemoryAllocator(ctx, track)
 	}
 	mod, err := c.rt.r.InstantiateModule(ctx, c.cm, cfg)
 	if err != nil {
+		// wazero does not free the memory of a module that failed to
+		// instantiate (a trapping start function, a bad data segment).
+		track.freeAll()
 		if msg := sink.tail(); msg != "" {
 			err = fmt.Errorf("%w (output: %s)", err, msg)
 		}
@@ -310,4 +315,26 @@ func exitCode(err error) (uint32, bool) {
 		return ee.ExitCode(), true
 	}
 	return 0, false
+}
+
+// trackingAllocator remembers the memories it handed out for one
+// instantiation, so they can be freed if it fails.
+type trackingAllocator struct {
+	inner experimental.MemoryAllocator
+	mems  []experimental.LinearMemory
+}
+
+func (t *trackingAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
+	m := t.inner.Allocate(capacity, max)
+	t.mems = append(t.mems, m)
+	return m
+}
+
+func (t *trackingAllocator) freeAll() {
+	if t == nil {
+		return
+	}
+	for _, m := range t.mems {
+		m.Free()
+	}
 }

@@ -54,6 +54,10 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "bad_cursor"
 	case errors.Is(err, errBadFeedParam):
 		return http.StatusBadRequest, "bad_parameter"
+	case errors.Is(err, changefeed.ErrInvalidTrigger):
+		return http.StatusBadRequest, "invalid_trigger"
+	case errors.Is(err, changefeed.ErrTriggerNotFound):
+		return http.StatusNotFound, "not_found"
 	case errors.Is(err, changefeed.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, lambda.ErrInvalidName):

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lambdadb/lambda"
@@ -286,8 +288,8 @@ func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
 			if s.forwardInvoke(w, r, addr, body) {
 				return
 			}
-			// The chosen node is unreachable: run here; the handler's
-			// KV calls are forwarded as any other.
+			// The chosen node could not be sent the request: run here; the
+			// handler's KV calls are forwarded as any other.
 		}
 	}
 	res, err := s.fns.Invoke(r.Context(), lambda.Invocation{
@@ -348,10 +350,25 @@ func (s *Server) placement(name, key, mode string) string {
 	return ""
 }
 
+// forwardTimeout bounds a forwarded invocation: longer than any function's
+// timeout plus its queue wait and sandbox start.
+const forwardTimeout = 16 * time.Minute
+
+// errOutcomeUnknown is a forwarded invocation that was sent but not
+// answered: the handler may or may not have run.
+var errOutcomeUnknown = fmt.Errorf("%w: the invocation was forwarded but not answered; it may or may not have run", shard.ErrUnavailable)
+
 // forwardInvoke relays the invocation to addr and copies its answer back.
-// It returns false, having written nothing, when addr cannot be reached.
+// It returns false, having written nothing, only when the request was
+// never sent (so running it here cannot run it twice).
 func (s *Server) forwardInvoke(w http.ResponseWriter, r *http.Request, addr string, body []byte) bool {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout)
+	defer cancel()
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return false
 	}
@@ -359,8 +376,13 @@ func (s *Server) forwardInvoke(w http.ResponseWriter, r *http.Request, addr stri
 	req.Header.Set(headerForwarded, s.node.ID())
 	resp, err := s.peers.Do(req)
 	if err != nil {
-		s.log.Debug("forwarding an invocation failed; running it here", "to", addr, "err", err)
-		return false
+		if !wrote.Load() {
+			s.log.Debug("could not forward an invocation; running it here", "to", addr, "err", err)
+			return false
+		}
+		tok, _, _ := requestSession(r)
+		s.fail(w, r, tok, fmt.Errorf("%w (%s: %v)", errOutcomeUnknown, addr, err))
+		return true
 	}
 	defer resp.Body.Close()
 	for k, v := range resp.Header {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -32,9 +31,13 @@ type Config struct {
 	// answer 404. The Server does not close it.
 	Functions *lambda.Engine
 
+	// Triggers manages insert triggers; without it the /v1/triggers routes
+	// answer 404. The Server does not close it.
+	Triggers *changefeed.Triggers
+
 	// PeerClient makes requests to other nodes' HTTP API (forwarded
-	// invocations, cluster-wide function stats).
-	// Default: a client with a 5-minute overall timeout.
+	// invocations, cluster-wide function stats); each request carries its
+	// own deadline. Default: a client without an overall timeout.
 	PeerClient *http.Client
 
 	// MaxValueBytes bounds the body of PUT /v1/kv/{key}; larger bodies get
@@ -58,6 +61,7 @@ type Config struct {
 type Server struct {
 	node     *shard.Node
 	feed     *changefeed.Feed
+	triggers *changefeed.Triggers
 	fns      *lambda.Engine
 	peers    *http.Client
 	maxValue int
@@ -95,11 +99,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.PeerClient == nil {
-		cfg.PeerClient = &http.Client{Timeout: 5 * time.Minute}
+		cfg.PeerClient = &http.Client{}
 	}
 	s := &Server{
 		node:     cfg.Node,
 		feed:     changefeed.New(cfg.Node),
+		triggers: cfg.Triggers,
 		fns:      cfg.Functions,
 		peers:    cfg.PeerClient,
 		maxValue: cfg.MaxValueBytes,
@@ -120,6 +125,15 @@ func New(cfg Config) (*Server, error) {
 		{"GET /v1/cluster", "cluster", http.HandlerFunc(s.cluster)},
 		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
 		{"GET /metrics", "metrics", metrics},
+	}
+	if s.triggers != nil {
+		routes = append(routes,
+			route{"PUT /v1/triggers/{name}", "trigger_put", http.HandlerFunc(s.putTrigger)},
+			route{"GET /v1/triggers", "trigger_list", http.HandlerFunc(s.listTriggers)},
+			route{"GET /v1/triggers/{name}", "trigger_get", http.HandlerFunc(s.getTrigger)},
+			route{"DELETE /v1/triggers/{name}", "trigger_delete", http.HandlerFunc(s.deleteTrigger)},
+			route{"GET /v1/triggers/{name}/dead", "trigger_dead", http.HandlerFunc(s.deadLetters)},
+		)
 	}
 	if s.fns != nil {
 		routes = append(routes,

@@ -38,3 +38,32 @@ func ValidateKey(key string) error {
 	}
 	return nil
 }
+
+// TagFor returns a hash tag ("{...}", to prefix keys with) that For maps
+// to shard s among n shards, so a caller can place records on a chosen
+// shard — a trigger's checkpoint next to the shard it tracks, say. It is
+// deterministic: every node computes the same tag.
+func TagFor(s, n int) string {
+	if n <= 0 || s < 0 || s >= n {
+		return ""
+	}
+	for i := 0; ; i++ {
+		tag := "{s" + decimal(s) + "." + decimal(i) + "}"
+		if For(tag, n) == s {
+			return tag
+		}
+	}
+}
+
+func decimal(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	p := len(b)
+	for ; i > 0; i /= 10 {
+		p--
+		b[p] = byte('0' + i%10)
+	}
+	return string(b[p:])
+}

@@ -87,3 +87,17 @@ func TestParseConsistency(t *testing.T) {
 		t.Errorf("ParseConsistency(strong) err = %v", err)
 	}
 }
+
+func TestTagFor(t *testing.T) {
+	for _, n := range []int{1, 4, 16, 100} {
+		for s := 0; s < n; s++ {
+			tag := TagFor(s, n)
+			if got := For(tag+"trg/x", n); got != s {
+				t.Fatalf("TagFor(%d, %d) = %q maps to %d", s, n, tag, got)
+			}
+		}
+	}
+	if TagFor(5, 4) != "" {
+		t.Fatal("out-of-range shard got a tag")
+	}
+}

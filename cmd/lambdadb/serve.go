@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lambdadb/changefeed"
 	"lambdadb/lambda"
 	"lambdadb/server"
 	"lambdadb/shard"
@@ -142,6 +143,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	// The function engine needs the node and the node gossips the engine's
 	// placement hints: the hook reads the engine once it exists.
 	var engine atomic.Pointer[lambda.Engine]
+	var triggers atomic.Pointer[changefeed.Triggers]
 	reg := prometheus.NewRegistry()
 	node, err := shard.Open(shard.Config{
 		StatusInfo: func() []byte {
@@ -149,6 +151,14 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 				return e.StatusInfo()
 			}
 			return nil
+		},
+		// Never trim a shard's feed past a trigger's checkpoint (nothing is
+		// trimmed until the triggers are known).
+		FeedTrimLimit: func(s int) uint64 {
+			if t := triggers.Load(); t != nil {
+				return t.TrimLimit(s)
+			}
+			return 0
 		},
 		ID:         o.id,
 		Addr:       advertised,
@@ -180,8 +190,18 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	engine.Store(fns)
-	handler, err := server.New(server.Config{Node: node, Functions: fns, Registry: reg, Logger: log})
+	trg, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: node, Functions: fns, Logger: log})
 	if err != nil {
+		_ = fns.Close()
+		_ = node.Close()
+		closeListener()
+		return fmt.Errorf("serve: %w", err)
+	}
+	trg.Start()
+	triggers.Store(trg)
+	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log})
+	if err != nil {
+		trg.Close()
 		_ = fns.Close()
 		_ = node.Close()
 		closeListener()
@@ -223,6 +243,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			err = fmt.Errorf("serve: shutdown: %w", err)
 		}
 	}
+	trg.Close()
 	if cerr := fns.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("serve: close functions: %w", cerr))
 	}

@@ -72,6 +72,10 @@ func init() {
 		case "env":
 			_, err := os.ReadFile("/etc/passwd")
 			return []byte(fmt.Sprintf("env=%d args=%d file=%v", len(os.Environ()), len(os.Args), err != nil)), nil
+		case "spam":
+			n, _ := strconv.Atoi(arg)
+			fmt.Println(strings.Repeat("x", n))
+			return nil, nil
 		case "big":
 			n, _ := strconv.Atoi(arg)
 			return make([]byte, n), nil

@@ -1,0 +1,374 @@
+package changefeed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/shard"
+)
+
+// Per-shard records of a trigger live in that shard's system space, under
+// a hash tag that maps to the shard (shard.TagFor), so the checkpoint can
+// be committed in one Raft entry with the handler's writes to that shard:
+//
+//	<tag>trg/<name>                      checkpoint: msgpack [position, trigger version]
+//	<tag>dead/<name>/<index>.<seq>       dead letter: msgpack DeadLetter
+func checkpointKey(name string, s, n int) string { return shard.TagFor(s, n) + "trg/" + name }
+
+func deadPrefix(name string, s, n int) string { return shard.TagFor(s, n) + "dead/" + name + "/" }
+
+type checkpointRec struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Position uint64
+	Trigger  uint64 // the definition's version it belongs to
+}
+
+// checkpoint returns the trigger's position on shard s and the record's
+// version (0 when there is none yet: the trigger's start position).
+func (t *Triggers) checkpoint(ctx context.Context, d *Trigger, s int, c shard.Consistency) (pos, version uint64, err error) {
+	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, checkpointKey(d.Name, s, t.cfg.Node.Shards()), shard.ReadOptions{Consistency: c})
+	if err != nil {
+		return 0, 0, err
+	}
+	if res.Found {
+		var r checkpointRec
+		if err := msgpack.Unmarshal(res.Record.Value, &r); err == nil && r.Trigger == d.Version {
+			return r.Position, res.Record.Version, nil
+		}
+		// A checkpoint of an earlier definition of the same name: start over.
+		return d.startCursor[s], res.Record.Version, nil
+	}
+	return d.startCursor[s], 0, nil
+}
+
+// checkpointOp writes position pos if the checkpoint record is still at
+// version (0: absent).
+func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64) shard.Op {
+	b, _ := msgpack.Marshal(&checkpointRec{Position: pos, Trigger: d.Version})
+	op := shard.Op{Space: shard.SystemSpace, Key: checkpointKey(d.Name, s, t.cfg.Node.Shards()), Value: b}
+	if version == 0 {
+		op.Cond.IfNoneMatch = true
+	} else {
+		v := version
+		op.Cond.IfMatch = &v
+	}
+	return op
+}
+
+// DeadLetter is a change a trigger gave up on.
+type DeadLetter struct {
+	Shard   int       `json:"shard"`
+	Key     string    `json:"key"`
+	Op      string    `json:"op"`
+	Version uint64    `json:"version"`
+	Value   []byte    `json:"value"`
+	Error   string    `json:"error"`
+	Time    time.Time `json:"time"`
+}
+
+type deadRec struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      string
+	Op       string
+	Version  uint64
+	Value    []byte
+	Error    string
+	TimeMS   int64
+}
+
+// DeadLetters lists the trigger's dead letters on every shard.
+func (t *Triggers) DeadLetters(ctx context.Context, name string) ([]DeadLetter, error) {
+	if _, err := t.Get(ctx, name); err != nil {
+		return nil, err
+	}
+	out := []DeadLetter{}
+	n := t.cfg.Node.Shards()
+	for s := 0; s < n; s++ {
+		req := shard.ScanRequest{Prefix: deadPrefix(name, s, n), Limit: shard.MaxScanLimit}
+		for {
+			res, err := t.cfg.Node.ScanIn(ctx, shard.SystemSpace, req, shard.ReadOptions{Consistency: shard.Linearizable})
+			if err != nil {
+				return nil, fmt.Errorf("changefeed: dead letters: %w", err)
+			}
+			for _, it := range res.Items {
+				var r deadRec
+				if err := msgpack.Unmarshal(it.Value, &r); err != nil {
+					continue
+				}
+				out = append(out, DeadLetter{Shard: s, Key: r.Key, Op: r.Op, Version: r.Version, Value: r.Value,
+					Error: r.Error, Time: time.UnixMilli(r.TimeMS).UTC()})
+			}
+			if !res.More {
+				break
+			}
+			req.Start = res.Next
+		}
+	}
+	return out, nil
+}
+
+func (t *Triggers) matches(d *Trigger, c shard.Change) bool {
+	if !strings.HasPrefix(c.Key, d.Prefix) {
+		return false
+	}
+	ev := "put"
+	if c.Delete {
+		ev = "delete"
+	}
+	for _, e := range d.Events {
+		if e == ev {
+			return true
+		}
+	}
+	return false
+}
+
+// errStale means another runner moved the checkpoint: this one stops and
+// the reconciler decides again.
+var errStale = errors.New("changefeed: checkpoint moved by another runner")
+
+// run delivers shard s's changes to the trigger while ctx lives (while
+// this node leads s).
+func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats) {
+	for ctx.Err() == nil {
+		err := t.runOnce(ctx, d, s, st)
+		if ctx.Err() != nil {
+			return
+		}
+		t.setErr(st, err)
+		t.log.Debug("trigger runner restarting", "trigger", d.Name, "shard", s, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (t *Triggers) setErr(st *ShardStats, err error) {
+	t.mu.Lock()
+	if err != nil {
+		st.LastError = err.Error()
+	}
+	t.mu.Unlock()
+}
+
+// runner state between deliveries.
+type cursorState struct {
+	pos     uint64 // committed checkpoint position
+	version uint64 // checkpoint record version
+	read    uint64 // fed through this index
+	skipped int    // changes read but not matching since the checkpoint was written
+	saved   time.Time
+}
+
+func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStats) error {
+	pos, ver, err := t.checkpoint(ctx, d, s, shard.Linearizable)
+	if err != nil {
+		return err
+	}
+	cs := &cursorState{pos: pos, version: ver, read: pos, saved: time.Now()}
+	var pending []shard.Change
+	var firstAt time.Time
+	maxWait := time.Duration(d.MaxWaitMS) * time.Millisecond
+	for ctx.Err() == nil {
+		page, err := t.cfg.Node.ReadFeed(ctx, s, cs.read, d.BatchSize, shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			return err
+		}
+		for _, c := range page.Changes {
+			if t.matches(d, c) {
+				if len(pending) == 0 {
+					firstAt = time.Now()
+				}
+				pending = append(pending, c)
+			} else {
+				cs.skipped++
+			}
+		}
+		cs.read = max(cs.read, page.Applied)
+		t.mu.Lock()
+		st.Position, st.Checkpoint = cs.read, cs.pos
+		t.mu.Unlock()
+
+		// A paused sandbox is ready: deliver at once. Otherwise fill a batch
+		// for up to max_wait_ms so one start serves many changes.
+		ready := len(pending) > 0 && (len(pending) >= d.BatchSize || t.cfg.Functions.HasPaused(d.Function) ||
+			time.Since(firstAt) >= maxWait)
+		if ready {
+			n := cut(pending, d.BatchSize)
+			// The checkpoint covers what was read when the batch ends the
+			// pending changes; else only through the batch's last entry.
+			through := pending[n-1].Index
+			if n == len(pending) {
+				through = cs.read
+			}
+			if err := t.deliver(ctx, d, s, st, pending[:n], through, cs); err != nil {
+				return err
+			}
+			pending = pending[n:]
+			if len(pending) > 0 {
+				firstAt = time.Now()
+			}
+			continue
+		}
+		if len(pending) == 0 && cs.skipped > 0 && cs.read > cs.pos && (cs.skipped >= 1000 || time.Since(cs.saved) > 5*time.Second) {
+			// Only changes the trigger ignores: record the progress so the
+			// feed can be trimmed.
+			if err := t.commit(ctx, d, s, nil, cs.read, cs); err != nil {
+				return err
+			}
+		}
+		if page.More {
+			continue
+		}
+		wait := 2 * time.Second
+		if len(pending) > 0 {
+			wait = max(0, maxWait-time.Since(firstAt))
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		_ = t.cfg.Node.WaitFeed(wctx, s, cs.read)
+		cancel()
+	}
+	return nil
+}
+
+// cut returns how many pending changes form the next batch: up to size,
+// extended so that no Raft entry is split between batches.
+func cut(pending []shard.Change, size int) int {
+	n := min(size, len(pending))
+	for n < len(pending) && pending[n].Index == pending[n-1].Index {
+		n++
+	}
+	return n
+}
+
+// commit writes the checkpoint (with writes, atomically) and advances cs.
+func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, writes []shard.Op, through uint64, cs *cursorState) error {
+	ops := append(writes, t.checkpointOp(d, s, through, cs.version))
+	res, err := t.cfg.Node.Batch(ctx, ops, nil)
+	if errors.Is(err, shard.ErrPrecondition) {
+		return errStale
+	}
+	if err != nil {
+		return err
+	}
+	cs.pos, cs.version, cs.skipped, cs.saved = through, res.Index, 0, time.Now()
+	return nil
+}
+
+// deliver calls the handler on batch until it succeeds, then commits its
+// writes and the checkpoint. A batch that keeps failing is split in two
+// to isolate the change that fails; that one becomes a dead letter.
+func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState) error {
+	backoff := 100 * time.Millisecond
+	var lastErr error
+	for attempt := 0; attempt <= d.MaxRetries; attempt++ {
+		if attempt > 0 {
+			t.mu.Lock()
+			st.Retries++
+			t.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		res, err := t.cfg.Functions.CallChanges(ctx, lambdaCall(d, batch))
+		t.mu.Lock()
+		st.Invocations++
+		t.mu.Unlock()
+		if err == nil {
+			err = t.commitDelivery(ctx, d, s, st, res.Writes, res.Direct, through, cs)
+			if err == nil {
+				t.mu.Lock()
+				st.Delivered += uint64(len(batch))
+				t.mu.Unlock()
+				return nil
+			}
+			if errors.Is(err, errStale) {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		lastErr = err
+		t.setErr(st, err)
+	}
+	// Bisect by whole entries.
+	if first := cut(batch, (len(batch)+1)/2); first < len(batch) {
+		if err := t.deliver(ctx, d, s, st, batch[:first], batch[first-1].Index, cs); err != nil {
+			return err
+		}
+		return t.deliver(ctx, d, s, st, batch[first:], through, cs)
+	}
+	return t.deadLetter(ctx, d, s, st, batch, through, cs, lastErr)
+}
+
+// commitDelivery commits a successful call's writes with the checkpoint:
+// in one Raft entry when every write is to shard s (exactly-once), else
+// the writes first and the checkpoint after (at-least-once).
+func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, direct bool, through uint64, cs *cursorState) error {
+	n := t.cfg.Node.Shards()
+	local := !direct
+	for _, op := range writes {
+		if shard.For(op.Key, n) != s {
+			local = false
+		}
+	}
+	if local && len(writes) > 0 {
+		if err := t.commit(ctx, d, s, writes, through, cs); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		st.Atomic++
+		t.mu.Unlock()
+		return nil
+	}
+	for _, op := range writes {
+		var err error
+		if op.Delete {
+			_, err = t.cfg.Node.Delete(ctx, op.Key, shard.Cond{}, nil)
+		} else {
+			_, err = t.cfg.Node.Put(ctx, op.Key, op.Value, shard.Cond{}, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("changefeed: apply handler write to %q: %w", op.Key, err)
+		}
+	}
+	return t.commit(ctx, d, s, nil, through, cs)
+}
+
+// deadLetter records the (single-entry) batch as dead and moves past it.
+func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState, cause error) error {
+	n := t.cfg.Node.Shards()
+	var ops []shard.Op
+	msg := "unknown error"
+	if cause != nil {
+		msg = cause.Error()
+	}
+	for _, c := range batch {
+		op := "put"
+		if c.Delete {
+			op = "delete"
+		}
+		b, _ := msgpack.Marshal(&deadRec{Key: c.Key, Op: op, Version: c.Version, Value: c.Value, Error: msg, TimeMS: time.Now().UnixMilli()})
+		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: fmt.Sprintf("%s%020d.%05d", deadPrefix(d.Name, s, n), c.Index, c.Seq), Value: b})
+	}
+	if err := t.commit(ctx, d, s, ops, through, cs); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	st.DeadLetters += uint64(len(batch))
+	t.mu.Unlock()
+	t.log.Warn("trigger dead-lettered a change", "trigger", d.Name, "shard", s, "key", batch[0].Key, "version", batch[0].Version, "err", msg)
+	return nil
+}

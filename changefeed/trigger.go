@@ -1,0 +1,433 @@
+package changefeed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/internal/session"
+	"lambdadb/lambda"
+	"lambdadb/shard"
+)
+
+// Errors of trigger management.
+var (
+	ErrInvalidTrigger  = errors.New("changefeed: invalid trigger")
+	ErrTriggerNotFound = errors.New("changefeed: trigger not found")
+)
+
+// Trigger defaults and bounds.
+const (
+	DefaultBatchSize  = 100
+	MaxBatchSize      = 1000
+	DefaultMaxWaitMS  = 200
+	MaxMaxWaitMS      = 60000
+	DefaultMaxRetries = 5
+	MaxMaxRetries     = 100
+)
+
+// Trigger binds a function's OnChanges to the changes of keys under a
+// prefix.
+type Trigger struct {
+	Name       string   `json:"name"`
+	Function   string   `json:"function"`
+	Prefix     string   `json:"prefix"`
+	Events     []string `json:"events"` // "put", "delete"
+	BatchSize  int      `json:"batch_size"`
+	MaxWaitMS  int      `json:"max_wait_ms"`
+	MaxRetries int      `json:"max_retries"`
+	Start      string   `json:"start"` // "now" or "beginning"
+	// Version is the Raft index of the definition; re-creating a trigger
+	// restarts it from its new start.
+	Version   uint64    `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+
+	startCursor Cursor
+}
+
+// Node is what triggers need from the data layer; *shard.Node satisfies it.
+type Node interface {
+	Source
+	ID() string
+	Leads(s int) bool
+	GetIn(ctx context.Context, sp shard.Space, key string, ro shard.ReadOptions) (shard.GetResult, error)
+	ScanIn(ctx context.Context, sp shard.Space, req shard.ScanRequest, ro shard.ReadOptions) (shard.ScanResult, error)
+	Put(ctx context.Context, key string, value []byte, cond shard.Cond, tok session.Token) (shard.WriteResult, error)
+	Delete(ctx context.Context, key string, cond shard.Cond, tok session.Token) (shard.WriteResult, error)
+	Batch(ctx context.Context, ops []shard.Op, tok session.Token) (shard.BatchResult, error)
+}
+
+// Functions runs trigger handlers; *lambda.Engine satisfies it.
+type Functions interface {
+	Get(ctx context.Context, name string) (*lambda.Function, error)
+	CallChanges(ctx context.Context, c lambda.ChangesCall) (lambda.ChangesResult, error)
+	HasPaused(name string) bool
+}
+
+// TriggersConfig configures Triggers.
+type TriggersConfig struct {
+	Node      Node      // required
+	Functions Functions // required
+	// Poll is how often the node reconciles its runners with the trigger
+	// definitions and its shard leaderships. Default 500ms.
+	Poll time.Duration
+	// Logger receives trigger events. Default: discard.
+	Logger *slog.Logger
+}
+
+// Triggers runs, on one node, the triggers of the shards it leads.
+type Triggers struct {
+	cfg  TriggersConfig
+	feed *Feed
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	defs    map[string]*Trigger
+	loaded  bool // defs have been read at least once
+	runners map[runnerKey]*runner
+	stats   map[runnerKey]*ShardStats
+	closed  bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type runnerKey struct {
+	name  string
+	shard int
+}
+
+type runner struct {
+	version uint64
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// ShardStats are one trigger's counters for one shard on this node.
+type ShardStats struct {
+	Shard       int    `json:"shard"`
+	Node        string `json:"node"`
+	Running     bool   `json:"running"`
+	Position    uint64 `json:"position"` // read through this index
+	Checkpoint  uint64 `json:"checkpoint"`
+	Delivered   uint64 `json:"delivered"`
+	Invocations uint64 `json:"invocations"`
+	Retries     uint64 `json:"retries"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Atomic      uint64 `json:"atomic_batches"` // batches committed with their writes in one entry
+	LastError   string `json:"last_error,omitempty"`
+}
+
+const (
+	defPrefix = "{trg}t/"
+)
+
+var triggerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// NewTriggers returns Triggers; Start runs them.
+func NewTriggers(cfg TriggersConfig) (*Triggers, error) {
+	if cfg.Node == nil || cfg.Functions == nil {
+		return nil, errors.New("changefeed: TriggersConfig needs Node and Functions")
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Triggers{cfg: cfg, feed: New(cfg.Node), log: cfg.Logger, defs: map[string]*Trigger{},
+		runners: map[runnerKey]*runner{}, stats: map[runnerKey]*ShardStats{}, stop: make(chan struct{})}, nil
+}
+
+// Start runs the reconciliation loop.
+func (t *Triggers) Start() {
+	t.wg.Add(1)
+	go t.loop()
+}
+
+// Close stops every runner.
+func (t *Triggers) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.mu.Unlock()
+	close(t.stop)
+	t.wg.Wait()
+	t.mu.Lock()
+	rs := t.runners
+	t.runners = map[runnerKey]*runner{}
+	t.mu.Unlock()
+	for _, r := range rs {
+		r.cancel()
+		<-r.done
+	}
+}
+
+// record is a Trigger as stored (msgpack).
+type record struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack    struct{} `msgpack:",as_array"`
+	Function    string
+	Prefix      string
+	Events      []string
+	BatchSize   int
+	MaxWaitMS   int
+	MaxRetries  int
+	Start       string
+	StartCursor map[int]uint64
+	CreatedMS   int64
+}
+
+// Create validates and stores a trigger, replacing one of the same name.
+func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
+	if !triggerNameRE.MatchString(tr.Name) {
+		return nil, fmt.Errorf("%w: name %q (want 1-64 of A-Z a-z 0-9 _ . -)", ErrInvalidTrigger, tr.Name)
+	}
+	if tr.Function == "" {
+		return nil, fmt.Errorf("%w: function is required", ErrInvalidTrigger)
+	}
+	f, err := t.cfg.Functions.Get(ctx, tr.Function)
+	if err != nil {
+		return nil, fmt.Errorf("%w: function %q: %v", ErrInvalidTrigger, tr.Function, err)
+	}
+	if !f.Has("changes") {
+		return nil, fmt.Errorf("%w: function %q registers no OnChanges", ErrInvalidTrigger, tr.Function)
+	}
+	if len(tr.Events) == 0 {
+		tr.Events = []string{"put", "delete"}
+	}
+	for _, e := range tr.Events {
+		if e != "put" && e != "delete" {
+			return nil, fmt.Errorf("%w: event %q (want put, delete)", ErrInvalidTrigger, e)
+		}
+	}
+	setDefault(&tr.BatchSize, DefaultBatchSize)
+	setDefault(&tr.MaxWaitMS, DefaultMaxWaitMS)
+	if tr.MaxRetries == 0 {
+		tr.MaxRetries = DefaultMaxRetries
+	}
+	switch {
+	case tr.BatchSize < 1 || tr.BatchSize > MaxBatchSize:
+		return nil, fmt.Errorf("%w: batch_size %d outside 1..%d", ErrInvalidTrigger, tr.BatchSize, MaxBatchSize)
+	case tr.MaxWaitMS < 0 || tr.MaxWaitMS > MaxMaxWaitMS:
+		return nil, fmt.Errorf("%w: max_wait_ms %d outside 0..%d", ErrInvalidTrigger, tr.MaxWaitMS, MaxMaxWaitMS)
+	case tr.MaxRetries < 0 || tr.MaxRetries > MaxMaxRetries:
+		return nil, fmt.Errorf("%w: max_retries %d outside 0..%d", ErrInvalidTrigger, tr.MaxRetries, MaxMaxRetries)
+	}
+	var start Cursor
+	switch tr.Start {
+	case "", "now":
+		tr.Start, start = "now", t.feed.Now()
+	case "beginning":
+		if start, err = t.feed.Beginning(ctx); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: start %q (want now or beginning)", ErrInvalidTrigger, tr.Start)
+	}
+	rec := record{Function: tr.Function, Prefix: tr.Prefix, Events: tr.Events, BatchSize: tr.BatchSize,
+		MaxWaitMS: tr.MaxWaitMS, MaxRetries: tr.MaxRetries, Start: tr.Start, StartCursor: start, CreatedMS: time.Now().UnixMilli()}
+	b, err := msgpack.Marshal(&rec)
+	if err != nil {
+		return nil, err
+	}
+	res, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + tr.Name, Value: b}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("changefeed: store trigger %q: %w", tr.Name, err)
+	}
+	return decodeTrigger(tr.Name, b, res.Index)
+}
+
+func setDefault(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func decodeTrigger(name string, b []byte, version uint64) (*Trigger, error) {
+	var r record
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("changefeed: corrupt trigger %q: %w", name, err)
+	}
+	return &Trigger{Name: name, Function: r.Function, Prefix: r.Prefix, Events: r.Events, BatchSize: r.BatchSize,
+		MaxWaitMS: r.MaxWaitMS, MaxRetries: r.MaxRetries, Start: r.Start, Version: version,
+		CreatedAt: time.UnixMilli(r.CreatedMS).UTC(), startCursor: r.StartCursor}, nil
+}
+
+// List returns every trigger in name order.
+func (t *Triggers) List(ctx context.Context, ro shard.ReadOptions) ([]*Trigger, error) {
+	var out []*Trigger
+	req := shard.ScanRequest{Prefix: defPrefix, Limit: shard.MaxScanLimit}
+	for {
+		res, err := t.cfg.Node.ScanIn(ctx, shard.SystemSpace, req, ro)
+		if err != nil {
+			return nil, fmt.Errorf("changefeed: list triggers: %w", err)
+		}
+		for _, rec := range res.Items {
+			tr, err := decodeTrigger(strings.TrimPrefix(rec.Key, defPrefix), rec.Value, rec.Version)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, tr)
+		}
+		if !res.More {
+			return out, nil
+		}
+		req.Start = res.Next
+	}
+}
+
+// Get returns one trigger.
+func (t *Triggers) Get(ctx context.Context, name string) (*Trigger, error) {
+	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, defPrefix+name, shard.ReadOptions{Consistency: shard.Linearizable})
+	if err != nil {
+		return nil, fmt.Errorf("changefeed: read trigger: %w", err)
+	}
+	if !res.Found {
+		return nil, fmt.Errorf("%w: %q", ErrTriggerNotFound, name)
+	}
+	return decodeTrigger(name, res.Record.Value, res.Record.Version)
+}
+
+// Delete removes a trigger; its runners stop within a poll interval.
+func (t *Triggers) Delete(ctx context.Context, name string) error {
+	if _, err := t.Get(ctx, name); err != nil {
+		return err
+	}
+	if _, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + name, Delete: true}}, nil); err != nil {
+		return fmt.Errorf("changefeed: delete trigger %q: %w", name, err)
+	}
+	return nil
+}
+
+// loop reconciles runners with definitions and leaderships.
+func (t *Triggers) loop() {
+	defer t.wg.Done()
+	tick := time.NewTicker(t.cfg.Poll)
+	defer tick.Stop()
+	for {
+		t.reconcile()
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *Triggers) reconcile() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	defs, err := t.List(ctx, shard.ReadOptions{Consistency: shard.Stale})
+	if err != nil {
+		t.log.Debug("trigger reconcile: list", "err", err)
+		return
+	}
+	want := map[runnerKey]*Trigger{}
+	byName := map[string]*Trigger{}
+	for _, d := range defs {
+		byName[d.Name] = d
+		for s := 0; s < t.cfg.Node.Shards(); s++ {
+			if t.cfg.Node.Leads(s) {
+				want[runnerKey{d.Name, s}] = d
+			}
+		}
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.defs = byName
+	t.loaded = true
+	var stop []*runner
+	for k, r := range t.runners {
+		if d, ok := want[k]; !ok || d.Version != r.version {
+			stop = append(stop, r)
+			delete(t.runners, k)
+			if st := t.stats[k]; st != nil {
+				st.Running = false
+			}
+		}
+	}
+	for k, d := range want {
+		if _, ok := t.runners[k]; ok {
+			continue
+		}
+		rctx, rcancel := context.WithCancel(context.Background())
+		r := &runner{version: d.Version, cancel: rcancel, done: make(chan struct{})}
+		t.runners[k] = r
+		st := t.stats[k]
+		if st == nil || st.Node == "" {
+			st = &ShardStats{Shard: k.shard, Node: t.cfg.Node.ID()}
+			t.stats[k] = st
+		}
+		st.Running = true
+		go func() {
+			defer close(r.done)
+			t.run(rctx, d, k.shard, st)
+		}()
+	}
+	for k := range t.stats {
+		if _, ok := byName[k.name]; !ok {
+			delete(t.stats, k)
+		}
+	}
+	t.mu.Unlock()
+	for _, r := range stop {
+		r.cancel()
+	}
+}
+
+// Status returns this node's counters for the trigger, by shard.
+func (t *Triggers) Status(name string) []ShardStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []ShardStats
+	for k, st := range t.stats {
+		if k.name == name {
+			out = append(out, *st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
+	return out
+}
+
+// TrimLimit is the lowest checkpoint of any trigger on shard s, as this
+// node's replica holds them: the feed must not be trimmed past it.
+func (t *Triggers) TrimLimit(s int) uint64 {
+	t.mu.Lock()
+	if !t.loaded {
+		t.mu.Unlock()
+		return 0
+	}
+	defs := make([]*Trigger, 0, len(t.defs))
+	for _, d := range t.defs {
+		defs = append(defs, d)
+	}
+	t.mu.Unlock()
+	limit := ^uint64(0)
+	for _, d := range defs {
+		pos, _, err := t.checkpoint(context.Background(), d, s, shard.Stale)
+		if err != nil {
+			return 0
+		}
+		limit = min(limit, pos)
+	}
+	return limit
+}
+
+func lambdaCall(d *Trigger, batch []shard.Change) lambda.ChangesCall {
+	return lambda.ChangesCall{Name: d.Function, Batch: batch, Buffer: true}
+}

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+
+	"lambdadb/changefeed"
+	"lambdadb/shard"
+)
+
+// triggerView is a trigger with its per-shard status.
+type triggerView struct {
+	*changefeed.Trigger
+	Shards      []triggerShard `json:"shards"`
+	Delivered   uint64         `json:"delivered"`
+	Invocations uint64         `json:"invocations"`
+	Retries     uint64         `json:"retries"`
+	DeadLetters uint64         `json:"dead_letters"`
+	Lag         uint64         `json:"lag"`
+}
+
+type triggerShard struct {
+	changefeed.ShardStats
+	Lag uint64 `json:"lag"` // Raft entries between the checkpoint and the shard's applied index
+}
+
+type triggerBody struct {
+	Function   string   `json:"function"`
+	Prefix     string   `json:"prefix"`
+	Events     []string `json:"events"`
+	BatchSize  int      `json:"batch_size"`
+	MaxWaitMS  int      `json:"max_wait_ms"`
+	MaxRetries int      `json:"max_retries"`
+	Start      string   `json:"start"`
+}
+
+func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
+	b, err := readBody(w, r, 1<<20, errBadBody)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var body triggerBody
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: body: %v", changefeed.ErrInvalidTrigger, err))
+		return
+	}
+	tr, err := s.triggers.Create(r.Context(), changefeed.Trigger{Name: r.PathValue("name"), Function: body.Function,
+		Prefix: body.Prefix, Events: body.Events, BatchSize: body.BatchSize, MaxWaitMS: body.MaxWaitMS,
+		MaxRetries: body.MaxRetries, Start: body.Start})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, tr)
+}
+
+func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
+	trs, err := s.triggers.List(r.Context(), shard.ReadOptions{Consistency: shard.Linearizable})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]triggerView, len(trs))
+	for i, tr := range trs {
+		out[i] = s.triggerStatus(r.Context(), tr, r.URL.Query().Get("scope") == "node")
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Triggers []triggerView `json:"triggers"`
+	}{out})
+}
+
+func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
+	tr, err := s.triggers.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.triggerStatus(r.Context(), tr, r.URL.Query().Get("scope") == "node"))
+}
+
+// triggerStatus gathers every node's counters: per shard, the node
+// running it (else the one that got furthest) speaks for it.
+func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, local bool) triggerView {
+	v := triggerView{Trigger: tr}
+	var all []changefeed.ShardStats
+	if local {
+		all = s.triggers.Status(tr.Name)
+	} else {
+		var mu sync.Mutex
+		s.fanOut(ctx, func(ctx context.Context, p shard.PeerState, self bool) {
+			var got []changefeed.ShardStats
+			if self {
+				got = s.triggers.Status(tr.Name)
+			} else {
+				var pv triggerView
+				if err := s.peerGet(ctx, p.Addr, "/v1/triggers/"+url.PathEscape(tr.Name)+"?scope=node", &pv); err != nil {
+					return
+				}
+				for _, sh := range pv.Shards {
+					got = append(got, sh.ShardStats)
+				}
+			}
+			mu.Lock()
+			all = append(all, got...)
+			mu.Unlock()
+		})
+	}
+	best := map[int]changefeed.ShardStats{}
+	sums := map[int]changefeed.ShardStats{}
+	for _, st := range all {
+		b, ok := best[st.Shard]
+		if !ok || (st.Running && !b.Running) || (st.Running == b.Running && st.Position > b.Position) {
+			best[st.Shard] = st
+		}
+		sum := sums[st.Shard]
+		sum.Delivered += st.Delivered
+		sum.Invocations += st.Invocations
+		sum.Retries += st.Retries
+		sum.DeadLetters += st.DeadLetters
+		sum.Atomic += st.Atomic
+		sums[st.Shard] = sum
+	}
+	for sh, st := range best {
+		sum := sums[sh]
+		st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic = sum.Delivered, sum.Invocations, sum.Retries, sum.DeadLetters, sum.Atomic
+		ts := triggerShard{ShardStats: st}
+		if applied := s.node.AppliedIndex(sh); applied > st.Checkpoint {
+			ts.Lag = applied - st.Checkpoint
+		}
+		v.Shards = append(v.Shards, ts)
+		v.Delivered += st.Delivered
+		v.Invocations += st.Invocations
+		v.Retries += st.Retries
+		v.DeadLetters += st.DeadLetters
+		v.Lag += ts.Lag
+	}
+	sort.Slice(v.Shards, func(i, j int) bool { return v.Shards[i].Shard < v.Shards[j].Shard })
+	if v.Shards == nil {
+		v.Shards = []triggerShard{}
+	}
+	return v
+}
+
+func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
+	if err := s.triggers.Delete(r.Context(), r.PathValue("name")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Deleted bool `json:"deleted"`
+	}{true})
+}
+
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
+	dl, err := s.triggers.DeadLetters(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Dead []changefeed.DeadLetter `json:"dead"`
+	}{dl})
+}
