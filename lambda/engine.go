@@ -598,7 +598,7 @@ func (e *Engine) makeRoomLocked(need int64) []*instance {
 
 func (e *Engine) reapLoop() {
 	defer e.wg.Done()
-	every := min(e.cfg.KeepAlive/4, time.Second)
+	every := max(min(e.cfg.KeepAlive/4, time.Second), 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -752,3 +752,4 @@ func PausedIn(info []byte, name string) bool {
 	}
 	return m[name] > 0
 }
+

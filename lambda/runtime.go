@@ -259,7 +259,16 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 	return &instance{c: c, mod: mod, invoke: mod.ExportedFunction(exportInvoke), out: sink, memBytes: int64(mod.Memory().Size())}, nil
 }
 
-func (i *instance) close() { _ = i.mod.Close(context.Background()) }
+func (i *instance) close() {
+	_ = i.mod.Close(context.Background())
+	// A module closed by its context during a call (WithCloseOnContextDone)
+	// may have had its resources' release deferred to its next call, which
+	// Close does not do: make that call, with a done context, so wazero
+	// frees the sandbox's memory now.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _ = i.invoke.Call(done, 0, 0)
+}
 
 // outputSink receives a sandbox's stdout and stderr: lines go to the
 // current call's log, and the last bytes are kept to explain a crash.

@@ -18,6 +18,29 @@ func rawCall(op uint32, ptr uint32, n uint32, out uint32, outCap uint32) uint32
 var hoard [][]byte
 
 func init() {
+	// OnChanges records each change as log/<key> = "<version>:<value>"
+	// appended to what is there (so a redelivery shows), and fails on a
+	// value of "poison".
+	fn.OnChanges(func(c *fn.Ctx, batch []fn.Change) error {
+		for _, ch := range batch {
+			if string(ch.Value) == "poison" {
+				return errors.New("poison change at " + ch.Key)
+			}
+			k := "log/" + ch.Key
+			old, _, err := c.Get(k)
+			if err != nil {
+				return err
+			}
+			entry := fmt.Sprintf("%d:%s;", ch.Version, ch.Value)
+			if ch.Op == "delete" {
+				entry = fmt.Sprintf("%d:<deleted>;", ch.Version)
+			}
+			if err := c.Put(k, append(old, entry...)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	fn.Handle(func(c *fn.Ctx, req []byte) ([]byte, error) {
 		cmd, arg, _ := strings.Cut(string(req), " ")
 		switch cmd {
