@@ -752,4 +752,3 @@ func PausedIn(info []byte, name string) bool {
 	}
 	return m[name] > 0
 }
-
