@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"lambdadb/changefeed"
 	"lambdadb/internal/clustertest"
 	"lambdadb/internal/session"
 	"lambdadb/internal/wasmtest"
@@ -22,10 +23,14 @@ func fnCluster(t *testing.T) *clustertest.Cluster {
 	t.Helper()
 	var mu sync.Mutex
 	engines := map[string]*lambda.Engine{}
+	triggers := map[string]*changefeed.Triggers{}
 	cache := t.TempDir()
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
+		for _, tr := range triggers {
+			tr.Close()
+		}
 		for _, e := range engines {
 			_ = e.Close()
 		}
@@ -42,19 +47,37 @@ func fnCluster(t *testing.T) *clustertest.Cluster {
 				}
 				return e.StatusInfo()
 			}
+			cfg.FeedTrimLimit = func(s int) uint64 {
+				mu.Lock()
+				tr := triggers[id]
+				mu.Unlock()
+				if tr == nil {
+					return 0
+				}
+				return tr.TrimLimit(s)
+			}
 		},
 		Handler: func(n *shard.Node) (http.Handler, error) {
 			e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: cache})
 			if err != nil {
 				return nil, err
 			}
+			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 100 * time.Millisecond})
+			if err != nil {
+				return nil, err
+			}
+			tr.Start()
 			mu.Lock()
+			if old := triggers[n.ID()]; old != nil {
+				old.Close()
+			}
 			if old := engines[n.ID()]; old != nil {
 				_ = old.Close()
 			}
 			engines[n.ID()] = e
+			triggers[n.ID()] = tr
 			mu.Unlock()
-			return server.New(server.Config{Node: n, Functions: e})
+			return server.New(server.Config{Node: n, Functions: e, Triggers: tr})
 		},
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -196,3 +197,20 @@ func TestInvokeSessionFlows(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// doQuiet is do without a testing.T (for goroutines); transport errors
+// come back as status 0.
+func doQuiet(method, url string, body []byte) reply {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return reply{}
+	}
+	client := &http.Client{Timeout: 15 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return reply{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, b}
+}

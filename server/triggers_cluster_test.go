@@ -1,0 +1,126 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lambdadb/internal/clustertest"
+	"lambdadb/internal/wasmtest"
+	"lambdadb/shard"
+)
+
+// TestTriggerAcrossLeaderKills: a trigger records every change of seven
+// keys (each on its own shard via a hash tag, the handler's writes on the
+// same shard) while the node leading the most shards is killed and
+// restarted twice. Every acknowledged put must reach the handler, in
+// order per key, and — since each batch's writes commit with its
+// checkpoint in one Raft entry — exactly once.
+func TestTriggerAcrossLeaderKills(t *testing.T) {
+	c := fnCluster(t)
+	n1 := memberURL(c.Members[0])
+	if r := do(t, "PUT", n1+"/v1/functions/rec", wasmtest.Guest(t, "faulty")); r.status != 201 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	if r := do(t, "PUT", n1+"/v1/triggers/rec", []byte(`{"function":"rec","prefix":"{k","batch_size":20,"max_wait_ms":50}`)); r.status != 201 {
+		t.Fatalf("trigger: %d %s", r.status, r.body)
+	}
+	keys := make([]string, 7)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("{k%d}x", i)
+	}
+	var mu sync.Mutex
+	acked := map[string][]uint64{} // versions acknowledged, per key
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := keys[(w*3+i)%len(keys)]
+				var via *clustertest.Member
+				for _, m := range c.Members {
+					if m.Node() != nil && (via == nil || (i+w)%3 == 0) {
+						via = m
+					}
+				}
+				r := doQuiet("PUT", memberURL(via)+"/v1/kv/"+k, []byte(fmt.Sprint("w", w, "-", i)))
+				if r.status == 200 {
+					v, _ := strconv.ParseUint(strings.Trim(r.header.Get("ETag"), `"`), 10, 64)
+					mu.Lock()
+					acked[k] = append(acked[k], v)
+					mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	for round := 0; round < 2; round++ {
+		time.Sleep(1500 * time.Millisecond)
+		victim := c.MostLeader()
+		c.Kill(victim.ID)
+		time.Sleep(1500 * time.Millisecond)
+		c.Restart(victim.ID)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+
+	for _, k := range keys {
+		mu.Lock()
+		want := append([]uint64(nil), acked[k]...)
+		mu.Unlock()
+		if len(want) == 0 {
+			t.Fatalf("no put to %s was acknowledged", k)
+		}
+		var got []uint64
+		c.Eventually(30*time.Second, "log/"+k+" has every acknowledged put", func() bool {
+			r := doQuiet("GET", n1+"/v1/kv/log/"+k, nil)
+			got = parseLog(t, r.body)
+			have := map[uint64]bool{}
+			for _, v := range got {
+				have[v] = true
+			}
+			for _, v := range want {
+				if !have[v] {
+					return false
+				}
+			}
+			return true
+		})
+		for i := 1; i < len(got); i++ {
+			if got[i] <= got[i-1] {
+				t.Fatalf("log/%s out of order or delivered twice at %d: %v", k, i, got)
+			}
+		}
+		s := shard.For(k, c.Members[0].Node().Shards())
+		t.Logf("%s (shard %d): %d acknowledged, %d delivered", k, s, len(want), len(got))
+	}
+}
+
+// parseLog reads "version:value;" entries.
+func parseLog(t *testing.T, b []byte) []uint64 {
+	var out []uint64
+	for _, e := range bytes.Split(b, []byte(";")) {
+		if len(e) == 0 {
+			continue
+		}
+		v, _, _ := bytes.Cut(e, []byte(":"))
+		n, err := strconv.ParseUint(string(v), 10, 64)
+		if err != nil {
+			t.Fatalf("bad log entry %q", e)
+		}
+		out = append(out, n)
+	}
+	return out
+}
