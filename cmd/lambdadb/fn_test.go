@@ -111,3 +111,74 @@ func TestFeedCommand(t *testing.T) {
 }
 
 func testnodeServer(t *testing.T) string { return testnode.Serve(t, testnode.New(t)).URL }
+
+// TestTriggerCommands drives trigger create|list|show|dead|rm against a
+// real serve with the indexer example.
+func TestTriggerCommands(t *testing.T) {
+	dir := t.TempDir()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	c, _, stderr := testCLI(nil, "")
+	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
+	addrs := make(chan string, 1)
+	c.ready = func(addr string) { addrs <- addr }
+	done := make(chan int, 1)
+	go func() {
+		done <- c.run([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--shards", "2"})
+	}()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not start")
+	}
+	defer func() {
+		stop()
+		<-done
+	}()
+	env := map[string]string{"LAMBDADB_SERVER": addr}
+	indexer := filepath.Join(dir, "indexer.wasm")
+	if err := os.WriteFile(indexer, wasmtest.Example(t, "indexer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{args: []string{"fn", "deploy", "indexer", indexer}},
+		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "users/", "idx"}, stdout: `trigger idx version`},
+		{args: []string{"trigger", "create", "idx"}, code: 2, stderr: "--function is required"},
+		{args: []string{"trigger", "create", "--function", "nope", "bad"}, code: 1, stderr: "invalid_trigger"},
+		{args: []string{"put", "users/ada", "Ada Lovelace"}},
+	} {
+		r := runCLI(env, "", s.args...)
+		if r.code != s.code || !strings.Contains(r.stdout, s.stdout) || !strings.Contains(r.stderr, s.stderr) {
+			t.Fatalf("%v: %d %q %q", s.args, r.code, r.stdout, r.stderr)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for runCLI(env, "", "get", "idx/users/ada").stdout != "Ada Lovelace" {
+		if time.Now().After(deadline) {
+			t.Fatal("the trigger did not index users/ada")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := runCLI(env, "", "trigger", "list"); r.code != 0 || !strings.Contains(r.stdout, "idx ") || !strings.Contains(r.stdout, "indexer") {
+		t.Fatalf("list: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(env, "", "trigger", "show", "idx"); r.code != 0 || !strings.Contains(r.stdout, "CHECKPOINT") {
+		t.Fatalf("show: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(env, "", "trigger", "dead", "idx"); r.code != 0 || r.stdout != "" {
+		t.Fatalf("dead: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(env, "", "trigger", "rm", "idx"); r.code != 0 || !strings.Contains(r.stdout, "deleted idx") {
+		t.Fatalf("rm: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(env, "", "trigger", "show", "idx"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
+		t.Fatalf("show after rm: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}

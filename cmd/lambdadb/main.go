@@ -94,6 +94,7 @@ func init() {
 		statusCommand,
 		fnCommand,
 		feedCommand,
+		triggerCommand,
 	}
 }
 

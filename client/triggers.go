@@ -1,0 +1,110 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Trigger binds a function's OnChanges to changes under a prefix.
+type Trigger struct {
+	Name       string    `json:"name,omitempty"`
+	Function   string    `json:"function"`
+	Prefix     string    `json:"prefix"`
+	Events     []string  `json:"events,omitempty"`
+	BatchSize  int       `json:"batch_size,omitempty"`
+	MaxWaitMS  int       `json:"max_wait_ms,omitempty"`
+	MaxRetries int       `json:"max_retries,omitempty"`
+	Start      string    `json:"start,omitempty"` // "now" (default) or "beginning"
+	Version    uint64    `json:"version,omitempty"`
+	CreatedAt  time.Time `json:"created_at,omitempty"`
+
+	// Status, when read back.
+	Shards      []TriggerShard `json:"shards,omitempty"`
+	Delivered   uint64         `json:"delivered,omitempty"`
+	Invocations uint64         `json:"invocations,omitempty"`
+	Retries     uint64         `json:"retries,omitempty"`
+	DeadLetters uint64         `json:"dead_letters,omitempty"`
+	Lag         uint64         `json:"lag,omitempty"`
+}
+
+// TriggerShard is a trigger's progress on one shard.
+type TriggerShard struct {
+	Shard       int    `json:"shard"`
+	Node        string `json:"node"`
+	Running     bool   `json:"running"`
+	Position    uint64 `json:"position"`
+	Checkpoint  uint64 `json:"checkpoint"`
+	Lag         uint64 `json:"lag"`
+	Delivered   uint64 `json:"delivered"`
+	Invocations uint64 `json:"invocations"`
+	Retries     uint64 `json:"retries"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Atomic      uint64 `json:"atomic_batches"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+// DeadLetter is a change a trigger gave up on.
+type DeadLetter struct {
+	Shard   int       `json:"shard"`
+	Key     string    `json:"key"`
+	Op      string    `json:"op"`
+	Version uint64    `json:"version"`
+	Value   []byte    `json:"value"`
+	Error   string    `json:"error"`
+	Time    time.Time `json:"time"`
+}
+
+// CreateTrigger creates (or replaces) trigger name.
+func (c *Client) CreateTrigger(ctx context.Context, name string, t Trigger) (Trigger, error) {
+	t.Name, t.Version, t.CreatedAt = "", 0, time.Time{}
+	body, err := json.Marshal(struct {
+		Function   string   `json:"function"`
+		Prefix     string   `json:"prefix"`
+		Events     []string `json:"events,omitempty"`
+		BatchSize  int      `json:"batch_size,omitempty"`
+		MaxWaitMS  int      `json:"max_wait_ms,omitempty"`
+		MaxRetries int      `json:"max_retries,omitempty"`
+		Start      string   `json:"start,omitempty"`
+	}{t.Function, t.Prefix, t.Events, t.BatchSize, t.MaxWaitMS, t.MaxRetries, t.Start})
+	if err != nil {
+		return Trigger{}, err
+	}
+	var out Trigger
+	_, err = c.doJSON(ctx, http.MethodPut, "/v1/triggers/"+url.PathEscape(name), nil, body, nil, &out)
+	return out, err
+}
+
+// Triggers lists every trigger with its status.
+func (c *Client) Triggers(ctx context.Context) ([]Trigger, error) {
+	var out struct {
+		Triggers []Trigger `json:"triggers"`
+	}
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/triggers", nil, nil, nil, &out)
+	return out.Triggers, err
+}
+
+// TriggerStatus returns one trigger with its per-shard status.
+func (c *Client) TriggerStatus(ctx context.Context, name string) (Trigger, error) {
+	var out Trigger
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/triggers/"+url.PathEscape(name), nil, nil, nil, &out)
+	return out, err
+}
+
+// DeleteTrigger deletes a trigger.
+func (c *Client) DeleteTrigger(ctx context.Context, name string) error {
+	var out struct{}
+	_, err := c.doJSON(ctx, http.MethodDelete, "/v1/triggers/"+url.PathEscape(name), nil, nil, nil, &out)
+	return err
+}
+
+// DeadLetters lists a trigger's dead letters.
+func (c *Client) DeadLetters(ctx context.Context, name string) ([]DeadLetter, error) {
+	var out struct {
+		Dead []DeadLetter `json:"dead"`
+	}
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/triggers/"+url.PathEscape(name)+"/dead", nil, nil, nil, &out)
+	return out.Dead, err
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"lambdadb/client"
+)
+
+var triggerCommand = &command{
+	name:    "trigger",
+	short:   "run functions on inserts",
+	summary: "Manage triggers: a function's OnChanges called with the changes under a prefix.",
+	sub:     []*command{triggerCreateCommand, triggerListCommand, triggerShowCommand, triggerDeadCommand, triggerRmCommand},
+}
+
+var triggerCreateCommand = &command{
+	name:  "trigger create",
+	short: "create or replace a trigger",
+	args:  "[--server URL] --function FN [--prefix P] [--events put,delete] [--batch-size 100] [--max-wait-ms 200] [--max-retries 5] [--start now|beginning] NAME",
+	summary: "Create (or replace) trigger NAME: every committed change under --prefix reaches\n" +
+		"FN's OnChanges, in order per key, at least once (exactly once when the handler\n" +
+		"writes only to the changed key's shard).",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		var t client.Trigger
+		fs.StringVar(&t.Function, "function", "", "the `function` to call")
+		fs.StringVar(&t.Prefix, "prefix", "", "key `prefix` to watch")
+		events := fs.String("events", "", "comma-separated `events`: put, delete (default both)")
+		fs.IntVar(&t.BatchSize, "batch-size", 0, "changes per call at most, `N` (default 100)")
+		fs.IntVar(&t.MaxWaitMS, "max-wait-ms", 0, "longest a change waits to fill a batch when no paused sandbox is ready, `ms` (default 200)")
+		fs.IntVar(&t.MaxRetries, "max-retries", 0, "retries before a failing change is dead-lettered, `N` (default 5)")
+		fs.StringVar(&t.Start, "start", "", "start at `now` (default) or beginning")
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want NAME")
+			}
+			if t.Function == "" {
+				return usagef("--function is required")
+			}
+			if *events != "" {
+				t.Events = strings.Split(*events, ",")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			got, err := cl.CreateTrigger(ctx, args[0], t)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "trigger %s version %d: %s on %q (%s), batches of %d, wait %d ms, %d retries, from %s\n",
+				args[0], got.Version, got.Function, got.Prefix, strings.Join(got.Events, ","), got.BatchSize, got.MaxWaitMS, got.MaxRetries, got.Start)
+			return nil
+		}
+	},
+}
+
+var triggerListCommand = &command{
+	name:    "trigger list",
+	short:   "list triggers",
+	args:    "[--server URL]",
+	summary: "List triggers with their progress.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			ts, err := cl.Triggers(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tFUNCTION\tPREFIX\tEVENTS\tDELIVERED\tCALLS\tRETRIES\tDEAD\tLAG")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%q\t%s\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","),
+					t.Delivered, t.Invocations, t.Retries, t.DeadLetters, t.Lag)
+			}
+			return tw.Flush()
+		}
+	},
+}
+
+var triggerShowCommand = &command{
+	name:    "trigger show",
+	short:   "show a trigger's progress per shard",
+	args:    "[--server URL] NAME",
+	summary: "Show a trigger's checkpoint, lag and counters per shard.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want NAME")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			t, err := cl.TriggerStatus(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "%s: %s on %q (%s), batches of %d, wait %d ms, %d retries\n",
+				t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","), t.BatchSize, t.MaxWaitMS, t.MaxRetries)
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHARD\tNODE\tRUNNING\tCHECKPOINT\tLAG\tDELIVERED\tCALLS\tATOMIC\tRETRIES\tDEAD\tLAST ERROR")
+			for _, s := range t.Shards {
+				fmt.Fprintf(tw, "%d\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Shard, s.Node, s.Running, s.Checkpoint, s.Lag,
+					s.Delivered, s.Invocations, s.Atomic, s.Retries, s.DeadLetters, s.LastError)
+			}
+			return tw.Flush()
+		}
+	},
+}
+
+var triggerDeadCommand = &command{
+	name:    "trigger dead",
+	short:   "list a trigger's dead letters",
+	args:    "[--server URL] NAME",
+	summary: "List the changes a trigger gave up on, with the error.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want NAME")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			dl, err := cl.DeadLetters(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			for _, d := range dl {
+				fmt.Fprintf(c.stdout, "%s %s %s@%d: %s\n", d.Time.Format("2006-01-02 15:04:05"), d.Op, d.Key, d.Version, d.Error)
+			}
+			return nil
+		}
+	},
+}
+
+var triggerRmCommand = &command{
+	name:    "trigger rm",
+	short:   "delete a trigger",
+	args:    "[--server URL] NAME",
+	summary: "Delete a trigger; its runners stop within a second.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want NAME")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			if err := cl.DeleteTrigger(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "deleted %s\n", args[0])
+			return nil
+		}
+	},
+}
