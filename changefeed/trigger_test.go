@@ -35,7 +35,7 @@ type tenv struct {
 	trg  *changefeed.Triggers
 }
 
-func newTEnv(t *testing.T, lcfg lambda.Config) *tenv {
+func newTEnv(t testing.TB, lcfg lambda.Config) *tenv {
 	t.Helper()
 	var trgp atomic.Pointer[changefeed.Triggers]
 	n := testnode.NewWithConfig(t, shard.Config{FeedTrimLimit: func(s int) uint64 {
@@ -60,7 +60,7 @@ func newTEnv(t *testing.T, lcfg lambda.Config) *tenv {
 	return &tenv{node: n, fns: e, trg: tr}
 }
 
-func (v *tenv) put(t *testing.T, k, val string) uint64 {
+func (v *tenv) put(t testing.TB, k, val string) uint64 {
 	t.Helper()
 	r, err := v.node.Put(context.Background(), k, []byte(val), shard.Cond{}, nil)
 	if err != nil {
@@ -69,7 +69,7 @@ func (v *tenv) put(t *testing.T, k, val string) uint64 {
 	return r.Version
 }
 
-func (v *tenv) get(t *testing.T, k string) string {
+func (v *tenv) get(t testing.TB, k string) string {
 	t.Helper()
 	r, err := v.node.Get(context.Background(), k, shard.ReadOptions{})
 	if err != nil {
@@ -78,7 +78,7 @@ func (v *tenv) get(t *testing.T, k string) string {
 	return string(r.Record.Value)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {

@@ -81,6 +81,10 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 			return FeedPage{}, err
 		}
 	}
+	if !n.engRLock() {
+		return FeedPage{}, ErrClosed
+	}
+	defer n.engMu.RUnlock()
 	r := n.eng.NewReader()
 	defer r.Close()
 	var page FeedPage

@@ -205,6 +205,11 @@ type Node struct {
 	closed atomic.Bool
 	mu     sync.Mutex // serialises Close
 
+	// engMu lets reads outside Raft (Get, scans, feeds) finish before
+	// Close closes the engine; engClosed is set under its write lock.
+	engMu     sync.RWMutex
+	engClosed bool
+
 	peerOf   map[string]string // address → node id
 	rpc      *rpcClient
 	internal *http.Server
@@ -469,6 +474,9 @@ func (n *Node) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	n.engMu.Lock()
+	n.engClosed = true
+	n.engMu.Unlock()
 	if err := n.eng.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -525,3 +533,14 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// engRLock read-locks the engine for a read outside Raft; false means the
+// node closed (nothing is locked then).
+func (n *Node) engRLock() bool {
+	n.engMu.RLock()
+	if n.engClosed {
+		n.engMu.RUnlock()
+		return false
+	}
+	return true
+}

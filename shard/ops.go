@@ -381,7 +381,11 @@ func (n *Node) GetIn(ctx context.Context, sp Space, key string, ro ReadOptions) 
 	} else if err != nil {
 		return res, err
 	}
+	if !n.engRLock() {
+		return res, ErrClosed
+	}
 	rec, found, err := n.eng.GetIn(s, ksp, []byte(key))
+	n.engMu.RUnlock()
 	if err != nil {
 		return res, fmt.Errorf("shard: %w", err)
 	}
@@ -442,6 +446,10 @@ func (n *Node) scanLocal(ctx context.Context, g *group, sp Space, lo, hi []byte,
 	if err := n.prepareRead(ctx, g, ro); err != nil {
 		return scanPart{}, err
 	}
+	if !n.engRLock() {
+		return scanPart{}, ErrClosed
+	}
+	defer n.engMu.RUnlock()
 	r := n.eng.NewReader()
 	defer r.Close()
 	var p scanPart
