@@ -47,6 +47,7 @@ func BenchmarkTriggerLatency(b *testing.B) {
 				t0 := time.Now()
 				v.put(b, k, "v")
 				for {
+					applied := v.node.AppliedIndex(s) // before the read: no wake-up is missed
 					g, err := v.node.Get(ctx, "log/"+k, shard.ReadOptions{Consistency: shard.Stale})
 					if err != nil {
 						b.Fatal(err)
@@ -54,8 +55,8 @@ func BenchmarkTriggerLatency(b *testing.B) {
 					if g.Found {
 						break
 					}
-					wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-					_ = v.node.WaitFeed(wctx, s, v.node.AppliedIndex(s))
+					wctx, cancel := context.WithTimeout(ctx, time.Second)
+					_ = v.node.WaitFeed(wctx, s, applied)
 					cancel()
 				}
 				lat = append(lat, time.Since(t0))
