@@ -75,11 +75,11 @@ etcd:
 $(NEMESIS): build
 	$(GO) build -o $(NEMESIS) ./chaos/cmd/nemesis
 
-chaos: $(NEMESIS)
+chaos: $(NEMESIS) examples
 	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)
 
 # CI-sized: well under 3 minutes including the build.
-chaos-quick: $(NEMESIS)
+chaos-quick: $(NEMESIS) examples
 	$(NEMESIS) -bin $(BIN) -duration 100s -hold 5s -quiet 2s -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)/quick
 
 clean:

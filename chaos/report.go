@@ -28,6 +28,11 @@ type Report struct {
 	Converged         bool
 	Convergence       []string
 	Errors            []string // harness problems (a fault that could not be healed, ...)
+	// The trigger workload: acknowledged puts under tw/, and those whose
+	// index entry (written by the trigger's handler) never appeared.
+	TriggerSummary string
+	TriggerAcked   int
+	TriggerMissing []string
 	HistoryFile       string   // written when the run failed
 }
 
@@ -59,7 +64,7 @@ func (r *Report) count(ops []Op) {
 // node's data identical.
 func (r *Report) OK() bool {
 	return r.Check.Linearizable() && r.Check.Lost == 0 && len(r.SessionViolations) == 0 &&
-		len(r.FinalReadErrors) == 0 && r.Converged && len(r.Errors) == 0
+		len(r.FinalReadErrors) == 0 && r.Converged && len(r.Errors) == 0 && len(r.TriggerMissing) == 0
 }
 
 func yesNo(b bool) string {
@@ -133,6 +138,16 @@ func (r *Report) Write(w io.Writer) {
 	list(w, "conflict", ch.Conflicts)
 	list(w, "visualization", ch.Visualizations)
 	fmt.Fprintf(w, "lost: %d\n", ch.Lost)
+	if r.TriggerSummary != "" {
+		fmt.Fprintf(w, "trigger: %s; index entries missing: %d\n", r.TriggerSummary, len(r.TriggerMissing))
+		for i, k := range r.TriggerMissing {
+			if i == 20 {
+				fmt.Fprintf(w, "  ... %d more\n", len(r.TriggerMissing)-20)
+				break
+			}
+			fmt.Fprintf(w, "  missing idx/%s\n", k)
+		}
+	}
 	list(w, "lost", ch.LostDetails)
 	fmt.Fprintf(w, "session guarantees: %s (%d violations)\n", yesNo(len(r.SessionViolations) == 0), len(r.SessionViolations))
 	list(w, "violation", r.SessionViolations)

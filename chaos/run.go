@@ -41,6 +41,11 @@ type Config struct {
 	Log io.Writer
 	// KeepData keeps the nodes' data directories after a passing run.
 	KeepData bool
+	// TriggerWasm is the indexer example module for the trigger workload
+	// ("" skips it). Default "bin/examples/indexer.wasm" when that exists.
+	TriggerWasm string
+	// TriggerWriters are the trigger workload's writers. Default 2.
+	TriggerWriters int
 }
 
 func (c *Config) setDefaults() {
@@ -52,6 +57,14 @@ func (c *Config) setDefaults() {
 	}
 	if c.Duration <= 0 {
 		c.Duration = time.Minute
+	}
+	if c.TriggerWasm == "" {
+		if _, err := os.Stat("bin/examples/indexer.wasm"); err == nil {
+			c.TriggerWasm = "bin/examples/indexer.wasm"
+		}
+	}
+	if c.TriggerWriters <= 0 {
+		c.TriggerWriters = 2
 	}
 	if c.Clients <= 0 {
 		c.Clients = 10
@@ -122,11 +135,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Logf: logf}
 	logf("running %d register clients and %d session clients on %d keys for %v; faults: %v",
 		cfg.Clients, cfg.Sessions, cfg.Keys, cfg.Duration, cfg.Faults)
+	var tw *TriggerWorkload
+	if cfg.TriggerWasm != "" {
+		tw = &TriggerWorkload{Cluster: cl, Wasm: cfg.TriggerWasm, Writers: cfg.TriggerWriters, Timeout: cfg.OpTimeout, Seed: cfg.Seed}
+		logf("trigger workload: deploying %s and a trigger on %q; %d writers", cfg.TriggerWasm, triggerPrefix, cfg.TriggerWriters)
+		if err := tw.Setup(ctx); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+			tw = nil
+		}
+	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); wl.Run(wctx) }()
 	go func() { defer wg.Done(); nem.Run(wctx) }()
+	if tw != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); tw.Run(wctx) }()
+	}
 	wg.Wait()
 	cancel()
 	rep.Faults = nem.Records()
@@ -138,6 +164,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if err := cl.WaitHealthy(ctx, 90*time.Second); err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
+	}
+
+	if tw != nil {
+		logf("trigger workload: waiting for every acknowledged put's index entry")
+		rep.TriggerAcked, rep.TriggerMissing = tw.Check(ctx, 90*time.Second)
+		rep.TriggerSummary = tw.Summary()
 	}
 
 	logf("final reads of %d keys through every node", len(wl.AllKeys()))
