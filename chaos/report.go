@@ -33,7 +33,7 @@ type Report struct {
 	TriggerSummary string
 	TriggerAcked   int
 	TriggerMissing []string
-	HistoryFile       string   // written when the run failed
+	HistoryFile    string // written when the run failed
 }
 
 func (r *Report) count(ops []Op) {

@@ -161,4 +161,3 @@ func (t *TriggerWorkload) Summary() string {
 	defer t.mu.Unlock()
 	return fmt.Sprintf("%d puts tried, %d acknowledged", t.tried, len(t.acked))
 }
-
