@@ -13,7 +13,7 @@ CHAOS_OUT   ?= bin/chaos
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv bench-fn etcd examples
+.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -64,6 +64,12 @@ bench-fn:
 	$(GO) test ./lambda -run '^$$' -bench 'Start|Burst|PausedPerGiB' -benchtime 10x
 	$(GO) test ./server -run '^$$' -bench InvokeHTTP -benchtime 5000x
 
+# Change delivery on 3 nodes: feed latency (vs etcd watch), put → handler
+# latency, delivery rate of a trigger over TRIGGER_CHANGES preloaded changes.
+TRIGGER_CHANGES ?= 20000
+bench-trigger: build etcd examples
+	$(GO) run ./bench/cmd/lambdabench -scenarios trigger -bin $(BIN) -changes $(TRIGGER_CHANGES)
+
 etcd:
 	@command -v etcd >/dev/null 2>&1 || { \
 		echo "installing etcd-server (Debian)"; \
@@ -97,5 +103,6 @@ help:
 	@echo "  chaos-quick  the same in CI time (100s of faults)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
 	@echo "  bench-fn  function benchmarks: sandbox starts by state, bursts, density, warm invoke over HTTP"
+	@echo "  bench-trigger  3 nodes: feed latency vs etcd watch, put→handler latency, trigger delivery rate"
 	@echo "  examples  build the example handlers into bin/examples/*.wasm"
 	@echo "  clean  remove bin/"

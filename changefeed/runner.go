@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"lambdadb/lambda"
 	"lambdadb/shard"
 )
 
@@ -281,7 +282,13 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 			}
 			backoff = min(2*backoff, 5*time.Second)
 		}
+		select {
+		case t.calls <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		res, err := t.cfg.Functions.CallChanges(ctx, lambdaCall(d, batch))
+		<-t.calls
 		t.mu.Lock()
 		st.Invocations++
 		t.mu.Unlock()
@@ -302,6 +309,9 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		}
 		lastErr = err
 		t.setErr(st, err)
+		if errors.Is(err, lambda.ErrTimeout) && cut(batch, (len(batch)+1)/2) < len(batch) {
+			break // too much for one call: split it now
+		}
 	}
 	// Bisect by whole entries.
 	if first := cut(batch, (len(batch)+1)/2); first < len(batch) {
@@ -333,16 +343,8 @@ func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *Sh
 		t.mu.Unlock()
 		return nil
 	}
-	for _, op := range writes {
-		var err error
-		if op.Delete {
-			_, err = t.cfg.Node.Delete(ctx, op.Key, shard.Cond{}, nil)
-		} else {
-			_, err = t.cfg.Node.Put(ctx, op.Key, op.Value, shard.Cond{}, nil)
-		}
-		if err != nil {
-			return fmt.Errorf("changefeed: apply handler write to %q: %w", op.Key, err)
-		}
+	if err := t.applyWrites(ctx, writes); err != nil {
+		return err
 	}
 	return t.commit(ctx, d, s, nil, through, cs)
 }
@@ -371,4 +373,41 @@ func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardS
 	t.mu.Unlock()
 	t.log.Warn("trigger dead-lettered a change", "trigger", d.Name, "shard", s, "key", batch[0].Key, "version", batch[0].Version, "err", msg)
 	return nil
+}
+
+// applyWrites applies a handler's writes that are not on the batch's
+// shard: one batch per shard they touch (in chunks), the shards in
+// parallel. Not atomic with the checkpoint — at least once.
+func (t *Triggers) applyWrites(ctx context.Context, writes []shard.Op) error {
+	n := t.cfg.Node.Shards()
+	groups := map[int][]shard.Op{}
+	for _, op := range writes {
+		s := shard.For(op.Key, n)
+		groups[s] = append(groups[s], op)
+	}
+	errs := make(chan error, len(groups))
+	for _, ops := range groups {
+		go func() {
+			for len(ops) > 0 {
+				k, size := 0, 0
+				for k < len(ops) && k < shard.MaxBatchOps && (k == 0 || size+len(ops[k].Key)+len(ops[k].Value) <= 16<<20) {
+					size += len(ops[k].Key) + len(ops[k].Value)
+					k++
+				}
+				if _, err := t.cfg.Node.Batch(ctx, ops[:k], nil); err != nil {
+					errs <- fmt.Errorf("changefeed: apply handler writes: %w", err)
+					return
+				}
+				ops = ops[k:]
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range groups {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

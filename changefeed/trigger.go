@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -79,6 +80,10 @@ type TriggersConfig struct {
 	// Poll is how often the node reconciles its runners with the trigger
 	// definitions and its shard leaderships. Default 500ms.
 	Poll time.Duration
+	// Concurrency bounds the handler calls this node's runners make at
+	// once, so shards delivering together do not starve each other's calls
+	// past their timeouts. Default: GOMAXPROCS.
+	Concurrency int
 	// Logger receives trigger events. Default: discard.
 	Logger *slog.Logger
 }
@@ -95,6 +100,8 @@ type Triggers struct {
 	runners map[runnerKey]*runner
 	stats   map[runnerKey]*ShardStats
 	closed  bool
+
+	calls chan struct{} // handler call slots
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -143,7 +150,10 @@ func NewTriggers(cfg TriggersConfig) (*Triggers, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Triggers{cfg: cfg, feed: New(cfg.Node), log: cfg.Logger, defs: map[string]*Trigger{},
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	return &Triggers{cfg: cfg, feed: New(cfg.Node), log: cfg.Logger, defs: map[string]*Trigger{}, calls: make(chan struct{}, cfg.Concurrency),
 		runners: map[runnerKey]*runner{}, stats: map[runnerKey]*ShardStats{}, stop: make(chan struct{})}, nil
 }
 

@@ -2,6 +2,7 @@
 // reference peers on this machine and prints the results.
 //
 //	go run ./bench/cmd/lambdabench -scenarios kv -duration 10s
+//	go run ./bench/cmd/lambdabench -scenarios trigger -changes 20000
 package main
 
 import (
@@ -26,6 +27,10 @@ func main() {
 		duration = flag.Duration("duration", 10*time.Second, "length of each measurement")
 		shards   = flag.Int("shards", 16, "lambdadb shards")
 		jsonOut  = flag.String("json", "", "also write results as JSON to this file")
+		scen     = flag.String("scenarios", "kv", "comma-separated scenarios: kv, trigger")
+		changes  = flag.Int("changes", 20000, "trigger: changes preloaded for the delivery rate")
+		samples  = flag.Int("samples", 300, "trigger: latency samples")
+		wasm     = flag.String("wasm", "bin/examples/indexer.wasm", "trigger: the indexer example module")
 	)
 	flag.Parse()
 	etcdBin := *etcd
@@ -38,9 +43,40 @@ func main() {
 			etcdBin = p
 		}
 	}
+	var results []any
+	for _, sc := range strings.Split(*scen, ",") {
+		switch sc {
+		case "kv":
+			results = append(results, runKV(*bin, etcdBin, *clients, *value, *keys, *duration, *shards))
+		case "trigger":
+			r, err := bench.RunTrigger(bench.TriggerConfig{LambdaBin: *bin, EtcdBin: etcdBin, Wasm: *wasm,
+				Shards: *shards, Changes: *changes, Clients: *clients, Samples: *samples, Progress: os.Stderr})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "lambdabench:", err)
+				os.Exit(1)
+			}
+			fmt.Println(strings.Repeat("-", 100))
+			b, _ := json.MarshalIndent(r, "", "  ")
+			fmt.Println(string(b))
+			results = append(results, r)
+		default:
+			fmt.Fprintf(os.Stderr, "lambdabench: unknown scenario %q (kv, trigger)\n", sc)
+			os.Exit(2)
+		}
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "lambdabench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+func runKV(bin, etcdBin string, clients, value, keys int, duration time.Duration, shards int) []bench.Result {
 	res, err := bench.RunKV(bench.KVConfig{
-		LambdaBin: *bin, EtcdBin: etcdBin, Clients: *clients, ValueBytes: *value,
-		Keys: *keys, Duration: *duration, Shards: *shards, Progress: os.Stderr,
+		LambdaBin: bin, EtcdBin: etcdBin, Clients: clients, ValueBytes: value,
+		Keys: keys, Duration: duration, Shards: shards, Progress: os.Stderr,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lambdabench:", err)
@@ -51,13 +87,7 @@ func main() {
 		fmt.Println(r)
 	}
 	printRatios(res)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "lambdabench:", err)
-			os.Exit(1)
-		}
-	}
+	return res
 }
 
 func printRatios(res []bench.Result) {
