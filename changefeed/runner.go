@@ -300,9 +300,16 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 				t.mu.Unlock()
 				return nil
 			}
-			if errors.Is(err, errStale) {
-				return err
-			}
+			// The handler succeeded but its writes or the checkpoint did
+			// not commit: nothing wrong with the changes. The runner starts
+			// over from the checkpoint (at least once), never dead-letters.
+			return err
+		}
+		if !handlerFault(err) {
+			// The function is missing, the node is overloaded or closing,
+			// a shard is unavailable: not the changes' fault. Retry from
+			// the checkpoint, without counting toward dead letters.
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -321,6 +328,18 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		return t.deliver(ctx, d, s, st, batch[first:], through, cs)
 	}
 	return t.deadLetter(ctx, d, s, st, batch, through, cs, lastErr)
+}
+
+// handlerFault reports errors that a batch's changes may cause — the
+// handler failed on them — as opposed to the cluster's own trouble.
+func handlerFault(err error) bool {
+	if errors.Is(err, lambda.ErrHandler) || errors.Is(err, lambda.ErrMemoryLimit) ||
+		errors.Is(err, lambda.ErrTimeout) || errors.Is(err, lambda.ErrRequestTooLarge) {
+		// A KV call of the handler failing for lack of a shard leader is
+		// still the cluster's trouble.
+		return !errors.Is(err, shard.ErrUnavailable) && !errors.Is(err, shard.ErrNotLeader)
+	}
+	return false
 }
 
 // commitDelivery commits a successful call's writes with the checkpoint:

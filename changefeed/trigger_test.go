@@ -223,3 +223,30 @@ func TestTriggerBatchingFollowsSandboxState(t *testing.T) {
 		t.Fatalf("stopped sandbox took %d invocations, paused %d: batching does not follow the state", stopped, paused)
 	}
 }
+
+// TestTriggerWaitsForMissingFunction: the cluster's trouble (here, the
+// function removed) is retried, never dead-lettered; delivery resumes once
+// the function is back.
+func TestTriggerWaitsForMissingFunction(t *testing.T) {
+	v := newTEnv(t, lambda.Config{})
+	ctx := context.Background()
+	wasm := wasmtest.Guest(t, "faulty")
+	if _, err := v.fns.Deploy(ctx, "rec", wasm, lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.trg.Create(ctx, changefeed.Trigger{Name: "m", Function: "rec", Prefix: "{m}", MaxRetries: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.fns.Remove(ctx, "rec", nil); err != nil {
+		t.Fatal(err)
+	}
+	v.put(t, "{m}1", "one")
+	time.Sleep(2 * time.Second)
+	if dl, err := v.trg.DeadLetters(ctx, "m"); err != nil || len(dl) != 0 {
+		t.Fatalf("dead letters %v, %v", dl, err)
+	}
+	if _, err := v.fns.Deploy(ctx, "rec", wasm, lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "delivered after the function is back", func() bool { return strings.Contains(v.get(t, "log/{m}1"), "one") })
+}

@@ -464,6 +464,10 @@ func (e *Engine) run(ctx context.Context, inst *instance, cs *callState, kind ui
 		}
 		return r.Payload, true, nil
 	case statusError:
+		if cs.infra != nil {
+			// The handler gave up after the cluster failed one of its calls.
+			return nil, true, fmt.Errorf("%w: %s (after a host call failed: %w)", ErrHandler, r.Msg, cs.infra)
+		}
 		return nil, true, fmt.Errorf("%w: %s", ErrHandler, r.Msg)
 	case statusNoEntry:
 		return nil, true, fmt.Errorf("%w: %s", ErrNoEntrypoint, r.Msg)

@@ -49,6 +49,8 @@ type callState struct {
 
 	tx *txBuffer // OnChanges with buffered writes (changes.go)
 
+	infra error // a host call that failed for the cluster's reasons (no leader, closing)
+
 	line []byte // partial output line
 }
 
@@ -229,7 +231,12 @@ type scanReq struct {
 // hostCall serves one KV call and returns its msgpack response: an array
 // whose first two elements are an error code and message ("" when fine).
 func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []byte) []byte {
-	fail := func(err error) []byte { return encodeHost(kvCode(err), err.Error()) }
+	fail := func(err error) []byte {
+		if code := kvCode(err); code == "unavailable" || code == "closed" {
+			cs.infra = err
+		}
+		return encodeHost(kvCode(err), err.Error())
+	}
 	ro := shard.ReadOptions{Consistency: cs.ro, Session: cs.tok}
 	switch op {
 	case opGet:
