@@ -63,12 +63,12 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 	if s < 0 || s >= n.cfg.Shards {
 		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrInvalidScan, s)
 	}
-	g := n.hosted(s)
-	if g == nil {
-		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
-	}
 	if limit <= 0 {
 		limit = DefaultFeedLimit
+	}
+	g := n.hosted(s)
+	if g == nil {
+		return n.forwardFeed(ctx, s, after, limit)
 	}
 	if ro.Consistency != Stale {
 		ctx, cancel := n.ctx(ctx)
@@ -127,13 +127,53 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 }
 
 // WaitFeed blocks until this node's replica of shard s has applied an
-// entry after index after, or ctx ends (it then returns ctx's error).
+// entry after index after, or ctx ends (it then returns ctx's error). For
+// a shard this node holds no replica of, it returns after a short poll
+// interval: callers read again and find out.
 func (n *Node) WaitFeed(ctx context.Context, s int, after uint64) error {
 	g := n.hosted(s)
 	if g == nil {
-		return fmt.Errorf("%w: shard %d", ErrNotHosted, s)
+		t := time.NewTimer(feedPoll)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return g.fsm.waitApplied(ctx, after+1)
+}
+
+// feedPoll is how often a long poll re-reads a shard held elsewhere.
+const feedPoll = 100 * time.Millisecond
+
+// forwardFeed reads the feed of a shard this node holds no replica of
+// from its leader (any replica would do; the leader has applied the
+// most).
+func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int) (FeedPage, error) {
+	if n.rpc == nil {
+		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
+	}
+	ctx, cancel := n.ctx(ctx)
+	defer cancel()
+	var resp feedResp
+	err := n.retry(ctx, s, func(leader string) error {
+		if leader == "" {
+			return errorf(ErrNotLeader, "shard %d has no known leader", s)
+		}
+		resp = feedResp{}
+		tctx, cancel := n.readTryCtx(ctx)
+		defer cancel()
+		if err := n.rpc.call(tctx, "POST", leader, rpcFeed, feedReq{Shard: s, After: after, Limit: limit}, &resp); err != nil {
+			return fmt.Errorf("%w: %v", errReadRPC, err)
+		}
+		return resp.rpcError.err()
+	})
+	if err != nil {
+		return FeedPage{}, err
+	}
+	return FeedPage{Changes: resp.Changes, Trimmed: resp.Trimmed, Applied: resp.Applied, More: resp.More}, nil
 }
 
 // Hosts reports whether this node holds a replica of shard s.

@@ -24,6 +24,7 @@ const (
 	rpcGet       = "/internal/v1/get"
 	rpcScan      = "/internal/v1/scan"
 	rpcStatus    = "/internal/v1/status"
+	rpcFeed      = "/internal/v1/feed"
 
 	// maxRPCBody bounds RPC bodies; scans keep pages under MaxScanBytes.
 	maxRPCBody = 64 << 20
@@ -41,6 +42,7 @@ const (
 	codeInvalidScan  = "invalid_scan"
 	codeConsistency  = "bad_consistency"
 	codeClosed       = "closed"
+	codeFeedTrimmed  = "feed_trimmed"
 	codeInternal     = "internal"
 )
 
@@ -63,6 +65,8 @@ func (e rpcError) err() error {
 		sentinel = ErrUnavailable
 	case codeInvalidKey:
 		sentinel = ErrInvalidKey
+	case codeFeedTrimmed:
+		sentinel = ErrFeedTrimmed
 	case codeInvalidScan:
 		sentinel = ErrInvalidScan
 	case codeConsistency:
@@ -99,8 +103,25 @@ func toRPCError(err error) rpcError {
 		e.Code = codeInvalid
 	case errors.Is(err, ErrClosed):
 		e.Code = codeClosed
+	case errors.Is(err, ErrFeedTrimmed):
+		e.Code = codeFeedTrimmed
 	}
 	return e
+}
+
+// feedReq asks a replica for a page of a shard's feed.
+type feedReq struct {
+	Shard int    `msgpack:"shard"`
+	After uint64 `msgpack:"after"`
+	Limit int    `msgpack:"limit"`
+}
+
+type feedResp struct {
+	rpcError
+	Changes []Change `msgpack:"changes"`
+	Trimmed uint64   `msgpack:"trimmed"`
+	Applied uint64   `msgpack:"applied"`
+	More    bool     `msgpack:"more"`
 }
 
 type applyReq struct {
@@ -238,6 +259,18 @@ func (n *Node) internalHandler() http.Handler {
 		part, err := n.scanLocal(r.Context(), g, Space(req.Space), req.Lo, req.Hi, req.Limit,
 			ReadOptions{Consistency: Consistency(req.Consistency), Session: tok})
 		writeRPC(w, readResp{rpcError: toRPCError(err), Records: part.recs, Applied: part.applied, Truncated: part.truncated})
+	})
+	mux.HandleFunc("POST "+rpcFeed, func(w http.ResponseWriter, r *http.Request) {
+		var req feedReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		if n.hosted(req.Shard) == nil {
+			writeRPC(w, feedResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
+			return
+		}
+		p, err := n.ReadFeed(r.Context(), req.Shard, req.After, min(max(req.Limit, 1), 10*DefaultFeedLimit), ReadOptions{Consistency: Stale})
+		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())

@@ -25,6 +25,7 @@ var rpcRoutes = []struct {
 	{rpcReadIndex, func() any { return &readIndexResp{} }},
 	{rpcGet, func() any { return &readResp{} }},
 	{rpcScan, func() any { return &readResp{} }},
+	{rpcFeed, func() any { return &feedResp{} }},
 }
 
 // FuzzInternalRPC sends arbitrary msgpack bodies to every internal RPC
@@ -50,6 +51,8 @@ func FuzzInternalRPC(f *testing.F) {
 		{Op: opDelete, Key: "k", Space: uint8(SystemSpace)},
 	}})
 	f.Add(uint8(0), enc(applyReq{Shard: For("k", 4), Cmd: batch}))
+	f.Add(uint8(4), enc(feedReq{Shard: 1, After: 0, Limit: 10}))
+	f.Add(uint8(4), enc(feedReq{Shard: 99, After: 1 << 63, Limit: -5}))
 	f.Add(uint8(1), enc(readIndexReq{Shard: 1}))
 	f.Add(uint8(1), enc(readIndexReq{Shard: 1 << 20}))
 	f.Add(uint8(2), enc(readReq{Shard: 0, Key: "k", Consistency: uint8(Linearizable)}))
