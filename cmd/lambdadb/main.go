@@ -197,7 +197,7 @@ func (c *cli) help(args []string) int {
 }
 
 func (c *cli) usage(w io.Writer) {
-	fmt.Fprint(w, `lambdadb is a distributed key-value database.
+	fmt.Fprint(w, `lambdadb is a distributed key-value database that runs functions next to its data.
 
 Usage:
   lambdadb <command> [arguments]
