@@ -243,7 +243,19 @@ func (n *Node) applyLocal(ctx context.Context, g *group, cmd []byte) (uint64, ap
 		timeout = time.Until(d)
 	}
 	f := g.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	// Raft's timeout bounds only the enqueueing: an entry a leader cannot
+	// get committed (and does not step down over) would block Error
+	// forever. The request's deadline bounds the wait; the outcome is then
+	// unknown.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return 0, applyResult{}, errorf(ErrUnavailable, "shard %d: %v waiting for the entry to commit (the write may or may not have been applied)", g.id, ctx.Err())
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			// Rejected before it entered the log: safe to retry elsewhere.
