@@ -1,0 +1,237 @@
+package scatter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+)
+
+// ErrInvalidAggregate is an aggregate specification that cannot run.
+var ErrInvalidAggregate = errors.New("scatter: invalid aggregate")
+
+// Aggregate operations.
+const (
+	OpCount = "count"
+	OpSum   = "sum"
+	OpMin   = "min"
+	OpMax   = "max"
+	OpAvg   = "avg"
+	OpTopK  = "topk"
+)
+
+// MaxK bounds topk's k.
+const MaxK = 10000
+
+// Spec is a built-in aggregate: Op over the top-level Field of JSON object
+// values, per value of the top-level GroupBy field when set.
+type Spec struct {
+	Op      string `json:"op"`
+	Field   string `json:"field,omitempty"`
+	GroupBy string `json:"group_by,omitempty"`
+	K       int    `json:"k,omitempty"` // topk: how many
+}
+
+// Validate checks the spec.
+func (s Spec) Validate() error {
+	switch s.Op {
+	case OpCount:
+	case OpSum, OpMin, OpMax, OpAvg:
+		if s.Field == "" {
+			return fmt.Errorf("%w: %s needs a field", ErrInvalidAggregate, s.Op)
+		}
+	case OpTopK:
+		if s.Field == "" {
+			return fmt.Errorf("%w: topk needs a field", ErrInvalidAggregate)
+		}
+		if s.K < 1 || s.K > MaxK {
+			return fmt.Errorf("%w: topk k=%d outside 1..%d", ErrInvalidAggregate, s.K, MaxK)
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %q (count, sum, min, max, avg, topk)", ErrInvalidAggregate, s.Op)
+	}
+	return nil
+}
+
+// Item is one record in a topk result.
+type Item struct {
+	Key   string  `json:"key"`
+	Value float64 `json:"value"`
+}
+
+// Acc is one group's partial aggregate.
+type Acc struct {
+	Count uint64   `json:"count"` // records counted (with a numeric field, for field ops)
+	Sum   float64  `json:"sum"`
+	Min   *float64 `json:"min,omitempty"`
+	Max   *float64 `json:"max,omitempty"`
+	Top   []Item   `json:"top,omitempty"` // topk: best first, at most K
+}
+
+// Partial is a mergeable partial result: what a leaf returns and a
+// combine merges.
+type Partial struct {
+	Groups map[string]*Acc `json:"groups"`
+	// Scanned counts records read; Skipped those that were not JSON
+	// objects; NoField JSON objects without a numeric Field (field ops).
+	Scanned      uint64 `json:"scanned"`
+	Skipped      uint64 `json:"skipped"`
+	NoField      uint64 `json:"no_field"`
+	BytesScanned uint64 `json:"bytes_scanned"`
+}
+
+// NewPartial returns an empty partial.
+func NewPartial() *Partial { return &Partial{Groups: map[string]*Acc{}} }
+
+// Add folds one record into p.
+func (p *Partial) Add(s Spec, key string, value []byte) {
+	p.Scanned++
+	p.BytesScanned += uint64(len(key) + len(value))
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(value, &obj); err != nil || obj == nil {
+		p.Skipped++
+		return
+	}
+	group := ""
+	if s.GroupBy != "" {
+		group = groupKey(obj[s.GroupBy])
+	}
+	acc := p.Groups[group]
+	if acc == nil {
+		acc = &Acc{}
+		p.Groups[group] = acc
+	}
+	if s.Op == OpCount && s.Field == "" {
+		acc.Count++
+		return
+	}
+	var x float64
+	raw, ok := obj[s.Field]
+	if !ok || json.Unmarshal(raw, &x) != nil || math.IsInf(x, 0) || math.IsNaN(x) {
+		p.NoField++
+		return
+	}
+	acc.add(s, key, x)
+}
+
+func (a *Acc) add(s Spec, key string, x float64) {
+	a.Count++
+	a.Sum += x
+	if a.Min == nil || x < *a.Min {
+		v := x
+		a.Min = &v
+	}
+	if a.Max == nil || x > *a.Max {
+		v := x
+		a.Max = &v
+	}
+	if s.Op == OpTopK {
+		a.Top = insertTop(a.Top, Item{Key: key, Value: x}, s.K)
+	}
+}
+
+// better orders topk items: larger value first, then smaller key, so
+// ties resolve the same way on every node.
+func better(a, b Item) bool {
+	if a.Value != b.Value {
+		return a.Value > b.Value
+	}
+	return a.Key < b.Key
+}
+
+func insertTop(top []Item, it Item, k int) []Item {
+	i := sort.Search(len(top), func(i int) bool { return better(it, top[i]) })
+	if i >= k {
+		return top
+	}
+	top = append(top, Item{})
+	copy(top[i+1:], top[i:])
+	top[i] = it
+	if len(top) > k {
+		top = top[:k]
+	}
+	return top
+}
+
+// groupKey is the JSON text of a group-by value ("null" when absent), so
+// 1 and "1" stay distinct groups.
+func groupKey(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "null"
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "null"
+	}
+	b, _ := json.Marshal(v) // canonical spacing
+	return string(b)
+}
+
+// Merge folds o into p.
+func (p *Partial) Merge(s Spec, o *Partial) {
+	p.Scanned += o.Scanned
+	p.Skipped += o.Skipped
+	p.NoField += o.NoField
+	p.BytesScanned += o.BytesScanned
+	for g, oa := range o.Groups {
+		a := p.Groups[g]
+		if a == nil {
+			a = &Acc{}
+			p.Groups[g] = a
+		}
+		a.Count += oa.Count
+		a.Sum += oa.Sum
+		if oa.Min != nil && (a.Min == nil || *oa.Min < *a.Min) {
+			v := *oa.Min
+			a.Min = &v
+		}
+		if oa.Max != nil && (a.Max == nil || *oa.Max > *a.Max) {
+			v := *oa.Max
+			a.Max = &v
+		}
+		for _, it := range oa.Top {
+			a.Top = insertTop(a.Top, it, s.K)
+		}
+	}
+}
+
+// Result turns a (root) partial into the API's result: one value, or a
+// map from group (the group-by value's JSON text) to value. min, max and
+// avg of no numbers are null; topk is a list of {key, value}.
+func (p *Partial) Result(s Spec) any {
+	value := func(a *Acc) any {
+		if a == nil {
+			a = &Acc{}
+		}
+		switch s.Op {
+		case OpCount:
+			return a.Count
+		case OpSum:
+			return a.Sum
+		case OpMin:
+			return a.Min
+		case OpMax:
+			return a.Max
+		case OpAvg:
+			if a.Count == 0 {
+				return nil
+			}
+			return a.Sum / float64(a.Count)
+		case OpTopK:
+			if a.Top == nil {
+				return []Item{}
+			}
+			return a.Top
+		}
+		return nil
+	}
+	if s.GroupBy == "" {
+		return value(p.Groups[""])
+	}
+	out := make(map[string]any, len(p.Groups))
+	for g, a := range p.Groups {
+		out[g] = value(a)
+	}
+	return out
+}

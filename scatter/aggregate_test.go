@@ -1,0 +1,259 @@
+package scatter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"sort"
+	"testing"
+)
+
+type rec struct{ key, value string }
+
+// records makes n records across regions, some not JSON, some without
+// the amount.
+func records(n int, seed uint64) []rec {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	regions := []string{`"eu"`, `"us"`, `"ap"`, `7`, ``}
+	var out []rec
+	for i := 0; i < n; i++ {
+		k := fmt.Sprintf("orders/%05d", i)
+		switch rng.IntN(20) {
+		case 0:
+			out = append(out, rec{k, "not json"})
+		case 1:
+			out = append(out, rec{k, `[1,2]`})
+		case 2:
+			out = append(out, rec{k, `{"region":"eu"}`})
+		default:
+			r := regions[rng.IntN(len(regions))]
+			amount := float64(rng.IntN(1000)) / 4
+			if r == "" {
+				out = append(out, rec{k, fmt.Sprintf(`{"amount":%g}`, amount)})
+			} else {
+				out = append(out, rec{k, fmt.Sprintf(`{"region":%s,"amount":%g}`, r, amount)})
+			}
+		}
+	}
+	return out
+}
+
+// naive computes the expected result directly.
+func naive(s Spec, recs []rec) any {
+	type g struct {
+		n        uint64
+		sum      float64
+		min, max *float64
+		items    []Item
+	}
+	groups := map[string]*g{}
+	for _, r := range recs {
+		var obj map[string]any
+		if json.Unmarshal([]byte(r.value), &obj) != nil || obj == nil {
+			continue
+		}
+		gk := ""
+		if s.GroupBy != "" {
+			if v, ok := obj[s.GroupBy]; ok {
+				b, _ := json.Marshal(v)
+				gk = string(b)
+			} else {
+				gk = "null"
+			}
+		}
+		if groups[gk] == nil {
+			groups[gk] = &g{}
+		}
+		gr := groups[gk]
+		if s.Op == OpCount && s.Field == "" {
+			gr.n++
+			continue
+		}
+		x, ok := obj[s.Field].(float64)
+		if !ok {
+			continue
+		}
+		gr.n++
+		gr.sum += x
+		if gr.min == nil || x < *gr.min {
+			v := x
+			gr.min = &v
+		}
+		if gr.max == nil || x > *gr.max {
+			v := x
+			gr.max = &v
+		}
+		gr.items = append(gr.items, Item{r.key, x})
+	}
+	val := func(gr *g) any {
+		if gr == nil {
+			gr = &g{}
+		}
+		switch s.Op {
+		case OpCount:
+			return gr.n
+		case OpSum:
+			return gr.sum
+		case OpMin:
+			return gr.min
+		case OpMax:
+			return gr.max
+		case OpAvg:
+			if gr.n == 0 {
+				return nil
+			}
+			return gr.sum / float64(gr.n)
+		case OpTopK:
+			sort.Slice(gr.items, func(i, j int) bool { return better(gr.items[i], gr.items[j]) })
+			if len(gr.items) > s.K {
+				gr.items = gr.items[:s.K]
+			}
+			if gr.items == nil {
+				return []Item{}
+			}
+			return gr.items
+		}
+		return nil
+	}
+	if s.GroupBy == "" {
+		return val(groups[""])
+	}
+	out := map[string]any{}
+	for k, gr := range groups {
+		out[k] = val(gr)
+	}
+	return out
+}
+
+// TestAggregatesMatchNaive splits records over "shards" at random, builds
+// a partial per shard, merges them in random order (through JSON, as they
+// travel), and compares with a direct computation.
+func TestAggregatesMatchNaive(t *testing.T) {
+	recs := records(3000, 7)
+	specs := []Spec{
+		{Op: OpCount}, {Op: OpCount, Field: "amount"}, {Op: OpSum, Field: "amount"}, {Op: OpMin, Field: "amount"},
+		{Op: OpMax, Field: "amount"}, {Op: OpAvg, Field: "amount"}, {Op: OpTopK, Field: "amount", K: 5},
+		{Op: OpCount, GroupBy: "region"}, {Op: OpSum, Field: "amount", GroupBy: "region"},
+		{Op: OpAvg, Field: "amount", GroupBy: "region"}, {Op: OpMin, Field: "amount", GroupBy: "region"},
+		{Op: OpTopK, Field: "amount", GroupBy: "region", K: 3}, {Op: OpSum, Field: "missing"},
+		{Op: OpTopK, Field: "amount", K: 10000},
+	}
+	for _, s := range specs {
+		t.Run(fmt.Sprintf("%s/%s/%s", s.Op, s.Field, s.GroupBy), func(t *testing.T) {
+			if err := s.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(3, 4))
+			shards := make([]*Partial, 7)
+			for i := range shards {
+				shards[i] = NewPartial()
+			}
+			for _, r := range recs {
+				shards[rng.IntN(len(shards))].Add(s, r.key, []byte(r.value))
+			}
+			root := NewPartial()
+			for _, i := range rng.Perm(len(shards)) {
+				b, err := json.Marshal(shards[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				var p Partial
+				if err := json.Unmarshal(b, &p); err != nil {
+					t.Fatal(err)
+				}
+				root.Merge(s, &p)
+			}
+			got, want := norm(root.Result(s)), norm(naive(s, recs))
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("got %v\nwant %v", got, want)
+			}
+			if root.Scanned != uint64(len(recs)) || root.Skipped == 0 {
+				t.Fatalf("scanned %d skipped %d", root.Scanned, root.Skipped)
+			}
+		})
+	}
+}
+
+// norm makes results comparable despite float summation order.
+func norm(v any) any {
+	b, _ := json.Marshal(v)
+	var out any
+	_ = json.Unmarshal(b, &out)
+	var round func(any) any
+	round = func(x any) any {
+		switch y := x.(type) {
+		case float64:
+			return math.Round(y*1e6) / 1e6
+		case map[string]any:
+			for k, v := range y {
+				y[k] = round(v)
+			}
+		case []any:
+			for i := range y {
+				y[i] = round(y[i])
+			}
+		}
+		return x
+	}
+	return round(out)
+}
+
+func TestTopKTiesAndEdges(t *testing.T) {
+	s := Spec{Op: OpTopK, Field: "v", K: 2}
+	p := NewPartial()
+	for _, r := range []rec{{"b", `{"v":5}`}, {"a", `{"v":5}`}, {"c", `{"v":5}`}, {"d", `{"v":1}`}} {
+		p.Add(s, r.key, []byte(r.value))
+	}
+	got := p.Result(s).([]Item)
+	if len(got) != 2 || got[0].Key != "a" || got[1].Key != "b" {
+		t.Fatalf("ties: %v", got)
+	}
+	empty := NewPartial()
+	if r := empty.Result(s).([]Item); len(r) != 0 {
+		t.Fatalf("empty topk %v", r)
+	}
+	if r := empty.Result(Spec{Op: OpAvg, Field: "v"}); r != nil {
+		t.Fatalf("avg of nothing = %v", r)
+	}
+	if r := empty.Result(Spec{Op: OpCount, GroupBy: "g"}).(map[string]any); len(r) != 0 {
+		t.Fatalf("grouped count of nothing = %v", r)
+	}
+	// 1 and "1" are different groups; absent is "null".
+	g := NewPartial()
+	gs := Spec{Op: OpCount, GroupBy: "g"}
+	for _, v := range []string{`{"g":1}`, `{"g":"1"}`, `{"x":0}`, `{"g":null}`} {
+		g.Add(gs, "k", []byte(v))
+	}
+	res := g.Result(gs).(map[string]any)
+	if res["1"] != uint64(1) || res[`"1"`] != uint64(1) || res["null"] != uint64(2) {
+		t.Fatalf("groups %v", res)
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	for _, s := range []Spec{{Op: "median", Field: "x"}, {Op: OpSum}, {Op: OpTopK, Field: "x"}, {Op: OpTopK, Field: "x", K: MaxK + 1}, {}} {
+		if err := s.Validate(); !errors.Is(err, ErrInvalidAggregate) {
+			t.Errorf("%+v: %v", s, err)
+		}
+	}
+}
+
+func FuzzAdd(f *testing.F) {
+	f.Add([]byte(`{"a":1,"g":"x"}`))
+	f.Add([]byte(`{"a":1e400}`))
+	f.Add([]byte(`{"a":"NaN"}`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		for _, s := range []Spec{{Op: OpSum, Field: "a", GroupBy: "g"}, {Op: OpTopK, Field: "a", K: 3}, {Op: OpCount}} {
+			p := NewPartial()
+			p.Add(s, "k", v)
+			q := NewPartial()
+			q.Merge(s, p)
+			if _, err := json.Marshal(q.Result(s)); err != nil {
+				t.Fatalf("result does not encode: %v", err)
+			}
+		}
+	})
+}
