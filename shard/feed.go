@@ -255,3 +255,53 @@ func (n *Node) trimFeed(g *group) error {
 	}
 	return err
 }
+
+// ScanShard calls fn for each user record of shard s in [lo, hi) (a nil
+// hi is unbounded) from one consistent snapshot of this node's replica,
+// after ro's consistency is satisfied (Linearizable and Session may wait
+// for the replica to catch up). key and value are valid only during the
+// call; returning false stops the scan. It returns the applied index the
+// snapshot reflects. The shard must be hosted here (ErrNotHosted); ctx
+// is checked as the scan goes.
+func (n *Node) ScanShard(ctx context.Context, s int, lo, hi []byte, ro ReadOptions, fn func(key, value []byte) bool) (uint64, error) {
+	if n.closed.Load() {
+		return 0, ErrClosed
+	}
+	g := n.hosted(s)
+	if g == nil {
+		return 0, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
+	}
+	if err := n.prepareRead(ctx, g, ro); err != nil {
+		if errors.Is(err, errForward) {
+			err = fmt.Errorf("%w: shard %d: this replica is behind", ErrUnavailable, s)
+		}
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !n.engRLock() {
+		return 0, ErrClosed
+	}
+	defer n.engMu.RUnlock()
+	r := n.eng.NewReader()
+	defer r.Close()
+	applied, err := r.Applied(s)
+	if err != nil {
+		return 0, fmt.Errorf("shard: %w", err)
+	}
+	i := 0
+	var ctxErr error
+	err = r.ScanIn(s, kv.UserData, lo, hi, func(k, v []byte, _ uint64) bool {
+		i++
+		if i%1024 == 0 && ctx.Err() != nil {
+			ctxErr = ctx.Err()
+			return false
+		}
+		return fn(k, v)
+	})
+	if err != nil {
+		return applied, fmt.Errorf("shard: scan shard %d: %w", s, err)
+	}
+	return applied, ctxErr
+}

@@ -144,3 +144,44 @@ func TestFeedRetention(t *testing.T) {
 		t.Fatalf("trimmed to %d past the limit %d", p2.Trimmed, limit.Load())
 	}
 }
+
+func TestScanShard(t *testing.T) {
+	n := open(t, shard.Config{Shards: 4})
+	ctx := context.Background()
+	want := map[int]int{}
+	for i := 0; i < 3000; i++ {
+		k := fmt.Sprintf("o/%04d", i)
+		if _, err := n.Put(ctx, k, []byte("v"), shard.Cond{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		want[shard.For(k, 4)]++
+	}
+	if _, err := n.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: "o/sys", Value: []byte("hidden")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for s := 0; s < 4; s++ {
+		got := 0
+		last := ""
+		applied, err := n.ScanShard(ctx, s, []byte("o/"), []byte("o0"), shard.ReadOptions{Consistency: shard.Linearizable}, func(k, v []byte) bool {
+			if string(k) <= last || shard.For(string(k), 4) != s {
+				t.Fatalf("shard %d: key %q out of order or place", s, k)
+			}
+			last = string(k)
+			got++
+			return true
+		})
+		if err != nil || applied == 0 || got != want[s] {
+			t.Fatalf("shard %d: %d records (want %d), applied %d, %v", s, got, want[s], applied, err)
+		}
+		total += got
+	}
+	if total != 3000 {
+		t.Fatalf("total %d", total)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := n.ScanShard(cctx, 0, nil, nil, shard.ReadOptions{Consistency: shard.Stale}, func(k, v []byte) bool { return true }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled scan: %v", err)
+	}
+}
