@@ -657,7 +657,7 @@ func (e *Engine) reap() {
 
 func compiledKey(f *Function) string { return fmt.Sprintf("%s/%d", f.SHA256, f.MemoryMB) }
 
-// shutdown closes every paused instance.
+// shutdown stops every paused instance (at Close, and in tests).
 func (e *Engine) shutdown() {
 	e.mu.Lock()
 	var drop []*instance

@@ -10,16 +10,7 @@ import (
 func Reap(e *Engine) { e.reap() }
 
 // StopPaused stops every paused sandbox (as the keep-alive would).
-func StopPaused(e *Engine) {
-	e.mu.Lock()
-	var drop []*instance
-	for i := e.lruTail; i != nil; i = e.lruTail {
-		e.stopLocked(i)
-		drop = append(drop, i)
-	}
-	e.mu.Unlock()
-	closeAll(drop)
-}
+func StopPaused(e *Engine) { e.shutdown() }
 
 // DropCompiled drops every compiled module no instance uses, making
 // those functions cold.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -393,19 +392,33 @@ func (s *Server) forwardInvoke(w http.ResponseWriter, r *http.Request, addr stri
 	return true
 }
 
-// readBody reads a request body of at most limit bytes; larger ones fail
-// with tooLarge.
+// readBody reads a whole request body of at most limit bytes; a larger
+// one fails with tooLarge (by Content-Length, before reading, or as read).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error) ([]byte, error) {
 	if r.ContentLength > limit {
-		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", tooLarge, r.ContentLength, limit)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", tooLarge, r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fmt.Errorf("%w: the limit is %d bytes", tooLarge, limit)
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength
+	}
+	// One spare byte lets the final Read report EOF without growing.
+	buf := make([]byte, 0, size+1)
+	body := http.MaxBytesReader(w, r.Body, limit)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
 		}
-		return nil, fmt.Errorf("%w: %w", errBadBody, err)
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			if _, ok := err.(*http.MaxBytesError); ok {
+				return nil, fmt.Errorf("%w: limit %d bytes: %w", tooLarge, limit, err)
+			}
+			return nil, fmt.Errorf("%w: %w", errBadBody, err)
+		}
 	}
-	return b, nil
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -172,33 +171,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, tok session.Token,
 
 // readValue reads the whole PUT body, bounded by the configured maximum.
 func (s *Server) readValue(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	limit := int64(s.maxValue)
-	if r.ContentLength > limit {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", shard.ErrValueTooLarge, r.ContentLength, limit)
-	}
-	size := int64(512)
-	if r.ContentLength >= 0 {
-		size = r.ContentLength
-	}
-	// One spare byte lets the final Read report EOF without growing.
-	buf := make([]byte, 0, size+1)
-	body := http.MaxBytesReader(w, r.Body, limit)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			if _, ok := err.(*http.MaxBytesError); ok {
-				return nil, fmt.Errorf("%w: limit %d bytes: %w", shard.ErrValueTooLarge, limit, err)
-			}
-			return nil, fmt.Errorf("%w: %w", errBadBody, err)
-		}
-	}
+	return readBody(w, r, int64(s.maxValue), shard.ErrValueTooLarge)
 }
 
 // requestSession decodes the request's X-Session headers (several are

@@ -152,59 +152,49 @@ var fnStatsCommand = &command{
 	short:   "show a function's configuration and meters",
 	args:    "[--server URL] NAME",
 	summary: "Show a function's configuration and meters, summed over the nodes and per node.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			f, err := cl.Function(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			w := c.stdout
-			fmt.Fprintf(w, "%s version %d sha256 %s (%d bytes)\n", f.Name, f.Version, f.SHA256, f.Size)
-			fmt.Fprintf(w, "memory %d MB, timeout %d ms, max instances %d, entry points %s, deployed %s\n",
-				f.MemoryMB, f.TimeoutMS, f.MaxInstances, strings.Join(f.Entrypoints, ", "), f.DeployedAt.Format("2006-01-02 15:04:05Z07:00"))
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "\nNODE\tCALLS\tERRORS\tWARM\tRESTART\tCOLD\tP50\tP99\tBILLED\tGB-S\tKV CALLS\tRUNNING/PAUSED/STOPPED/COLD")
-			row := func(name string, s client.FunctionStats) {
-				b := s.Sandboxes
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d ms\t%.6f\t%d\t%d/%d/%d/%d\n", name, s.Invocations, s.Errors,
-					s.Starts["warm"], s.Starts["restart"], s.Starts["cold"], fmtUS(s.P50US), fmtUS(s.P99US),
-					s.BilledMS, s.GBSeconds, s.KVCalls, b.Running, b.Paused, b.Stopped, b.Cold)
-			}
-			var nodes []string
-			for id := range f.Nodes {
-				nodes = append(nodes, id)
-			}
-			sort.Strings(nodes)
-			for _, id := range nodes {
-				if ns := f.Nodes[id]; ns.Error != "" {
-					fmt.Fprintf(tw, "%s\t(no answer: %s)\n", id, ns.Error)
-				} else {
-					row(id, ns.FunctionStats)
-				}
-			}
-			row("total", f.FunctionStats)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(f.ErrorsByCode) > 0 {
-				var codes []string
-				for code, n := range f.ErrorsByCode {
-					codes = append(codes, fmt.Sprintf("%s %d", code, n))
-				}
-				sort.Strings(codes)
-				fmt.Fprintf(w, "errors: %s\n", strings.Join(codes, ", "))
-			}
-			return nil
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		f, err := cl.Function(ctx, name)
+		if err != nil {
+			return err
 		}
-	},
+		w := c.stdout
+		fmt.Fprintf(w, "%s version %d sha256 %s (%d bytes)\n", f.Name, f.Version, f.SHA256, f.Size)
+		fmt.Fprintf(w, "memory %d MB, timeout %d ms, max instances %d, entry points %s, deployed %s\n",
+			f.MemoryMB, f.TimeoutMS, f.MaxInstances, strings.Join(f.Entrypoints, ", "), f.DeployedAt.Format("2006-01-02 15:04:05Z07:00"))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nNODE\tCALLS\tERRORS\tWARM\tRESTART\tCOLD\tP50\tP99\tBILLED\tGB-S\tKV CALLS\tRUNNING/PAUSED/STOPPED/COLD")
+		row := func(name string, s client.FunctionStats) {
+			b := s.Sandboxes
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d ms\t%.6f\t%d\t%d/%d/%d/%d\n", name, s.Invocations, s.Errors,
+				s.Starts["warm"], s.Starts["restart"], s.Starts["cold"], fmtUS(s.P50US), fmtUS(s.P99US),
+				s.BilledMS, s.GBSeconds, s.KVCalls, b.Running, b.Paused, b.Stopped, b.Cold)
+		}
+		var nodes []string
+		for id := range f.Nodes {
+			nodes = append(nodes, id)
+		}
+		sort.Strings(nodes)
+		for _, id := range nodes {
+			if ns := f.Nodes[id]; ns.Error != "" {
+				fmt.Fprintf(tw, "%s\t(no answer: %s)\n", id, ns.Error)
+			} else {
+				row(id, ns.FunctionStats)
+			}
+		}
+		row("total", f.FunctionStats)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(f.ErrorsByCode) > 0 {
+			var codes []string
+			for code, n := range f.ErrorsByCode {
+				codes = append(codes, fmt.Sprintf("%s %d", code, n))
+			}
+			sort.Strings(codes)
+			fmt.Fprintf(w, "errors: %s\n", strings.Join(codes, ", "))
+		}
+		return nil
+	}),
 }
 
 var fnLogsCommand = &command{
@@ -212,26 +202,16 @@ var fnLogsCommand = &command{
 	short:   "print a function's recent log lines",
 	args:    "[--server URL] NAME",
 	summary: "Print the recent lines a function logged (Ctx.Log, stdout, stderr) on every node.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			lines, err := cl.FunctionLogs(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			for _, l := range lines {
-				fmt.Fprintf(c.stdout, "%s %s %s\n", l.Time.Format("15:04:05.000"), l.Node, l.Line)
-			}
-			return nil
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		lines, err := cl.FunctionLogs(ctx, name)
+		if err != nil {
+			return err
 		}
-	},
+		for _, l := range lines {
+			fmt.Fprintf(c.stdout, "%s %s %s\n", l.Time.Format("15:04:05.000"), l.Node, l.Line)
+		}
+		return nil
+	}),
 }
 
 var fnRmCommand = &command{
@@ -239,23 +219,13 @@ var fnRmCommand = &command{
 	short:   "delete a function",
 	args:    "[--server URL] NAME",
 	summary: "Delete a function. Calls already running finish.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			if err := cl.RemoveFunction(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "deleted %s\n", args[0])
-			return nil
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		if err := cl.RemoveFunction(ctx, name); err != nil {
+			return err
 		}
-	},
+		fmt.Fprintf(c.stdout, "deleted %s\n", name)
+		return nil
+	}),
 }
 
 // fmtUS formats microseconds for tables.
@@ -279,4 +249,22 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// withName is the flags function of a client command that takes exactly
+// one NAME: it defines --server and runs run with a client.
+func withName(run func(ctx context.Context, c *cli, cl *client.Client, name string) error) func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+	return func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want NAME")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			return run(ctx, c, cl, args[0])
+		}
+	}
 }

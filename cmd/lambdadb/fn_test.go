@@ -16,28 +16,7 @@ import (
 // real `serve`.
 func TestFnCommands(t *testing.T) {
 	dir := t.TempDir()
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	c, _, stderr := testCLI(nil, "")
-	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
-	addrs := make(chan string, 1)
-	c.ready = func(addr string) { addrs <- addr }
-	done := make(chan int, 1)
-	go func() {
-		done <- c.run([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--shards", "2"})
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case code := <-done:
-		t.Fatalf("serve exited %d: %s", code, stderr)
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not start")
-	}
-	defer func() {
-		stop()
-		<-done
-	}()
+	addr := serveInProcess(t, dir)
 	env := map[string]string{"LAMBDADB_SERVER": addr}
 	counter := filepath.Join(dir, "counter.wasm")
 	if err := os.WriteFile(counter, wasmtest.Example(t, "counter"), 0o644); err != nil {
@@ -116,28 +95,7 @@ func testnodeServer(t *testing.T) string { return testnode.Serve(t, testnode.New
 // real serve with the indexer example.
 func TestTriggerCommands(t *testing.T) {
 	dir := t.TempDir()
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	c, _, stderr := testCLI(nil, "")
-	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
-	addrs := make(chan string, 1)
-	c.ready = func(addr string) { addrs <- addr }
-	done := make(chan int, 1)
-	go func() {
-		done <- c.run([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--shards", "2"})
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case code := <-done:
-		t.Fatalf("serve exited %d: %s", code, stderr)
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not start")
-	}
-	defer func() {
-		stop()
-		<-done
-	}()
+	addr := serveInProcess(t, dir)
 	env := map[string]string{"LAMBDADB_SERVER": addr}
 	indexer := filepath.Join(dir, "indexer.wasm")
 	if err := os.WriteFile(indexer, wasmtest.Example(t, "indexer"), 0o644); err != nil {
@@ -181,4 +139,32 @@ func TestTriggerCommands(t *testing.T) {
 	if r := runCLI(env, "", "trigger", "show", "idx"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
 		t.Fatalf("show after rm: %d %q %q", r.code, r.stdout, r.stderr)
 	}
+}
+
+// serveInProcess runs `serve` on a free loopback port with its data under
+// dir until the test ends, and returns its address.
+func serveInProcess(t *testing.T, dir string) string {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	c, _, stderr := testCLI(nil, "")
+	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
+	addrs := make(chan string, 1)
+	c.ready = func(addr string) { addrs <- addr }
+	done := make(chan int, 1)
+	go func() {
+		done <- c.run([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--shards", "2"})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	select {
+	case addr := <-addrs:
+		return addr
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not start")
+	}
+	return ""
 }

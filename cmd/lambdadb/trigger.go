@@ -94,31 +94,21 @@ var triggerShowCommand = &command{
 	short:   "show a trigger's progress per shard",
 	args:    "[--server URL] NAME",
 	summary: "Show a trigger's checkpoint, lag and counters per shard.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			t, err := cl.TriggerStatus(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "%s: %s on %q (%s), batches of %d, wait %d ms, %d retries\n",
-				t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","), t.BatchSize, t.MaxWaitMS, t.MaxRetries)
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHARD\tNODE\tRUNNING\tCHECKPOINT\tLAG\tDELIVERED\tCALLS\tATOMIC\tRETRIES\tDEAD\tLAST ERROR")
-			for _, s := range t.Shards {
-				fmt.Fprintf(tw, "%d\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Shard, s.Node, s.Running, s.Checkpoint, s.Lag,
-					s.Delivered, s.Invocations, s.Atomic, s.Retries, s.DeadLetters, s.LastError)
-			}
-			return tw.Flush()
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		t, err := cl.TriggerStatus(ctx, name)
+		if err != nil {
+			return err
 		}
-	},
+		fmt.Fprintf(c.stdout, "%s: %s on %q (%s), batches of %d, wait %d ms, %d retries\n",
+			t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","), t.BatchSize, t.MaxWaitMS, t.MaxRetries)
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SHARD\tNODE\tRUNNING\tCHECKPOINT\tLAG\tDELIVERED\tCALLS\tATOMIC\tRETRIES\tDEAD\tLAST ERROR")
+		for _, s := range t.Shards {
+			fmt.Fprintf(tw, "%d\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Shard, s.Node, s.Running, s.Checkpoint, s.Lag,
+				s.Delivered, s.Invocations, s.Atomic, s.Retries, s.DeadLetters, s.LastError)
+		}
+		return tw.Flush()
+	}),
 }
 
 var triggerDeadCommand = &command{
@@ -126,26 +116,16 @@ var triggerDeadCommand = &command{
 	short:   "list a trigger's dead letters",
 	args:    "[--server URL] NAME",
 	summary: "List the changes a trigger gave up on, with the error.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			dl, err := cl.DeadLetters(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			for _, d := range dl {
-				fmt.Fprintf(c.stdout, "%s %s %s@%d: %s\n", d.Time.Format("2006-01-02 15:04:05"), d.Op, d.Key, d.Version, d.Error)
-			}
-			return nil
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		dl, err := cl.DeadLetters(ctx, name)
+		if err != nil {
+			return err
 		}
-	},
+		for _, d := range dl {
+			fmt.Fprintf(c.stdout, "%s %s %s@%d: %s\n", d.Time.Format("2006-01-02 15:04:05"), d.Op, d.Key, d.Version, d.Error)
+		}
+		return nil
+	}),
 }
 
 var triggerRmCommand = &command{
@@ -153,21 +133,11 @@ var triggerRmCommand = &command{
 	short:   "delete a trigger",
 	args:    "[--server URL] NAME",
 	summary: "Delete a trigger; its runners stop within a second.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want NAME")
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			if err := cl.DeleteTrigger(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "deleted %s\n", args[0])
-			return nil
+	flags: withName(func(ctx context.Context, c *cli, cl *client.Client, name string) error {
+		if err := cl.DeleteTrigger(ctx, name); err != nil {
+			return err
 		}
-	},
+		fmt.Fprintf(c.stdout, "deleted %s\n", name)
+		return nil
+	}),
 }
