@@ -125,7 +125,7 @@ func (e *Engine) CallChanges(ctx context.Context, c ChangesCall) (ChangesResult,
 	if c.Buffer {
 		tx = &txBuffer{index: map[string]int{}}
 	}
-	r, err := e.callWith(ctx, f, kindChanges, msg, nil, shard.Linearizable, res.Result, tx)
+	r, err := e.callWith(ctx, f, kindChanges, msg, nil, shard.Linearizable, res.Result, callExt{tx: tx})
 	res.Result = r
 	if tx != nil {
 		res.Direct = tx.direct

@@ -286,11 +286,18 @@ func (e *Engine) begin(ctx context.Context) (context.Context, func(), error) {
 
 // call runs one entry point of f.
 func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte, tok session.Token, ro shard.Consistency, res Result) (Result, error) {
-	return e.callWith(ctx, f, kind, msg, tok, ro, res, nil)
+	return e.callWith(ctx, f, kind, msg, tok, ro, res, callExt{})
 }
 
-// callWith is call with an optional write buffer (CallChanges).
-func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []byte, tok session.Token, ro shard.Consistency, res Result, tx *txBuffer) (Result, error) {
+// callExt is what some kinds of call add: a write buffer (CallChanges) or
+// a leaf's shard-restricted scan (CallLeaf).
+type callExt struct {
+	tx   *txBuffer
+	leaf LeafScanFunc
+}
+
+// callWith is call with a kind's extras.
+func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []byte, tok session.Token, ro shard.Consistency, res Result, ext callExt) (Result, error) {
 	ctx, end, err := e.begin(ctx)
 	if err != nil {
 		return res, err
@@ -334,7 +341,7 @@ func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []b
 		e.record(f, &res, err)
 		return res, err
 	}
-	cs := &callState{e: e, fn: f, req: msg, tok: tok, ro: ro, tx: tx}
+	cs := &callState{e: e, fn: f, req: msg, tok: tok, ro: ro, tx: ext.tx, leaf: ext.leaf}
 	out, healthy, err := e.run(ctx, inst, cs, kind)
 	res.Duration = time.Since(began)
 	e.release(p, inst, healthy)

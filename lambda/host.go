@@ -47,7 +47,8 @@ type callState struct {
 	kvBytes int64
 	fault   string // why the host aborted the call
 
-	tx *txBuffer // OnChanges with buffered writes (changes.go)
+	tx   *txBuffer    // OnChanges with buffered writes (changes.go)
+	leaf LeafScanFunc // a Leaf's scan, restricted to its shard (scatter.go)
 
 	infra error // a host call that failed for the cluster's reasons (no leader, closing)
 
@@ -325,7 +326,14 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: scan: %v", errBadHostCall, err))
 		}
-		res, err := e.cfg.Store.ScanIn(ctx, shard.UserSpace, shard.ScanRequest{Prefix: r.Prefix, Start: r.Start, Limit: hostScanLimit}, ro)
+		var res shard.ScanResult
+		var err error
+		if cs.leaf != nil {
+			res.Items, res.Next, res.More, err = cs.leaf(ctx, r.Prefix, r.Start, hostScanLimit)
+			res.Session = cs.tok
+		} else {
+			res, err = e.cfg.Store.ScanIn(ctx, shard.UserSpace, shard.ScanRequest{Prefix: r.Prefix, Start: r.Start, Limit: hostScanLimit}, ro)
+		}
 		cs.tok = res.Session
 		if err != nil {
 			return fail(err)

@@ -10,6 +10,7 @@ import (
 	"lambdadb/changefeed"
 	"lambdadb/internal/session"
 	"lambdadb/lambda"
+	"lambdadb/scatter"
 	"lambdadb/shard"
 )
 
@@ -84,6 +85,14 @@ func errorStatus(err error) (int, string) {
 		return http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, lambda.ErrClosed):
 		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, scatter.ErrInvalidQuery), errors.Is(err, scatter.ErrInvalidAggregate):
+		return http.StatusBadRequest, "invalid_query"
+	case errors.Is(err, scatter.ErrIncomplete):
+		return http.StatusServiceUnavailable, "incomplete"
+	case errors.Is(err, scatter.ErrOverloaded):
+		return http.StatusTooManyRequests, "too_many_requests"
+	case errors.Is(err, scatter.ErrNoFunctions):
+		return http.StatusNotImplemented, "no_functions"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, shard.ErrNotLeader):
@@ -104,6 +113,8 @@ func errorStatus(err error) (int, string) {
 type apiError struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// MissingShards names the shards an incomplete query could not read.
+	MissingShards []int `json:"missing_shards,omitempty"`
 }
 
 // writeError writes err as a JSON error response. Internal errors are
@@ -121,7 +132,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, apiError{Error: msg, Code: code})
+	body := apiError{Error: msg, Code: code}
+	var ie *scatter.IncompleteError
+	if errors.As(err, &ie) {
+		body.MissingShards = ie.Missing
+	}
+	writeJSON(w, status, body)
 }
 
 // writeJSON writes v as a JSON response with the given status.

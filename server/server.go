@@ -15,6 +15,7 @@ import (
 
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
+	"lambdadb/scatter"
 	"lambdadb/shard"
 )
 
@@ -34,6 +35,11 @@ type Config struct {
 	// Triggers manages insert triggers; without it the /v1/triggers routes
 	// answer 404. The Server does not close it.
 	Triggers *changefeed.Triggers
+
+	// Query runs POST /v1/query. Default: an executor over Node and
+	// Functions with scatter's defaults, its sub-query route registered on
+	// Node's internal RPC.
+	Query *scatter.Executor
 
 	// PeerClient makes requests to other nodes' HTTP API (forwarded
 	// invocations, cluster-wide function stats); each request carries its
@@ -63,6 +69,7 @@ type Server struct {
 	feed     *changefeed.Feed
 	triggers *changefeed.Triggers
 	fns      *lambda.Engine
+	query    *scatter.Executor
 	peers    *http.Client
 	maxValue int
 	log      *slog.Logger
@@ -111,6 +118,19 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		mux:      http.NewServeMux(),
 	}
+	s.query = cfg.Query
+	if s.query == nil {
+		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger}
+		if cfg.Functions != nil {
+			sc.Functions = cfg.Functions
+		}
+		x, err := scatter.New(sc)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Node.HandleInternal(scatter.RPCPath, x.InternalHandler())
+		s.query = x
+	}
 	if err := s.registerMetrics(cfg.Registry); err != nil {
 		return nil, err
 	}
@@ -123,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		{"GET /v1/kv", "kv_scan", http.HandlerFunc(s.scan)},
 		{"GET /v1/feed", "feed", http.HandlerFunc(s.getFeed)},
 		{"GET /v1/cluster", "cluster", http.HandlerFunc(s.cluster)},
+		{"POST /v1/query", "query", http.HandlerFunc(s.runQuery)},
 		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
 		{"GET /metrics", "metrics", metrics},
 	}

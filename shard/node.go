@@ -213,6 +213,9 @@ type Node struct {
 	peerOf   map[string]string // address → node id
 	rpc      *rpcClient
 	internal *http.Server
+	imux     *http.ServeMux // internal RPC routes (rpc.go)
+	extMu    sync.Mutex
+	ext      map[string]http.Handler // HandleInternal's routes
 	peers    *peerTracker
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -229,7 +232,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
 	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
-		peerOf: map[string]string{}}
+		peerOf: map[string]string{}, imux: http.NewServeMux()}
 	for _, p := range cfg.Peers {
 		n.peerOf[p.Addr] = p.ID
 	}

@@ -199,7 +199,7 @@ func leaderError(g *group, s int, err error) rpcError {
 
 // internalHandler serves the internal RPC.
 func (n *Node) internalHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := n.imux
 	mux.HandleFunc("POST "+rpcApply, func(w http.ResponseWriter, r *http.Request) {
 		var req applyReq
 		if !decodeRPC(w, r, &req) {
@@ -275,6 +275,7 @@ func (n *Node) internalHandler() http.Handler {
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())
 	})
+	mux.HandleFunc(ExtPrefix, n.serveExt)
 	return mux
 }
 

@@ -1,0 +1,112 @@
+package scatter
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"lambdadb/internal/session"
+	"lambdadb/shard"
+)
+
+// Errors of a query.
+var (
+	// ErrInvalidQuery is a query that cannot run as written.
+	ErrInvalidQuery = errors.New("scatter: invalid query")
+	// ErrIncomplete is a query some shards of which no replica could
+	// answer; the error names them (see IncompleteError).
+	ErrIncomplete = errors.New("scatter: query incomplete")
+	// ErrOverloaded is a node running as many queries as it admits.
+	ErrOverloaded = errors.New("scatter: too many queries")
+	// ErrNoFunctions is a function query on a node without a function
+	// engine.
+	ErrNoFunctions = errors.New("scatter: functions are not enabled on this node")
+)
+
+// IncompleteError names the shards a query could not read. It wraps
+// ErrIncomplete.
+type IncompleteError struct {
+	Missing []int            // shards no replica answered
+	Errors  map[int]string   // why, per shard (the last replica's error)
+	Tried   map[int][]string // nodes tried, per shard
+}
+
+func (e *IncompleteError) Error() string {
+	msg := fmt.Sprintf("scatter: query incomplete: no replica answered for shards %v", e.Missing)
+	if len(e.Missing) > 0 {
+		s := e.Missing[0]
+		msg += fmt.Sprintf(" (shard %d, tried %v: %s)", s, e.Tried[s], e.Errors[s])
+	}
+	return msg
+}
+
+func (e *IncompleteError) Unwrap() error { return ErrIncomplete }
+
+// Query is one scatter/gather query: either a built-in Aggregate or a
+// Function exporting Leaf and Combine, over the user records whose keys
+// begin with Prefix and lie in [Start, End) (empty bounds are unbounded).
+type Query struct {
+	Prefix string
+	Start  string
+	End    string
+
+	Aggregate *Spec
+	Function  string
+
+	// Consistency of the leaves' reads: Stale and Session may read
+	// followers, Linearizable reads leaders (the zero value).
+	Consistency shard.Consistency
+	// Session is the caller's token (Session consistency).
+	Session session.Token
+
+	// Timeout bounds the whole query (0: Config.QueryTimeout).
+	Timeout time.Duration
+}
+
+// Validate checks the query.
+func (q Query) Validate() error {
+	switch {
+	case q.Aggregate == nil && q.Function == "":
+		return fmt.Errorf("%w: give an aggregate or a function", ErrInvalidQuery)
+	case q.Aggregate != nil && q.Function != "":
+		return fmt.Errorf("%w: give an aggregate or a function, not both", ErrInvalidQuery)
+	case q.End != "" && q.Start >= q.End:
+		return fmt.Errorf("%w: start %q is not before end %q", ErrInvalidQuery, q.Start, q.End)
+	case q.Timeout < 0:
+		return fmt.Errorf("%w: negative timeout", ErrInvalidQuery)
+	}
+	if q.Aggregate != nil {
+		if err := q.Aggregate.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidQuery, err)
+		}
+	}
+	switch q.Consistency {
+	case shard.Linearizable, shard.Session, shard.Stale:
+	default:
+		return fmt.Errorf("%w: consistency %d", ErrInvalidQuery, q.Consistency)
+	}
+	return nil
+}
+
+// bounds returns the query's key range [lo, hi) in bytes (nil hi:
+// unbounded).
+func (q Query) bounds() (lo, hi []byte) {
+	lo = []byte(max(q.Prefix, q.Start))
+	hi = prefixEnd(q.Prefix)
+	if q.End != "" && (hi == nil || q.End < string(hi)) {
+		hi = []byte(q.End)
+	}
+	return lo, hi
+}
+
+// prefixEnd is the first key after every key beginning with p (nil: none).
+func prefixEnd(p string) []byte {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return b[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package scatter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/internal/session"
+	"lambdadb/lambda"
+	"lambdadb/shard"
+)
+
+// RPCPath is the internal RPC route of sub-queries (register
+// Executor.InternalHandler there).
+const RPCPath = shard.ExtPrefix + "scatter"
+
+// maxRPCBody bounds a sub-query request.
+const maxRPCBody = 1 << 20
+
+// wireQuery is a Query on the internal wire.
+type wireQuery struct {
+	Prefix      string `msgpack:"p"`
+	Start       string `msgpack:"s"`
+	End         string `msgpack:"e"`
+	Aggregate   *Spec  `msgpack:"a"`
+	Function    string `msgpack:"f"`
+	Consistency int    `msgpack:"c"`
+	Session     string `msgpack:"t"`
+}
+
+func toWire(q Query) wireQuery {
+	w := wireQuery{Prefix: q.Prefix, Start: q.Start, End: q.End, Aggregate: q.Aggregate,
+		Function: q.Function, Consistency: int(q.Consistency)}
+	if q.Session != nil {
+		w.Session = q.Session.Encode()
+	}
+	return w
+}
+
+func (w wireQuery) query() (Query, error) {
+	q := Query{Prefix: w.Prefix, Start: w.Start, End: w.End, Aggregate: w.Aggregate,
+		Function: w.Function, Consistency: shard.Consistency(w.Consistency)}
+	if w.Session != "" {
+		t, err := session.Decode(w.Session)
+		if err != nil {
+			return q, fmt.Errorf("%w: %w", ErrInvalidQuery, err)
+		}
+		q.Session = t
+	}
+	return q, q.Validate()
+}
+
+// subReq asks a node to execute a sub-tree.
+type subReq struct {
+	Query     wireQuery `msgpack:"q"`
+	Plan      planNode  `msgpack:"plan"`
+	TimeoutMS int64     `msgpack:"timeout_ms"`
+}
+
+// subResp is a sub-tree's outcome.
+type subResp struct {
+	Code     string             `msgpack:"code"` // a fatal error's code ("" = none)
+	Msg      string             `msgpack:"msg"`
+	Part     []byte             `msgpack:"part"`
+	Covered  []int              `msgpack:"covered"`
+	Failed   map[int]failure    `msgpack:"failed"`
+	Leaves   []LeafStat         `msgpack:"leaves"`
+	Levels   map[int]*LevelStat `msgpack:"levels"`
+	Gathered uint64             `msgpack:"gathered"`
+	Nodes    []string           `msgpack:"nodes"`
+	Height   int                `msgpack:"height"`
+	Retries  int                `msgpack:"retries"`
+	Hedges   int                `msgpack:"hedges"`
+}
+
+// Codes of fatal errors on the wire, mapped back to their sentinels.
+var fatalCodes = []struct {
+	code string
+	err  error
+}{
+	{"handler_error", lambda.ErrHandler},
+	{"memory_limit", lambda.ErrMemoryLimit},
+	{"timeout", lambda.ErrTimeout},
+	{"not_found", lambda.ErrNotFound},
+	{"no_entrypoint", lambda.ErrNoEntrypoint},
+	{"request_too_large", lambda.ErrRequestTooLarge},
+	{"invalid_query", ErrInvalidQuery},
+	{"no_functions", ErrNoFunctions},
+}
+
+func fatalCode(err error) string {
+	for _, c := range fatalCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "internal"
+}
+
+func fatalError(code, msg string) error {
+	for _, c := range fatalCodes {
+		if c.code == code {
+			return fmt.Errorf("%w (remote: %s)", c.err, msg)
+		}
+	}
+	return fmt.Errorf("scatter: remote: %s", msg)
+}
+
+// remote executes plan on node p and returns its outcome; err reports an
+// attempt that failed as a whole.
+func (x *Executor) remote(ctx context.Context, q Query, p shard.Peer, plan planNode) (outcome, error) {
+	req := subReq{Query: toWire(q), Plan: plan}
+	if d, ok := ctx.Deadline(); ok {
+		req.TimeoutMS = max(time.Until(d).Milliseconds(), 1)
+	}
+	var raw msgpack.RawMessage
+	if err := x.cfg.Cluster.CallInternal(ctx, p.Addr, RPCPath, req, &raw); err != nil {
+		return outcome{}, err
+	}
+	var resp subResp
+	if err := msgpack.Unmarshal(raw, &resp); err != nil {
+		return outcome{}, fmt.Errorf("scatter: bad sub-query response from %s: %w", p.ID, err)
+	}
+	o := outcome{
+		part: resp.Part, covered: map[int]struct{}{}, failed: resp.Failed, leaves: resp.Leaves,
+		levels: resp.Levels, gathered: resp.Gathered + uint64(len(raw)), nodes: map[string]struct{}{},
+		height: resp.Height, retries: resp.Retries, hedges: resp.Hedges,
+	}
+	if resp.Code != "" {
+		o.fatal = fatalError(resp.Code, resp.Msg)
+		return o, nil
+	}
+	if o.failed == nil {
+		o.failed = map[int]failure{}
+	}
+	if o.levels == nil {
+		o.levels = map[int]*LevelStat{}
+	}
+	want := map[int]bool{}
+	for _, s := range plan.allShards() {
+		want[s] = true
+	}
+	for _, s := range resp.Covered {
+		if !want[s] {
+			return outcome{}, fmt.Errorf("scatter: %s answered for shard %d it was not asked", p.ID, s)
+		}
+		o.covered[s] = struct{}{}
+	}
+	for _, id := range resp.Nodes {
+		o.nodes[id] = struct{}{}
+	}
+	return o, nil
+}
+
+// InternalHandler serves sub-queries from other nodes (at RPCPath).
+func (x *Executor) InternalHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp := x.serveSub(r)
+		b, err := msgpack.Marshal(resp)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/msgpack")
+		_, _ = w.Write(b)
+	})
+}
+
+func (x *Executor) serveSub(r *http.Request) subResp {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody+1))
+	if err == nil && len(body) > maxRPCBody {
+		err = errors.New("request too large")
+	}
+	var req subReq
+	if err == nil {
+		err = msgpack.Unmarshal(body, &req)
+	}
+	if err != nil {
+		return subResp{Code: "invalid_query", Msg: "scatter: bad sub-query: " + err.Error()}
+	}
+	q, err := req.Query.query()
+	if err != nil {
+		return subResp{Code: fatalCode(err), Msg: err.Error()}
+	}
+	if req.Plan.ID != x.cfg.Cluster.ID() {
+		return subResp{Code: "invalid_query", Msg: fmt.Sprintf("scatter: sub-query for %s sent to %s", req.Plan.ID, x.cfg.Cluster.ID())}
+	}
+	n := x.cfg.Cluster.Shards()
+	for _, s := range req.Plan.allShards() {
+		if s < 0 || s >= n {
+			return subResp{Code: "invalid_query", Msg: fmt.Sprintf("scatter: no shard %d", s)}
+		}
+	}
+	ctx := r.Context()
+	timeout := x.cfg.QueryTimeout
+	if req.TimeoutMS > 0 {
+		timeout = min(timeout, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	o := x.execute(ctx, q, req.Plan, false)
+	if o.fatal != nil {
+		return subResp{Code: fatalCode(o.fatal), Msg: o.fatal.Error()}
+	}
+	resp := subResp{Part: o.part, Failed: o.failed, Leaves: o.leaves, Levels: o.levels, Gathered: o.gathered,
+		Height: o.height, Retries: o.retries, Hedges: o.hedges}
+	for s := range o.covered {
+		resp.Covered = append(resp.Covered, s)
+	}
+	sort.Ints(resp.Covered)
+	for id := range o.nodes {
+		resp.Nodes = append(resp.Nodes, id)
+	}
+	sort.Strings(resp.Nodes)
+	return resp
+}
+
+// encodePartial and decodePartial carry built-in partials between nodes.
+func encodePartial(p *Partial) ([]byte, error) {
+	b, err := msgpack.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("scatter: encode partial: %w", err)
+	}
+	return b, nil
+}
+
+func decodePartial(b []byte) (*Partial, error) {
+	p := NewPartial()
+	if err := msgpack.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("scatter: decode partial: %w", err)
+	}
+	if p.Groups == nil {
+		p.Groups = map[string]*Acc{}
+	}
+	for g, a := range p.Groups {
+		if a == nil {
+			delete(p.Groups, g)
+		}
+	}
+	return p, nil
+}

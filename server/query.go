@@ -1,0 +1,99 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"lambdadb/lambda"
+	"lambdadb/scatter"
+	"lambdadb/shard"
+)
+
+// maxQueryBody bounds a POST /v1/query body.
+const maxQueryBody = 64 << 10
+
+// queryRequest is the body of POST /v1/query.
+type queryRequest struct {
+	Prefix    string        `json:"prefix"`
+	Start     string        `json:"start"`
+	End       string        `json:"end"`
+	Aggregate *scatter.Spec `json:"aggregate"`
+	Function  string        `json:"function"`
+	// Consistency overrides the ?consistency= parameter.
+	Consistency string `json:"consistency"`
+	TimeoutMS   int64  `json:"timeout_ms"`
+}
+
+// queryResponse is its answer.
+type queryResponse struct {
+	Result any           `json:"result"`
+	Stats  scatter.Stats `json:"stats"`
+}
+
+// runQuery serves POST /v1/query.
+func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
+	tok, sent, err := requestSession(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body, err := readBody(w, r, maxQueryBody, fmt.Errorf("%w: the query body is limited to %d bytes", lambda.ErrRequestTooLarge, maxQueryBody))
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	var req queryRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		s.fail(w, r, tok, fmt.Errorf("%w: %v", scatter.ErrInvalidQuery, err))
+		return
+	}
+	if dec.More() {
+		s.fail(w, r, tok, fmt.Errorf("%w: trailing data after the JSON object", scatter.ErrInvalidQuery))
+		return
+	}
+	ro, err := readOptions(r.URL.Query(), tok, sent)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	if req.Consistency != "" {
+		if ro.Consistency, err = shard.ParseConsistency(req.Consistency); err != nil {
+			s.fail(w, r, tok, err)
+			return
+		}
+	}
+	if req.TimeoutMS < 0 {
+		s.fail(w, r, tok, fmt.Errorf("%w: negative timeout_ms", scatter.ErrInvalidQuery))
+		return
+	}
+	q := scatter.Query{
+		Prefix: req.Prefix, Start: req.Start, End: req.End, Aggregate: req.Aggregate, Function: req.Function,
+		Consistency: ro.Consistency, Session: tok, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
+	}
+	if q.Aggregate != nil && q.Function == "" && q.Aggregate.Op == "" {
+		s.fail(w, r, tok, fmt.Errorf("%w: aggregate needs an op", scatter.ErrInvalidQuery))
+		return
+	}
+	res, err := s.query.Run(r.Context(), q)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	out := queryResponse{Result: res.Result, Stats: res.Stats}
+	if q.Function != "" {
+		// A function's output is embedded as JSON when it is JSON, else
+		// as a base64 string.
+		if len(res.Raw) > 0 && json.Valid(res.Raw) {
+			out.Result = json.RawMessage(res.Raw)
+		} else {
+			out.Result = res.Raw
+		}
+	}
+	setSession(w, tok)
+	writeJSON(w, http.StatusOK, out)
+}
