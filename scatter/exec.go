@@ -460,7 +460,7 @@ type result struct {
 func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root bool) outcome {
 	began := time.Now()
 	ctx, cancelAll := context.WithCancel(ctx)
-	defer cancelAll()
+	defer cancelAll() // anything still running
 	self := shard.Peer{ID: x.cfg.Cluster.ID()}
 	acc, err := x.newAccumulator(q)
 	out := outcome{covered: map[int]struct{}{}, failed: map[int]failure{}, levels: map[int]*LevelStat{},
@@ -685,7 +685,9 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 		}
 	}
 done:
-	cancelAll()
+	for a := range live {
+		a.cancel() // attempts no longer needed
+	}
 	if out.fatal != nil {
 		return out
 	}
@@ -823,6 +825,16 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 		return out
 	}
 	defer snap.Close()
+	// The node closing waits for the snapshot: end the leaf then.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-snap.Closing():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	stat := LeafStat{Shard: s, Node: self, Applied: snap.Applied()}
 	var part []byte
 	if q.Aggregate != nil {

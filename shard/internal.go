@@ -122,6 +122,10 @@ func (n *Node) OpenShard(ctx context.Context, s int, ro ReadOptions) (*ShardSnap
 	return &ShardSnapshot{n: n, shard: s, r: r, applied: applied}, nil
 }
 
+// Closing is closed when the node starts to close: a holder should then
+// finish, since Close waits for every snapshot.
+func (s *ShardSnapshot) Closing() <-chan struct{} { return s.n.stop }
+
 // Applied is the shard's applied Raft index the snapshot reflects.
 func (s *ShardSnapshot) Applied() uint64 { return s.applied }
 
