@@ -84,38 +84,50 @@ type Partial struct {
 // NewPartial returns an empty partial.
 func NewPartial() *Partial { return &Partial{Groups: map[string]*Acc{}} }
 
-// Add folds one record into p.
-func (p *Partial) Add(s Spec, key string, value []byte) {
+// Add folds one record into p. key is read only for topk.
+func (p *Partial) Add(s Spec, key, value []byte) {
 	p.Scanned++
 	p.BytesScanned += uint64(len(key) + len(value))
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(value, &obj); err != nil || obj == nil {
+	groupRaw, fieldRaw, ok := objectFields(value, s.GroupBy, s.Field)
+	if !ok {
 		p.Skipped++
 		return
 	}
-	group := ""
-	if s.GroupBy != "" {
-		group = groupKey(obj[s.GroupBy])
-	}
-	acc := p.Groups[group]
-	if acc == nil {
-		acc = &Acc{}
-		p.Groups[group] = acc
+	var acc *Acc
+	switch {
+	case s.GroupBy == "":
+		acc = p.group("")
+	case canonicalAsIs(groupRaw):
+		acc = p.Groups[string(groupRaw)] // no allocation for a lookup
+		if acc == nil {
+			acc = p.group(string(groupRaw))
+		}
+	default:
+		acc = p.group(groupKey(groupRaw))
 	}
 	if s.Op == OpCount && s.Field == "" {
 		acc.Count++
 		return
 	}
-	var x float64
-	raw, ok := obj[s.Field]
-	if !ok || json.Unmarshal(raw, &x) != nil || math.IsInf(x, 0) || math.IsNaN(x) {
+	x, ok := number(fieldRaw)
+	if !ok || math.IsInf(x, 0) || math.IsNaN(x) {
 		p.NoField++
 		return
 	}
 	acc.add(s, key, x)
 }
 
-func (a *Acc) add(s Spec, key string, x float64) {
+// group returns g's accumulator, creating it.
+func (p *Partial) group(g string) *Acc {
+	a := p.Groups[g]
+	if a == nil {
+		a = &Acc{}
+		p.Groups[g] = a
+	}
+	return a
+}
+
+func (a *Acc) add(s Spec, key []byte, x float64) {
 	a.Count++
 	a.Sum += x
 	if a.Min == nil || x < *a.Min {
@@ -127,7 +139,11 @@ func (a *Acc) add(s Spec, key string, x float64) {
 		a.Max = &v
 	}
 	if s.Op == OpTopK {
-		a.Top = insertTop(a.Top, Item{Key: key, Value: x}, s.K)
+		// Most records do not make the list: decide before copying the key.
+		if n := len(a.Top); n == s.K && !(x > a.Top[n-1].Value || x == a.Top[n-1].Value && string(key) < a.Top[n-1].Key) {
+			return
+		}
+		a.Top = insertTop(a.Top, Item{Key: string(key), Value: x}, s.K)
 	}
 }
 

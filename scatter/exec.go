@@ -840,7 +840,7 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 	if q.Aggregate != nil {
 		p := NewPartial()
 		err = snap.Scan(ctx, lo, hi, func(k, v []byte) bool {
-			p.Add(*q.Aggregate, string(k), v)
+			p.Add(*q.Aggregate, k, v)
 			return true
 		})
 		stat.Records, stat.Bytes = p.Scanned, p.BytesScanned
