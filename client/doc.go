@@ -20,6 +20,10 @@
 // test the common cases. A Get of an absent key is not an error: it reports
 // found == false.
 //
+// An incomplete query (Client.Query: some shards could not be read) is an
+// *Error with Code "incomplete" that names them in MissingShards; a query
+// never returns a partial answer.
+//
 // # Keys
 //
 // Keys are arbitrary UTF-8 strings of 1–1024 bytes and may contain "/".

@@ -22,6 +22,9 @@ type Error struct {
 	Status  int    // HTTP status code
 	Code    string // API error code such as "invalid_key"; "" when the body was not an API error
 	Message string // the server's message
+	// MissingShards names the shards an incomplete query could not read
+	// (Code "incomplete", status 503); nil otherwise.
+	MissingShards []int
 }
 
 func (e *Error) Error() string {
@@ -48,11 +51,12 @@ const maxMessage = 512
 func newError(resp *http.Response, body []byte) *Error {
 	e := &Error{Status: resp.StatusCode}
 	var api struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
+		Error         string `json:"error"`
+		Code          string `json:"code"`
+		MissingShards []int  `json:"missing_shards"`
 	}
 	if json.Unmarshal(body, &api) == nil && api.Code != "" {
-		e.Code, e.Message = api.Code, api.Error
+		e.Code, e.Message, e.MissingShards = api.Code, api.Error, api.MissingShards
 		return e
 	}
 	msg := strings.TrimSpace(string(body))

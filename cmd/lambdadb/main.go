@@ -91,6 +91,7 @@ func init() {
 		getCommand,
 		delCommand,
 		scanCommand,
+		queryCommand,
 		statusCommand,
 		fnCommand,
 		feedCommand,
