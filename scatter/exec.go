@@ -39,6 +39,8 @@ const (
 	DefaultHedgeAfter   = time.Second
 	DefaultQueryTimeout = 2 * time.Minute
 	DefaultMaxQueries   = 32
+	// MaxQueryTimeout bounds a query's own timeout.
+	MaxQueryTimeout = time.Hour
 	// MaxPartBytes bounds one encoded partial result (a leaf's or a
 	// combine's output) and the sum of one combine's inputs.
 	MaxPartBytes = lambda.MaxMessageBytes
@@ -216,16 +218,25 @@ func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
 		return nil, out.fatal
 	}
 	if len(out.failed) > 0 || len(out.covered) < n {
+		// Shards that failed on every replica are the cause; without
+		// any, the query ran out of time (or was cancelled) first.
 		ie := &IncompleteError{Errors: map[int]string{}, Tried: map[int][]string{}}
 		for s := 0; s < n; s++ {
-			if _, ok := out.covered[s]; ok {
-				continue
-			}
-			ie.Missing = append(ie.Missing, s)
 			if f, ok := out.failed[s]; ok {
+				ie.Missing = append(ie.Missing, s)
 				ie.Errors[s], ie.Tried[s] = f.Err, f.Tried
-			} else {
-				ie.Errors[s] = "not answered before the query ended: " + errString(ctx.Err())
+			}
+		}
+		if len(ie.Missing) == 0 {
+			if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("scatter: query: %w", err) // the caller cancelled
+			}
+			ie.TimedOut = true
+			for s := 0; s < n; s++ {
+				if _, ok := out.covered[s]; !ok {
+					ie.Missing = append(ie.Missing, s)
+					ie.Errors[s] = "not read before the deadline"
+				}
 			}
 		}
 		return nil, ie
@@ -266,13 +277,6 @@ func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
 	}
 	st.ElapsedMS = ms(time.Since(began))
 	return res, nil
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "no error"
-	}
-	return err.Error()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

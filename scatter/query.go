@@ -1,6 +1,7 @@
 package scatter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -24,15 +25,23 @@ var (
 )
 
 // IncompleteError names the shards a query could not read. It wraps
-// ErrIncomplete.
+// ErrIncomplete, and context.DeadlineExceeded when the query ran out of
+// time.
 type IncompleteError struct {
-	Missing []int            // shards no replica answered
+	// Missing lists the shards no replica could answer; when the query
+	// ran out of time instead, every shard not read by then.
+	Missing []int
 	Errors  map[int]string   // why, per shard (the last replica's error)
 	Tried   map[int][]string // nodes tried, per shard
+	// TimedOut reports that the query's deadline passed first.
+	TimedOut bool
 }
 
 func (e *IncompleteError) Error() string {
 	msg := fmt.Sprintf("scatter: query incomplete: no replica answered for shards %v", e.Missing)
+	if e.TimedOut {
+		msg = fmt.Sprintf("scatter: query incomplete: shards %v not read before the query's deadline", e.Missing)
+	}
 	if len(e.Missing) > 0 {
 		s := e.Missing[0]
 		msg += fmt.Sprintf(" (shard %d, tried %v: %s)", s, e.Tried[s], e.Errors[s])
@@ -40,7 +49,12 @@ func (e *IncompleteError) Error() string {
 	return msg
 }
 
-func (e *IncompleteError) Unwrap() error { return ErrIncomplete }
+func (e *IncompleteError) Unwrap() []error {
+	if e.TimedOut {
+		return []error{ErrIncomplete, context.DeadlineExceeded}
+	}
+	return []error{ErrIncomplete}
+}
 
 // Query is one scatter/gather query: either a built-in Aggregate or a
 // Function exporting Leaf and Combine, over the user records whose keys
@@ -72,8 +86,8 @@ func (q Query) Validate() error {
 		return fmt.Errorf("%w: give an aggregate or a function, not both", ErrInvalidQuery)
 	case q.End != "" && q.Start >= q.End:
 		return fmt.Errorf("%w: start %q is not before end %q", ErrInvalidQuery, q.Start, q.End)
-	case q.Timeout < 0:
-		return fmt.Errorf("%w: negative timeout", ErrInvalidQuery)
+	case q.Timeout < 0 || q.Timeout > MaxQueryTimeout:
+		return fmt.Errorf("%w: timeout %v outside 0..%v", ErrInvalidQuery, q.Timeout, MaxQueryTimeout)
 	}
 	if q.Aggregate != nil {
 		if err := q.Aggregate.Validate(); err != nil {

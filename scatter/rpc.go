@@ -198,9 +198,11 @@ func (x *Executor) serveSub(r *http.Request) subResp {
 		}
 	}
 	ctx := r.Context()
+	// The root passes its remaining time; the node's own default applies
+	// only to a request without one.
 	timeout := x.cfg.QueryTimeout
 	if req.TimeoutMS > 0 {
-		timeout = min(timeout, time.Duration(req.TimeoutMS)*time.Millisecond)
+		timeout = min(time.Duration(req.TimeoutMS)*time.Millisecond, MaxQueryTimeout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

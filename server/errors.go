@@ -87,6 +87,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, "closed"
 	case errors.Is(err, scatter.ErrInvalidQuery), errors.Is(err, scatter.ErrInvalidAggregate):
 		return http.StatusBadRequest, "invalid_query"
+	case errors.Is(err, scatter.ErrIncomplete) && errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, scatter.ErrIncomplete):
 		return http.StatusServiceUnavailable, "incomplete"
 	case errors.Is(err, scatter.ErrOverloaded):

@@ -416,7 +416,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge erro
 		}
 		if err != nil {
 			if _, ok := err.(*http.MaxBytesError); ok {
-				return nil, fmt.Errorf("%w: limit %d bytes: %w", tooLarge, limit, err)
+				// Only tooLarge decides the status (not the MaxBytesError).
+				return nil, fmt.Errorf("%w: limit %d bytes: %v", tooLarge, limit, err)
 			}
 			return nil, fmt.Errorf("%w: %w", errBadBody, err)
 		}

@@ -9,7 +9,6 @@ import (
 
 	"lambdadb/lambda"
 	"lambdadb/scatter"
-	"lambdadb/shard"
 )
 
 // maxQueryBody bounds a POST /v1/query body.
@@ -56,19 +55,17 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, fmt.Errorf("%w: trailing data after the JSON object", scatter.ErrInvalidQuery))
 		return
 	}
-	ro, err := readOptions(r.URL.Query(), tok, sent)
+	params := r.URL.Query()
+	if req.Consistency != "" {
+		params.Set("consistency", req.Consistency) // the body's wins
+	}
+	ro, err := readOptions(params, tok, sent)
 	if err != nil {
 		s.fail(w, r, tok, err)
 		return
 	}
-	if req.Consistency != "" {
-		if ro.Consistency, err = shard.ParseConsistency(req.Consistency); err != nil {
-			s.fail(w, r, tok, err)
-			return
-		}
-	}
-	if req.TimeoutMS < 0 {
-		s.fail(w, r, tok, fmt.Errorf("%w: negative timeout_ms", scatter.ErrInvalidQuery))
+	if req.TimeoutMS < 0 || req.TimeoutMS > scatter.MaxQueryTimeout.Milliseconds() {
+		s.fail(w, r, tok, fmt.Errorf("%w: timeout_ms %d outside 0..%d", scatter.ErrInvalidQuery, req.TimeoutMS, scatter.MaxQueryTimeout.Milliseconds()))
 		return
 	}
 	q := scatter.Query{
@@ -91,7 +88,7 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 		if len(res.Raw) > 0 && json.Valid(res.Raw) {
 			out.Result = json.RawMessage(res.Raw)
 		} else {
-			out.Result = res.Raw
+			out.Result = append([]byte{}, res.Raw...) // base64; "" when empty
 		}
 	}
 	setSession(w, tok)

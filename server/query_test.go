@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -83,6 +84,7 @@ func TestQueryAPI(t *testing.T) {
 		{`{"aggregate":{"op":"count"},"consistency":"strong"}`, "", 400, "bad_consistency"},
 		{`{"aggregate":{"op":"count"}}`, "?consistency=strong", 400, "bad_consistency"},
 		{`{"aggregate":{"op":"count"},"timeout_ms":-1}`, "", 400, "invalid_query"},
+		{`{"aggregate":{"op":"count"},"timeout_ms":9300000000000}`, "", 400, "invalid_query"},
 		{`{"function":"nope"}`, "", 404, "not_found"},
 		{`{"function":"echo"}`, "", 400, "no_entrypoint"},
 		{`{"prefix":"` + strings.Repeat("x", 70<<10) + `","aggregate":{"op":"count"}}`, "", 413, "request_too_large"},
@@ -91,6 +93,31 @@ func TestQueryAPI(t *testing.T) {
 		if r.status != c.status || r.code() != c.code {
 			t.Errorf("%.60s: %d %s, want %d %s", c.body, r.status, r.body, c.status, c.code)
 		}
+	}
+	// The body's consistency wins over the parameter.
+	if r := do(t, http.MethodPost, ts.URL+"/v1/query?consistency=strong", []byte(`{"aggregate":{"op":"count"},"consistency":"stale"}`)); r.status != http.StatusOK {
+		t.Errorf("body consistency: %d %s", r.status, r.body)
+	}
+	// A body too large without a Content-Length.
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/v1/query", io.MultiReader(strings.NewReader(`{"prefix":"`), strings.NewReader(strings.Repeat("x", 70<<10))))
+	req.ContentLength = -1
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "request_too_large") {
+		t.Errorf("chunked large body: %d %s", resp.StatusCode, b)
+	}
+	// A query that runs out of time: 504, naming the shards not read.
+	if r := do(t, http.MethodPut, ts.URL+"/v1/functions/probe?timeout_ms=60000", wasmtest.Guest(t, "leafprobe")); r.status >= 300 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	do(t, http.MethodPut, ts.URL+"/v1/kv/cfg/leaf_sleep_ms", []byte("30000"))
+	r = do(t, http.MethodPost, ts.URL+"/v1/query", []byte(`{"function":"probe","timeout_ms":300}`))
+	if r.status != http.StatusGatewayTimeout || r.code() != "timeout" {
+		t.Errorf("slow query: %d %s", r.status, r.body)
 	}
 	if r := do(t, http.MethodGet, ts.URL+"/v1/query", nil); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/query: %d %s", r.status, r.body)
