@@ -282,10 +282,10 @@ func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // planNode is a sub-tree: a node, the shards it reads, the nodes whose
-// combined results it combines.
+// combined results it combines. Addresses are not part of it: each node
+// resolves members from its own configuration.
 type planNode struct {
 	ID       string     `msgpack:"id"`
-	Addr     string     `msgpack:"addr"`
 	Shards   []int      `msgpack:"shards"`
 	Children []planNode `msgpack:"children"`
 }
@@ -316,7 +316,6 @@ func (x *Executor) plan(q Query, shards []int) planNode {
 	up := x.upPeers()
 	load := map[string]int{}
 	byNode := map[string][]int{}
-	addrs := map[string]string{}
 	for _, s := range shards {
 		p, ok := x.choose(q, s, nil, up, load)
 		if !ok {
@@ -326,13 +325,12 @@ func (x *Executor) plan(q Query, shards []int) planNode {
 		}
 		load[p.ID]++
 		byNode[p.ID] = append(byNode[p.ID], s)
-		addrs[p.ID] = p.Addr
 	}
 	root := planNode{ID: self, Shards: byNode[self]}
 	var others []planNode
 	for _, ps := range x.cfg.Cluster.Peers() { // config order: stable plans
 		if ps.ID != self && len(byNode[ps.ID]) > 0 {
-			others = append(others, planNode{ID: ps.ID, Addr: addrs[ps.ID], Shards: byNode[ps.ID]})
+			others = append(others, planNode{ID: ps.ID, Shards: byNode[ps.ID]})
 		}
 	}
 	root.Children = tree(others, x.cfg.FanIn)
@@ -505,7 +503,7 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 		return &attempt{node: self, shard: s, local: true, shards: []int{s}, assign: map[int]string{s: self.ID}}
 	}
 	remote := func(p planNode) *attempt {
-		a := &attempt{node: shard.Peer{ID: p.ID, Addr: p.Addr}, plan: p, shards: p.allShards(), assign: map[int]string{}}
+		a := &attempt{node: shard.Peer{ID: p.ID}, plan: p, shards: p.allShards(), assign: map[int]string{}}
 		p.assignment(a.assign)
 		return a
 	}
@@ -514,7 +512,6 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 	replan := func(shards []int, avoid map[int]string) []int {
 		up := x.upPeers()
 		byNode := map[string][]int{}
-		peers := map[string]shard.Peer{}
 		var hopeless []int
 		for _, s := range shards {
 			t := maps(tried, s)
@@ -528,7 +525,6 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 				continue
 			}
 			byNode[p.ID] = append(byNode[p.ID], s)
-			peers[p.ID] = p
 		}
 		ids := make([]string, 0, len(byNode))
 		for id := range byNode {
@@ -542,8 +538,7 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 				}
 				continue
 			}
-			p := peers[id]
-			launch(remote(planNode{ID: id, Addr: p.Addr, Shards: byNode[id]}))
+			launch(remote(planNode{ID: id, Shards: byNode[id]}))
 		}
 		return hopeless
 	}

@@ -119,8 +119,12 @@ func (x *Executor) remote(ctx context.Context, q Query, p shard.Peer, plan planN
 	if d, ok := ctx.Deadline(); ok {
 		req.TimeoutMS = max(time.Until(d).Milliseconds(), 1)
 	}
+	addr := x.addrOf(p.ID)
+	if addr == "" {
+		return outcome{}, fmt.Errorf("scatter: %s is not a member", p.ID)
+	}
 	var raw msgpack.RawMessage
-	if err := x.cfg.Cluster.CallInternal(ctx, p.Addr, RPCPath, req, &raw); err != nil {
+	if err := x.cfg.Cluster.CallInternal(ctx, addr, RPCPath, req, &raw); err != nil {
 		return outcome{}, err
 	}
 	var resp subResp
@@ -191,11 +195,8 @@ func (x *Executor) serveSub(r *http.Request) subResp {
 	if req.Plan.ID != x.cfg.Cluster.ID() {
 		return subResp{Code: "invalid_query", Msg: fmt.Sprintf("scatter: sub-query for %s sent to %s", req.Plan.ID, x.cfg.Cluster.ID())}
 	}
-	n := x.cfg.Cluster.Shards()
-	for _, s := range req.Plan.allShards() {
-		if s < 0 || s >= n {
-			return subResp{Code: "invalid_query", Msg: fmt.Sprintf("scatter: no shard %d", s)}
-		}
+	if err := x.checkPlan(req.Plan, 0, map[int]bool{}); err != nil {
+		return subResp{Code: "invalid_query", Msg: err.Error()}
 	}
 	ctx := r.Context()
 	// The root passes its remaining time; the node's own default applies
@@ -221,6 +222,44 @@ func (x *Executor) serveSub(r *http.Request) subResp {
 	}
 	sort.Strings(resp.Nodes)
 	return resp
+}
+
+// maxPlanDepth bounds a sub-query's tree (fan-in 2 over 2^16 nodes).
+const maxPlanDepth = 16
+
+// checkPlan validates a received sub-tree: members of this cluster only
+// (a sub-query never makes a node call an address of the sender's
+// choosing), shards in range and each once, bounded depth.
+func (x *Executor) checkPlan(p planNode, depth int, seen map[int]bool) error {
+	if depth > maxPlanDepth {
+		return fmt.Errorf("scatter: sub-query deeper than %d levels", maxPlanDepth)
+	}
+	if x.addrOf(p.ID) == "" && p.ID != x.cfg.Cluster.ID() {
+		return fmt.Errorf("scatter: sub-query names %q, not a member", p.ID)
+	}
+	n := x.cfg.Cluster.Shards()
+	for _, s := range p.Shards {
+		if s < 0 || s >= n || seen[s] {
+			return fmt.Errorf("scatter: sub-query names shard %d out of range or twice", s)
+		}
+		seen[s] = true
+	}
+	for _, c := range p.Children {
+		if err := x.checkPlan(c, depth+1, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addrOf is member id's configured address ("" for none).
+func (x *Executor) addrOf(id string) string {
+	for _, p := range x.cfg.Cluster.Peers() {
+		if p.ID == id {
+			return p.Addr
+		}
+	}
+	return ""
 }
 
 // encodePartial and decodePartial carry built-in partials between nodes.
