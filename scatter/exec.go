@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ type Cluster interface {
 
 // Functions runs function leaves and combines; *lambda.Engine satisfies it.
 type Functions interface {
+	Get(ctx context.Context, name string) (*lambda.Function, error)
 	CallLeaf(ctx context.Context, c lambda.LeafCall) (lambda.Result, error)
 	CallCombine(ctx context.Context, name string, parts [][]byte) (lambda.Result, error)
 }
@@ -191,8 +193,19 @@ func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
-	if q.Function != "" && x.cfg.Functions == nil {
-		return nil, ErrNoFunctions
+	if q.Function != "" {
+		if x.cfg.Functions == nil {
+			return nil, ErrNoFunctions
+		}
+		// Refuse an unknown function or one without the entry points
+		// before fanning out.
+		f, err := x.cfg.Functions.Get(ctx, q.Function)
+		if err != nil {
+			return nil, fmt.Errorf("scatter: %w", err)
+		}
+		if !f.Has("leaf") || !f.Has("combine") {
+			return nil, fmt.Errorf("%w: %q needs Leaf and Combine to run a query (it has %s)", lambda.ErrNoEntrypoint, f.Name, strings.Join(f.Entrypoints, ", "))
+		}
 	}
 	select {
 	case x.queries <- struct{}{}:
