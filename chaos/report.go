@@ -33,7 +33,10 @@ type Report struct {
 	TriggerSummary string
 	TriggerAcked   int
 	TriggerMissing []string
-	HistoryFile    string // written when the run failed
+	// The query workload: answers that were not exactly right.
+	QuerySummary string
+	QueryWrong   []string
+	HistoryFile  string // written when the run failed
 }
 
 func (r *Report) count(ops []Op) {
@@ -64,7 +67,8 @@ func (r *Report) count(ops []Op) {
 // node's data identical.
 func (r *Report) OK() bool {
 	return r.Check.Linearizable() && r.Check.Lost == 0 && len(r.SessionViolations) == 0 &&
-		len(r.FinalReadErrors) == 0 && r.Converged && len(r.Errors) == 0 && len(r.TriggerMissing) == 0
+		len(r.FinalReadErrors) == 0 && r.Converged && len(r.Errors) == 0 && len(r.TriggerMissing) == 0 &&
+		len(r.QueryWrong) == 0
 }
 
 func yesNo(b bool) string {
@@ -138,6 +142,16 @@ func (r *Report) Write(w io.Writer) {
 	list(w, "conflict", ch.Conflicts)
 	list(w, "visualization", ch.Visualizations)
 	fmt.Fprintf(w, "lost: %d\n", ch.Lost)
+	if r.QuerySummary != "" {
+		fmt.Fprintf(w, "query: %s; wrong answers: %d\n", r.QuerySummary, len(r.QueryWrong))
+		for i, m := range r.QueryWrong {
+			if i == 20 {
+				fmt.Fprintf(w, "  ... %d more\n", len(r.QueryWrong)-20)
+				break
+			}
+			fmt.Fprintf(w, "  wrong: %s\n", m)
+		}
+	}
 	if r.TriggerSummary != "" {
 		fmt.Fprintf(w, "trigger: %s; index entries missing: %d\n", r.TriggerSummary, len(r.TriggerMissing))
 		for i, k := range r.TriggerMissing {

@@ -144,6 +144,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			tw = nil
 		}
 	}
+	qw := &QueryWorkload{Cluster: cl, Timeout: cfg.OpTimeout, Seed: cfg.Seed}
+	logf("query workload: writing %s records, then sum/count queries through random nodes", queryPrefix)
+	if err := qw.Setup(ctx); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+		qw = nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -152,6 +158,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if tw != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); tw.Run(wctx) }()
+	}
+	if qw != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); qw.Run(wctx) }()
 	}
 	wg.Wait()
 	cancel()
@@ -170,6 +180,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		logf("trigger workload: waiting for every acknowledged put's index entry")
 		rep.TriggerAcked, rep.TriggerMissing = tw.Check(ctx, 90*time.Second)
 		rep.TriggerSummary = tw.Summary()
+	}
+
+	if qw != nil {
+		rep.QuerySummary, rep.QueryWrong = qw.Summary(), qw.Wrong()
 	}
 
 	logf("final reads of %d keys through every node", len(wl.AllKeys()))
