@@ -13,7 +13,7 @@ CHAOS_OUT   ?= bin/chaos
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench-kv bench-fn bench-trigger etcd examples
+.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -50,13 +50,26 @@ fuzz:
 		done; \
 	done
 
+# LambdaBench (bench/, docs/benchmarks.md): every scenario, the paper's
+# experiments and the KV paths against etcd 3.4, in one run. Writes
+# bench/results/<UTC timestamp>/{report.json,report.md,*.svg}; progress on
+# stderr. bench: full sizes (about 10 minutes, at most 30); bench-quick: the
+# same scenarios at small sizes (under 5 minutes). BENCH_FLAGS adds flags,
+# e.g. BENCH_FLAGS='-scenarios burst,billing'.
+BENCH_FLAGS ?=
+bench: build examples etcd
+	$(GO) run ./bench/cmd/lambdabench -bin $(BIN) $(BENCH_FLAGS)
+
+bench-quick: build examples etcd
+	$(GO) run ./bench/cmd/lambdabench -quick -bin $(BIN) $(BENCH_FLAGS)
+
 # KV benchmark: a 3-node lambdadb cluster and a 3-member etcd 3.4 cluster on
 # loopback, same load (BENCH_CLIENTS clients, 256-byte values), one after the
 # other in the same run. Installs Debian's etcd-server when etcd is missing.
 BENCH_DURATION ?= 10s
 BENCH_CLIENTS  ?= 64
 bench-kv: build etcd
-	$(GO) run ./bench/cmd/lambdabench -bin $(BIN) -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS)
+	$(GO) run ./bench/cmd/lambdabench -scenarios kv-put,kv-get -bin $(BIN) -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS)
 
 # Function benchmarks: sandbox start by state, the 60/100-call burst,
 # paused sandboxes per GiB, and warm invocations over loopback HTTP.
@@ -92,7 +105,7 @@ clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz chaos chaos-quick bench-kv bench-fn examples clean"
+	@echo "targets: build run test race lint fuzz chaos chaos-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
 	@echo "  test   go test ./... (fuzz seed corpora included)"
@@ -101,8 +114,11 @@ help:
 	@echo "  fuzz   run every Fuzz target for FUZZTIME (default 30s) each"
 	@echo "  chaos  nemesis run for DURATION (default 15m): faults, porcupine check, report in $(CHAOS_OUT)"
 	@echo "  chaos-quick  the same in CI time (100s of faults)"
+	@echo "  bench  LambdaBench, every scenario at full size (~10 min): report and plots in bench/results/<timestamp>"
+	@echo "  bench-quick  the same scenarios at small sizes (< 5 min)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
 	@echo "  bench-fn  function benchmarks: sandbox starts by state, bursts, density, warm invoke over HTTP"
 	@echo "  bench-trigger  3 nodes: feed latency vs etcd watch, put→handler latency, trigger delivery rate"
 	@echo "  examples  build the example handlers into bin/examples/*.wasm"
+	@echo "  etcd  install Debian's etcd-server (etcd 3.4) if etcd is missing"
 	@echo "  clean  remove bin/"

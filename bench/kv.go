@@ -18,6 +18,8 @@ type KVConfig struct {
 	ValueBytes int           // default 256
 	Keys       int           // key space, default 10000
 	Duration   time.Duration // per measurement, default 10s
+	SkipPuts   bool          // measure gets only (keys are still loaded)
+	SkipGets   bool          // measure puts only
 	Progress   io.Writer     // progress lines; nil discards
 }
 
@@ -100,13 +102,20 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 		if err != nil {
 			return out, err
 		}
-		fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
-		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
-		})
-		r.System, r.Op, r.ValueBytes = s.name, "put", cfg.ValueBytes
-		fmt.Fprintln(cfg.Progress, "  ", r)
-		out = append(out, r)
+		if !cfg.SkipPuts {
+			fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
+			r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+			})
+			r.System, r.Op, r.ValueBytes = s.name, "put", cfg.ValueBytes
+			fmt.Fprintln(cfg.Progress, "  ", r)
+			out = append(out, r)
+		}
+		if cfg.SkipGets {
+			closeFn()
+			c.Stop()
+			continue
+		}
 		// Make every key exist before the reads.
 		fmt.Fprintf(cfg.Progress, "%s: loading %d keys\n", s.name, cfg.Keys)
 		load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
@@ -117,6 +126,7 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			return kv.Put(ctx, w, key(k), val)
 		})
 		if load.Errors > 0 {
+			closeFn()
 			c.Stop()
 			return out, fmt.Errorf("bench: %s: loading keys: %d errors, first: %s", s.name, load.Errors, load.FirstError)
 		}

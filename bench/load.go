@@ -86,8 +86,10 @@ func Run(clients int, d time.Duration, op Op) Result {
 	slices.Sort(all)
 	r.Ops = len(all)
 	r.OpsPerSec = float64(len(all)) / elapsed.Seconds()
-	r.P50us = quantile(all, 0.50)
-	r.P99us = quantile(all, 0.99)
+	if len(all) > 0 { // no NaN: results are encoded as JSON
+		r.P50us = quantile(all, 0.50)
+		r.P99us = quantile(all, 0.99)
+	}
 	return r
 }
 

@@ -21,8 +21,20 @@ import (
 type Proc struct {
 	Name string
 	Addr string // client address host:port
+	Dir  string // data directory (lambdadb), "" if not known
+	bin  string
+	args []string
+	logs string // directory of the log file
 	cmd  *exec.Cmd
 	log  *os.File
+}
+
+// Pid returns the process id, 0 when the process is not running.
+func (p *Proc) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // Stop kills the process and waits for it.
@@ -68,29 +80,62 @@ func (c *Cluster) Addrs() []string {
 }
 
 func start(name, dir string, bin string, args ...string) (*Proc, error) {
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
+	p := &Proc{Name: name, bin: bin, args: args, logs: dir}
+	if err := p.start(); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
+	return p, nil
+}
+
+// start (re)starts the process with its command line, appending to its log.
+func (p *Proc) start() error {
+	logf, err := os.OpenFile(filepath.Join(p.logs, p.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("bench: start %s: %w", name, err)
+		return fmt.Errorf("bench: start %s: %w", p.Name, err)
 	}
-	return &Proc{Name: name, cmd: cmd, log: logf}, nil
+	p.cmd, p.log = cmd, logf
+	return nil
 }
 
 // StartLambdaDB starts an n-node lambdadb cluster from the binary bin.
 func StartLambdaDB(bin string, n, shards int) (*Cluster, error) {
+	return StartLambdaDBWith(LambdaOptions{Bin: bin, Nodes: n, Shards: shards})
+}
+
+// LambdaOptions configures StartLambdaDBWith.
+type LambdaOptions struct {
+	Bin    string   // path to bin/lambdadb; required
+	Nodes  int      // default 3
+	Shards int      // default 16
+	Args   []string // more `lambdadb serve` flags, e.g. --fn-keep-alive 100ms
+}
+
+// StartLambdaDBWith starts a lambdadb cluster of separate `lambdadb serve`
+// processes on 127.0.0.1, with data in a new temporary directory, and
+// waits until every shard has a leader.
+func StartLambdaDBWith(o LambdaOptions) (*Cluster, error) {
+	n, shards, bin := o.Nodes, o.Shards, o.Bin
+	if n == 0 {
+		n = 3
+	}
+	if shards == 0 {
+		shards = 16
+	}
 	dir, err := os.MkdirTemp("", "lambdabench-ldb-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	c := &Cluster{System: "lambdadb", dir: dir}
 	addrs, err := loopback.FreeAddrs(n)
 	if err != nil {
-		return nil, err
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	var peers []string
 	for i, a := range addrs {
@@ -103,12 +148,13 @@ func StartLambdaDB(bin string, n, shards int) (*Cluster, error) {
 		if n > 1 {
 			args = append(args, "--peers", strings.Join(peers, ","))
 		}
+		args = append(args, o.Args...)
 		proc, err := start(id, dir, bin, args...)
 		if err != nil {
 			c.Stop()
 			return nil, err
 		}
-		proc.Addr = a
+		proc.Addr, proc.Dir = a, filepath.Join(dir, id)
 		c.Procs = append(c.Procs, proc)
 	}
 	if err := waitLambdaDB(c, 60*time.Second); err != nil {
@@ -116,6 +162,26 @@ func StartLambdaDB(bin string, n, shards int) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Restart stops every process of a lambdadb cluster, calls between (if
+// not nil) while they are down, starts them again with the same flags and
+// data, and waits until the cluster is ready.
+func (c *Cluster) Restart(between func() error) error {
+	for _, p := range c.Procs {
+		p.Stop()
+	}
+	if between != nil {
+		if err := between(); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Procs {
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	return waitLambdaDB(c, 60*time.Second)
 }
 
 // waitLambdaDB waits until every node reports every shard with a leader.
@@ -177,12 +243,13 @@ func lambdaReady(addr string) error {
 func StartEtcd(bin string, n int) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "lambdabench-etcd-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	c := &Cluster{System: "etcd", dir: dir}
 	addrs, err := loopback.FreeAddrs(2 * n)
 	if err != nil {
-		return nil, err
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	var initial []string
 	for i := 0; i < n; i++ {

@@ -22,8 +22,15 @@ type TriggerConfig struct {
 	Shards    int    // default 16
 	Changes   int    // changes preloaded for the delivery-rate measurement; default 20000
 	Clients   int    // writers for the preload; default 64
-	Samples   int    // put → delivery latency samples; default 300
-	Progress  io.Writer
+	Samples   int    // feed, watch and put → handler (paused) latency samples; default 300
+	// StoppedSamples is the number of put → handler samples with a
+	// stopped sandbox; default 50.
+	StoppedSamples int
+	// States are the sandbox states to measure, each on its own cluster:
+	// "paused" (keep-alive 10m: a paused sandbox waits on every node) and
+	// "stopped" (keep-alive 1ms: every delivery restarts one). Default both.
+	States   []string
+	Progress io.Writer
 }
 
 func (c *TriggerConfig) defaults() {
@@ -42,6 +49,12 @@ func (c *TriggerConfig) defaults() {
 	if c.Samples == 0 {
 		c.Samples = 300
 	}
+	if c.StoppedSamples == 0 {
+		c.StoppedSamples = 50
+	}
+	if len(c.States) == 0 {
+		c.States = []string{"paused", "stopped"}
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -49,79 +62,168 @@ func (c *TriggerConfig) defaults() {
 
 // TriggerResult is what RunTrigger measured.
 type TriggerResult struct {
-	Nodes int `json:"nodes"`
-	// A trigger created with start=beginning over Changes preloaded changes:
-	// how fast they were delivered, and with how many handler calls.
-	Changes           int     `json:"changes"`
-	DeliverySeconds   float64 `json:"delivery_seconds"`
-	ChangesPerSec     float64 `json:"changes_per_sec"`
-	InvocationsPer1k  float64 `json:"invocations_per_1000_changes"`
-	FeedLatencyP50MS  float64 `json:"feed_latency_p50_ms"`    // put ack → long-poll subscriber has it
-	FeedLatencyP99MS  float64 `json:"feed_latency_p99_ms"`    //
-	EtcdWatchP50MS    float64 `json:"etcd_watch_p50_ms"`      // put ack → watcher has it (0: not run)
-	EtcdWatchP99MS    float64 `json:"etcd_watch_p99_ms"`      //
-	TriggerLatencyP50 float64 `json:"trigger_latency_p50_ms"` // put → handler's write readable, paused sandbox
-	TriggerLatencyP99 float64 `json:"trigger_latency_p99_ms"`
+	Nodes            int            `json:"nodes"`
+	FeedLatencyP50MS float64        `json:"feed_latency_p50_ms"` // put ack → long-poll subscriber on another node has it
+	FeedLatencyP99MS float64        `json:"feed_latency_p99_ms"` //
+	EtcdWatchP50MS   float64        `json:"etcd_watch_p50_ms"`   // put ack → watcher on another member has it (0: not run)
+	EtcdWatchP99MS   float64        `json:"etcd_watch_p99_ms"`   //
+	States           []TriggerState `json:"states"`
+
+	FeedLatencyMS []float64 `json:"-"`
+	EtcdWatchMS   []float64 `json:"-"`
 }
 
-// RunTrigger measures change delivery on a lambdadb cluster (and etcd
-// watch latency for reference).
+// TriggerState is what RunTrigger measured with one sandbox state.
+type TriggerState struct {
+	State     string `json:"state"`      // paused or stopped
+	KeepAlive string `json:"keep_alive"` // the nodes' --fn-keep-alive
+	// Put → the handler's write readable (linearizable read, polled).
+	Samples      int     `json:"samples"`
+	LatencyP50MS float64 `json:"latency_p50_ms"`
+	LatencyP90MS float64 `json:"latency_p90_ms"`
+	LatencyP99MS float64 `json:"latency_p99_ms"`
+	// SampleStarts counts the handler's sandbox starts by kind during the
+	// latency samples (the function's cluster-wide meter).
+	SampleStarts map[string]uint64 `json:"sample_starts"`
+	// A trigger created with start=beginning over Changes preloaded
+	// changes: how fast they were delivered, with how many handler calls.
+	Changes          int     `json:"changes"`
+	DeliverySeconds  float64 `json:"delivery_seconds"`
+	ChangesPerSec    float64 `json:"changes_per_sec"`
+	Invocations      uint64  `json:"invocations"`
+	InvocationsPer1k float64 `json:"invocations_per_1000_changes"`
+
+	LatencyMS []float64 `json:"-"`
+}
+
+// RunTrigger measures change delivery on lambdadb clusters, one per
+// sandbox state (and etcd watch latency for reference).
 func RunTrigger(cfg TriggerConfig) (TriggerResult, error) {
 	cfg.defaults()
-	res := TriggerResult{Nodes: cfg.Nodes, Changes: cfg.Changes}
+	res := TriggerResult{Nodes: cfg.Nodes}
 	wasm, err := os.ReadFile(cfg.Wasm)
 	if err != nil {
 		return res, fmt.Errorf("bench: %w (make examples builds it)", err)
 	}
-	fmt.Fprintf(cfg.Progress, "starting %d-node lambdadb cluster\n", cfg.Nodes)
-	c, err := StartLambdaDB(cfg.LambdaBin, cfg.Nodes, cfg.Shards)
+	for i, state := range cfg.States {
+		st, err := triggerState(cfg, wasm, state, i == 0, &res)
+		res.States = append(res.States, st)
+		if err != nil {
+			return res, err
+		}
+	}
+	if cfg.EtcdBin != "" {
+		fmt.Fprintf(cfg.Progress, "starting %d-member etcd cluster: watch latency, %d puts\n", cfg.Nodes, cfg.Samples)
+		e, err := StartEtcd(cfg.EtcdBin, cfg.Nodes)
+		if err != nil {
+			return res, err
+		}
+		defer e.Stop()
+		wl, err := etcdWatchLatency(context.Background(), e.Addrs(), cfg.Samples)
+		if err != nil {
+			return res, err
+		}
+		res.EtcdWatchMS = Millis(wl)
+		res.EtcdWatchP50MS, res.EtcdWatchP99MS = durMS(quantileOf(wl, 0.5)), durMS(quantileOf(wl, 0.99))
+	}
+	return res, nil
+}
+
+// triggerState measures one sandbox state on a cluster of its own; the
+// first state also measures feed latency into res.
+func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *TriggerResult) (TriggerState, error) {
+	st := TriggerState{State: state, Changes: cfg.Changes}
+	samples, gap := cfg.Samples, time.Duration(0)
+	switch state {
+	case "paused":
+		st.KeepAlive = "10m"
+	case "stopped":
+		// The keep-alive stops a sandbox idle 1 ms within 10 ms (its
+		// reaper's period); a gap of 60 ms between puts leaves none paused.
+		st.KeepAlive, samples, gap = "1ms", cfg.StoppedSamples, 60*time.Millisecond
+	default:
+		return st, fmt.Errorf("bench: unknown sandbox state %q (paused, stopped)", state)
+	}
+	fmt.Fprintf(cfg.Progress, "%s: starting %d-node lambdadb cluster, --fn-keep-alive %s\n", state, cfg.Nodes, st.KeepAlive)
+	c, err := StartLambdaDBWith(LambdaOptions{Bin: cfg.LambdaBin, Nodes: cfg.Nodes, Shards: cfg.Shards,
+		Args: []string{"--fn-keep-alive", st.KeepAlive}})
 	if err != nil {
-		return res, err
+		return st, err
 	}
 	defer c.Stop()
 	ctx := context.Background()
 	cl, err := client.New("http://" + c.Addrs()[0])
 	if err != nil {
-		return res, err
+		return st, fmt.Errorf("bench: %w", err)
 	}
 	if _, err := cl.Deploy(ctx, "bench-indexer", wasm, client.DeployOptions{}); err != nil {
-		return res, err
+		return st, fmt.Errorf("bench: deploy: %w", err)
 	}
 	kv := NewLambdaKV(c.Addrs(), cfg.Clients)
 
-	// Feed latency: a long-poll subscriber on one node, puts through another.
-	fmt.Fprintf(cfg.Progress, "lambdadb: feed latency, %d puts\n", cfg.Samples)
-	sub, _ := client.New("http://" + c.Addrs()[len(c.Addrs())-1])
-	lat, err := feedLatency(ctx, cl, sub, cfg.Samples)
-	if err != nil {
-		return res, err
+	if feed {
+		// Feed latency: a long-poll subscriber on one node, puts through another.
+		fmt.Fprintf(cfg.Progress, "lambdadb: feed latency, %d puts\n", cfg.Samples)
+		sub, err := client.New("http://" + c.Addrs()[len(c.Addrs())-1])
+		if err != nil {
+			return st, fmt.Errorf("bench: %w", err)
+		}
+		lat, err := feedLatency(ctx, cl, sub, cfg.Samples)
+		if err != nil {
+			return st, err
+		}
+		res.FeedLatencyMS = Millis(lat)
+		res.FeedLatencyP50MS, res.FeedLatencyP99MS = durMS(quantileOf(lat, 0.5)), durMS(quantileOf(lat, 0.99))
 	}
-	res.FeedLatencyP50MS, res.FeedLatencyP99MS = ms(quantileOf(lat, 0.5)), ms(quantileOf(lat, 0.99))
 
-	// Put → handler latency with a warm trigger.
+	// Put → handler latency.
 	if _, err := cl.CreateTrigger(ctx, "lat", client.Trigger{Function: "bench-indexer", Prefix: "lat/"}); err != nil {
-		return res, err
+		return st, fmt.Errorf("bench: create trigger: %w", err)
 	}
-	fmt.Fprintf(cfg.Progress, "lambdadb: put → handler latency, %d puts\n", cfg.Samples)
+	// Warm-up, not measured: deliveries on every shard, so every node has
+	// compiled the module (and, for "paused", holds a paused sandbox).
+	fmt.Fprintf(cfg.Progress, "%s: warm-up, %d puts over every shard\n", state, 3*cfg.Shards)
+	for i := 0; i < 3*cfg.Shards; i++ {
+		if _, err := cl.Put(ctx, fmt.Sprintf("lat/warm-%d", i), []byte("v")); err != nil {
+			return st, fmt.Errorf("bench: put: %w", err)
+		}
+	}
+	for i := 0; i < 3*cfg.Shards; i++ {
+		if err := waitIndexed(ctx, cl, fmt.Sprintf("lat/warm-%d", i), time.Now()); err != nil {
+			return st, err
+		}
+	}
+	before, err := cl.Function(ctx, "bench-indexer")
+	if err != nil {
+		return st, fmt.Errorf("bench: %w", err)
+	}
+	fmt.Fprintf(cfg.Progress, "%s: put → handler latency, %d puts, %v apart\n", state, samples, gap)
 	var tl []time.Duration
-	for i := 0; i < cfg.Samples; i++ {
-		k := fmt.Sprintf("lat/%d", i)
-		t0 := time.Now()
-		if _, err := cl.Put(ctx, k, []byte("v")); err != nil {
-			return res, err
+	for i := 0; i < samples; i++ {
+		time.Sleep(gap)
+		d, err := putAndWait(ctx, cl, fmt.Sprintf("lat/%d", i))
+		if err != nil {
+			return st, err
 		}
-		for {
-			if _, found, err := cl.Get(ctx, "idx/"+k, client.WithConsistency(client.Linearizable)); err == nil && found {
-				break
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-		tl = append(tl, time.Since(t0))
+		tl = append(tl, d)
 	}
-	res.TriggerLatencyP50, res.TriggerLatencyP99 = ms(quantileOf(tl, 0.5)), ms(quantileOf(tl, 0.99))
+	after, err := cl.Function(ctx, "bench-indexer")
+	if err != nil {
+		return st, fmt.Errorf("bench: %w", err)
+	}
+	st.SampleStarts = map[string]uint64{}
+	for k, n := range after.Starts {
+		if d := n - before.Starts[k]; d > 0 {
+			st.SampleStarts[k] = d
+		}
+	}
+	st.Samples, st.LatencyMS = len(tl), Millis(tl)
+	sum := Summarize(st.LatencyMS)
+	st.LatencyP50MS, st.LatencyP90MS, st.LatencyP99MS = sum.P50, sum.P90, sum.P99
+	fmt.Fprintf(cfg.Progress, "  p50 %.1f ms, p99 %.1f ms, sandbox starts: %s\n", sum.P50, sum.P99, fmtCounts(st.SampleStarts))
 
 	// Delivery rate: preload, then a trigger from the beginning.
-	fmt.Fprintf(cfg.Progress, "lambdadb: preloading %d changes with %d clients\n", cfg.Changes, cfg.Clients)
+	fmt.Fprintf(cfg.Progress, "%s: preloading %d changes with %d clients\n", state, cfg.Changes, cfg.Clients)
 	load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
 		k := w + i*cfg.Clients
 		if k >= cfg.Changes {
@@ -130,44 +232,61 @@ func RunTrigger(cfg TriggerConfig) (TriggerResult, error) {
 		return kv.Put(ctx, w, fmt.Sprintf("rate/%08d", k), []byte("v"))
 	})
 	if load.Errors > 0 {
-		return res, fmt.Errorf("bench: %d preload puts failed", load.Errors)
+		return st, fmt.Errorf("bench: %d preload puts failed, first: %s", load.Errors, load.FirstError)
 	}
-	fmt.Fprintf(cfg.Progress, "lambdadb: trigger from the beginning over %d changes\n", cfg.Changes)
+	if gap > 0 {
+		time.Sleep(gap) // the sandboxes are stopped again
+	}
+	fmt.Fprintf(cfg.Progress, "%s: trigger from the beginning over %d changes\n", state, cfg.Changes)
 	t0 := time.Now()
 	if _, err := cl.CreateTrigger(ctx, "rate", client.Trigger{Function: "bench-indexer", Prefix: "rate/", BatchSize: 1000, Start: "beginning"}); err != nil {
-		return res, err
+		return st, fmt.Errorf("bench: create trigger: %w", err)
 	}
-	var st client.Trigger
+	var ts client.Trigger
 	for {
-		st, err = cl.TriggerStatus(ctx, "rate")
-		if err == nil && int(st.Delivered) >= cfg.Changes {
+		ts, err = cl.TriggerStatus(ctx, "rate")
+		if err == nil && int(ts.Delivered) >= cfg.Changes {
 			break
 		}
 		if time.Since(t0) > 10*time.Minute {
-			return res, fmt.Errorf("bench: delivered %d of %d in 10 minutes", st.Delivered, cfg.Changes)
+			return st, fmt.Errorf("bench: delivered %d of %d in 10 minutes", ts.Delivered, cfg.Changes)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	d := time.Since(t0)
-	res.DeliverySeconds = d.Seconds()
-	res.ChangesPerSec = float64(cfg.Changes) / d.Seconds()
-	res.InvocationsPer1k = float64(st.Invocations) * 1000 / float64(cfg.Changes)
+	st.DeliverySeconds = d.Seconds()
+	st.ChangesPerSec = float64(cfg.Changes) / d.Seconds()
+	st.Invocations = ts.Invocations
+	st.InvocationsPer1k = float64(ts.Invocations) * 1000 / float64(cfg.Changes)
+	fmt.Fprintf(cfg.Progress, "  %.0f changes/s, %.1f invocations per 1,000 changes\n", st.ChangesPerSec, st.InvocationsPer1k)
+	return st, nil
+}
 
-	if cfg.EtcdBin != "" {
-		c.Stop()
-		fmt.Fprintf(cfg.Progress, "starting %d-member etcd cluster: watch latency, %d puts\n", cfg.Nodes, cfg.Samples)
-		e, err := StartEtcd(cfg.EtcdBin, cfg.Nodes)
-		if err != nil {
-			return res, err
-		}
-		defer e.Stop()
-		wl, err := etcdWatchLatency(ctx, e.Addrs(), cfg.Samples)
-		if err != nil {
-			return res, err
-		}
-		res.EtcdWatchP50MS, res.EtcdWatchP99MS = ms(quantileOf(wl, 0.5)), ms(quantileOf(wl, 0.99))
+// putAndWait puts key and waits until the indexer's write idx/<key> is
+// readable, returning the time it took.
+func putAndWait(ctx context.Context, cl *client.Client, key string) (time.Duration, error) {
+	t0 := time.Now()
+	if _, err := cl.Put(ctx, key, []byte("v")); err != nil {
+		return 0, fmt.Errorf("bench: put: %w", err)
 	}
-	return res, nil
+	if err := waitIndexed(ctx, cl, key, t0); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+// waitIndexed polls linearizable reads until idx/<key> exists, for at most
+// a minute after t0.
+func waitIndexed(ctx context.Context, cl *client.Client, key string, t0 time.Time) error {
+	for {
+		if _, found, err := cl.Get(ctx, "idx/"+key, client.WithConsistency(client.Linearizable)); err == nil && found {
+			return nil
+		}
+		if time.Since(t0) > time.Minute {
+			return fmt.Errorf("bench: the handler did not write idx/%s within a minute", key)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }
 
 // feedLatency puts n keys one at a time and times each until a long-poll
@@ -258,4 +377,5 @@ func quantileOf(ds []time.Duration, q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// durMS converts d to float milliseconds.
+func durMS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+)
+
+// kvMethod describes how kv-put and kv-get measure.
+const kvMethod = "One system at a time on this machine, same load for both: a 3-node lambdadb cluster " +
+	"(three `lambdadb serve` processes on 127.0.0.1, data on disk in a temporary directory), then a 3-member " +
+	"etcd cluster (three `etcd` processes, same). Closed-loop clients, each issuing its next request when the " +
+	"previous one answers, keys drawn uniformly from the key space. lambdadb clients speak HTTP/1.1 keep-alive, " +
+	"worker w to node w mod 3, each with its own session token; etcd clients share 16 gRPC connections " +
+	"(clientv3) rotated over the members. Latencies are per request at the client; failed requests are counted, " +
+	"not timed. Gets run after every key has been written."
+
+// kv runs the KV measurements once for both kv scenarios of a run.
+func (e *Env) kv(ctx context.Context) ([]Result, error) {
+	e.kvOnce.Do(func() {
+		if err := ctx.Err(); err != nil {
+			e.kvErr = err
+			return
+		}
+		sz := e.Sizes
+		e.kvRes, e.kvErr = RunKV(KVConfig{
+			LambdaBin: e.LambdaBin, EtcdBin: e.EtcdBin, Nodes: 3, Shards: sz.KVShards,
+			Clients: sz.KVClients, ValueBytes: sz.KVValue, Keys: sz.KVKeys, Duration: sz.KVDuration,
+			SkipPuts: !e.selected("kv-put"), SkipGets: !e.selected("kv-get"), Progress: e.Progress,
+		})
+	})
+	return e.kvRes, e.kvErr
+}
+
+func (e *Env) kvReport() *ScenarioReport {
+	sz := e.Sizes
+	rep := &ScenarioReport{Method: kvMethod}
+	rep.Param("nodes per system", 3)
+	rep.Param("lambdadb shards (replicas 3)", sz.KVShards)
+	rep.Param("clients (both systems)", sz.KVClients)
+	rep.Param("value bytes", sz.KVValue)
+	rep.Param("key space", sz.KVKeys)
+	rep.Param("duration per measurement", sz.KVDuration.String())
+	if e.selected("kv-put") && e.selected("kv-get") {
+		rep.Note("kv-put and kv-get share one cluster per system (puts, then loading every key, then gets): their time is counted under kv-put.")
+	}
+	if e.EtcdBin == "" {
+		rep.Note("etcd was not found: lambdadb measured alone, ratios n/a (`make etcd` installs Debian's etcd-server).")
+	}
+	return rep
+}
+
+func findResult(rs []Result, system, op, consistency string) *Result {
+	for i := range rs {
+		if rs[i].System == system && rs[i].Op == op && rs[i].Consistency == consistency {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+func opsOf(r *Result) float64 {
+	if r == nil {
+		return math.NaN()
+	}
+	return r.OpsPerSec
+}
+
+func latOf(r *Result, p99 bool) float64 {
+	if r == nil || r.Ops == 0 {
+		return math.NaN()
+	}
+	if p99 {
+		return r.P99us / 1000
+	}
+	return r.P50us / 1000
+}
+
+func resultRows(rs []Result) Table {
+	t := Table{Columns: []string{"system", "operation", "consistency", "ops/s", "p50", "p99", "ops", "errors"}}
+	for _, r := range rs {
+		t.Rows = append(t.Rows, []string{r.System, r.Op, orDash(r.Consistency),
+			formatValue(r.OpsPerSec, ""), fmtMicros(r.P50us), fmtMicros(r.P99us),
+			fmt.Sprint(r.Ops), fmt.Sprint(r.Errors)})
+	}
+	return t
+}
+
+func errorNotes(rep *ScenarioReport, rs []Result) {
+	for _, r := range rs {
+		if r.Errors > 0 {
+			rep.Note("%s %s %s: %d failed requests, first: %s", r.System, r.Op, r.Consistency, r.Errors, r.FirstError)
+		}
+	}
+}
+
+func runKVPut(ctx context.Context, e *Env) (*ScenarioReport, error) {
+	rep := e.kvReport()
+	rep.Measures = "Write throughput and latency of single-key puts: lambdadb (each put committed by its shard's " +
+		"Raft group, synced on a majority) against etcd 3.4 (one Raft group), same clients and values."
+	all, err := e.kv(ctx)
+	var rs []Result
+	for _, r := range all {
+		if r.Op == "put" {
+			rs = append(rs, r)
+		}
+	}
+	rep.Data = rs
+	if err != nil {
+		return rep, err
+	}
+	l, et := findResult(rs, "lambdadb", "put", ""), findResult(rs, "etcd", "put", "")
+	rep.Metric("put ops/s ratio lambdadb/etcd", ratio(opsOf(l), opsOf(et)), "×")
+	rep.Metric("lambdadb put ops/s", opsOf(l), "ops/s")
+	rep.Metric("lambdadb put p50", latOf(l, false), "ms")
+	rep.Metric("lambdadb put p99", latOf(l, true), "ms")
+	rep.Metric("etcd put ops/s", opsOf(et), "ops/s")
+	rep.Metric("etcd put p50", latOf(et, false), "ms")
+	rep.Metric("etcd put p99", latOf(et, true), "ms")
+	rep.Tables = append(rep.Tables, resultRows(rs))
+	errorNotes(rep, rs)
+	if err := kvPlots(e, rep, "kv-put", []string{"put"}, [][2]*Result{{l, et}},
+		[]string{"lambdadb", "etcd"}, []*Result{l, et}); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func runKVGet(ctx context.Context, e *Env) (*ScenarioReport, error) {
+	rep := e.kvReport()
+	rep.Measures = "Read throughput and latency of single-key gets at every consistency level each system " +
+		"offers: lambdadb linearizable (leader confirms leadership, reads coalesced), session (any replica that " +
+		"has applied the client's token) and stale (any replica, at once); etcd linearizable (ReadIndex) and " +
+		"serializable (the member's local state)."
+	all, err := e.kv(ctx)
+	var rs []Result
+	for _, r := range all {
+		if r.Op == "get" {
+			rs = append(rs, r)
+		}
+	}
+	rep.Data = rs
+	if err != nil {
+		return rep, err
+	}
+	lLin := findResult(rs, "lambdadb", "get", "linearizable")
+	lSes := findResult(rs, "lambdadb", "get", "session")
+	lSta := findResult(rs, "lambdadb", "get", "stale")
+	eLin := findResult(rs, "etcd", "get", "linearizable")
+	eSer := findResult(rs, "etcd", "get", "serializable")
+	rep.Metric("linearizable get ops/s ratio lambdadb/etcd", ratio(opsOf(lLin), opsOf(eLin)), "×")
+	rep.Metric("lambdadb session get / etcd linearizable get ops/s", ratio(opsOf(lSes), opsOf(eLin)), "×")
+	rep.Metric("lambdadb stale get / etcd serializable get ops/s", ratio(opsOf(lSta), opsOf(eSer)), "×")
+	for _, x := range []struct {
+		name string
+		r    *Result
+	}{{"lambdadb linearizable", lLin}, {"lambdadb session", lSes}, {"lambdadb stale", lSta},
+		{"etcd linearizable", eLin}, {"etcd serializable", eSer}} {
+		rep.Metric(x.name+" get ops/s", opsOf(x.r), "ops/s")
+		rep.Metric(x.name+" get p50", latOf(x.r, false), "ms")
+		rep.Metric(x.name+" get p99", latOf(x.r, true), "ms")
+	}
+	rep.Tables = append(rep.Tables, resultRows(rs))
+	rep.Note("Comparable pairs: linearizable with linearizable; a lambdadb session read gives the client " +
+		"read-after-write, which in etcd takes a linearizable read (a serializable read from another member may " +
+		"miss the client's own write); stale and serializable both read one replica's state without a check.")
+	errorNotes(rep, rs)
+	if err := kvPlots(e, rep, "kv-get",
+		[]string{"linearizable", "session (lambdadb only)", "stale / serializable"},
+		[][2]*Result{{lLin, eLin}, {lSes, nil}, {lSta, eSer}},
+		[]string{"lambdadb linearizable", "lambdadb session", "lambdadb stale", "etcd linearizable", "etcd serializable"},
+		[]*Result{lLin, lSes, lSta, eLin, eSer}); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// kvPlots draws throughput (lambdadb vs etcd per category) and latency
+// (p50 and p99 per labelled result).
+func kvPlots(e *Env, rep *ScenarioReport, name string, cats []string, pairs [][2]*Result, latCats []string, lat []*Result) error {
+	ldb, etcd := Series{Name: "lambdadb"}, Series{Name: "etcd 3.4"}
+	for _, p := range pairs {
+		ldb.Values = append(ldb.Values, opsOf(p[0]))
+		etcd.Values = append(etcd.Values, opsOf(p[1]))
+	}
+	tp := name + "-throughput.svg"
+	if err := WriteBars(filepath.Join(e.OutDir, tp), Bars{
+		Title:  fmt.Sprintf("%s: throughput, 3 nodes, %d clients, %d-byte values", name, e.Sizes.KVClients, e.Sizes.KVValue),
+		YLabel: "operations per second", Categories: cats, Series: []Series{ldb, etcd},
+	}); err != nil {
+		return err
+	}
+	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
+	for _, r := range lat {
+		p50.Values = append(p50.Values, latOf(r, false))
+		p99.Values = append(p99.Values, latOf(r, true))
+	}
+	lp := name + "-latency.svg"
+	if err := WriteBars(filepath.Join(e.OutDir, lp), Bars{
+		Title:  name + ": latency at the client",
+		YLabel: "milliseconds", Categories: latCats, Series: []Series{p50, p99},
+	}); err != nil {
+		return err
+	}
+	rep.Plots = append(rep.Plots, tp, lp)
+	return nil
+}

@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	var xs []float64
+	for i := 1; i <= 100; i++ {
+		xs = append(xs, float64(i))
+	}
+	for _, c := range []struct{ q, want float64 }{{0, 1}, {0.01, 1}, {0.5, 50}, {0.9, 90}, {0.99, 99}, {1, 100}} {
+		if got := Percentile(xs, c.q); got != c.want {
+			t.Errorf("Percentile(%v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := Percentile([]float64{7}, 0.99); got != 7 {
+		t.Errorf("one sample: %v", got)
+	}
+	if !math.IsNaN(Percentile(nil, 0.5)) {
+		t.Error("no samples is not NaN")
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3}
+	s := Summarize(xs)
+	want := Summary{N: 5, Min: 1, Mean: 3, P50: 3, P90: 5, P99: 5, Max: 5}
+	if s != want {
+		t.Fatalf("Summarize = %+v, want %+v", s, want)
+	}
+	if xs[0] != 5 {
+		t.Fatal("Summarize sorted its input")
+	}
+	if (Summarize(nil) != Summary{}) {
+		t.Fatal("Summarize(nil) is not the zero Summary")
+	}
+}
+
+func TestCDF(t *testing.T) {
+	x, y := CDF([]float64{3, 1, 2, 2}, 0)
+	wantX, wantY := []float64{1, 2, 3}, []float64{0.25, 0.75, 1}
+	if len(x) != len(wantX) {
+		t.Fatalf("CDF = %v %v, want %v %v", x, y, wantX, wantY)
+	}
+	for i := range x {
+		if x[i] != wantX[i] || y[i] != wantY[i] {
+			t.Fatalf("CDF = %v %v, want %v %v", x, y, wantX, wantY)
+		}
+	}
+	// Downsampled: at most maxPoints (+1 for the end), monotone, ends at (max, 1).
+	var many []float64
+	for i := 0; i < 10007; i++ {
+		many = append(many, float64((i*7919)%10007))
+	}
+	x, y = CDF(many, 100)
+	if len(x) > 101 || len(x) < 50 {
+		t.Fatalf("%d points for maxPoints 100", len(x))
+	}
+	for i := 1; i < len(x); i++ {
+		if x[i] <= x[i-1] || y[i] <= y[i-1] {
+			t.Fatalf("not increasing at %d: (%v,%v) after (%v,%v)", i, x[i], y[i], x[i-1], y[i-1])
+		}
+	}
+	if x[len(x)-1] != 10006 || y[len(y)-1] != 1 {
+		t.Fatalf("ends at (%v, %v)", x[len(x)-1], y[len(y)-1])
+	}
+	if x, y := CDF(nil, 10); x != nil || y != nil {
+		t.Fatal("CDF of nothing")
+	}
+}
+
+func TestConversions(t *testing.T) {
+	ds := []time.Duration{1500 * time.Microsecond, 2 * time.Second}
+	if m := Millis(ds); m[0] != 1.5 || m[1] != 2000 {
+		t.Fatalf("Millis = %v", m)
+	}
+	if u := Micros(ds); u[0] != 1500 || u[1] != 2e6 {
+		t.Fatalf("Micros = %v", u)
+	}
+	if !math.IsNaN(ratio(1, 0)) || !math.IsNaN(ratio(math.NaN(), 1)) || ratio(3, 2) != 1.5 {
+		t.Fatal("ratio")
+	}
+}
