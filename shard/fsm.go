@@ -133,12 +133,21 @@ func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
 		return f.applyBatch(a, l, cmd.Ops)
 	}
 	sp, key := kvSpaceOf(cmd.Space), []byte(cmd.Key)
+	if blind(cmd) {
+		return f.write(a, l, sp, key, cmd, false)
+	}
 	cur, found := f.read(a, l, sp, key)
 	if err := checkCond(cmd, found, cur.Version); err != nil {
 		return applyResult{version: cur.Version, err: err}
 	}
 	return f.write(a, l, sp, key, cmd, found)
 }
+
+// blind reports a write that needs nothing of the key's current state: an
+// unconditional put. Reading the key through the apply batch (a merged
+// iterator over the batch and the memtables) cost about an eighth of a
+// node's CPU under a put load.
+func blind(cmd command) bool { return cmd.Op == opPut && cmd.Cond == condNone }
 
 // applyBatch applies a batch's ops if every op's condition holds against
 // the state before the batch, else none.
@@ -147,6 +156,9 @@ func (f *fsm) applyBatch(a *kv.Apply, l *raft.Log, ops []command) applyResult {
 	// own writes (and decodeCommand has ruled out repeated keys).
 	found := make([]bool, len(ops))
 	for i, op := range ops {
+		if blind(op) {
+			continue
+		}
 		cur, ok := f.read(a, l, kvSpaceOf(op.Space), []byte(op.Key))
 		if err := checkCond(op, ok, cur.Version); err != nil {
 			return applyResult{err: fmt.Errorf("%w (op %d, %s key %q)", err, i, Space(op.Space), op.Key)}
