@@ -280,11 +280,12 @@ func addReference(p *Partial, s Spec, key string, value []byte) {
 func FuzzAdd(f *testing.F) {
 	for _, v := range []string{`{"a":1,"g":"x"}`, `{"a":1e400}`, `{"a":"NaN"}`, `{"a":null,"g":null}`, `{"a":-0,"g":-0}`,
 		`{"g":"a<b","a":2}`, `{"g":"\u0065u","a":3}`, `{"\u0061":4,"g":1.50}`, `{"a":1,"a":2}`, ` { "a" : [1,{"a":9}] , "g" : {"x":[]} } `,
-		`{"g":"é","a":1E2}`, `[1]`, `"s"`, `{}`, `{"a":1}x`, `{"g":12345678901234567890,"a":0.1}`, `{"g":true,"a":-1.5e-3}`} {
+		`{"g":"é","a":1E2}`, "{\"\xff\":5,\"é\":\"x\"}", `{"\u00e9":1,"\ufffd":2}`, `[1]`, `"s"`, `{}`, `{"a":1}x`, `{"g":12345678901234567890,"a":0.1}`, `{"g":true,"a":-1.5e-3}`} {
 		f.Add([]byte(v))
 	}
 	f.Fuzz(func(t *testing.T, v []byte) {
-		for _, s := range []Spec{{Op: OpSum, Field: "a", GroupBy: "g"}, {Op: OpTopK, Field: "a", K: 3}, {Op: OpCount}, {Op: OpCount, GroupBy: "g"}} {
+		for _, s := range []Spec{{Op: OpSum, Field: "a", GroupBy: "g"}, {Op: OpTopK, Field: "a", K: 3}, {Op: OpCount}, {Op: OpCount, GroupBy: "g"},
+			{Op: OpMax, Field: "\ufffd", GroupBy: "é"}} {
 			p := NewPartial()
 			p.Add(s, []byte("k"), v)
 			want := NewPartial()

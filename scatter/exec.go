@@ -72,6 +72,10 @@ type Config struct {
 	// MaxQueries bounds the queries this node roots at once; more fail
 	// with ErrOverloaded. Default DefaultMaxQueries.
 	MaxQueries int
+	// MaxSubQueries bounds the sub-queries from other nodes this node
+	// runs at once; more are refused, and their senders read those
+	// shards elsewhere. Default 4 × MaxQueries.
+	MaxSubQueries int
 	// Logger receives retries and hedges at debug level. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -99,6 +103,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxQueries <= 0 {
 		c.MaxQueries = DefaultMaxQueries
 	}
+	if c.MaxSubQueries <= 0 {
+		c.MaxSubQueries = 4 * c.MaxQueries
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -111,6 +118,7 @@ type Executor struct {
 	cfg     Config
 	leafSem chan struct{}
 	queries chan struct{}
+	subs    chan struct{}
 
 	activeLeaves atomic.Int64
 	leavesRun    atomic.Int64
@@ -125,6 +133,7 @@ func New(cfg Config) (*Executor, error) {
 		cfg:     cfg,
 		leafSem: make(chan struct{}, cfg.LeafConcurrency),
 		queries: make(chan struct{}, cfg.MaxQueries),
+		subs:    make(chan struct{}, cfg.MaxSubQueries),
 	}, nil
 }
 
@@ -231,24 +240,29 @@ func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
 		return nil, out.fatal
 	}
 	if len(out.failed) > 0 || len(out.covered) < n {
-		// Shards that failed on every replica are the cause; without
-		// any, the query ran out of time (or was cancelled) first.
+		// Out of time: every shard not read is missing (failures the
+		// deadline caused among them). Else the shards that failed on
+		// every replica are the cause.
 		ie := &IncompleteError{Errors: map[int]string{}, Tried: map[int][]string{}}
-		for s := 0; s < n; s++ {
-			if f, ok := out.failed[s]; ok {
-				ie.Missing = append(ie.Missing, s)
-				ie.Errors[s], ie.Tried[s] = f.Err, f.Tried
-			}
-		}
-		if len(ie.Missing) == 0 {
-			if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return nil, fmt.Errorf("scatter: query: %w", err) // the caller cancelled
-			}
+		switch err := ctx.Err(); {
+		case errors.Is(err, context.DeadlineExceeded):
 			ie.TimedOut = true
 			for s := 0; s < n; s++ {
 				if _, ok := out.covered[s]; !ok {
 					ie.Missing = append(ie.Missing, s)
 					ie.Errors[s] = "not read before the deadline"
+					if f, ok := out.failed[s]; ok {
+						ie.Errors[s], ie.Tried[s] = f.Err, f.Tried
+					}
+				}
+			}
+		case err != nil:
+			return nil, fmt.Errorf("scatter: query: %w", err) // the caller cancelled
+		default:
+			for s := 0; s < n; s++ {
+				if f, ok := out.failed[s]; ok {
+					ie.Missing = append(ie.Missing, s)
+					ie.Errors[s], ie.Tried[s] = f.Err, f.Tried
 				}
 			}
 		}
@@ -504,12 +518,18 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 		}
 		load[a.node.ID] += len(a.shards)
 		go func() {
+			var r result
 			if a.local {
-				results <- result{a: a, out: x.localLeaf(actx, q, a.shard)}
-				return
+				r = result{a: a, out: x.localLeaf(actx, q, a.shard)}
+			} else {
+				o, err := x.remote(actx, q, a.node, a.plan)
+				r = result{a: a, out: o, err: err}
 			}
-			o, err := x.remote(actx, q, a.node, a.plan)
-			results <- result{a: a, out: o, err: err}
+			// execute may have returned: its deferred cancel ends ctx.
+			select {
+			case results <- r:
+			case <-ctx.Done():
+			}
 		}()
 	}
 	localLeaf := func(s int) *attempt {
@@ -666,6 +686,19 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 					mergeLevel(out.levels, 0, &LevelStat{Kind: "leaf", Count: 1, MaxMS: o.leaves[0].MS})
 				}
 			}
+			// Attempts left with nothing to add (hedges that lost) stop.
+			for b := range live {
+				useful := false
+				for _, s := range b.shards {
+					if _, ok := out.covered[s]; !ok {
+						useful = true
+						break
+					}
+				}
+				if !useful {
+					b.cancel()
+				}
+			}
 			var redo []int
 			for _, s := range a.shards {
 				if _, ok := out.covered[s]; ok {
@@ -703,15 +736,40 @@ done:
 	if out.fatal != nil {
 		return out
 	}
-	if len(out.covered) > 0 {
+	complete := len(out.failed) == 0
+	for _, s := range plan.allShards() {
+		if _, ok := out.covered[s]; !ok {
+			complete = false
+		}
+	}
+	switch {
+	case len(out.covered) == 0:
+	case root && !complete:
+		// The query fails: combining what was read would be wasted work
+		// (and its error would hide which shards are missing).
+	case ctx.Err() != nil:
+		// Out of time (or cancelled): nothing to combine with.
+		out.covered = map[int]struct{}{}
+	default:
 		t := time.Now()
 		part, err := acc.result(ctx)
-		if err != nil {
+		switch {
+		case err == nil:
+			combineTime += time.Since(t)
+			out.part = part
+		case fatal(err) || root:
 			out.fatal = err
 			return out
+		default:
+			// This node could not combine (overloaded, closing): what it
+			// read counts as failed here, for the parent to read again
+			// elsewhere.
+			for s := range out.covered {
+				out.failed[s] = failure{Err: err.Error(), Tried: []string{self.ID}}
+			}
+			out.covered = map[int]struct{}{}
+			out.leaves = nil
 		}
-		combineTime += time.Since(t)
-		out.part = part
 	}
 	out.height = maxChildHeight + 1
 	mergeLevel(out.levels, out.height, &LevelStat{Kind: "combine", Count: 1, MaxMS: ms(time.Since(began)), CombineMS: ms(combineTime)})
@@ -892,6 +950,9 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 // leafPage serves one page of a function leaf's scan from its shard's
 // snapshot, within the query's range.
 func leafPage(ctx context.Context, snap *shard.ShardSnapshot, qlo, qhi []byte, prefix, start string, limit int, st *LeafStat) ([]shard.Record, string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", false, err
+	}
 	lo := string(qlo)
 	lo = max(lo, prefix, start)
 	hi := qhi
@@ -903,11 +964,15 @@ func leafPage(ctx context.Context, snap *shard.ShardSnapshot, qlo, qhi []byte, p
 	}
 	var items []shard.Record
 	next, more := "", false
+	size := 0
 	err := snap.Scan(ctx, []byte(lo), hi, func(k, v []byte) bool {
-		if len(items) == limit {
+		// Pages are bounded like every scan's: large values cannot make
+		// one page exhaust memory (or exceed a host message).
+		if len(items) == limit || len(items) > 0 && size+len(k)+len(v) > shard.MaxScanBytes {
 			next, more = string(k), true
 			return false
 		}
+		size += len(k) + len(v)
 		items = append(items, shard.Record{Key: string(k), Value: slices.Clone(v)})
 		st.Records++
 		st.Bytes += uint64(len(k) + len(v))
@@ -917,8 +982,16 @@ func leafPage(ctx context.Context, snap *shard.ShardSnapshot, qlo, qhi []byte, p
 }
 
 // fatal reports errors another replica would repeat: the handler's own
-// faults, a missing function or entry point.
+// faults, a missing function or entry point. A handler that gave up because
+// the cluster failed one of its calls (no leader, a node closing) is not
+// at fault.
 func fatal(err error) bool {
+	for _, e := range []error{shard.ErrUnavailable, shard.ErrNotLeader, shard.ErrClosed, lambda.ErrClosed, lambda.ErrOverloaded,
+		context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
 	for _, e := range []error{lambda.ErrHandler, lambda.ErrMemoryLimit, lambda.ErrTimeout, lambda.ErrNotFound,
 		lambda.ErrNoEntrypoint, lambda.ErrRequestTooLarge, ErrInvalidQuery, ErrNoFunctions} {
 		if errors.Is(err, e) {

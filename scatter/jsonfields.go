@@ -3,6 +3,7 @@ package scatter
 import (
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -39,7 +40,7 @@ func objectFields(v []byte, a, b string) (ra, rb []byte, ok bool) {
 			continue
 		}
 		k := unsafe.String(unsafe.SliceData(key), len(key))
-		if esc {
+		if esc || !utf8.Valid(key) { // encoding/json unescapes and replaces invalid UTF-8
 			k = unescapeKey(v, end-len(key)-1, end)
 		}
 		if a != "" && k == a {

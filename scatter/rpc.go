@@ -136,6 +136,9 @@ func (x *Executor) remote(ctx context.Context, q Query, p shard.Peer, plan planN
 		levels: resp.Levels, gathered: resp.Gathered + uint64(len(raw)), nodes: map[string]struct{}{},
 		height: resp.Height, retries: resp.Retries, hedges: resp.Hedges,
 	}
+	if resp.Code == codeBusy {
+		return outcome{}, fmt.Errorf("%w: %s: %s", ErrOverloaded, p.ID, resp.Msg)
+	}
 	if resp.Code != "" {
 		o.fatal = fatalError(resp.Code, resp.Msg)
 		return o, nil
@@ -176,7 +179,16 @@ func (x *Executor) InternalHandler() http.Handler {
 	})
 }
 
+// codeBusy answers a sub-query the node has no room for (retryable).
+const codeBusy = "busy"
+
 func (x *Executor) serveSub(r *http.Request) subResp {
+	select {
+	case x.subs <- struct{}{}:
+		defer func() { <-x.subs }()
+	default:
+		return subResp{Code: codeBusy, Msg: fmt.Sprintf("scatter: %s runs %d sub-queries (the limit)", x.cfg.Cluster.ID(), cap(x.subs))}
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody+1))
 	if err == nil && len(body) > maxRPCBody {
 		err = errors.New("request too large")
@@ -195,7 +207,7 @@ func (x *Executor) serveSub(r *http.Request) subResp {
 	if req.Plan.ID != x.cfg.Cluster.ID() {
 		return subResp{Code: "invalid_query", Msg: fmt.Sprintf("scatter: sub-query for %s sent to %s", req.Plan.ID, x.cfg.Cluster.ID())}
 	}
-	if err := x.checkPlan(req.Plan, 0, map[int]bool{}); err != nil {
+	if err := x.checkPlan(req.Plan, 0, map[int]bool{}, map[string]bool{}); err != nil {
 		return subResp{Code: "invalid_query", Msg: err.Error()}
 	}
 	ctx := r.Context()
@@ -229,13 +241,26 @@ const maxPlanDepth = 16
 
 // checkPlan validates a received sub-tree: members of this cluster only
 // (a sub-query never makes a node call an address of the sender's
-// choosing), shards in range and each once, bounded depth.
-func (x *Executor) checkPlan(p planNode, depth int, seen map[int]bool) error {
+// choosing), each member once, each with shards (the receiver may have
+// only children), at most as many children as members, shards in range
+// and each once, bounded depth — so a sub-query costs at most one call per
+// member.
+func (x *Executor) checkPlan(p planNode, depth int, seen map[int]bool, nodes map[string]bool) error {
 	if depth > maxPlanDepth {
 		return fmt.Errorf("scatter: sub-query deeper than %d levels", maxPlanDepth)
 	}
 	if x.addrOf(p.ID) == "" && p.ID != x.cfg.Cluster.ID() {
 		return fmt.Errorf("scatter: sub-query names %q, not a member", p.ID)
+	}
+	if nodes[p.ID] {
+		return fmt.Errorf("scatter: sub-query names %s twice", p.ID)
+	}
+	nodes[p.ID] = true
+	if depth > 0 && len(p.Shards) == 0 {
+		return fmt.Errorf("scatter: sub-query gives %s no shards", p.ID)
+	}
+	if len(p.Children) > len(x.cfg.Cluster.Peers()) {
+		return fmt.Errorf("scatter: sub-query gives %s %d children", p.ID, len(p.Children))
 	}
 	n := x.cfg.Cluster.Shards()
 	for _, s := range p.Shards {
@@ -245,7 +270,7 @@ func (x *Executor) checkPlan(p planNode, depth int, seen map[int]bool) error {
 		seen[s] = true
 	}
 	for _, c := range p.Children {
-		if err := x.checkPlan(c, depth+1, seen); err != nil {
+		if err := x.checkPlan(c, depth+1, seen, nodes); err != nil {
 			return err
 		}
 	}

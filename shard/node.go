@@ -540,7 +540,13 @@ var _ io.Writer = slogWriter{}
 // engRLock read-locks the engine for a read outside Raft; false means the
 // node closed (nothing is locked then).
 func (n *Node) engRLock() bool {
-	n.engMu.RLock()
+	// Only Close takes the write lock. Waiting behind it would deadlock a
+	// reader that already holds a read lock (a scatter leaf's snapshot
+	// whose handler reads through the node) while Close waits for that
+	// very snapshot: a closing node refuses new readers instead.
+	if !n.engMu.TryRLock() {
+		return false
+	}
 	if n.engClosed {
 		n.engMu.RUnlock()
 		return false
