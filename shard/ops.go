@@ -518,6 +518,14 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	}
 	ctx, cancel := n.ctx(ctx)
 	defer cancel()
+	// Each shard reads a share of the page, not the whole page: keys hash
+	// over the shards, so asking every shard for Limit records read up to
+	// Shards times more than a page returns. A shard that fills its quota
+	// bounds the page like one cut short by bytes (below).
+	quota := req.Limit + 1
+	if sh := n.cfg.Shards; sh > 1 {
+		quota = min(quota, max(2*((req.Limit+sh-1)/sh)+1, minShardQuota))
+	}
 	parts := make([]scanPart, n.cfg.Shards)
 	var wg sync.WaitGroup
 	for s := 0; s < n.cfg.Shards; s++ {
@@ -526,7 +534,7 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 			defer wg.Done()
 			p := &parts[s]
 			if g := n.hosted(s); g != nil {
-				*p, p.err = n.scanLocal(ctx, g, sp, lo, hi, req.Limit+1, ro)
+				*p, p.err = n.scanLocal(ctx, g, sp, lo, hi, quota, ro)
 				if !errors.Is(p.err, errForward) {
 					return
 				}
@@ -537,7 +545,7 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 				}
 				var resp readResp
 				rr := readReq{Shard: s, Consistency: uint8(ro.Consistency), Session: ro.Session.Encode(),
-					Lo: lo, Hi: hi, Limit: req.Limit + 1, Space: uint8(sp)}
+					Lo: lo, Hi: hi, Limit: quota, Space: uint8(sp)}
 				tctx, cancel := n.readTryCtx(ctx)
 				defer cancel()
 				if err := n.rpc.call(tctx, "POST", leader, rpcScan, rr, &resp); err != nil {
@@ -553,7 +561,8 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	var all []Record
 	var errs []error
 	// bound is the smallest last key among shards cut short by the byte
-	// budget: past it, those shards may hold keys this page has not seen.
+	// budget or their quota: past it, those shards may hold keys this page
+	// has not seen.
 	var bound *string
 	for s, p := range parts {
 		if p.err != nil {
@@ -562,7 +571,7 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 		}
 		tok.Observe(s, p.applied)
 		all = append(all, p.recs...)
-		if p.truncated && len(p.recs) > 0 {
+		if (p.truncated || len(p.recs) >= quota) && len(p.recs) > 0 {
 			last := p.recs[len(p.recs)-1].Key
 			if bound == nil || last < *bound {
 				bound = &last
@@ -592,6 +601,9 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
 	return res, nil
 }
+
+// minShardQuota is the least a shard reads for one scan page.
+const minShardQuota = 65
 
 // scanBounds returns [lo, hi) for req; hi nil is unbounded.
 func scanBounds(req ScanRequest) (lo, hi []byte) {
