@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"lambdadb/lambda"
 	"lambdadb/shard"
 )
@@ -79,6 +81,9 @@ type Config struct {
 	// Logger receives retries and hedges at debug level. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// Registerer receives the executor's metrics (lambdadb_queries_total,
+	// lambdadb_query_duration_seconds, ...). Default: none.
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -122,6 +127,7 @@ type Executor struct {
 
 	activeLeaves atomic.Int64
 	leavesRun    atomic.Int64
+	m            *metrics
 }
 
 // New returns an Executor.
@@ -129,12 +135,18 @@ func New(cfg Config) (*Executor, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Executor{
+	x := &Executor{
 		cfg:     cfg,
 		leafSem: make(chan struct{}, cfg.LeafConcurrency),
 		queries: make(chan struct{}, cfg.MaxQueries),
 		subs:    make(chan struct{}, cfg.MaxSubQueries),
-	}, nil
+	}
+	m, err := newMetrics(cfg.Registerer, x)
+	if err != nil {
+		return nil, err
+	}
+	x.m = m
+	return x, nil
 }
 
 // ActiveLeaves is the number of leaves running on this node now.
@@ -199,6 +211,20 @@ type LeafStat struct {
 
 // Run plans q and runs it with this node as the root.
 func (x *Executor) Run(ctx context.Context, q Query) (*Response, error) {
+	began := time.Now()
+	res, err := x.run(ctx, q)
+	x.m.queries.WithLabelValues(queryOutcome(err)).Inc()
+	if err == nil {
+		x.m.duration.Observe(time.Since(began).Seconds())
+		x.m.retries.Add(float64(res.Stats.Retries))
+		x.m.hedges.Add(float64(res.Stats.Hedges))
+		x.m.scanned.Add(float64(res.Stats.BytesScanned))
+		x.m.gathered.Add(float64(res.Stats.BytesGathered))
+	}
+	return res, err
+}
+
+func (x *Executor) run(ctx context.Context, q Query) (*Response, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
@@ -884,6 +910,7 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 	}
 	x.activeLeaves.Add(1)
 	x.leavesRun.Add(1)
+	x.m.leaves.Inc()
 	defer x.activeLeaves.Add(-1)
 	began := time.Now()
 	self := x.cfg.Cluster.ID()

@@ -169,6 +169,16 @@ func (x *Executor) remote(ctx context.Context, q Query, p shard.Peer, plan planN
 func (x *Executor) InternalHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		resp := x.serveSub(r)
+		switch resp.Code {
+		case "":
+			x.m.subs.WithLabelValues("ok").Inc()
+		case codeBusy:
+			x.m.subs.WithLabelValues("refused").Inc()
+		case "invalid_query":
+			x.m.subs.WithLabelValues("invalid").Inc()
+		default:
+			x.m.subs.WithLabelValues("failed").Inc()
+		}
 		b, err := msgpack.Marshal(resp)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)

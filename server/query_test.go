@@ -119,6 +119,13 @@ func TestQueryAPI(t *testing.T) {
 	if r.status != http.StatusGatewayTimeout || r.code() != "timeout" {
 		t.Errorf("slow query: %d %s", r.status, r.body)
 	}
+	m := do(t, http.MethodGet, ts.URL+"/metrics", nil)
+	for _, want := range []string{`lambdadb_queries_total{outcome="ok"}`, `lambdadb_queries_total{outcome="invalid"}`,
+		"lambdadb_query_duration_seconds_bucket", "lambdadb_query_leaves_total", "lambdadb_query_bytes_scanned_total"} {
+		if !strings.Contains(string(m.body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	if r := do(t, http.MethodGet, ts.URL+"/v1/query", nil); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/query: %d %s", r.status, r.body)
 	}

@@ -120,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.query = cfg.Query
 	if s.query == nil {
-		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger}
+		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger, Registerer: cfg.Registry}
 		if cfg.Functions != nil {
 			sc.Functions = cfg.Functions
 		}
