@@ -68,7 +68,7 @@ bench-quick: build examples etcd
 # other in the same run. Installs Debian's etcd-server when etcd is missing.
 BENCH_DURATION ?= 10s
 BENCH_CLIENTS  ?= 64
-bench-kv: build etcd
+bench-kv: build etcd examples
 	$(GO) run ./bench/cmd/lambdabench -scenarios kv-put,kv-get -bin $(BIN) -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS)
 
 # Function benchmarks: sandbox start by state, the 60/100-call burst,

@@ -110,6 +110,11 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			r.System, r.Op, r.ValueBytes = s.name, "put", cfg.ValueBytes
 			fmt.Fprintln(cfg.Progress, "  ", r)
 			out = append(out, r)
+			if err := failedRun(r); err != nil {
+				closeFn()
+				c.Stop()
+				return out, err
+			}
 		}
 		if cfg.SkipGets {
 			closeFn()
@@ -138,9 +143,29 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			r.System, r.Op, r.Consistency, r.ValueBytes = s.name, "get", level, cfg.ValueBytes
 			fmt.Fprintln(cfg.Progress, "  ", r)
 			out = append(out, r)
+			if err := failedRun(r); err != nil {
+				closeFn()
+				c.Stop()
+				return out, err
+			}
 		}
 		closeFn()
 		c.Stop()
 	}
 	return out, nil
+}
+
+// maxErrorShare is the share of failed requests beyond which a measurement
+// is not reported as a throughput: failures cost little, so counting only
+// successes would flatter a failing system.
+const maxErrorShare = 0.01
+
+// failedRun rejects a measurement with no successes or too many failures.
+func failedRun(r Result) error {
+	total := r.Ops + r.Errors
+	if r.Ops == 0 || float64(r.Errors) > maxErrorShare*float64(total) {
+		return fmt.Errorf("bench: %s %s %s: %d of %d requests failed (first: %s); not reported as a measurement",
+			r.System, r.Op, r.Consistency, r.Errors, total, r.FirstError)
+	}
+	return nil
 }

@@ -12,8 +12,8 @@ const kvMethod = "One system at a time on this machine, same load for both: a 3-
 	"(three `lambdadb serve` processes on 127.0.0.1, data on disk in a temporary directory), then a 3-member " +
 	"etcd cluster (three `etcd` processes, same). Closed-loop clients, each issuing its next request when the " +
 	"previous one answers, keys drawn uniformly from the key space. lambdadb clients speak HTTP/1.1 keep-alive, " +
-	"worker w to node w mod 3, each with its own session token; etcd clients share 16 gRPC connections " +
-	"(clientv3) rotated over the members. Latencies are per request at the client; failed requests are counted, " +
+	"worker w to node w mod 3, each with its own session token; etcd clients share 16 clientv3 clients, each " +
+	"balancing its requests round-robin over all three members. Latencies are per request at the client; failed requests are counted, " +
 	"not timed. Gets run after every key has been written."
 
 // kv runs the KV measurements once for both kv scenarios of a run.
@@ -173,6 +173,9 @@ func runKVGet(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		[]*Result{lLin, lSes, lSta, eLin, eSer}); err != nil {
 		return rep, err
 	}
+	rep.Note("Session reads here follow no write of their own: every replica has applied each client's token, so a " +
+		"session read costs what a stale read does. A session read right after the client's own write may wait up to " +
+		"100 ms for its replica, or be served by the leader.")
 	return rep, nil
 }
 

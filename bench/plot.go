@@ -67,7 +67,9 @@ func WriteBars(path string, b Bars) error {
 		if math.IsInf(lo, 1) {
 			return errors.New("bench: a log bar chart needs a positive value")
 		}
-		base = math.Floor(math.Log10(lo))
+		// One decade below the smallest value, so that it still gets a bar
+		// (an exact power of ten would otherwise have height 0).
+		base = math.Floor(math.Log10(lo)) - 1
 	}
 	height := func(v float64) float64 {
 		switch {

@@ -95,6 +95,7 @@ func (p *Proc) start() error {
 	}
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = procAttr() // no server outlives the benchmark
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("bench: start %s: %w", p.Name, err)
