@@ -82,7 +82,25 @@ func runBurst(ctx context.Context, e *Env) (*ScenarioReport, error) {
 			}
 		}()
 	}
+	// Progress every 10 s while the calls run.
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				mu.Lock()
+				ok := len(res.LatencyMS)
+				mu.Unlock()
+				e.logf("  %.0f s: %d calls done", time.Since(t0).Seconds(), ok)
+			}
+		}
+	}()
 	wg.Wait()
+	close(done)
 	res.Seconds = time.Since(t0).Seconds()
 	if err := ctx.Err(); err != nil {
 		return rep, err
