@@ -2,10 +2,12 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,12 +22,22 @@ type TriggerConfig struct {
 	Wasm      string // a module whose OnChanges writes for each change (the indexer example)
 	Nodes     int    // default 3
 	Shards    int    // default 16
-	Changes   int    // changes preloaded for the delivery-rate measurement; default 20000
-	Clients   int    // writers for the preload; default 64
-	Samples   int    // feed, watch and put → handler (paused) latency samples; default 300
+	// Changes is the length of the change stream of the delivery-rate
+	// measurement; default 20000.
+	Changes int
+	// Rate is the stream's put rate in changes per second; default 500.
+	Rate float64
+	// Clients is the number of writers of the stream (each put's writer
+	// does not wait for its delivery); default 16.
+	Clients int
+	Samples int // feed, watch and put → handler (paused) latency samples; default 300
 	// StoppedSamples is the number of put → handler samples with a
 	// stopped sandbox; default 50.
 	StoppedSamples int
+	// SampleTimeout bounds each feed and watch latency sample: a change
+	// not received within it after the put's acknowledgement is counted
+	// lost. Default 5 s.
+	SampleTimeout time.Duration
 	// States are the sandbox states to measure, each on its own cluster:
 	// "paused" (keep-alive 10m: a paused sandbox waits on every node) and
 	// "stopped" (keep-alive 1ms: every delivery restarts one). Default both.
@@ -43,14 +55,20 @@ func (c *TriggerConfig) defaults() {
 	if c.Changes == 0 {
 		c.Changes = 20000
 	}
+	if c.Rate == 0 {
+		c.Rate = 500
+	}
 	if c.Clients == 0 {
-		c.Clients = 64
+		c.Clients = 16
 	}
 	if c.Samples == 0 {
 		c.Samples = 300
 	}
 	if c.StoppedSamples == 0 {
 		c.StoppedSamples = 50
+	}
+	if c.SampleTimeout == 0 {
+		c.SampleTimeout = 5 * time.Second
 	}
 	if len(c.States) == 0 {
 		c.States = []string{"paused", "stopped"}
@@ -62,12 +80,26 @@ func (c *TriggerConfig) defaults() {
 
 // TriggerResult is what RunTrigger measured.
 type TriggerResult struct {
-	Nodes            int            `json:"nodes"`
-	FeedLatencyP50MS float64        `json:"feed_latency_p50_ms"` // put ack → long-poll subscriber on another node has it
-	FeedLatencyP99MS float64        `json:"feed_latency_p99_ms"` //
-	EtcdWatchP50MS   float64        `json:"etcd_watch_p50_ms"`   // put ack → watcher on another member has it (0: not run)
-	EtcdWatchP99MS   float64        `json:"etcd_watch_p99_ms"`   //
-	States           []TriggerState `json:"states"`
+	Nodes            int     `json:"nodes"`
+	FeedLatencyP50MS float64 `json:"feed_latency_p50_ms"` // put acknowledged → long-poll subscriber on another node has it
+	FeedLatencyP99MS float64 `json:"feed_latency_p99_ms"` //
+	FeedSamples      int     `json:"feed_samples"`        // received within the sample timeout
+	FeedLost         int     `json:"feed_lost"`           // not received within it
+	EtcdWatchP50MS   float64 `json:"etcd_watch_p50_ms"`   // put acknowledged → watcher on another member has it (0: not run)
+	EtcdWatchP99MS   float64 `json:"etcd_watch_p99_ms"`   //
+	EtcdWatchSamples int     `json:"etcd_watch_samples"`  //
+	EtcdWatchLost    int     `json:"etcd_watch_lost"`     //
+	SampleTimeoutMS  float64 `json:"sample_timeout_ms"`   // per feed / watch sample
+	// For reference, the same samples timed from the put's send, and how
+	// many arrived before the put's acknowledgement (counted 0 above).
+	FeedFromSendP50MS  float64 `json:"feed_from_send_p50_ms"`
+	FeedFromSendP99MS  float64 `json:"feed_from_send_p99_ms"`
+	FeedBeforeAck      int     `json:"feed_before_ack"`
+	EtcdFromSendP50MS  float64 `json:"etcd_watch_from_send_p50_ms"`
+	EtcdFromSendP99MS  float64 `json:"etcd_watch_from_send_p99_ms"`
+	EtcdWatchBeforeAck int     `json:"etcd_watch_before_ack"`
+
+	States []TriggerState `json:"states"`
 
 	FeedLatencyMS []float64 `json:"-"`
 	EtcdWatchMS   []float64 `json:"-"`
@@ -85,13 +117,28 @@ type TriggerState struct {
 	// SampleStarts counts the handler's sandbox starts by kind during the
 	// latency samples (the function's cluster-wide meter).
 	SampleStarts map[string]uint64 `json:"sample_starts"`
-	// A trigger created with start=beginning over Changes preloaded
-	// changes: how fast they were delivered, with how many handler calls.
-	Changes          int     `json:"changes"`
-	DeliverySeconds  float64 `json:"delivery_seconds"`
-	ChangesPerSec    float64 `json:"changes_per_sec"`
+	// Delivery of a steady stream: a trigger (batch_size 100, max_wait_ms
+	// 200) exists before Changes puts are sent at Rate per second.
+	Changes int     `json:"changes"`
+	Rate    float64 `json:"offered_changes_per_sec"`
+	// PutSeconds is the first put's send → the last put's acknowledgement.
+	PutSeconds float64 `json:"put_seconds"`
+	// DeliverySeconds is the first put's send → the trigger's status
+	// reporting every change delivered (polled every 50 ms).
+	DeliverySeconds float64 `json:"delivery_seconds"`
+	// DrainSeconds is the last put's acknowledgement → all delivered.
+	DrainSeconds     float64 `json:"drain_seconds"`
+	ChangesPerSec    float64 `json:"changes_per_sec"` // Changes / DeliverySeconds
+	Delivered        uint64  `json:"delivered"`
 	Invocations      uint64  `json:"invocations"`
 	InvocationsPer1k float64 `json:"invocations_per_1000_changes"`
+	// StreamStarts counts the handler's sandbox starts by kind during
+	// the stream (first put → all delivered). StartsPer1k counts those
+	// that instantiate a sandbox (restart, cold), ResumesPer1k those
+	// that resume a paused one (warm).
+	StreamStarts map[string]uint64 `json:"stream_starts"`
+	StartsPer1k  float64           `json:"starts_per_1000_changes"`
+	ResumesPer1k float64           `json:"resumes_per_1000_changes"`
 
 	LatencyMS []float64 `json:"-"`
 }
@@ -100,7 +147,7 @@ type TriggerState struct {
 // sandbox state (and etcd watch latency for reference).
 func RunTrigger(cfg TriggerConfig) (TriggerResult, error) {
 	cfg.defaults()
-	res := TriggerResult{Nodes: cfg.Nodes}
+	res := TriggerResult{Nodes: cfg.Nodes, SampleTimeoutMS: durMS(cfg.SampleTimeout)}
 	wasm, err := os.ReadFile(cfg.Wasm)
 	if err != nil {
 		return res, fmt.Errorf("bench: %w (make examples builds it)", err)
@@ -119,12 +166,17 @@ func RunTrigger(cfg TriggerConfig) (TriggerResult, error) {
 			return res, err
 		}
 		defer e.Stop()
-		wl, err := etcdWatchLatency(context.Background(), e.Addrs(), cfg.Samples)
+		ls, err := etcdWatchLatency(context.Background(), e.Addrs(), cfg.Samples, cfg.SampleTimeout, cfg.Progress)
 		if err != nil {
 			return res, err
 		}
-		res.EtcdWatchMS = Millis(wl)
-		res.EtcdWatchP50MS, res.EtcdWatchP99MS = durMS(quantileOf(wl, 0.5)), durMS(quantileOf(wl, 0.99))
+		res.EtcdWatchMS = Millis(ls.FromAck)
+		sum, send := Summarize(res.EtcdWatchMS), Summarize(Millis(ls.FromSend))
+		res.EtcdWatchP50MS, res.EtcdWatchP99MS = sum.P50, sum.P99
+		res.EtcdFromSendP50MS, res.EtcdFromSendP99MS = send.P50, send.P99
+		res.EtcdWatchSamples, res.EtcdWatchLost, res.EtcdWatchBeforeAck = len(ls.FromAck), ls.Lost, ls.BeforeAck
+		fmt.Fprintf(cfg.Progress, "  from the ack: p50 %.2f ms, p99 %.2f ms (%d before it); from the send: p50 %.2f ms, p99 %.2f ms; %d lost\n",
+			sum.P50, sum.P99, ls.BeforeAck, send.P50, send.P99, ls.Lost)
 	}
 	return res, nil
 }
@@ -132,7 +184,7 @@ func RunTrigger(cfg TriggerConfig) (TriggerResult, error) {
 // triggerState measures one sandbox state on a cluster of its own; the
 // first state also measures feed latency into res.
 func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *TriggerResult) (TriggerState, error) {
-	st := TriggerState{State: state, Changes: cfg.Changes}
+	st := TriggerState{State: state, Changes: cfg.Changes, Rate: cfg.Rate}
 	samples, gap := cfg.Samples, time.Duration(0)
 	switch state {
 	case "paused":
@@ -159,7 +211,6 @@ func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *
 	if _, err := cl.Deploy(ctx, "bench-indexer", wasm, client.DeployOptions{}); err != nil {
 		return st, fmt.Errorf("bench: deploy: %w", err)
 	}
-	kv := NewLambdaKV(c.Addrs(), cfg.Clients)
 
 	if feed {
 		// Feed latency: a long-poll subscriber on one node, puts through another.
@@ -168,15 +219,21 @@ func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *
 		if err != nil {
 			return st, fmt.Errorf("bench: %w", err)
 		}
-		lat, err := feedLatency(ctx, cl, sub, cfg.Samples)
+		ls, err := feedLatency(ctx, cl, sub, cfg.Samples, cfg.SampleTimeout, cfg.Progress)
 		if err != nil {
 			return st, err
 		}
-		res.FeedLatencyMS = Millis(lat)
-		res.FeedLatencyP50MS, res.FeedLatencyP99MS = durMS(quantileOf(lat, 0.5)), durMS(quantileOf(lat, 0.99))
+		res.FeedLatencyMS = Millis(ls.FromAck)
+		sum, send := Summarize(res.FeedLatencyMS), Summarize(Millis(ls.FromSend))
+		res.FeedLatencyP50MS, res.FeedLatencyP99MS = sum.P50, sum.P99
+		res.FeedFromSendP50MS, res.FeedFromSendP99MS = send.P50, send.P99
+		res.FeedSamples, res.FeedLost, res.FeedBeforeAck = len(ls.FromAck), ls.Lost, ls.BeforeAck
+		fmt.Fprintf(cfg.Progress, "  from the ack: p50 %.2f ms, p99 %.2f ms (%d before it); from the send: p50 %.2f ms, p99 %.2f ms; %d lost\n",
+			sum.P50, sum.P99, ls.BeforeAck, send.P50, send.P99, ls.Lost)
 	}
 
-	// Put → handler latency.
+	// Put → handler latency (the trigger's defaults: batch_size 100,
+	// max_wait_ms 200).
 	if _, err := cl.CreateTrigger(ctx, "lat", client.Trigger{Function: "bench-indexer", Prefix: "lat/"}); err != nil {
 		return st, fmt.Errorf("bench: create trigger: %w", err)
 	}
@@ -211,55 +268,223 @@ func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *
 	if err != nil {
 		return st, fmt.Errorf("bench: %w", err)
 	}
-	st.SampleStarts = map[string]uint64{}
-	for k, n := range after.Starts {
-		if d := n - before.Starts[k]; d > 0 {
-			st.SampleStarts[k] = d
-		}
-	}
+	st.SampleStarts = startsBetween(before.Starts, after.Starts)
 	st.Samples, st.LatencyMS = len(tl), Millis(tl)
 	sum := Summarize(st.LatencyMS)
 	st.LatencyP50MS, st.LatencyP90MS, st.LatencyP99MS = sum.P50, sum.P90, sum.P99
 	fmt.Fprintf(cfg.Progress, "  p50 %.1f ms, p99 %.1f ms, sandbox starts: %s\n", sum.P50, sum.P99, fmtCounts(st.SampleStarts))
+	if err := cl.DeleteTrigger(ctx, "lat"); err != nil {
+		return st, fmt.Errorf("bench: delete trigger: %w", err)
+	}
 
-	// Delivery rate: preload, then a trigger from the beginning.
-	fmt.Fprintf(cfg.Progress, "%s: preloading %d changes with %d clients\n", state, cfg.Changes, cfg.Clients)
-	load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
-		k := w + i*cfg.Clients
-		if k >= cfg.Changes {
-			return ErrStop
+	// Delivery of a steady stream: the trigger first, then puts at a fixed
+	// rate, not waiting for their delivery.
+	if err := streamDelivery(ctx, cfg, c.Addrs(), cl, &st, gap); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// streamDelivery creates trigger "rate" (batch_size 100, max_wait_ms 200,
+// as "lat") over rate/, sends cfg.Changes puts at cfg.Rate per second
+// with cfg.Clients writers spread over the nodes, and times until the
+// trigger's status reports them all delivered; it fills st's delivery
+// fields.
+func streamDelivery(ctx context.Context, cfg TriggerConfig, addrs []string, cl *client.Client, st *TriggerState, gap time.Duration) error {
+	state := st.State
+	if _, err := cl.CreateTrigger(ctx, "rate", client.Trigger{Function: "bench-indexer", Prefix: "rate/",
+		BatchSize: 100, MaxWaitMS: 200}); err != nil {
+		return fmt.Errorf("bench: create trigger: %w", err)
+	}
+	// The trigger's runners start on the shards' leaders; wait until every
+	// shard reports one running, so the stream does not measure their start.
+	for t0 := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		ts, err := cl.TriggerStatus(ctx, "rate")
+		running := 0
+		for _, s := range ts.Shards {
+			if s.Running {
+				running++
+			}
 		}
-		return kv.Put(ctx, w, fmt.Sprintf("rate/%08d", k), []byte("v"))
-	})
-	if load.Errors > 0 {
-		return st, fmt.Errorf("bench: %d preload puts failed, first: %s", load.Errors, load.FirstError)
+		if err == nil && running >= cfg.Shards {
+			break
+		}
+		if time.Since(t0) > 30*time.Second {
+			return fmt.Errorf("bench: trigger rate runs on %d of %d shards after 30 s (last error: %v)", running, cfg.Shards, err)
+		}
 	}
 	if gap > 0 {
 		time.Sleep(gap) // the sandboxes are stopped again
 	}
-	fmt.Fprintf(cfg.Progress, "%s: trigger from the beginning over %d changes\n", state, cfg.Changes)
-	t0 := time.Now()
-	if _, err := cl.CreateTrigger(ctx, "rate", client.Trigger{Function: "bench-indexer", Prefix: "rate/", BatchSize: 1000, Start: "beginning"}); err != nil {
-		return st, fmt.Errorf("bench: create trigger: %w", err)
+	before, err := cl.Function(ctx, "bench-indexer")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
 	}
+	fmt.Fprintf(cfg.Progress, "%s: stream of %d puts at %.0f/s by %d writers; trigger batch_size 100, max_wait_ms 200\n",
+		state, cfg.Changes, cfg.Rate, cfg.Clients)
+	kv := NewLambdaKV(addrs, cfg.Clients)
+	s := startStream(ctx, cfg.Changes, cfg.Rate, cfg.Clients, func(ctx context.Context, w, i int) error {
+		return kv.Put(ctx, w, fmt.Sprintf("rate/%08d", i), []byte("v"))
+	})
+	limit := time.Duration(float64(cfg.Changes)/cfg.Rate*float64(time.Second)) + 2*time.Minute
+	lastLine := time.Now()
 	var ts client.Trigger
+	var done time.Time
 	for {
+		var err error
 		ts, err = cl.TriggerStatus(ctx, "rate")
-		if err == nil && int(ts.Delivered) >= cfg.Changes {
+		finished := s.finished()
+		if finished && s.err != nil {
+			return s.err
+		}
+		if err == nil && finished && int(ts.Delivered) >= cfg.Changes {
+			done = time.Now()
 			break
 		}
-		if time.Since(t0) > 10*time.Minute {
-			return st, fmt.Errorf("bench: delivered %d of %d in 10 minutes", ts.Delivered, cfg.Changes)
+		if time.Since(s.start) > limit {
+			return fmt.Errorf("bench: %s: %d of %d puts acknowledged, %d delivered after %v", state, s.acked.Load(), cfg.Changes, ts.Delivered, limit)
+		}
+		if time.Since(lastLine) >= 3*time.Second {
+			lastLine = time.Now()
+			fmt.Fprintf(cfg.Progress, "  %.0f s: %d of %d puts acknowledged, %d delivered in %d invocations\n",
+				time.Since(s.start).Seconds(), s.acked.Load(), cfg.Changes, ts.Delivered, ts.Invocations)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	d := time.Since(t0)
+	after, err := cl.Function(ctx, "bench-indexer")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	d := done.Sub(s.start)
+	st.PutSeconds = s.last.Sub(s.start).Seconds()
 	st.DeliverySeconds = d.Seconds()
+	st.DrainSeconds = done.Sub(s.last).Seconds()
 	st.ChangesPerSec = float64(cfg.Changes) / d.Seconds()
-	st.Invocations = ts.Invocations
+	st.Delivered, st.Invocations = ts.Delivered, ts.Invocations
 	st.InvocationsPer1k = float64(ts.Invocations) * 1000 / float64(cfg.Changes)
-	fmt.Fprintf(cfg.Progress, "  %.0f changes/s, %.1f invocations per 1,000 changes\n", st.ChangesPerSec, st.InvocationsPer1k)
-	return st, nil
+	st.StreamStarts = startsBetween(before.Starts, after.Starts)
+	var starts uint64
+	for k, n := range st.StreamStarts {
+		if k != "warm" {
+			starts += n
+		}
+	}
+	st.StartsPer1k = float64(starts) * 1000 / float64(cfg.Changes)
+	st.ResumesPer1k = float64(st.StreamStarts["warm"]) * 1000 / float64(cfg.Changes)
+	fmt.Fprintf(cfg.Progress, "  puts in %.1f s, all delivered %.2f s after the last: %.0f changes/s; per 1,000 changes %.1f invocations, "+
+		"%.1f sandbox starts, %.1f resumes (%s)\n",
+		st.PutSeconds, st.DrainSeconds, st.ChangesPerSec, st.InvocationsPer1k, st.StartsPer1k, st.ResumesPer1k, fmtCounts(st.StreamStarts))
+	return nil
+}
+
+// startsBetween returns the per-kind increase of a function's start meter.
+func startsBetween(before, after map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, n := range after {
+		if n > before[k] {
+			out[k] = n - before[k]
+		}
+	}
+	return out
+}
+
+// stream is a fixed-rate sequence of puts in flight (startStream).
+type stream struct {
+	start time.Time // the first put's send
+	acked atomic.Int64
+	done  chan struct{}
+	// Valid once done is closed:
+	last time.Time // the last put's acknowledgement
+	err  error
+}
+
+func (s *stream) finished() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startStream sends puts 0..n-1 in the background, put i due at
+// start + i/rate, through writers goroutines that take the next due put
+// as soon as their last one is acknowledged (none waits for anything
+// else). A failed put is retried up to 5 times, 100 ms apart; one that
+// keeps failing ends the stream with an error. If the writers fall
+// behind, due puts queue and are sent as fast as they can.
+func startStream(ctx context.Context, n int, rate float64, writers int, put func(ctx context.Context, w, i int) error) *stream {
+	s := &stream{done: make(chan struct{})}
+	sctx, cancel := context.WithCancel(ctx)
+	jobs := make(chan int, n)
+	s.start = time.Now()
+	go func() { // the pacer
+		defer close(jobs)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for sent := 0; sent < n; {
+			due := min(n, int(time.Since(s.start).Seconds()*rate)+1)
+			for ; sent < due; sent++ {
+				jobs <- sent
+			}
+			if sent == n {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				var err error
+				for try := 0; try < 6 && sctx.Err() == nil; try++ {
+					if try > 0 {
+						time.Sleep(100 * time.Millisecond)
+					}
+					pctx, c := context.WithTimeout(sctx, 10*time.Second)
+					err = put(pctx, w, i)
+					c()
+					if err == nil {
+						break
+					}
+				}
+				mu.Lock()
+				if err == nil && sctx.Err() != nil {
+					err = sctx.Err()
+				}
+				if err != nil {
+					if s.err == nil {
+						s.err = fmt.Errorf("bench: stream put %d: %w", i, err)
+					}
+					cancel()
+				} else if now := time.Now(); now.After(s.last) {
+					s.last = now
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+				s.acked.Add(1)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		cancel()
+		if s.err == nil && int(s.acked.Load()) < n {
+			s.err = errors.New("bench: stream ended early")
+		}
+		close(s.done)
+	}()
+	return s
 }
 
 // putAndWait puts key and waits until the indexer's write idx/<key> is
@@ -289,92 +514,204 @@ func waitIndexed(ctx context.Context, cl *client.Client, key string, t0 time.Tim
 	}
 }
 
-// feedLatency puts n keys one at a time and times each until a long-poll
-// subscriber (on another node) has received it.
-func feedLatency(ctx context.Context, writer, sub *client.Client, n int) ([]time.Duration, error) {
-	page, err := sub.Feed(ctx, "fl/", client.CursorNow, 0, 0)
-	if err != nil {
-		return nil, err
-	}
-	got := make(chan string, n)
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		cur := page.Cursor
-		for sctx.Err() == nil {
-			p, err := sub.Feed(sctx, "fl/", cur, 10*time.Second, 0)
-			if err != nil {
-				continue
+// arrival is a key a subscriber received, and when.
+type arrival struct {
+	key string
+	at  time.Time
+}
+
+// awaitArrival waits up to timeout after ack for key on got, skipping
+// other keys (late arrivals of lost samples), and returns when it
+// arrived. ok is false if it did not arrive in time (or got was closed).
+func awaitArrival(got <-chan arrival, key string, ack time.Time, timeout time.Duration) (at time.Time, ok bool) {
+	timer := time.NewTimer(max(0, timeout-time.Since(ack)))
+	defer timer.Stop()
+	for {
+		select {
+		case a, open := <-got:
+			if !open {
+				return time.Time{}, false
 			}
-			cur = p.Cursor
-			for _, ch := range p.Changes {
-				got <- ch.Key
+			if a.key == key {
+				return a.at, true
 			}
+		case <-timer.C:
+			return time.Time{}, false
 		}
-	}()
-	var out []time.Duration
+	}
+}
+
+// latencySamples are sampleLatency's measurements.
+type latencySamples struct {
+	FromAck   []time.Duration // put acknowledged → received (0 when received first)
+	FromSend  []time.Duration // put sent → received
+	BeforeAck int             // samples received before the put's acknowledgement
+	Lost      int             // not received within the timeout
+}
+
+// sampleLatency puts keys fl/0..fl/n-1 one at a time with put and times
+// each from the put's acknowledgement (and from its send) until got
+// delivers it. A key not delivered within timeout of the acknowledgement
+// is counted lost.
+func sampleLatency(ctx context.Context, n int, timeout time.Duration, put func(ctx context.Context, key string) error,
+	got <-chan arrival, progress io.Writer) (latencySamples, error) {
+	var out latencySamples
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("fl/%d", i)
-		t0 := time.Now()
-		if _, err := writer.Put(ctx, k, []byte("v")); err != nil {
-			return nil, err
+		pctx, c := context.WithTimeout(ctx, 10*time.Second)
+		sent := time.Now()
+		err := put(pctx, k)
+		ack := time.Now()
+		c()
+		if err != nil {
+			return out, fmt.Errorf("bench: put: %w", err)
 		}
-		for key := range got {
-			if key == k {
-				break
-			}
+		at, ok := awaitArrival(got, k, ack, timeout)
+		if !ok {
+			out.Lost++
+			fmt.Fprintf(progress, "  %s not received within %v of its acknowledgement: lost\n", k, timeout)
+			continue
 		}
-		out = append(out, time.Since(t0))
+		if at.Before(ack) {
+			out.BeforeAck++
+		}
+		out.FromAck = append(out.FromAck, max(0, at.Sub(ack)))
+		out.FromSend = append(out.FromSend, max(0, at.Sub(sent)))
+	}
+	if n > 0 && len(out.FromAck) == 0 {
+		return out, fmt.Errorf("bench: none of %d changes reached the subscriber", n)
 	}
 	return out, nil
 }
 
-func etcdWatchLatency(ctx context.Context, addrs []string, n int) ([]time.Duration, error) {
+// feedLatency puts n keys one at a time and times each from the put's
+// acknowledgement until a long-poll subscriber (on another node) has it.
+func feedLatency(ctx context.Context, writer, sub *client.Client, n int, timeout time.Duration, progress io.Writer) (latencySamples, error) {
+	page, err := sub.Feed(ctx, "fl/", client.CursorNow, 0, 0)
+	if err != nil {
+		return latencySamples{}, err
+	}
+	got := make(chan arrival, n+1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var errs atomic.Int64
+	go func() {
+		cur := page.Cursor
+		backoff := 10 * time.Millisecond
+		for sctx.Err() == nil {
+			p, err := sub.Feed(sctx, "fl/", cur, 10*time.Second, 0)
+			if err != nil {
+				if sctx.Err() != nil {
+					return
+				}
+				errs.Add(1)
+				if ce, ok := errors.AsType[*client.Error](err); ok && ce.Status == 410 {
+					// The cursor expired: go on from now (what it missed is lost).
+					if np, err := sub.Feed(sctx, "fl/", client.CursorNow, 0, 0); err == nil {
+						cur = np.Cursor
+					}
+				}
+				select {
+				case <-sctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			backoff = 10 * time.Millisecond
+			now := time.Now()
+			cur = p.Cursor
+			for _, ch := range p.Changes {
+				select {
+				case got <- arrival{ch.Key, now}:
+				case <-sctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	ls, err := sampleLatency(ctx, n, timeout, func(ctx context.Context, k string) error {
+		_, err := writer.Put(ctx, k, []byte("v"))
+		return err
+	}, got, progress)
+	if e := errs.Load(); e > 0 {
+		fmt.Fprintf(progress, "  the subscriber's long polls failed %d times\n", e)
+	}
+	return ls, err
+}
+
+// etcdWatchLatency puts n keys one at a time through member 1 and times
+// each from the put's acknowledgement until a watcher on the last member
+// has it.
+func etcdWatchLatency(ctx context.Context, addrs []string, n int, timeout time.Duration, progress io.Writer) (latencySamples, error) {
 	var eps []string
 	for _, a := range addrs {
 		eps = append(eps, "http://"+a)
 	}
 	w, err := clientv3.New(clientv3.Config{Endpoints: eps[len(eps)-1:], DialTimeout: 5 * time.Second})
 	if err != nil {
-		return nil, err
+		return latencySamples{}, err
 	}
 	defer w.Close()
 	p, err := clientv3.New(clientv3.Config{Endpoints: eps[:1], DialTimeout: 5 * time.Second})
 	if err != nil {
-		return nil, err
+		return latencySamples{}, err
 	}
 	defer p.Close()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := w.Watch(wctx, "fl/", clientv3.WithPrefix())
-	time.Sleep(200 * time.Millisecond)
-	var out []time.Duration
-	for i := 0; i < n; i++ {
-		k := fmt.Sprintf("fl/%d", i)
-		t0 := time.Now()
-		if _, err := p.Put(ctx, k, "v"); err != nil {
-			return nil, err
+	ch := w.Watch(wctx, "fl/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	var next int64 // the revision to resume a broken watch from
+	select {
+	case resp, open := <-ch:
+		if !open || resp.Err() != nil || !resp.Created {
+			return latencySamples{}, fmt.Errorf("bench: etcd watch not created: %v", resp.Err())
 		}
-	wait:
-		for resp := range ch {
-			for _, ev := range resp.Events {
-				if string(ev.Kv.Key) == k {
-					break wait
+		next = resp.Header.Revision + 1
+	case <-time.After(10 * time.Second):
+		return latencySamples{}, errors.New("bench: etcd watch not created within 10 s")
+	}
+	got := make(chan arrival, n+1)
+	var breaks atomic.Int64
+	go func() {
+		backoff := 10 * time.Millisecond
+		for {
+			for resp := range ch {
+				if resp.Err() != nil {
+					break
+				}
+				now := time.Now()
+				for _, ev := range resp.Events {
+					next = ev.Kv.ModRevision + 1
+					select {
+					case got <- arrival{string(ev.Kv.Key), now}:
+					case <-wctx.Done():
+						return
+					}
 				}
 			}
+			if wctx.Err() != nil {
+				return
+			}
+			breaks.Add(1)
+			select {
+			case <-wctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			ch = w.Watch(wctx, "fl/", clientv3.WithPrefix(), clientv3.WithRev(next))
 		}
-		out = append(out, time.Since(t0))
+	}()
+	ls, err := sampleLatency(ctx, n, timeout, func(ctx context.Context, k string) error {
+		_, err := p.Put(ctx, k, "v")
+		return err
+	}, got, progress)
+	if b := breaks.Load(); b > 0 {
+		fmt.Fprintf(progress, "  the etcd watch broke %d times (resumed from its revision)\n", b)
 	}
-	return out, nil
-}
-
-func quantileOf(ds []time.Duration, q float64) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, int(q*float64(len(s))))]
+	return ls, err
 }
 
 // durMS converts d to float milliseconds.
