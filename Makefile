@@ -78,7 +78,8 @@ bench-fn:
 	$(GO) test ./server -run '^$$' -bench InvokeHTTP -benchtime 5000x
 
 # Change delivery on 3 nodes: feed latency (vs etcd watch), put → handler
-# latency, delivery rate of a trigger over TRIGGER_CHANGES preloaded changes.
+# latency, invocations and sandbox starts per 1,000 changes over a steady
+# stream of TRIGGER_CHANGES changes (500/s) per sandbox state.
 TRIGGER_CHANGES ?= 20000
 bench-trigger: build etcd examples
 	$(GO) run ./bench/cmd/lambdabench -scenarios trigger -bin $(BIN) -changes $(TRIGGER_CHANGES)
