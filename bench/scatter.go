@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -128,24 +127,24 @@ func RunScatter(cfg ScatterConfig) (*ScatterResult, error) {
 				if err != nil {
 					return nil, err
 				}
-				res.QueryMS = append(res.QueryMS, scatterMS(time.Since(t)))
+				res.QueryMS = append(res.QueryMS, durMS(time.Since(t)))
 				res.BytesScanned, res.BytesGathered, res.QueryResponse = st.BytesScanned, st.BytesGathered, n
 				qsums = sums
-				progress("run %d: query %.0f ms (%d records, %d B gathered)", i+1, scatterMS(time.Since(t)), st.RecordsScanned, st.BytesGathered)
+				progress("run %d: query %.0f ms (%d records, %d B gathered)", i+1, durMS(time.Since(t)), st.RecordsScanned, st.BytesGathered)
 			} else {
 				t := time.Now()
 				sums, n, err := pullAndSum(hc, addr, cfg.Consistency)
 				if err != nil {
 					return nil, err
 				}
-				res.PullMS = append(res.PullMS, scatterMS(time.Since(t)))
+				res.PullMS = append(res.PullMS, durMS(time.Since(t)))
 				res.PullBytes = n
 				psums = sums
-				progress("run %d: pull %.0f ms (%d B received)", i+1, scatterMS(time.Since(t)), n)
+				progress("run %d: pull %.0f ms (%d B received)", i+1, durMS(time.Since(t)), n)
 			}
 		}
 	}
-	res.Speedup = scatterMedian(res.PullMS) / scatterMedian(res.QueryMS)
+	res.Speedup = Summarize(res.PullMS).P50 / Summarize(res.QueryMS).P50
 	if res.BytesScanned > 0 {
 		res.GatheredPct = 100 * float64(res.BytesGathered) / float64(res.BytesScanned)
 	}
@@ -154,13 +153,6 @@ func RunScatter(cfg ScatterConfig) (*ScatterResult, error) {
 		return res, fmt.Errorf("bench: scatter: query and pull disagree: %v vs %v", qsums, psums)
 	}
 	return res, nil
-}
-
-// scatterMedian is the median of xs.
-func scatterMedian(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return Percentile(s, 0.5)
 }
 
 func sameSums(a, b map[string]float64) bool {
@@ -418,5 +410,3 @@ func pullAndSum(hc *http.Client, addr, consistency string) (map[string]float64, 
 		start = *page.Next
 	}
 }
-
-func scatterMS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

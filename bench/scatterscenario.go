@@ -31,7 +31,7 @@ func runScatter(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if res == nil {
 		return rep, err
 	}
-	q, p := scatterMedian(res.QueryMS), scatterMedian(res.PullMS)
+	q, p := Summarize(res.QueryMS).P50, Summarize(res.PullMS).P50
 	rep.Metric("speed-up (pull / query)", res.Speedup, "×")
 	rep.Metric("query (scatter/gather) median", q, "ms")
 	rep.Metric("pull and aggregate median", p, "ms")

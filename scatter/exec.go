@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -126,7 +127,6 @@ type Executor struct {
 	subs    chan struct{}
 
 	activeLeaves atomic.Int64
-	leavesRun    atomic.Int64
 	m            *metrics
 }
 
@@ -151,9 +151,6 @@ func New(cfg Config) (*Executor, error) {
 
 // ActiveLeaves is the number of leaves running on this node now.
 func (x *Executor) ActiveLeaves() int64 { return x.activeLeaves.Load() }
-
-// LeavesRun is the number of leaves this node has started.
-func (x *Executor) LeavesRun() int64 { return x.leavesRun.Load() }
 
 // Response is a finished query.
 type Response struct {
@@ -573,9 +570,9 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 		byNode := map[string][]int{}
 		var hopeless []int
 		for _, s := range shards {
-			t := maps(tried, s)
+			t := triedOf(tried, s)
 			if a := avoid[s]; a != "" {
-				t = cloneSet(t)
+				t = maps.Clone(t)
 				t[a] = true
 			}
 			p, ok := x.choose(q, s, t, up, load)
@@ -747,7 +744,7 @@ func (x *Executor) execute(ctx context.Context, q Query, plan planNode, root boo
 					if f, ok := o.failed[s]; ok {
 						why = f.Err
 					}
-					out.failed[s] = failure{Err: why, Tried: setKeys(tried[s])}
+					out.failed[s] = failure{Err: why, Tried: slices.Sorted(maps.Keys(tried[s]))}
 				}
 			}
 			if root && len(out.failed) > 0 {
@@ -815,31 +812,14 @@ func mergeLevel(levels map[int]*LevelStat, lv int, ls *LevelStat) {
 	cur.CombineMS = max(cur.CombineMS, ls.CombineMS)
 }
 
-func maps(m map[int]map[string]bool, s int) map[string]bool {
+func triedOf(m map[int]map[string]bool, s int) map[string]bool {
 	if m[s] == nil {
 		m[s] = map[string]bool{}
 	}
 	return m[s]
 }
 
-func setIn(m map[int]map[string]bool, s int, id string) { maps(m, s)[id] = true }
-
-func cloneSet(m map[string]bool) map[string]bool {
-	c := make(map[string]bool, len(m)+1)
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
-}
-
-func setKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func setIn(m map[int]map[string]bool, s int, id string) { triedOf(m, s)[id] = true }
 
 // accumulator combines parts at one node: built-in partials merge as
 // they arrive; a function's parts go to one Combine call at the end.
@@ -909,7 +889,6 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 		return out
 	}
 	x.activeLeaves.Add(1)
-	x.leavesRun.Add(1)
 	x.m.leaves.Inc()
 	defer x.activeLeaves.Add(-1)
 	began := time.Now()

@@ -251,23 +251,13 @@ var statusCommand = &command{
 	short:   "show the cluster's nodes and shards",
 	args:    "[--server URL]",
 	summary: "Show the cluster's nodes and shards.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Cluster(ctx)
-			if err != nil {
-				return err
-			}
-			return printStatus(c.stdout, st)
+	flags: withClient(func(ctx context.Context, c *cli, cl *client.Client) error {
+		st, err := cl.Cluster(ctx)
+		if err != nil {
+			return err
 		}
-	},
+		return printStatus(c.stdout, st)
+	}),
 }
 
 // printStatus prints st as two aligned tables.

@@ -121,30 +121,20 @@ var fnListCommand = &command{
 	short:   "list functions",
 	args:    "[--server URL]",
 	summary: "List the deployed functions with their cluster-wide meters.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			fns, err := cl.Functions(ctx)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tSHA256\tMEMORY\tTIMEOUT\tCALLS\tERRORS\tP50\tP99\tRUNNING/PAUSED/STOPPED/COLD")
-			for _, f := range fns {
-				s := f.Sandboxes
-				fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d MB\t%d ms\t%d\t%d\t%s\t%s\t%d/%d/%d/%d\n", f.Name, f.Version, f.SHA256,
-					f.MemoryMB, f.TimeoutMS, f.Invocations, f.Errors, fmtUS(f.P50US), fmtUS(f.P99US), s.Running, s.Paused, s.Stopped, s.Cold)
-			}
-			return tw.Flush()
+	flags: withClient(func(ctx context.Context, c *cli, cl *client.Client) error {
+		fns, err := cl.Functions(ctx)
+		if err != nil {
+			return err
 		}
-	},
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tVERSION\tSHA256\tMEMORY\tTIMEOUT\tCALLS\tERRORS\tP50\tP99\tRUNNING/PAUSED/STOPPED/COLD")
+		for _, f := range fns {
+			s := f.Sandboxes
+			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d MB\t%d ms\t%d\t%d\t%s\t%s\t%d/%d/%d/%d\n", f.Name, f.Version, f.SHA256,
+				f.MemoryMB, f.TimeoutMS, f.Invocations, f.Errors, fmtUS(f.P50US), fmtUS(f.P99US), s.Running, s.Paused, s.Stopped, s.Cold)
+		}
+		return tw.Flush()
+	}),
 }
 
 var fnStatsCommand = &command{
@@ -249,6 +239,24 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// withClient builds the flags of a command that takes no argument beyond
+// --server: run gets the client.
+func withClient(run func(ctx context.Context, c *cli, cl *client.Client) error) func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+	return func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			return run(ctx, c, cl)
+		}
+	}
 }
 
 // withName is the flags function of a client command that takes exactly

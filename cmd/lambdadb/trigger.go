@@ -64,29 +64,19 @@ var triggerListCommand = &command{
 	short:   "list triggers",
 	args:    "[--server URL]",
 	summary: "List triggers with their progress.",
-	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
-		newClient := c.serverFlag(fs)
-		return func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("unexpected argument %q", args[0])
-			}
-			cl, err := newClient()
-			if err != nil {
-				return err
-			}
-			ts, err := cl.Triggers(ctx)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tFUNCTION\tPREFIX\tEVENTS\tDELIVERED\tCALLS\tRETRIES\tDEAD\tLAG")
-			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%q\t%s\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","),
-					t.Delivered, t.Invocations, t.Retries, t.DeadLetters, t.Lag)
-			}
-			return tw.Flush()
+	flags: withClient(func(ctx context.Context, c *cli, cl *client.Client) error {
+		ts, err := cl.Triggers(ctx)
+		if err != nil {
+			return err
 		}
-	},
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tFUNCTION\tPREFIX\tEVENTS\tDELIVERED\tCALLS\tRETRIES\tDEAD\tLAG")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%q\t%s\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","),
+				t.Delivered, t.Invocations, t.Retries, t.DeadLetters, t.Lag)
+		}
+		return tw.Flush()
+	}),
 }
 
 var triggerShowCommand = &command{
