@@ -40,6 +40,11 @@ type QueryRequest struct {
 
 	Aggregate *Aggregate
 	Function  string
+	// FunctionVersion pins the Function's deploy (FunctionInfo.Version);
+	// 0 = the version current when the query starts. Either way every
+	// leaf and combine runs that one version, and a redeploy while the
+	// query runs fails it with 409 conflict.
+	FunctionVersion uint64
 
 	// Consistency of each shard's read; "" lets the server choose
 	// (session when the Client holds a token, else linearizable).
@@ -82,6 +87,8 @@ type QueryStats struct {
 	BytesScanned        uint64  `json:"bytes_scanned"`  // keys and values read
 	BytesGathered       uint64  `json:"bytes_gathered"` // partial results sent between nodes
 	ElapsedMS           float64 `json:"elapsed_ms"`
+	// FunctionVersion is the deploy a function query ran.
+	FunctionVersion uint64 `json:"function_version,omitempty"`
 	// Retries counts leaves started again after a failure; Hedges those
 	// also started elsewhere because they were slow.
 	Retries  int          `json:"retries"`
@@ -134,9 +141,10 @@ func (c *Client) Query(ctx context.Context, q QueryRequest) (QueryResponse, erro
 		End         string     `json:"end,omitempty"`
 		Aggregate   *Aggregate `json:"aggregate,omitempty"`
 		Function    string     `json:"function,omitempty"`
+		Version     uint64     `json:"function_version,omitempty"`
 		Consistency string     `json:"consistency,omitempty"`
 		TimeoutMS   int64      `json:"timeout_ms,omitempty"`
-	}{q.Prefix, q.Start, q.End, q.Aggregate, q.Function, string(q.Consistency), timeoutMS})
+	}{q.Prefix, q.Start, q.End, q.Aggregate, q.Function, q.FunctionVersion, string(q.Consistency), timeoutMS})
 	if err != nil {
 		return QueryResponse{}, err
 	}

@@ -294,6 +294,8 @@ func (e *Engine) call(ctx context.Context, f *Function, kind uint32, msg []byte,
 type callExt struct {
 	tx   *txBuffer
 	leaf LeafScanFunc
+	// version, when not 0, is the only deploy the call may run.
+	version uint64
 }
 
 // callWith is call with a kind's extras.
@@ -309,6 +311,9 @@ func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []b
 	}
 	f = p.fn // the newest version this node knows
 	res.Function = f
+	if ext.version != 0 && f.Version != ext.version {
+		return res, redeployed(f.Name, ext.version, f.Version)
+	}
 	if n := p.inflight.Add(1); n > int64(f.MaxInstances+e.cfg.QueueLength) {
 		p.inflight.Add(-1)
 		e.m.rejected.WithLabelValues(f.Name).Inc()

@@ -87,20 +87,31 @@ type rec struct {
 func (c *qcluster) load(t *testing.T, n *shard.Node, recs []rec) {
 	t.Helper()
 	load(t, n, recs)
-	c.Eventually(30*time.Second, "replicas caught up", func() bool {
-		for s := 0; s < n.Shards(); s++ {
-			var want uint64
-			for _, m := range c.Running() {
-				want = max(want, m.Node().AppliedIndex(s))
-			}
-			for _, m := range c.Running() {
-				if m.Node().Hosts(s) && m.Node().AppliedIndex(s) < want {
-					return false
-				}
+	c.caughtUp(t)
+}
+
+// caughtUp waits until every running replica has applied what any has.
+func (c *qcluster) caughtUp(t *testing.T) {
+	t.Helper()
+	c.Eventually(30*time.Second, "replicas caught up", c.isCaughtUp)
+}
+
+// isCaughtUp reports whether every running replica has applied what any
+// has.
+func (c *qcluster) isCaughtUp() bool {
+	n := c.Running()[0].Node()
+	for s := 0; s < n.Shards(); s++ {
+		var want uint64
+		for _, m := range c.Running() {
+			want = max(want, m.Node().AppliedIndex(s))
+		}
+		for _, m := range c.Running() {
+			if m.Node().Hosts(s) && m.Node().AppliedIndex(s) < want {
+				return false
 			}
 		}
-		return true
-	})
+	}
+	return true
 }
 
 func load(t *testing.T, n *shard.Node, recs []rec) {

@@ -24,7 +24,7 @@ func (busyCombine) Get(context.Context, string) (*lambda.Function, error) { retu
 func (busyCombine) CallLeaf(context.Context, lambda.LeafCall) (lambda.Result, error) {
 	return lambda.Result{Body: []byte("part")}, nil
 }
-func (busyCombine) CallCombine(context.Context, string, [][]byte) (lambda.Result, error) {
+func (busyCombine) CallCombine(context.Context, lambda.CombineCall) (lambda.Result, error) {
 	return lambda.Result{}, fmt.Errorf("%w: max_instances reached", lambda.ErrOverloaded)
 }
 

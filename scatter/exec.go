@@ -35,7 +35,7 @@ type Cluster interface {
 type Functions interface {
 	Get(ctx context.Context, name string) (*lambda.Function, error)
 	CallLeaf(ctx context.Context, c lambda.LeafCall) (lambda.Result, error)
-	CallCombine(ctx context.Context, name string, parts [][]byte) (lambda.Result, error)
+	CallCombine(ctx context.Context, c lambda.CombineCall) (lambda.Result, error)
 }
 
 // Defaults.
@@ -173,6 +173,9 @@ type Stats struct {
 	BytesScanned   uint64  `json:"bytes_scanned"`
 	BytesGathered  uint64  `json:"bytes_gathered"`
 	ElapsedMS      float64 `json:"elapsed_ms"`
+	// FunctionVersion is the deploy of a function query's function that
+	// every leaf and combine ran.
+	FunctionVersion uint64 `json:"function_version,omitempty"`
 	// Retries counts leaves started again after a failure; Hedges those
 	// also started elsewhere because they were slow.
 	Retries int `json:"retries"`
@@ -238,6 +241,12 @@ func (x *Executor) run(ctx context.Context, q Query) (*Response, error) {
 		if !f.Has("leaf") || !f.Has("combine") {
 			return nil, fmt.Errorf("%w: %q needs Leaf and Combine to run a query (it has %s)", lambda.ErrNoEntrypoint, f.Name, strings.Join(f.Entrypoints, ", "))
 		}
+		switch {
+		case q.FunctionVersion == 0:
+			q.FunctionVersion = f.Version
+		case q.FunctionVersion != f.Version:
+			return nil, fmt.Errorf("scatter: %w: %q is at version %d, not %d", lambda.ErrConflict, f.Name, f.Version, q.FunctionVersion)
+		}
 	}
 	select {
 	case x.queries <- struct{}{}:
@@ -298,6 +307,7 @@ func (x *Executor) run(ctx context.Context, q Query) (*Response, error) {
 	st.Levels = out.height + 1
 	st.BytesGathered = out.gathered
 	st.Retries, st.Hedges = out.retries, out.hedges
+	st.FunctionVersion = q.FunctionVersion
 	for _, l := range out.leaves {
 		st.RecordsScanned += l.Records
 		st.BytesScanned += l.Bytes
@@ -835,7 +845,7 @@ func (x *Executor) newAccumulator(q Query) (accumulator, error) {
 	if x.cfg.Functions == nil {
 		return nil, ErrNoFunctions
 	}
-	return &fnAcc{fns: x.cfg.Functions, name: q.Function}, nil
+	return &fnAcc{fns: x.cfg.Functions, name: q.Function, version: q.FunctionVersion}, nil
 }
 
 type builtinAcc struct {
@@ -855,10 +865,11 @@ func (b *builtinAcc) add(part []byte) error {
 func (b *builtinAcc) result(context.Context) ([]byte, error) { return encodePartial(b.p) }
 
 type fnAcc struct {
-	fns   Functions
-	name  string
-	parts [][]byte
-	size  int
+	fns     Functions
+	name    string
+	version uint64
+	parts   [][]byte
+	size    int
 }
 
 func (f *fnAcc) add(part []byte) error {
@@ -871,7 +882,7 @@ func (f *fnAcc) add(part []byte) error {
 }
 
 func (f *fnAcc) result(ctx context.Context) ([]byte, error) {
-	res, err := f.fns.CallCombine(ctx, f.name, f.parts)
+	res, err := f.fns.CallCombine(ctx, lambda.CombineCall{Name: f.name, Version: f.version, Parts: f.parts})
 	if err != nil {
 		return nil, fmt.Errorf("scatter: combine: %w", err)
 	}
@@ -926,7 +937,7 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
 	} else {
 		var res lambda.Result
 		res, err = x.cfg.Functions.CallLeaf(ctx, lambda.LeafCall{
-			Name: q.Function, Prefix: q.Prefix, Session: q.Session, Consistency: q.Consistency,
+			Name: q.Function, Version: q.FunctionVersion, Prefix: q.Prefix, Session: q.Session, Consistency: q.Consistency,
 			Scan: func(ctx context.Context, prefix, start string, limit int) ([]shard.Record, string, bool, error) {
 				return leafPage(ctx, snap, lo, hi, prefix, start, limit, &stat)
 			},
@@ -999,7 +1010,7 @@ func fatal(err error) bool {
 		}
 	}
 	for _, e := range []error{lambda.ErrHandler, lambda.ErrMemoryLimit, lambda.ErrTimeout, lambda.ErrNotFound,
-		lambda.ErrNoEntrypoint, lambda.ErrRequestTooLarge, ErrInvalidQuery, ErrNoFunctions} {
+		lambda.ErrConflict, lambda.ErrNoEntrypoint, lambda.ErrRequestTooLarge, ErrInvalidQuery, ErrNoFunctions} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -27,7 +27,7 @@ func (h *halfStuck) CallLeaf(ctx context.Context, c lambda.LeafCall) (lambda.Res
 	}
 	return lambda.Result{Body: []byte("part")}, nil
 }
-func (h *halfStuck) CallCombine(ctx context.Context, _ string, parts [][]byte) (lambda.Result, error) {
+func (h *halfStuck) CallCombine(ctx context.Context, _ lambda.CombineCall) (lambda.Result, error) {
 	h.combines++
 	if err := ctx.Err(); err != nil {
 		return lambda.Result{}, err

@@ -66,6 +66,11 @@ type Query struct {
 
 	Aggregate *Spec
 	Function  string
+	// FunctionVersion pins the deploy of Function every leaf and combine
+	// runs (0: the version current when the query starts, read
+	// linearizably). A function redeployed while the query runs fails it
+	// with lambda.ErrConflict rather than mixing two versions.
+	FunctionVersion uint64
 
 	// Consistency of the leaves' reads: Stale and Session may read
 	// followers, Linearizable reads leaders (the zero value).
@@ -84,6 +89,8 @@ func (q Query) Validate() error {
 		return fmt.Errorf("%w: give an aggregate or a function", ErrInvalidQuery)
 	case q.Aggregate != nil && q.Function != "":
 		return fmt.Errorf("%w: give an aggregate or a function, not both", ErrInvalidQuery)
+	case q.FunctionVersion != 0 && q.Function == "":
+		return fmt.Errorf("%w: a function version without a function", ErrInvalidQuery)
 	case q.End != "" && q.Start >= q.End:
 		return fmt.Errorf("%w: start %q is not before end %q", ErrInvalidQuery, q.Start, q.End)
 	case q.Timeout < 0 || q.Timeout > MaxQueryTimeout:

@@ -30,13 +30,14 @@ type wireQuery struct {
 	End         string `msgpack:"e"`
 	Aggregate   *Spec  `msgpack:"a"`
 	Function    string `msgpack:"f"`
+	Version     uint64 `msgpack:"v"`
 	Consistency int    `msgpack:"c"`
 	Session     string `msgpack:"t"`
 }
 
 func toWire(q Query) wireQuery {
 	w := wireQuery{Prefix: q.Prefix, Start: q.Start, End: q.End, Aggregate: q.Aggregate,
-		Function: q.Function, Consistency: int(q.Consistency)}
+		Function: q.Function, Version: q.FunctionVersion, Consistency: int(q.Consistency)}
 	if q.Session != nil {
 		w.Session = q.Session.Encode()
 	}
@@ -45,7 +46,7 @@ func toWire(q Query) wireQuery {
 
 func (w wireQuery) query() (Query, error) {
 	q := Query{Prefix: w.Prefix, Start: w.Start, End: w.End, Aggregate: w.Aggregate,
-		Function: w.Function, Consistency: shard.Consistency(w.Consistency)}
+		Function: w.Function, FunctionVersion: w.Version, Consistency: shard.Consistency(w.Consistency)}
 	if w.Session != "" {
 		t, err := session.Decode(w.Session)
 		if err != nil {
@@ -88,6 +89,7 @@ var fatalCodes = []struct {
 	{"memory_limit", lambda.ErrMemoryLimit},
 	{"timeout", lambda.ErrTimeout},
 	{"not_found", lambda.ErrNotFound},
+	{"conflict", lambda.ErrConflict},
 	{"no_entrypoint", lambda.ErrNoEntrypoint},
 	{"request_too_large", lambda.ErrRequestTooLarge},
 	{"invalid_query", ErrInvalidQuery},

@@ -21,6 +21,8 @@ type queryRequest struct {
 	End       string        `json:"end"`
 	Aggregate *scatter.Spec `json:"aggregate"`
 	Function  string        `json:"function"`
+	// FunctionVersion pins the function's deploy (extension; 0: current).
+	FunctionVersion uint64 `json:"function_version"`
 	// Consistency overrides the ?consistency= parameter.
 	Consistency string `json:"consistency"`
 	TimeoutMS   int64  `json:"timeout_ms"`
@@ -70,7 +72,8 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	q := scatter.Query{
 		Prefix: req.Prefix, Start: req.Start, End: req.End, Aggregate: req.Aggregate, Function: req.Function,
-		Consistency: ro.Consistency, Session: tok, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
+		FunctionVersion: req.FunctionVersion,
+		Consistency:     ro.Consistency, Session: tok, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 	}
 	if q.Aggregate != nil && q.Function == "" && q.Aggregate.Op == "" {
 		s.fail(w, r, tok, fmt.Errorf("%w: aggregate needs an op", scatter.ErrInvalidQuery))

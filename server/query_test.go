@@ -62,6 +62,22 @@ func TestQueryAPI(t *testing.T) {
 	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"result":{"fox":1,"the":2}`) {
 		t.Fatalf("function query: %d %s", r.status, r.body)
 	}
+	// It reports the deploy it ran, and can be pinned to it.
+	var fn struct{ Version uint64 }
+	if r := do(t, http.MethodGet, ts.URL+"/v1/functions/wc", nil); r.status != http.StatusOK || json.Unmarshal(r.body, &fn) != nil || fn.Version == 0 {
+		t.Fatalf("function info: %d %s", r.status, r.body)
+	}
+	if !strings.Contains(string(r.body), fmt.Sprintf(`"function_version":%d`, fn.Version)) {
+		t.Fatalf("function query stats lack version %d: %s", fn.Version, r.body)
+	}
+	r = do(t, http.MethodPost, ts.URL+"/v1/query", []byte(fmt.Sprintf(`{"prefix":"doc/","function":"wc","function_version":%d}`, fn.Version)))
+	if r.status != http.StatusOK {
+		t.Fatalf("pinned function query: %d %s", r.status, r.body)
+	}
+	r = do(t, http.MethodPost, ts.URL+"/v1/query", []byte(fmt.Sprintf(`{"prefix":"doc/","function":"wc","function_version":%d}`, fn.Version+1000)))
+	if r.status != http.StatusConflict || r.code() != "conflict" {
+		t.Fatalf("query pinned to another version: %d %s", r.status, r.body)
+	}
 
 	if r := do(t, http.MethodPut, ts.URL+"/v1/functions/echo", wasmtest.Example(t, "echo")); r.status >= 300 {
 		t.Fatalf("deploy: %d %s", r.status, r.body)
@@ -78,6 +94,7 @@ func TestQueryAPI(t *testing.T) {
 		{`{"aggregate":{"op":"topk","field":"a","k":0}}`, "", 400, "invalid_query"},
 		{`{"aggregate":{"op":"count","groupby":"x"}}`, "", 400, "invalid_query"},
 		{`{"aggregate":{"op":"count"},"function":"wc"}`, "", 400, "invalid_query"},
+		{`{"aggregate":{"op":"count"},"function_version":3}`, "", 400, "invalid_query"},
 		{`{"aggregate":{"op":"count"},"start":"b","end":"a"}`, "", 400, "invalid_query"},
 		{`{"aggregate":{"op":"count"}} {}`, "", 400, "invalid_query"},
 		{`not json`, "", 400, "invalid_query"},
