@@ -282,3 +282,14 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// ShellQuote returns s as one POSIX shell word: unchanged when it holds
+// only characters the shell leaves alone, else in single quotes.
+func ShellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -101,3 +101,18 @@ func TestWithCustomSection(t *testing.T) {
 		t.Fatalf("the module with a custom section does not compile: %v", err)
 	}
 }
+
+func TestShellQuote(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"-quick=true", "-quick=true"},
+		{"-out=bench/results/x", "-out=bench/results/x"},
+		{"", "''"},
+		{"-bin=/tmp/my dir/lambdadb", "'-bin=/tmp/my dir/lambdadb'"},
+		{"it's", `'it'\''s'`},
+		{"$HOME", "'$HOME'"},
+	} {
+		if got := ShellQuote(c.in); got != c.want {
+			t.Errorf("ShellQuote(%q) = %s, want %s", c.in, got, c.want)
+		}
+	}
+}

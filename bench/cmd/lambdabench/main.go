@@ -92,7 +92,7 @@ func run() error {
 		switch f.Name {
 		case "scenarios", "out", "list":
 		default:
-			rerun = append(rerun, "-"+f.Name+"="+f.Value.String())
+			rerun = append(rerun, bench.ShellQuote("-"+f.Name+"="+f.Value.String()))
 		}
 	})
 	env := &bench.Env{
@@ -101,7 +101,7 @@ func run() error {
 	}
 	rep := &bench.Report{
 		Suite: "LambdaBench", Started: started, Quick: *quick,
-		Command: "go run ./bench/cmd/lambdabench " + strings.Join(os.Args[1:], " "),
+		Command: "go run ./bench/cmd/lambdabench " + quoteArgs(os.Args[1:]),
 		Machine: bench.CollectMachine(ctx, etcdBin, pythonBin),
 	}
 	fmt.Fprintf(os.Stderr, "LambdaBench: %d scenarios, %s sizes, writing %s\n", len(scenarios), map[bool]string{true: "quick", false: "full"}[*quick], dir)
@@ -193,4 +193,12 @@ func (s *sizes) apply(z *bench.Sizes) {
 	if *s.seed != 0 {
 		z.BillingSeed = *s.seed
 	}
+}
+
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = bench.ShellQuote(a)
+	}
+	return strings.Join(q, " ")
 }
