@@ -1,11 +1,14 @@
 package scatter
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // ErrInvalidAggregate is an aggregate specification that cannot run.
@@ -171,17 +174,101 @@ func insertTop(top []Item, it Item, k int) []Item {
 }
 
 // groupKey is the JSON text of a group-by value ("null" when absent), so
-// 1 and "1" stay distinct groups.
+// 1 and "1" stay distinct groups. The text is canonical: spacing as
+// json.Marshal writes it, object keys sorted, and numbers by their exact
+// decimal value (canonicalNumber), so 1 and 1.0 are one group but two
+// integers beyond float64's precision are not.
 func groupKey(raw json.RawMessage) string {
 	if len(raw) == 0 {
 		return "null"
 	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := d.Decode(&v); err != nil {
 		return "null"
 	}
-	b, _ := json.Marshal(v) // canonical spacing
+	b, err := json.Marshal(canonicalNumbers(v))
+	if err != nil {
+		return "null"
+	}
 	return string(b)
+}
+
+// canonicalNumbers rewrites every json.Number in v as canonicalNumber.
+func canonicalNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		return json.Number(canonicalNumber(string(x)))
+	case []any:
+		for i := range x {
+			x[i] = canonicalNumbers(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = canonicalNumbers(x[k])
+		}
+	}
+	return v
+}
+
+// canonicalNumber returns the canonical text of the JSON number n by its
+// exact decimal value: the form json.Marshal gives a float64 (integers
+// and decimals between 1e-6 and 1e21 in plain notation, others as
+// d.ddde±x), but with every significant digit kept. "-0" is "0".
+func canonicalNumber(n string) string {
+	neg := strings.HasPrefix(n, "-")
+	n = strings.TrimPrefix(n, "-")
+	mant, exp := n, 0
+	if i := strings.IndexAny(n, "eE"); i >= 0 {
+		mant = n[:i]
+		e, err := strconv.Atoi(strings.TrimPrefix(n[i+1:], "+"))
+		if err != nil {
+			return n // an exponent beyond int: leave the text as it is
+		}
+		exp = e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(intPart+frac, "0")
+	exp -= len(frac)
+	if digits == "" {
+		return "0"
+	}
+	trimmed := strings.TrimRight(digits, "0")
+	exp += len(digits) - len(trimmed)
+	digits = trimmed
+	// The value is digits × 10^exp; point is where the decimal point
+	// falls in digits.
+	point := len(digits) + exp
+	var b strings.Builder
+	if neg {
+		b.WriteByte('-')
+	}
+	switch {
+	case exp >= 0 && point <= 21:
+		b.WriteString(digits)
+		b.WriteString(strings.Repeat("0", exp))
+	case exp < 0 && point > 0:
+		b.WriteString(digits[:point])
+		b.WriteByte('.')
+		b.WriteString(digits[point:])
+	case exp < 0 && point > -6:
+		b.WriteString("0.")
+		b.WriteString(strings.Repeat("0", -point))
+		b.WriteString(digits)
+	default:
+		b.WriteByte(digits[0])
+		if len(digits) > 1 {
+			b.WriteByte('.')
+			b.WriteString(digits[1:])
+		}
+		b.WriteByte('e')
+		if point-1 >= 0 {
+			b.WriteByte('+')
+		}
+		b.WriteString(strconv.Itoa(point - 1))
+	}
+	return b.String()
 }
 
 // Merge folds o into p.

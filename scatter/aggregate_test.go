@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -327,4 +328,76 @@ func BenchmarkAdd(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestCanonicalNumber(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"0", "0"}, {"-0", "0"}, {"0.000", "0"}, {"0e5", "0"},
+		{"1", "1"}, {"1.0", "1"}, {"1e0", "1"}, {"10E-1", "1"}, {"100e-2", "1"},
+		{"-12.50", "-12.5"}, {"1.5", "1.5"}, {"0.1", "0.1"}, {"0.000001", "0.000001"},
+		{"1e-7", "1e-7"}, {"0.00000012", "1.2e-7"}, {"1e3", "1000"}, {"1E+3", "1000"},
+		{"123456789012345678901", "123456789012345678901"},
+		{"1e21", "1e+21"}, {"12e20", "1.2e+21"}, {"-1.5e300", "-1.5e+300"},
+		// Beyond float64's precision, still exact.
+		{"9007199254740993", "9007199254740993"}, {"9007199254740992", "9007199254740992"},
+		{"0.1000000000000000000001", "0.1000000000000000000001"},
+	} {
+		if got := canonicalNumber(c.in); got != c.want {
+			t.Errorf("canonicalNumber(%s) = %s, want %s", c.in, got, c.want)
+		}
+	}
+	// Where float64 is exact, the form is json.Marshal's.
+	for _, x := range []float64{0, 1, -1, 1.5, 0.1, 1e-6, 1e-7, 123.456, 1e20, 1e21, 2.5e-300, 1.7976931348623157e308} {
+		b, _ := json.Marshal(x)
+		if got := canonicalNumber(string(b)); got != string(b) {
+			t.Errorf("canonicalNumber(%s) = %s", b, got)
+		}
+	}
+}
+
+func TestGroupKeyExactNumbers(t *testing.T) {
+	for _, c := range []struct{ a, b string }{
+		{"1", "1.0"}, {"1", "1e0"}, {`{"b":1,"a":[2.0]}`, `{"a":[2],"b":1e0}`}, {`"x"`, ` "x" `},
+	} {
+		if groupKey(json.RawMessage(c.a)) != groupKey(json.RawMessage(c.b)) {
+			t.Errorf("%s and %s are different groups: %s, %s", c.a, c.b, groupKey(json.RawMessage(c.a)), groupKey(json.RawMessage(c.b)))
+		}
+	}
+	for _, c := range []struct{ a, b string }{
+		{"1", `"1"`}, {"9007199254740993", "9007199254740992"}, {`[9007199254740993]`, `[9007199254740992]`},
+	} {
+		if groupKey(json.RawMessage(c.a)) == groupKey(json.RawMessage(c.b)) {
+			t.Errorf("%s and %s are one group: %s", c.a, c.b, groupKey(json.RawMessage(c.a)))
+		}
+	}
+}
+
+// FuzzCanonicalNumber: the canonical text is a JSON number of the same
+// value, and canonical already.
+func FuzzCanonicalNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0.0", "1.50", "1e21", "0.0000001", "9007199254740993", "-12E-3", "123456789012345678901234"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, n string) {
+		var num json.Number
+		if json.Unmarshal([]byte(n), &num) != nil || !json.Valid([]byte(n)) {
+			return
+		}
+		n = string(num)
+		c := canonicalNumber(n)
+		if !json.Valid([]byte(c)) {
+			t.Fatalf("canonicalNumber(%s) = %s, not JSON", n, c)
+		}
+		if cc := canonicalNumber(c); cc != c {
+			t.Fatalf("canonicalNumber(%s) = %s, then %s", n, c, cc)
+		}
+		x, err1 := strconv.ParseFloat(n, 64)
+		y, err2 := strconv.ParseFloat(c, 64)
+		if (err1 == nil) != (err2 == nil) || err1 == nil && x != y {
+			t.Fatalf("canonicalNumber(%s) = %s: %v (%v) vs %v (%v)", n, c, x, err1, y, err2)
+		}
+		if canonicalAsIs([]byte(c)) && c != groupKey(json.RawMessage(c)) {
+			t.Fatalf("%s is canonical as is but groupKey says %s", c, groupKey(json.RawMessage(c)))
+		}
+	})
 }

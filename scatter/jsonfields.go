@@ -126,7 +126,8 @@ func number(raw []byte) (float64, bool) {
 
 // canonicalAsIs reports whether raw is already the canonical JSON text of
 // its value (what groupKey would return): a string of plain printable
-// ASCII that json.Marshal writes unchanged, or a short integer.
+// ASCII that json.Marshal writes unchanged, or an integer of at most 21
+// digits.
 func canonicalAsIs(raw []byte) bool {
 	if len(raw) == 0 {
 		return false
@@ -140,7 +141,7 @@ func canonicalAsIs(raw []byte) bool {
 		}
 		return true
 	case c >= '1' && c <= '9' || c == '0' && len(raw) == 1:
-		if len(raw) > 15 {
+		if len(raw) > 21 { // canonicalNumber writes longer ones with an exponent
 			return false
 		}
 		for _, c := range raw {
