@@ -19,7 +19,9 @@ type Function struct {
 	MaxInstances int       `json:"max_instances"`
 	Entrypoints  []string  `json:"entrypoints"`
 	DeployedAt   time.Time `json:"deployed_at"`
-	Version      uint64    `json:"version"`
+	// CreatedAt is when the name was first deployed (redeploys keep it).
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"`
 
 	FunctionStats
 	Nodes map[string]NodeFunctionStats `json:"nodes,omitempty"`

@@ -82,6 +82,15 @@ type Config struct {
 	// node. Default: 500.
 	LogLines int
 
+	// Meters keeps this node's function meters across restarts (they are
+	// saved every MeterFlushInterval and on Close); *shard.Node satisfies
+	// it. Default: nil, meters live in memory only.
+	Meters LocalStore
+
+	// MeterFlushInterval is how often changed meters are saved to Meters;
+	// a crash loses at most this much metering. Default: 1 s.
+	MeterFlushInterval time.Duration
+
 	// Registerer receives the engine's metrics. Default: none.
 	Registerer prometheus.Registerer
 
@@ -107,7 +116,7 @@ func (c *Config) setDefaults() error {
 		{"ModuleKeepAlive", c.ModuleKeepAlive < 0}, {"BillingGranularity", c.BillingGranularity < 0},
 		{"QueueLength", c.QueueLength < 0}, {"MaxMemoryMB", c.MaxMemoryMB < 0},
 		{"MaxTimeout", c.MaxTimeout < 0}, {"MaxInstancesLimit", c.MaxInstancesLimit < 0},
-		{"LogLines", c.LogLines < 0},
+		{"LogLines", c.LogLines < 0}, {"MeterFlushInterval", c.MeterFlushInterval < 0},
 	} {
 		if v.neg {
 			return fmt.Errorf("lambda: negative Config.%s", v.name)
@@ -122,6 +131,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxTimeout, 5*time.Minute)
 	setDefault(&c.MaxInstancesLimit, 1000)
 	setDefault(&c.LogLines, 500)
+	setDefault(&c.MeterFlushInterval, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

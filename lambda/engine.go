@@ -2,6 +2,7 @@ package lambda
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -64,7 +65,9 @@ type Engine struct {
 	lruTail   *instance        // least recently parked
 	liveBytes int64            // memory of every live instance
 	stats     map[string]*fnStats
-	logs      map[string]*logRing
+	// metersDirty is set when stats changed since they were last saved.
+	metersDirty bool
+	logs        map[string]*logRing
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -120,8 +123,16 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.m = m
+	if err := e.loadMeters(); err != nil {
+		_ = e.cache.Close(context.Background())
+		return nil, fmt.Errorf("lambda: load meters: %w", err)
+	}
 	e.wg.Add(1)
 	go e.reapLoop()
+	if cfg.Meters != nil {
+		e.wg.Add(1)
+		go e.meterLoop()
+	}
 	return e, nil
 }
 
@@ -138,13 +149,15 @@ func (e *Engine) Close() error {
 	e.inflight.Wait()
 	close(e.stop)
 	e.wg.Wait()
+	// Every call has been metered: save the meters for the next start.
+	saveErr := e.saveMeters()
 	ctx := context.Background()
 	e.rtMu.Lock()
 	for _, rt := range e.runtimes {
 		_ = rt.r.Close(ctx)
 	}
 	e.rtMu.Unlock()
-	return e.cache.Close(ctx)
+	return errors.Join(saveErr, e.cache.Close(ctx))
 }
 
 // Invocation is one call of a function's Handle entry point.

@@ -130,7 +130,7 @@ func TestDeployAndInvokeStartKinds(t *testing.T) {
 	if res, err := v.invoke("echo", "x"); err != nil || res.Start != lambda.StartCold {
 		t.Fatalf("after module keep-alive: %q %v", res.Start, err)
 	}
-	st := v.e.Stats("echo")
+	st := v.e.Stats(f)
 	if st.Invocations != 5 || st.Starts["warm"] != 2 || st.Starts["restart"] != 2 || st.Starts["cold"] != 1 || st.P50US <= 0 || st.P99US < st.P50US {
 		t.Fatalf("stats = %+v", st)
 	}
@@ -176,7 +176,7 @@ func TestDeployRejects(t *testing.T) {
 // own error, and neither the node nor other functions notice.
 func TestFaultsContained(t *testing.T) {
 	v := newEnv(t, lambda.Config{})
-	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{TimeoutMS: 2000, MemoryMB: 32})
+	faulty := v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{TimeoutMS: 2000, MemoryMB: 32})
 	v.deploy(t, "echo", wasmtest.Example(t, "echo"), lambda.DeployOptions{})
 	tests := []struct {
 		req  string
@@ -212,7 +212,7 @@ func TestFaultsContained(t *testing.T) {
 			}
 		})
 	}
-	st := v.e.Stats("faulty")
+	st := v.e.Stats(faulty)
 	if st.Errors != uint64(len(tests)) || st.ErrorsByCode["timeout"] != 2 || st.ErrorsByCode["memory_limit"] != 2 {
 		t.Fatalf("stats = %+v", st)
 	}

@@ -2,15 +2,19 @@ package lambda
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Stats are a function's meters on one node (or merged over nodes). They
-// live in memory and restart from zero when the node restarts.
+// Stats are a function's meters on one node (or merged over nodes). With
+// Config.Meters they are saved every Config.MeterFlushInterval and when
+// the engine closes, and survive restarts (a crash loses at most the last
+// interval's); without, they restart from zero with the node.
 type Stats struct {
 	Invocations  uint64            `json:"invocations"`
 	Errors       uint64            `json:"errors"`
@@ -107,7 +111,22 @@ func addCounts[K comparable](a, b map[K]uint64) map[K]uint64 {
 
 // fnStats accumulates one function's Stats; guarded by Engine.mu.
 type fnStats struct {
-	s Stats
+	// Created is the incarnation metered (incarnation of the Function): a
+	// function removed and deployed again under its name starts afresh.
+	Created int64 `msgpack:"c"`
+	S       Stats `msgpack:"s"`
+}
+
+// incarnation identifies one life of a function under its name.
+func incarnation(f *Function) int64 {
+	if f.CreatedAt.IsZero() {
+		return 0
+	}
+	return f.CreatedAt.UnixNano()
+}
+
+func newFnStats(created int64) *fnStats {
+	return &fnStats{Created: created, S: Stats{ErrorsByCode: map[string]uint64{}, Starts: map[string]uint64{}, Histogram: map[int]uint64{}}}
 }
 
 // ErrorCode is the API code of an invocation error (as in the HTTP API).
@@ -147,11 +166,12 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 	}
 	e.mu.Lock()
 	st := e.stats[f.Name]
-	if st == nil {
-		st = &fnStats{s: Stats{ErrorsByCode: map[string]uint64{}, Starts: map[string]uint64{}, Histogram: map[int]uint64{}}}
+	if st == nil || st.Created != incarnation(f) {
+		st = newFnStats(incarnation(f))
 		e.stats[f.Name] = st
 	}
-	s := &st.s
+	e.metersDirty = true
+	s := &st.S
 	s.Invocations++
 	if err != nil {
 		s.Errors++
@@ -178,18 +198,92 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 	e.m.kvCalls.WithLabelValues(f.Name).Add(float64(res.KVCalls))
 }
 
-// Stats returns the function's meters on this node.
-func (e *Engine) Stats(name string) Stats {
+// Stats returns function f's meters on this node.
+func (e *Engine) Stats(f *Function) Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var s Stats
-	if st := e.stats[name]; st != nil {
-		s.Merge(st.s)
+	if st := e.stats[f.Name]; st != nil && st.Created == incarnation(f) {
+		s.Merge(st.S)
 	} else {
 		s.Merge(Stats{})
 	}
-	s.Sandboxes = e.sandboxesLocked(name)
+	s.Sandboxes = e.sandboxesLocked(f.Name)
 	return s
+}
+
+// Meter persistence: the engine's meters as one node-local value.
+const metersKey = "lambda/meters"
+
+// loadMeters restores the meters Config.Meters holds.
+func (e *Engine) loadMeters() error {
+	if e.cfg.Meters == nil {
+		return nil
+	}
+	b, found, err := e.cfg.Meters.LocalMeta(metersKey)
+	if err != nil || !found {
+		return err
+	}
+	var m map[string]*fnStats
+	if err := msgpack.Unmarshal(b, &m); err != nil {
+		// Meters are not worth refusing to start over: say so and start
+		// from zero.
+		e.log.Error("saved function meters do not decode; starting from zero", "err", err)
+		return nil
+	}
+	for name, st := range m {
+		if st == nil {
+			continue
+		}
+		fresh := newFnStats(st.Created)
+		fresh.S.Merge(st.S)
+		fresh.S.P50US, fresh.S.P99US, fresh.S.Sandboxes = 0, 0, SandboxCounts{}
+		e.stats[name] = fresh
+	}
+	return nil
+}
+
+// saveMeters writes the meters to Config.Meters when they changed since
+// the last save.
+func (e *Engine) saveMeters() error {
+	if e.cfg.Meters == nil {
+		return nil
+	}
+	e.mu.Lock()
+	if !e.metersDirty {
+		e.mu.Unlock()
+		return nil
+	}
+	b, err := msgpack.Marshal(e.stats)
+	e.metersDirty = false
+	e.mu.Unlock()
+	if err == nil {
+		err = e.cfg.Meters.SetLocalMeta(metersKey, b)
+	}
+	if err != nil {
+		e.mu.Lock()
+		e.metersDirty = true
+		e.mu.Unlock()
+		return fmt.Errorf("lambda: save meters: %w", err)
+	}
+	return nil
+}
+
+// meterLoop saves the meters every Config.MeterFlushInterval.
+func (e *Engine) meterLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.cfg.MeterFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			if err := e.saveMeters(); err != nil {
+				e.log.Warn("saving function meters failed", "err", err)
+			}
+		}
+	}
 }
 
 // logRing keeps a function's recent log lines on this node.

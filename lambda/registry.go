@@ -24,6 +24,13 @@ type Store interface {
 	Batch(ctx context.Context, ops []shard.Op, tok session.Token) (shard.BatchResult, error)
 }
 
+// LocalStore keeps node-local values (not replicated) durably;
+// *shard.Node satisfies it.
+type LocalStore interface {
+	LocalMeta(name string) (value []byte, found bool, err error)
+	SetLocalMeta(name string, value []byte) error
+}
+
 // Function is a deployed function's configuration.
 type Function struct {
 	Name         string    `json:"name"`
@@ -34,6 +41,11 @@ type Function struct {
 	MaxInstances int       `json:"max_instances"`
 	Entrypoints  []string  `json:"entrypoints"`
 	DeployedAt   time.Time `json:"deployed_at"`
+	// CreatedAt is when the function was first deployed under its name
+	// (redeploys keep it; a remove and deploy starts afresh, and with it
+	// the function's meters). Zero for functions deployed before it was
+	// recorded.
+	CreatedAt time.Time `json:"created_at,omitzero"`
 	// Version is the Raft index of the deploy; a redeploy changes it.
 	Version uint64 `json:"version"`
 }
@@ -63,6 +75,7 @@ type record struct {
 	MaxInstances int
 	Entrypoints  []string
 	DeployedAtMS int64
+	CreatedNS    int64 // 0 in records written before it existed
 }
 
 // DeployOptions are a deploy's parameters; zero values select defaults.
@@ -163,6 +176,9 @@ func (e *Engine) decodeFunction(name string, rec shard.Record) (*Function, error
 		MaxInstances: r.MaxInstances, Entrypoints: r.Entrypoints,
 		DeployedAt: time.UnixMilli(r.DeployedAtMS).UTC(), Version: rec.Version,
 	}
+	if r.CreatedNS != 0 {
+		f.CreatedAt = time.Unix(0, r.CreatedNS).UTC()
+	}
 	e.mu.Lock()
 	if cur, ok := e.fnCache[name]; !ok || cur.Version < f.Version {
 		e.fnCache[name] = f
@@ -235,13 +251,10 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 	if err != nil {
 		return res, err
 	}
+	now := e.cfg.Now()
 	rec := record{
 		SHA256: sha, Size: len(module), MemoryMB: o.MemoryMB, TimeoutMS: o.TimeoutMS,
-		MaxInstances: o.MaxInstances, Entrypoints: entries, DeployedAtMS: e.cfg.Now().UnixMilli(),
-	}
-	val, err := msgpack.Marshal(&rec)
-	if err != nil {
-		return res, fmt.Errorf("lambda: encode record: %w", err)
+		MaxInstances: o.MaxInstances, Entrypoints: entries, DeployedAtMS: now.UnixMilli(),
 	}
 	// Read-modify-write under a precondition, so two concurrent deploys of
 	// one name cannot leave an orphaned module behind.
@@ -250,13 +263,23 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 		if err != nil {
 			return res, fmt.Errorf("lambda: read registry: %w", err)
 		}
+		rec.CreatedNS = now.UnixNano()
+		var oldSHA string
+		if cur.Found {
+			if old, err := decodeRecord(cur.Record.Value); err == nil {
+				rec.CreatedNS, oldSHA = old.CreatedNS, old.SHA256
+			}
+		}
+		val, err := msgpack.Marshal(&rec)
+		if err != nil {
+			return res, fmt.Errorf("lambda: encode record: %w", err)
+		}
 		ops := []shard.Op{{Space: shard.SystemSpace, Key: fnKey(name), Value: val}}
 		if cur.Found {
 			v := cur.Record.Version
 			ops[0].Cond.IfMatch = &v
-			old, err := decodeRecord(cur.Record.Value)
-			if err == nil && old.SHA256 != sha {
-				ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(old.SHA256, name), Delete: true})
+			if oldSHA != "" && oldSHA != sha {
+				ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(oldSHA, name), Delete: true})
 			}
 		} else {
 			ops[0].Cond.IfNoneMatch = true

@@ -101,13 +101,13 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 	for i, f := range fns {
 		out[i].Function = f
 		if local {
-			out[i].Stats = s.fns.Stats(f.Name)
+			out[i].Stats = s.fns.Stats(f)
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i].Stats, out[i].Nodes = s.clusterStats(r.Context(), f.Name)
+			out[i].Stats, out[i].Nodes = s.clusterStats(r.Context(), f)
 		}()
 	}
 	wg.Wait()
@@ -124,25 +124,25 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	v := functionView{Function: f}
 	if r.URL.Query().Get("scope") == "node" {
-		v.Stats = s.fns.Stats(f.Name)
+		v.Stats = s.fns.Stats(f)
 	} else {
-		v.Stats, v.Nodes = s.clusterStats(r.Context(), f.Name)
+		v.Stats, v.Nodes = s.clusterStats(r.Context(), f)
 	}
 	writeJSON(w, http.StatusOK, v)
 }
 
 // clusterStats merges the function's stats over every node that answers.
-func (s *Server) clusterStats(ctx context.Context, name string) (lambda.Stats, map[string]*nodeStats) {
+func (s *Server) clusterStats(ctx context.Context, f *lambda.Function) (lambda.Stats, map[string]*nodeStats) {
 	per := map[string]*nodeStats{}
 	var mu sync.Mutex
 	s.fanOut(ctx, func(ctx context.Context, p shard.PeerState, self bool) {
 		ns := &nodeStats{}
 		if self {
-			st := s.fns.Stats(name)
+			st := s.fns.Stats(f)
 			ns.Stats = &st
 		} else {
 			var v functionView
-			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"?scope=node", &v); err != nil {
+			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(f.Name)+"?scope=node", &v); err != nil {
 				ns.Error = err.Error()
 			} else {
 				ns.Stats = &v.Stats

@@ -553,3 +553,26 @@ func (n *Node) engRLock() bool {
 	}
 	return true
 }
+
+// Node-local values live beside the node's own metadata, outside every
+// shard: they are neither replicated nor part of snapshots.
+const localMetaPrefix = "local/"
+
+// LocalMeta returns the node-local value name (see SetLocalMeta).
+func (n *Node) LocalMeta(name string) (value []byte, found bool, err error) {
+	if !n.engRLock() {
+		return nil, false, ErrClosed
+	}
+	defer n.engMu.RUnlock()
+	return n.eng.NodeMeta(localMetaPrefix + name)
+}
+
+// SetLocalMeta durably stores a value that belongs to this node only (a
+// component's own bookkeeping, such as its function meters).
+func (n *Node) SetLocalMeta(name string, value []byte) error {
+	if !n.engRLock() {
+		return ErrClosed
+	}
+	defer n.engMu.RUnlock()
+	return n.eng.SetNodeMeta(localMetaPrefix+name, value)
+}

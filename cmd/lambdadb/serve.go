@@ -181,6 +181,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MemoryBudget:       o.fnMemoryMB << 20,
 		KeepAlive:          o.fnKeepAlive,
 		BillingGranularity: o.billing,
+		Meters:             node,
 		Registerer:         reg,
 		Logger:             log,
 	})
