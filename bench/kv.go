@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -18,9 +19,13 @@ type KVConfig struct {
 	ValueBytes int           // default 256
 	Keys       int           // key space, default 10000
 	Duration   time.Duration // per measurement, default 10s
-	SkipPuts   bool          // measure gets only (keys are still loaded)
-	SkipGets   bool          // measure puts only
-	Progress   io.Writer     // progress lines; nil discards
+	// Rounds repeats the whole comparison, a fresh cluster of each system
+	// per round, the order of the systems alternating (A B, B A, A B…), so
+	// drift in the machine's load falls on both. Default 1.
+	Rounds   int
+	SkipPuts bool      // measure gets only (keys are still loaded)
+	SkipGets bool      // measure puts only
+	Progress io.Writer // progress lines; nil discards
 }
 
 func (c *KVConfig) defaults() {
@@ -42,6 +47,9 @@ func (c *KVConfig) defaults() {
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
 	}
+	if c.Rounds == 0 {
+		c.Rounds = 1
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -52,17 +60,19 @@ type kvSystem interface {
 	Get(ctx context.Context, w int, key, consistency string) error
 }
 
+// kvSys is one system under comparison.
+type kvSys struct {
+	name   string
+	start  func() (*Cluster, kvSystem, func(), error)
+	levels []string // consistency levels of its gets
+}
+
 // RunKV measures puts and gets on lambdadb and, when EtcdBin is set, on
-// etcd, one system at a time on the same machine with the same load.
+// etcd, one system at a time on the same machine with the same load, in
+// cfg.Rounds rounds; each Result names its round.
 func RunKV(cfg KVConfig) ([]Result, error) {
 	cfg.defaults()
-	var out []Result
-	type sys struct {
-		name   string
-		start  func() (*Cluster, kvSystem, func(), error)
-		levels []string
-	}
-	systems := []sys{{
+	systems := []kvSys{{
 		name: "lambdadb",
 		start: func() (*Cluster, kvSystem, func(), error) {
 			c, err := StartLambdaDB(cfg.LambdaBin, cfg.Nodes, cfg.Shards)
@@ -74,7 +84,7 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 		levels: []string{"linearizable", "session", "stale"},
 	}}
 	if cfg.EtcdBin != "" {
-		systems = append(systems, sys{
+		systems = append(systems, kvSys{
 			name: "etcd",
 			start: func() (*Cluster, kvSystem, func(), error) {
 				c, err := StartEtcd(cfg.EtcdBin, cfg.Nodes)
@@ -91,66 +101,77 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			levels: []string{"linearizable", "serializable"},
 		})
 	}
+	var out []Result
+	for round := 1; round <= cfg.Rounds; round++ {
+		order := slices.Clone(systems)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, s := range order {
+			rs, err := runKVSystem(cfg, s, round)
+			out = append(out, rs...)
+			if err != nil {
+				return out, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// runKVSystem measures one system in one round on a fresh cluster: puts,
+// then loading every key, then gets at each consistency level.
+func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	val := make([]byte, cfg.ValueBytes)
 	for i := range val {
 		val[i] = 'a' + byte(i%26)
 	}
 	key := func(i int) string { return fmt.Sprintf("bench/%08d", i) }
-	for _, s := range systems {
-		fmt.Fprintf(cfg.Progress, "starting %d-node %s cluster\n", cfg.Nodes, s.name)
-		c, kv, closeFn, err := s.start()
-		if err != nil {
+	fmt.Fprintf(cfg.Progress, "round %d of %d: starting %d-node %s cluster\n", round, cfg.Rounds, cfg.Nodes, s.name)
+	c, kv, closeFn, err := s.start()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Stop()
+	defer closeFn()
+	var out []Result
+	if !cfg.SkipPuts {
+		fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
+		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		})
+		r.System, r.Op, r.ValueBytes, r.Round = s.name, "put", cfg.ValueBytes, round
+		fmt.Fprintln(cfg.Progress, "  ", r)
+		out = append(out, r)
+		if err := failedRun(r); err != nil {
 			return out, err
 		}
-		if !cfg.SkipPuts {
-			fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
-			r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-				return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
-			})
-			r.System, r.Op, r.ValueBytes = s.name, "put", cfg.ValueBytes
-			fmt.Fprintln(cfg.Progress, "  ", r)
-			out = append(out, r)
-			if err := failedRun(r); err != nil {
-				closeFn()
-				c.Stop()
-				return out, err
-			}
+	}
+	if cfg.SkipGets {
+		return out, nil
+	}
+	// Make every key exist before the reads.
+	fmt.Fprintf(cfg.Progress, "%s: loading %d keys\n", s.name, cfg.Keys)
+	load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
+		k := w + i*cfg.Clients
+		if k >= cfg.Keys {
+			return ErrStop
 		}
-		if cfg.SkipGets {
-			closeFn()
-			c.Stop()
-			continue
-		}
-		// Make every key exist before the reads.
-		fmt.Fprintf(cfg.Progress, "%s: loading %d keys\n", s.name, cfg.Keys)
-		load := Run(cfg.Clients, time.Hour, func(ctx context.Context, w, i int) error {
-			k := w + i*cfg.Clients
-			if k >= cfg.Keys {
-				return ErrStop
-			}
-			return kv.Put(ctx, w, key(k), val)
+		return kv.Put(ctx, w, key(k), val)
+	})
+	if load.Errors > 0 {
+		return out, fmt.Errorf("bench: %s: loading keys: %d errors, first: %s", s.name, load.Errors, load.FirstError)
+	}
+	for _, level := range s.levels {
+		fmt.Fprintf(cfg.Progress, "%s: get %s\n", s.name, level)
+		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+			return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
 		})
-		if load.Errors > 0 {
-			closeFn()
-			c.Stop()
-			return out, fmt.Errorf("bench: %s: loading keys: %d errors, first: %s", s.name, load.Errors, load.FirstError)
+		r.System, r.Op, r.Consistency, r.ValueBytes, r.Round = s.name, "get", level, cfg.ValueBytes, round
+		fmt.Fprintln(cfg.Progress, "  ", r)
+		out = append(out, r)
+		if err := failedRun(r); err != nil {
+			return out, err
 		}
-		for _, level := range s.levels {
-			fmt.Fprintf(cfg.Progress, "%s: get %s\n", s.name, level)
-			r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-				return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
-			})
-			r.System, r.Op, r.Consistency, r.ValueBytes = s.name, "get", level, cfg.ValueBytes
-			fmt.Fprintln(cfg.Progress, "  ", r)
-			out = append(out, r)
-			if err := failedRun(r); err != nil {
-				closeFn()
-				c.Stop()
-				return out, err
-			}
-		}
-		closeFn()
-		c.Stop()
 	}
 	return out, nil
 }

@@ -1,16 +1,22 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
+	"strings"
 )
 
 // kvMethod describes how kv-put and kv-get measure.
 const kvMethod = "One system at a time on this machine, same load for both: a 3-node lambdadb cluster " +
 	"(three `lambdadb serve` processes on 127.0.0.1, data on disk in a temporary directory), then a 3-member " +
-	"etcd cluster (three `etcd` processes, same). Closed-loop clients, each issuing its next request when the " +
+	"etcd cluster (three `etcd` processes, same), in rounds: each round starts fresh clusters, the order of the " +
+	"systems alternating from round to round (lambdadb first, then etcd first, …) so that drift in the machine's " +
+	"load falls on both. A ratio is the median over rounds of that round's lambdadb/etcd ratio; ops/s and " +
+	"latencies are those of each system's median round. Closed-loop clients, each issuing its next request when the " +
 	"previous one answers, keys drawn uniformly from the key space. lambdadb clients speak HTTP/1.1 keep-alive, " +
 	"worker w to node w mod 3, each with its own session token; etcd clients share 16 clientv3 clients, each " +
 	"balancing its requests round-robin over all three members. Latencies are per request at the client; failed requests are counted, " +
@@ -26,7 +32,7 @@ func (e *Env) kv(ctx context.Context) ([]Result, error) {
 		sz := e.Sizes
 		e.kvRes, e.kvErr = RunKV(KVConfig{
 			LambdaBin: e.LambdaBin, EtcdBin: e.EtcdBin, Nodes: 3, Shards: sz.KVShards,
-			Clients: sz.KVClients, ValueBytes: sz.KVValue, Keys: sz.KVKeys, Duration: sz.KVDuration,
+			Clients: sz.KVClients, ValueBytes: sz.KVValue, Keys: sz.KVKeys, Duration: sz.KVDuration, Rounds: sz.KVRounds,
 			SkipPuts: !e.selected("kv-put"), SkipGets: !e.selected("kv-get"), Progress: e.Progress,
 		})
 	})
@@ -42,6 +48,7 @@ func (e *Env) kvReport() *ScenarioReport {
 	rep.Param("value bytes", sz.KVValue)
 	rep.Param("key space", sz.KVKeys)
 	rep.Param("duration per measurement", sz.KVDuration.String())
+	rep.Param("rounds", max(sz.KVRounds, 1))
 	if e.selected("kv-put") && e.selected("kv-get") {
 		rep.Note("kv-put and kv-get share one cluster per system (puts, then loading every key, then gets): their time is counted under kv-put.")
 	}
@@ -51,13 +58,67 @@ func (e *Env) kvReport() *ScenarioReport {
 	return rep
 }
 
-func findResult(rs []Result, system, op, consistency string) *Result {
+// kvRounds returns the results of system/op/consistency, one per round.
+func kvRounds(rs []Result, system, op, consistency string) []*Result {
+	var out []*Result
 	for i := range rs {
 		if rs[i].System == system && rs[i].Op == op && rs[i].Consistency == consistency {
-			return &rs[i]
+			out = append(out, &rs[i])
 		}
 	}
-	return nil
+	return out
+}
+
+// medianRound returns the result whose ops/s is the median of rs (the
+// lower middle one of an even count); nil for none.
+func medianRound(rs []*Result) *Result {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := slices.Clone(rs)
+	slices.SortStableFunc(s, func(a, b *Result) int { return cmp.Compare(a.OpsPerSec, b.OpsPerSec) })
+	return s[(len(s)-1)/2]
+}
+
+// pairedRatios returns, for each round both a and b measured, a's ops/s
+// over b's, in round order.
+func pairedRatios(a, b []*Result) []float64 {
+	var out []float64
+	for _, x := range a {
+		for _, y := range b {
+			if x.Round == y.Round {
+				out = append(out, ratio(x.OpsPerSec, y.OpsPerSec))
+			}
+		}
+	}
+	return out
+}
+
+// pairedRatio is the median of pairedRatios (the mean of the middle two
+// for an even count); NaN for none.
+func pairedRatio(a, b []*Result) float64 {
+	r := pairedRatios(a, b)
+	if len(r) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(r)
+	if len(r)%2 == 0 {
+		return (r[len(r)/2-1] + r[len(r)/2]) / 2
+	}
+	return r[len(r)/2]
+}
+
+// ratioNote records each round's ratio next to the median.
+func ratioNote(rep *ScenarioReport, what string, a, b []*Result) {
+	r := pairedRatios(a, b)
+	if len(r) < 2 {
+		return
+	}
+	parts := make([]string, len(r))
+	for i, x := range r {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	rep.Note("%s by round: %s (median %.2f).", what, strings.Join(parts, ", "), pairedRatio(a, b))
 }
 
 func opsOf(r *Result) float64 {
@@ -78,9 +139,9 @@ func latOf(r *Result, p99 bool) float64 {
 }
 
 func resultRows(rs []Result) Table {
-	t := Table{Columns: []string{"system", "operation", "consistency", "ops/s", "p50", "p99", "ops", "errors"}}
+	t := Table{Columns: []string{"round", "system", "operation", "consistency", "ops/s", "p50", "p99", "ops", "errors"}}
 	for _, r := range rs {
-		t.Rows = append(t.Rows, []string{r.System, r.Op, orDash(r.Consistency),
+		t.Rows = append(t.Rows, []string{fmt.Sprint(max(r.Round, 1)), r.System, r.Op, orDash(r.Consistency),
 			formatValue(r.OpsPerSec, ""), fmtMicros(r.P50us), fmtMicros(r.P99us),
 			fmt.Sprint(r.Ops), fmt.Sprint(r.Errors)})
 	}
@@ -90,7 +151,7 @@ func resultRows(rs []Result) Table {
 func errorNotes(rep *ScenarioReport, rs []Result) {
 	for _, r := range rs {
 		if r.Errors > 0 {
-			rep.Note("%s %s %s: %d failed requests, first: %s", r.System, r.Op, r.Consistency, r.Errors, r.FirstError)
+			rep.Note("round %d, %s %s %s: %d failed requests, first: %s", max(r.Round, 1), r.System, r.Op, r.Consistency, r.Errors, r.FirstError)
 		}
 	}
 }
@@ -110,8 +171,10 @@ func runKVPut(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	l, et := findResult(rs, "lambdadb", "put", ""), findResult(rs, "etcd", "put", "")
-	rep.Metric("put ops/s ratio lambdadb/etcd", ratio(opsOf(l), opsOf(et)), "×")
+	lr, er := kvRounds(rs, "lambdadb", "put", ""), kvRounds(rs, "etcd", "put", "")
+	l, et := medianRound(lr), medianRound(er)
+	rep.Metric("put ops/s ratio lambdadb/etcd", pairedRatio(lr, er), "×")
+	ratioNote(rep, "put ops/s ratio lambdadb/etcd", lr, er)
 	rep.Metric("lambdadb put ops/s", opsOf(l), "ops/s")
 	rep.Metric("lambdadb put p50", latOf(l, false), "ms")
 	rep.Metric("lambdadb put p99", latOf(l, true), "ms")
@@ -144,14 +207,15 @@ func runKVGet(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	lLin := findResult(rs, "lambdadb", "get", "linearizable")
-	lSes := findResult(rs, "lambdadb", "get", "session")
-	lSta := findResult(rs, "lambdadb", "get", "stale")
-	eLin := findResult(rs, "etcd", "get", "linearizable")
-	eSer := findResult(rs, "etcd", "get", "serializable")
-	rep.Metric("linearizable get ops/s ratio lambdadb/etcd", ratio(opsOf(lLin), opsOf(eLin)), "×")
-	rep.Metric("lambdadb session get / etcd linearizable get ops/s", ratio(opsOf(lSes), opsOf(eLin)), "×")
-	rep.Metric("lambdadb stale get / etcd serializable get ops/s", ratio(opsOf(lSta), opsOf(eSer)), "×")
+	lLinR, lSesR, lStaR := kvRounds(rs, "lambdadb", "get", "linearizable"), kvRounds(rs, "lambdadb", "get", "session"), kvRounds(rs, "lambdadb", "get", "stale")
+	eLinR, eSerR := kvRounds(rs, "etcd", "get", "linearizable"), kvRounds(rs, "etcd", "get", "serializable")
+	lLin, lSes, lSta := medianRound(lLinR), medianRound(lSesR), medianRound(lStaR)
+	eLin, eSer := medianRound(eLinR), medianRound(eSerR)
+	rep.Metric("linearizable get ops/s ratio lambdadb/etcd", pairedRatio(lLinR, eLinR), "×")
+	rep.Metric("lambdadb session get / etcd linearizable get ops/s", pairedRatio(lSesR, eLinR), "×")
+	rep.Metric("lambdadb stale get / etcd serializable get ops/s", pairedRatio(lStaR, eSerR), "×")
+	ratioNote(rep, "linearizable get ops/s ratio lambdadb/etcd", lLinR, eLinR)
+	ratioNote(rep, "stale / serializable get ops/s ratio", lStaR, eSerR)
 	for _, x := range []struct {
 		name string
 		r    *Result

@@ -15,6 +15,7 @@ type Result struct {
 	System      string  `json:"system"`
 	Op          string  `json:"op"`
 	Consistency string  `json:"consistency,omitempty"`
+	Round       int     `json:"round,omitempty"` // 1-based, when measured in rounds
 	Clients     int     `json:"clients"`
 	ValueBytes  int     `json:"value_bytes"`
 	Seconds     float64 `json:"seconds"`

@@ -94,6 +94,7 @@ type Sizes struct {
 	KVKeys     int           // key space
 	KVDuration time.Duration // per measurement
 	KVShards   int           // lambdadb shards
+	KVRounds   int           // rounds of the whole comparison (fresh clusters each)
 
 	// sandbox-start
 	StartWarm    int // warm invocations
@@ -128,7 +129,7 @@ type Sizes struct {
 
 // QuickSizes fit `make bench-quick` in 5 minutes on a 2-core machine.
 var QuickSizes = Sizes{
-	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 5 * time.Second, KVShards: 16,
+	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 3 * time.Second, KVShards: 16, KVRounds: 3,
 	StartWarm: 100, StartRestart: 20, StartCold: 4, StartProcess: 50, StartPython: 10,
 	DensityBudgetMB:  256,
 	BurstOutstanding: 100, BurstDuration: 30 * time.Second, BurstSleepMS: 200,
@@ -139,7 +140,7 @@ var QuickSizes = Sizes{
 
 // FullSizes are `make bench`'s (well under 30 minutes).
 var FullSizes = Sizes{
-	KVClients: 64, KVValue: 256, KVKeys: 10000, KVDuration: 20 * time.Second, KVShards: 16,
+	KVClients: 64, KVValue: 256, KVKeys: 10000, KVDuration: 15 * time.Second, KVShards: 16, KVRounds: 3,
 	StartWarm: 500, StartRestart: 50, StartCold: 10, StartProcess: 200, StartPython: 30,
 	DensityBudgetMB:  1024,
 	BurstOutstanding: 100, BurstDuration: 60 * time.Second, BurstSleepMS: 200,

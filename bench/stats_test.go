@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -82,5 +83,43 @@ func TestConversions(t *testing.T) {
 	}
 	if !math.IsNaN(ratio(1, 0)) || !math.IsNaN(ratio(math.NaN(), 1)) || ratio(3, 2) != 1.5 {
 		t.Fatal("ratio")
+	}
+}
+
+func TestKVRoundSummaries(t *testing.T) {
+	rs := []Result{
+		{System: "lambdadb", Op: "put", Round: 1, OpsPerSec: 100},
+		{System: "etcd", Op: "put", Round: 1, OpsPerSec: 200},
+		{System: "etcd", Op: "put", Round: 2, OpsPerSec: 100},
+		{System: "lambdadb", Op: "put", Round: 2, OpsPerSec: 90},
+		{System: "lambdadb", Op: "put", Round: 3, OpsPerSec: 300},
+		{System: "etcd", Op: "put", Round: 3, OpsPerSec: 300},
+		{System: "lambdadb", Op: "get", Consistency: "stale", Round: 1, OpsPerSec: 5},
+	}
+	l, e := kvRounds(rs, "lambdadb", "put", ""), kvRounds(rs, "etcd", "put", "")
+	if len(l) != 3 || len(e) != 3 {
+		t.Fatalf("rounds: %d, %d", len(l), len(e))
+	}
+	if m := medianRound(l); m.OpsPerSec != 100 || m.Round != 1 {
+		t.Fatalf("median lambdadb round: %+v", m)
+	}
+	if m := medianRound(e[:2]); m.OpsPerSec != 100 {
+		t.Fatalf("median of two: %+v", m)
+	}
+	// Ratios pair rounds: 0.5, 0.9, 1.0 → 0.9 (not 100/200 from the medians).
+	if got := pairedRatios(l, e); !slices.Equal(got, []float64{0.5, 0.9, 1}) {
+		t.Fatalf("paired ratios %v", got)
+	}
+	if got := pairedRatio(l, e); got != 0.9 {
+		t.Fatalf("paired ratio %v", got)
+	}
+	if got := pairedRatio(l[:2], e[:2]); math.Abs(got-0.7) > 1e-12 {
+		t.Fatalf("paired ratio of two rounds %v", got)
+	}
+	if got := pairedRatio(l, nil); !math.IsNaN(got) {
+		t.Fatalf("paired ratio without etcd %v", got)
+	}
+	if medianRound(nil) != nil {
+		t.Fatal("median of nothing")
 	}
 }

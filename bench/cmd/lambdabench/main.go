@@ -143,7 +143,7 @@ func lookPath(name, missing string) string {
 
 // sizes holds the flags that override single sizes of the profile.
 type sizes struct {
-	clients, value, keys, shards              *int
+	clients, value, keys, shards, rounds      *int
 	duration, burstDuration                   *time.Duration
 	changes, samples, stoppedSamples, density *int
 	billingCalls, scatterRecords              *int
@@ -157,6 +157,7 @@ func sizeFlags() *sizes {
 		keys:           flag.Int("keys", 0, "kv: key space (0: profile)"),
 		shards:         flag.Int("shards", 0, "kv, trigger: lambdadb shards (0: profile)"),
 		duration:       flag.Duration("duration", 0, "kv: length of each measurement (0: profile)"),
+		rounds:         flag.Int("rounds", 0, "kv: rounds of the comparison, fresh clusters each, order alternating (0: profile)"),
 		burstDuration:  flag.Duration("burst-duration", 0, "burst: how long invocations are kept outstanding (0: profile)"),
 		changes:        flag.Int("changes", 0, "trigger: changes preloaded for the delivery rate (0: profile)"),
 		samples:        flag.Int("samples", 0, "trigger: latency samples with a paused sandbox (0: profile)"),
@@ -178,6 +179,7 @@ func (s *sizes) apply(z *bench.Sizes) {
 	set(&z.KVValue, *s.value)
 	set(&z.KVKeys, *s.keys)
 	set(&z.KVShards, *s.shards)
+	set(&z.KVRounds, *s.rounds)
 	set(&z.TriggerChanges, *s.changes)
 	set(&z.TriggerSamples, *s.samples)
 	set(&z.TriggerStoppedSamples, *s.stoppedSamples)
