@@ -149,8 +149,12 @@ var fnStatsCommand = &command{
 		}
 		w := c.stdout
 		fmt.Fprintf(w, "%s version %d sha256 %s (%d bytes)\n", f.Name, f.Version, f.SHA256, f.Size)
-		fmt.Fprintf(w, "memory %d MB, timeout %d ms, max instances %d, entry points %s, deployed %s\n",
+		fmt.Fprintf(w, "memory %d MB, timeout %d ms, max instances %d, entry points %s, deployed %s",
 			f.MemoryMB, f.TimeoutMS, f.MaxInstances, strings.Join(f.Entrypoints, ", "), f.DeployedAt.Format("2006-01-02 15:04:05Z07:00"))
+		if !f.CreatedAt.IsZero() {
+			fmt.Fprintf(w, ", created %s", f.CreatedAt.Format("2006-01-02 15:04:05Z07:00"))
+		}
+		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nNODE\tCALLS\tERRORS\tWARM\tRESTART\tCOLD\tP50\tP99\tBILLED\tGB-S\tKV CALLS\tRUNNING/PAUSED/STOPPED/COLD")
 		row := func(name string, s client.FunctionStats) {

@@ -45,6 +45,7 @@ func TestFnCommands(t *testing.T) {
 		{args: []string{"fn", "logs", "faulty"}, stdout: "n1 via Log 42"},
 		{args: []string{"fn", "list"}, stdout: "counter  "},
 		{args: []string{"fn", "stats", "counter"}, stdout: "total"},
+		{args: []string{"fn", "stats", "counter"}, stdout: ", created 20"},
 		{args: []string{"fn", "stats", "faulty"}, stdout: "errors: handler_error 1, timeout 1"},
 		{args: []string{"fn", "rm", "counter"}, stdout: "deleted counter"},
 		{args: []string{"fn", "invoke", "counter"}, code: 1, stderr: "not_found"},
