@@ -53,7 +53,7 @@ fuzz:
 # LambdaBench (bench/, docs/benchmarks.md): every scenario, the paper's
 # experiments and the KV paths against etcd 3.4, in one run. Writes
 # bench/results/<UTC timestamp>/{report.json,report.md,*.svg}; progress on
-# stderr. bench: full sizes (about 10 minutes, at most 30); bench-quick: the
+# stderr. bench: full sizes (about 12 minutes, at most 30); bench-quick: the
 # same scenarios at small sizes (under 5 minutes). BENCH_FLAGS adds flags,
 # e.g. BENCH_FLAGS='-scenarios burst,billing'.
 BENCH_FLAGS ?=
