@@ -252,6 +252,7 @@ func (e *Engine) retire(name string) {
 	}
 	delete(e.fnCache, name)
 	delete(e.stats, name)
+	e.metersDirty = true
 	delete(e.logs, name)
 	e.mu.Unlock()
 	closeAll(drop)

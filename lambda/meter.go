@@ -166,9 +166,15 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 	}
 	e.mu.Lock()
 	st := e.stats[f.Name]
-	if st == nil || st.Created != incarnation(f) {
+	switch {
+	case st == nil || st.Created < incarnation(f):
 		st = newFnStats(incarnation(f))
 		e.stats[f.Name] = st
+	case st.Created > incarnation(f):
+		// A call of a function since removed and created again, ending
+		// late: the new function's meters are not its.
+		e.mu.Unlock()
+		return
 	}
 	e.metersDirty = true
 	s := &st.S

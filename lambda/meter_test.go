@@ -162,3 +162,47 @@ func TestMetersFollowTheFunctionsLife(t *testing.T) {
 		t.Fatalf("invocations of the recreated function: %d, want 1", got)
 	}
 }
+
+// TestLateCallOfRemovedFunction: a call of a function that is removed and
+// created again while the call runs does not count toward (or reset) the
+// new function's meters when it ends.
+func TestLateCallOfRemovedFunction(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	ctx := context.Background()
+	v.deploy(t, "s", wasmtest.Example(t, "sleep"), lambda.DeployOptions{TimeoutMS: 10000})
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.invoke("s", "1500")
+		done <- err
+	}()
+	// Wait until the slow call runs, then remove and recreate.
+	deadline := time.Now().Add(10 * time.Second)
+	for v.e.Sandboxes("s").Running == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow call never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := v.e.Remove(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	v.now.Advance(time.Second)
+	f := v.deploy(t, "s", wasmtest.Example(t, "sleep"), lambda.DeployOptions{TimeoutMS: 10000})
+	for range 3 {
+		if _, err := v.invoke("s", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the slow call of the removed function: %v", err)
+	}
+	if got := v.e.Stats(f).Invocations; got != 3 {
+		t.Fatalf("the recreated function shows %d invocations, want 3", got)
+	}
+	if _, err := v.invoke("s", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.e.Stats(f).Invocations; got != 4 {
+		t.Fatalf("the recreated function shows %d invocations after one more, want 4", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,62 +214,83 @@ func canonicalNumbers(v any) any {
 }
 
 // canonicalNumber returns the canonical text of the JSON number n by its
-// exact decimal value: the form json.Marshal gives a float64 (integers
-// and decimals between 1e-6 and 1e21 in plain notation, others as
-// d.ddde±x), but with every significant digit kept. "-0" is "0".
+// exact decimal value, with every significant digit kept: plain notation
+// for integers of up to 21 digits and for decimals from 1e-6 below 1e21
+// (as json.Marshal writes a float64), else d.ddde±x. "-0" is "0".
 func canonicalNumber(n string) string {
 	neg := strings.HasPrefix(n, "-")
 	n = strings.TrimPrefix(n, "-")
-	mant, exp := n, 0
+	mant, expText := n, ""
 	if i := strings.IndexAny(n, "eE"); i >= 0 {
-		mant = n[:i]
-		e, err := strconv.Atoi(strings.TrimPrefix(n[i+1:], "+"))
-		if err != nil {
-			return n // an exponent beyond int: leave the text as it is
-		}
-		exp = e
+		mant, expText = n[:i], strings.TrimPrefix(n[i+1:], "+")
 	}
 	intPart, frac, _ := strings.Cut(mant, ".")
 	digits := strings.TrimLeft(intPart+frac, "0")
-	exp -= len(frac)
 	if digits == "" {
 		return "0"
 	}
 	trimmed := strings.TrimRight(digits, "0")
-	exp += len(digits) - len(trimmed)
+	// The value is trimmed × 10^shift × 10^e.
+	shift := int64(len(digits)-len(trimmed)) - int64(len(frac))
 	digits = trimmed
-	// The value is digits × 10^exp; point is where the decimal point
-	// falls in digits.
-	point := len(digits) + exp
 	var b strings.Builder
 	if neg {
 		b.WriteByte('-')
 	}
+	e, err := strconv.ParseInt(expText, 10, 64)
+	if expText == "" {
+		e, err = 0, nil
+	}
+	if err != nil || e > maxPlainExp || e < -maxPlainExp {
+		// An exponent this large cannot be written out in plain notation
+		// (nor computed in an int64 without overflow): the exponent form,
+		// computed exactly.
+		x, ok := new(big.Int).SetString(expText, 10)
+		if !ok {
+			return b.String() + n // not a JSON number; keep its text
+		}
+		x.Add(x, big.NewInt(shift+int64(len(digits))-1))
+		writeExpForm(&b, digits, x.String())
+		return b.String()
+	}
+	exp := e + shift
+	// point is where the decimal point falls in digits.
+	point := int64(len(digits)) + exp
 	switch {
 	case exp >= 0 && point <= 21:
 		b.WriteString(digits)
-		b.WriteString(strings.Repeat("0", exp))
+		b.WriteString(strings.Repeat("0", int(exp)))
 	case exp < 0 && point > 0:
 		b.WriteString(digits[:point])
 		b.WriteByte('.')
 		b.WriteString(digits[point:])
 	case exp < 0 && point > -6:
 		b.WriteString("0.")
-		b.WriteString(strings.Repeat("0", -point))
+		b.WriteString(strings.Repeat("0", int(-point)))
 		b.WriteString(digits)
 	default:
-		b.WriteByte(digits[0])
-		if len(digits) > 1 {
-			b.WriteByte('.')
-			b.WriteString(digits[1:])
-		}
-		b.WriteByte('e')
-		if point-1 >= 0 {
-			b.WriteByte('+')
-		}
-		b.WriteString(strconv.Itoa(point - 1))
+		writeExpForm(&b, digits, strconv.FormatInt(point-1, 10))
 	}
 	return b.String()
+}
+
+// maxPlainExp bounds the exponents canonicalNumber computes with int64:
+// far from overflow, and far beyond what plain notation is used for.
+const maxPlainExp = 1 << 40
+
+// writeExpForm writes d.ddd e±x for the significant digits and the
+// decimal exponent x (in decimal, possibly negative).
+func writeExpForm(b *strings.Builder, digits, x string) {
+	b.WriteByte(digits[0])
+	if len(digits) > 1 {
+		b.WriteByte('.')
+		b.WriteString(digits[1:])
+	}
+	b.WriteByte('e')
+	if !strings.HasPrefix(x, "-") {
+		b.WriteByte('+')
+	}
+	b.WriteString(x)
 }
 
 // Merge folds o into p.

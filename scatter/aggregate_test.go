@@ -341,6 +341,16 @@ func TestCanonicalNumber(t *testing.T) {
 		// Beyond float64's precision, still exact.
 		{"9007199254740993", "9007199254740993"}, {"9007199254740992", "9007199254740992"},
 		{"0.1000000000000000000001", "0.1000000000000000000001"},
+		// Exponents beyond float64 and beyond int64: exact, signed, and
+		// one text for one value.
+		{"1e400", "1e+400"}, {"-25e-401", "-2.5e-400"},
+		{"1e9223372036854775807", "1e+9223372036854775807"},
+		{"10E9223372036854775806", "1e+9223372036854775807"},
+		{"0.1e-9223372036854775808", "1e-9223372036854775809"},
+		{"1e99999999999999999999", "1e+99999999999999999999"},
+		{"-10e99999999999999999998", "-1e+99999999999999999999"},
+		{"0.001e+99999999999999999999", "1e+99999999999999999996"},
+		{"1e1099511627776", "1e+1099511627776"}, {"10e1099511627776", "1e+1099511627777"},
 	} {
 		if got := canonicalNumber(c.in); got != c.want {
 			t.Errorf("canonicalNumber(%s) = %s, want %s", c.in, got, c.want)
@@ -365,6 +375,7 @@ func TestGroupKeyExactNumbers(t *testing.T) {
 	}
 	for _, c := range []struct{ a, b string }{
 		{"1", `"1"`}, {"9007199254740993", "9007199254740992"}, {`[9007199254740993]`, `[9007199254740992]`},
+		{"1e99999999999999999999", "-1e99999999999999999999"},
 	} {
 		if groupKey(json.RawMessage(c.a)) == groupKey(json.RawMessage(c.b)) {
 			t.Errorf("%s and %s are one group: %s", c.a, c.b, groupKey(json.RawMessage(c.a)))
@@ -375,7 +386,8 @@ func TestGroupKeyExactNumbers(t *testing.T) {
 // FuzzCanonicalNumber: the canonical text is a JSON number of the same
 // value, and canonical already.
 func FuzzCanonicalNumber(f *testing.F) {
-	for _, s := range []string{"0", "-0.0", "1.50", "1e21", "0.0000001", "9007199254740993", "-12E-3", "123456789012345678901234"} {
+	for _, s := range []string{"0", "-0.0", "1.50", "1e21", "0.0000001", "9007199254740993", "-12E-3", "123456789012345678901234",
+		"1e9223372036854775807", "-0.1e-9223372036854775808", "1e99999999999999999999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, n string) {
@@ -400,4 +412,28 @@ func FuzzCanonicalNumber(f *testing.F) {
 			t.Fatalf("%s is canonical as is but groupKey says %s", c, groupKey(json.RawMessage(c)))
 		}
 	})
+}
+
+// TestAddHugeExponentGroup: a group value whose exponent overflows int64
+// once panicked the leaf (and its node) in groupKey.
+func TestAddHugeExponentGroup(t *testing.T) {
+	spec := Spec{Op: OpSum, Field: "amount", GroupBy: "region"}
+	p := NewPartial()
+	for _, v := range []string{
+		`{"region":1e9223372036854775807,"amount":1}`,
+		`{"region":10E9223372036854775806,"amount":2}`,
+		`{"region":0.1e-9223372036854775808,"amount":4}`,
+		`{"region":-1e99999999999999999999,"amount":8}`,
+	} {
+		p.Add(spec, []byte("k"), []byte(v))
+	}
+	want := map[string]float64{"1e+9223372036854775807": 3, "1e-9223372036854775809": 4, "-1e+99999999999999999999": 8}
+	if len(p.Groups) != len(want) {
+		t.Fatalf("groups %v, want %v", p.Groups, want)
+	}
+	for g, sum := range want {
+		if a := p.Groups[g]; a == nil || a.Sum != sum {
+			t.Errorf("group %s: %+v, want sum %v", g, a, sum)
+		}
+	}
 }

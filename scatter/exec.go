@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -890,8 +891,17 @@ func (f *fnAcc) result(ctx context.Context) ([]byte, error) {
 }
 
 // localLeaf runs shard s's leaf on this node.
-func (x *Executor) localLeaf(ctx context.Context, q Query, s int) outcome {
-	out := outcome{covered: map[int]struct{}{}, failed: map[int]failure{}}
+func (x *Executor) localLeaf(ctx context.Context, q Query, s int) (out outcome) {
+	out = outcome{covered: map[int]struct{}{}, failed: map[int]failure{}}
+	// A defect in aggregating some record must fail the query, not the
+	// node (every replica holds the record: it is not retried).
+	defer func() {
+		if r := recover(); r != nil {
+			x.cfg.Logger.Error("scatter: leaf panicked", "shard", s, "panic", r, "stack", string(debug.Stack()))
+			out = outcome{covered: map[int]struct{}{}, failed: map[int]failure{},
+				fatal: fmt.Errorf("scatter: the leaf of shard %d on %s failed: %v", s, x.cfg.Cluster.ID(), r)}
+		}
+	}()
 	select {
 	case x.leafSem <- struct{}{}:
 		defer func() { <-x.leafSem }()
