@@ -28,30 +28,54 @@ type checkpointRec struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	Position uint64
 	Trigger  uint64 // the definition's version it belongs to
+	// The shard's counters through this checkpoint (0 in records written
+	// before they were kept).
+	Delivered, Invocations, Retries, DeadLetters, Atomic uint64
 }
 
-// checkpoint returns the trigger's position on shard s and the record's
-// version (0 when there is none yet: the trigger's start position).
-func (t *Triggers) checkpoint(ctx context.Context, d *Trigger, s int, c shard.Consistency) (pos, version uint64, err error) {
+// counters are a trigger's counters on one shard, kept in its checkpoint
+// so that they survive restarts and leader changes.
+type counters struct {
+	Delivered, Invocations, Retries, DeadLetters, Atomic uint64
+}
+
+func (c counters) plus(o counters) counters {
+	return counters{c.Delivered + o.Delivered, c.Invocations + o.Invocations, c.Retries + o.Retries,
+		c.DeadLetters + o.DeadLetters, c.Atomic + o.Atomic}
+}
+
+func countersOf(st *ShardStats) counters {
+	return counters{st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic}
+}
+
+func (c counters) setIn(st *ShardStats) {
+	st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic = c.Delivered, c.Invocations, c.Retries, c.DeadLetters, c.Atomic
+}
+
+// checkpoint returns the trigger's position on shard s, the record's
+// version (0 when there is none yet: the trigger's start position) and
+// the counters it holds.
+func (t *Triggers) checkpoint(ctx context.Context, d *Trigger, s int, c shard.Consistency) (pos, version uint64, cnt counters, err error) {
 	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, checkpointKey(d.Name, s, t.cfg.Node.Shards()), shard.ReadOptions{Consistency: c})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, cnt, err
 	}
 	if res.Found {
 		var r checkpointRec
 		if err := msgpack.Unmarshal(res.Record.Value, &r); err == nil && r.Trigger == d.Version {
-			return r.Position, res.Record.Version, nil
+			return r.Position, res.Record.Version, counters{r.Delivered, r.Invocations, r.Retries, r.DeadLetters, r.Atomic}, nil
 		}
 		// A checkpoint of an earlier definition of the same name: start over.
-		return d.startCursor[s], res.Record.Version, nil
+		return d.startCursor[s], res.Record.Version, cnt, nil
 	}
-	return d.startCursor[s], 0, nil
+	return d.startCursor[s], 0, cnt, nil
 }
 
-// checkpointOp writes position pos if the checkpoint record is still at
-// version (0: absent).
-func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64) shard.Op {
-	b, _ := msgpack.Marshal(&checkpointRec{Position: pos, Trigger: d.Version})
+// checkpointOp writes position pos and the counters cnt if the checkpoint
+// record is still at version (0: absent).
+func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64, cnt counters) shard.Op {
+	b, _ := msgpack.Marshal(&checkpointRec{Position: pos, Trigger: d.Version, Delivered: cnt.Delivered,
+		Invocations: cnt.Invocations, Retries: cnt.Retries, DeadLetters: cnt.DeadLetters, Atomic: cnt.Atomic})
 	op := shard.Op{Space: shard.SystemSpace, Key: checkpointKey(d.Name, s, t.cfg.Node.Shards()), Value: b}
 	if version == 0 {
 		op.Cond.IfNoneMatch = true
@@ -170,10 +194,15 @@ type cursorState struct {
 }
 
 func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStats) error {
-	pos, ver, err := t.checkpoint(ctx, d, s, shard.Linearizable)
+	pos, ver, cnt, err := t.checkpoint(ctx, d, s, shard.Linearizable)
 	if err != nil {
 		return err
 	}
+	// The counters go on from the checkpoint's: what an earlier runner
+	// counted past its last checkpoint is not known here.
+	t.mu.Lock()
+	cnt.setIn(st)
+	t.mu.Unlock()
 	cs := &cursorState{pos: pos, version: ver, read: pos, saved: time.Now()}
 	var pending []shard.Change
 	var firstAt time.Time
@@ -222,7 +251,7 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 		if len(pending) == 0 && cs.skipped > 0 && cs.read > cs.pos && (cs.skipped >= 1000 || time.Since(cs.saved) > 5*time.Second) {
 			// Only changes the trigger ignores: record the progress so the
 			// feed can be trimmed.
-			if err := t.commit(ctx, d, s, nil, cs.read, cs); err != nil {
+			if err := t.commit(ctx, d, s, st, nil, cs.read, cs, counters{}); err != nil {
 				return err
 			}
 		}
@@ -250,9 +279,14 @@ func cut(pending []shard.Change, size int) int {
 	return n
 }
 
-// commit writes the checkpoint (with writes, atomically) and advances cs.
-func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, writes []shard.Op, through uint64, cs *cursorState) error {
-	ops := append(writes, t.checkpointOp(d, s, through, cs.version))
+// commit writes the checkpoint (with writes, atomically) and advances cs;
+// the checkpoint holds st's counters plus add, which st gains once the
+// checkpoint commits.
+func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, through uint64, cs *cursorState, add counters) error {
+	t.mu.Lock()
+	cnt := countersOf(st).plus(add)
+	t.mu.Unlock()
+	ops := append(writes, t.checkpointOp(d, s, through, cs.version, cnt))
 	res, err := t.cfg.Node.Batch(ctx, ops, nil)
 	if errors.Is(err, shard.ErrPrecondition) {
 		return errStale
@@ -261,6 +295,9 @@ func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, writes []shard
 		return err
 	}
 	cs.pos, cs.version, cs.skipped, cs.saved = through, res.Index, 0, time.Now()
+	t.mu.Lock()
+	countersOf(st).plus(add).setIn(st)
+	t.mu.Unlock()
 	return nil
 }
 
@@ -293,11 +330,8 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		st.Invocations++
 		t.mu.Unlock()
 		if err == nil {
-			err = t.commitDelivery(ctx, d, s, st, res.Writes, res.Direct, through, cs)
+			err = t.commitDelivery(ctx, d, s, st, res.Writes, res.Direct, through, cs, uint64(len(batch)))
 			if err == nil {
-				t.mu.Lock()
-				st.Delivered += uint64(len(batch))
-				t.mu.Unlock()
 				return nil
 			}
 			// The handler succeeded but its writes or the checkpoint did
@@ -345,7 +379,7 @@ func handlerFault(err error) bool {
 // commitDelivery commits a successful call's writes with the checkpoint:
 // in one Raft entry when every write is to shard s (exactly-once), else
 // the writes first and the checkpoint after (at-least-once).
-func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, direct bool, through uint64, cs *cursorState) error {
+func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, direct bool, through uint64, cs *cursorState, delivered uint64) error {
 	n := t.cfg.Node.Shards()
 	local := !direct
 	for _, op := range writes {
@@ -354,18 +388,12 @@ func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *Sh
 		}
 	}
 	if local && len(writes) > 0 {
-		if err := t.commit(ctx, d, s, writes, through, cs); err != nil {
-			return err
-		}
-		t.mu.Lock()
-		st.Atomic++
-		t.mu.Unlock()
-		return nil
+		return t.commit(ctx, d, s, st, writes, through, cs, counters{Delivered: delivered, Atomic: 1})
 	}
 	if err := t.applyWrites(ctx, writes); err != nil {
 		return err
 	}
-	return t.commit(ctx, d, s, nil, through, cs)
+	return t.commit(ctx, d, s, st, nil, through, cs, counters{Delivered: delivered})
 }
 
 // deadLetter records the (single-entry) batch as dead and moves past it.
@@ -384,12 +412,9 @@ func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardS
 		b, _ := msgpack.Marshal(&deadRec{Key: c.Key, Op: op, Version: c.Version, Value: c.Value, Error: msg, TimeMS: time.Now().UnixMilli()})
 		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: fmt.Sprintf("%s%020d.%05d", deadPrefix(d.Name, s, n), c.Index, c.Seq), Value: b})
 	}
-	if err := t.commit(ctx, d, s, ops, through, cs); err != nil {
+	if err := t.commit(ctx, d, s, st, ops, through, cs, counters{DeadLetters: uint64(len(batch))}); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	st.DeadLetters += uint64(len(batch))
-	t.mu.Unlock()
 	t.log.Warn("trigger dead-lettered a change", "trigger", d.Name, "shard", s, "key", batch[0].Key, "version", batch[0].Version, "err", msg)
 	return nil
 }

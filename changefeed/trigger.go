@@ -429,7 +429,7 @@ func (t *Triggers) TrimLimit(s int) uint64 {
 	t.mu.Unlock()
 	limit := ^uint64(0)
 	for _, d := range defs {
-		pos, _, err := t.checkpoint(context.Background(), d, s, shard.Stale)
+		pos, _, _, err := t.checkpoint(context.Background(), d, s, shard.Stale)
 		if err != nil {
 			return 0
 		}

@@ -250,3 +250,48 @@ func TestTriggerWaitsForMissingFunction(t *testing.T) {
 	}
 	eventually(t, "delivered after the function is back", func() bool { return strings.Contains(v.get(t, "log/{m}1"), "one") })
 }
+
+// TestTriggerCountersSurviveRestart: a trigger's counters live in its
+// checkpoints, so a new runner (after a restart or a leader change) goes
+// on from them instead of from zero.
+func TestTriggerCountersSurviveRestart(t *testing.T) {
+	v := newTEnv(t, lambda.Config{})
+	ctx := context.Background()
+	if _, err := v.fns.Deploy(ctx, "rec", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.trg.Create(ctx, changefeed.Trigger{Name: "c", Function: "rec", Prefix: "{c}", MaxRetries: 1, BatchSize: 10, MaxWaitMS: 100}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 12; i++ {
+		val := fmt.Sprint("ok", i)
+		if i == 5 {
+			val = "poison"
+		}
+		v.put(t, fmt.Sprintf("{c}%d", i), val)
+	}
+	eventually(t, "every change delivered or dead", func() bool {
+		st := total(v, "c")
+		return st.Delivered == 11 && st.DeadLetters == 1
+	})
+	time.Sleep(200 * time.Millisecond) // nothing else in flight
+	before := total(v, "c")
+	if before.Invocations == 0 || before.Retries == 0 || before.Atomic == 0 {
+		t.Fatalf("counters before the restart: %+v", before)
+	}
+
+	v.trg.Close()
+	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: v.node, Functions: v.fns, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Start()
+	defer tr.Close()
+	v.trg = tr
+	eventually(t, "the new runner took over the counters", func() bool { return total(v, "c") == before })
+	v.put(t, "{c}after", "fine")
+	eventually(t, "one more delivery counted on top", func() bool { return total(v, "c").Delivered == before.Delivered+1 })
+	if st := total(v, "c"); st.DeadLetters != 1 || st.Invocations <= before.Invocations {
+		t.Fatalf("counters after the restart: %+v, before %+v", st, before)
+	}
+}

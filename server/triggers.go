@@ -88,7 +88,10 @@ func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 // triggerStatus gathers every node's counters: per shard, the node
-// running it (else the one that got furthest) speaks for it.
+// running it (else the one that got furthest) speaks for it. Counters are
+// cumulative from the shard's checkpoint (each runner starts from the
+// counters there), so a shard's are the largest any node reports: a node
+// that ran the shard before a failover holds a smaller or equal copy.
 func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, local bool) triggerView {
 	v := triggerView{Trigger: tr}
 	var all []changefeed.ShardStats
@@ -115,23 +118,23 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 		})
 	}
 	best := map[int]changefeed.ShardStats{}
-	sums := map[int]changefeed.ShardStats{}
+	most := map[int]changefeed.ShardStats{}
 	for _, st := range all {
 		b, ok := best[st.Shard]
 		if !ok || (st.Running && !b.Running) || (st.Running == b.Running && st.Position > b.Position) {
 			best[st.Shard] = st
 		}
-		sum := sums[st.Shard]
-		sum.Delivered += st.Delivered
-		sum.Invocations += st.Invocations
-		sum.Retries += st.Retries
-		sum.DeadLetters += st.DeadLetters
-		sum.Atomic += st.Atomic
-		sums[st.Shard] = sum
+		m := most[st.Shard]
+		m.Delivered = max(m.Delivered, st.Delivered)
+		m.Invocations = max(m.Invocations, st.Invocations)
+		m.Retries = max(m.Retries, st.Retries)
+		m.DeadLetters = max(m.DeadLetters, st.DeadLetters)
+		m.Atomic = max(m.Atomic, st.Atomic)
+		most[st.Shard] = m
 	}
 	for sh, st := range best {
-		sum := sums[sh]
-		st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic = sum.Delivered, sum.Invocations, sum.Retries, sum.DeadLetters, sum.Atomic
+		m := most[sh]
+		st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic = m.Delivered, m.Invocations, m.Retries, m.DeadLetters, m.Atomic
 		ts := triggerShard{ShardStats: st}
 		if applied := s.node.AppliedIndex(sh); applied > st.Checkpoint {
 			ts.Lag = applied - st.Checkpoint

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -106,6 +107,26 @@ func TestTriggerAcrossLeaderKills(t *testing.T) {
 		s := shard.For(k, c.Members[0].Node().Shards())
 		t.Logf("%s (shard %d): %d acknowledged, %d delivered", k, s, len(want), len(got))
 	}
+	// The counters live in the checkpoints, committed with each batch and
+	// its writes: across the kills they count every delivery once.
+	// (A put committed but not acknowledged may still be on its way, so
+	// logs and status are read again until they agree.)
+	var status struct {
+		Delivered int `json:"delivered"`
+	}
+	var delivered int
+	c.Eventually(30*time.Second, "the trigger's status counts every delivery", func() bool {
+		r := doQuiet("GET", n1+"/v1/triggers/rec", nil)
+		if r.status != 200 || json.Unmarshal(r.body, &status) != nil {
+			return false
+		}
+		delivered = 0
+		for _, k := range keys {
+			delivered += len(parseLog(t, doQuiet("GET", n1+"/v1/kv/log/"+k, nil).body))
+		}
+		return status.Delivered == delivered
+	})
+	t.Logf("status: %d delivered, logs: %d", status.Delivered, delivered)
 }
 
 // parseLog reads "version:value;" entries.
