@@ -176,6 +176,16 @@ func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats) {
 	}
 }
 
+// count updates st's counters under t.mu unless st has moved on to a
+// newer definition of the trigger than d (a runner still stopping).
+func (t *Triggers) count(st *ShardStats, d *Trigger, f func()) {
+	t.mu.Lock()
+	if st.Definition == d.Version {
+		f()
+	}
+	t.mu.Unlock()
+}
+
 func (t *Triggers) setErr(st *ShardStats, err error) {
 	t.mu.Lock()
 	if err != nil {
@@ -200,9 +210,7 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 	}
 	// The counters go on from the checkpoint's: what an earlier runner
 	// counted past its last checkpoint is not known here.
-	t.mu.Lock()
-	cnt.setIn(st)
-	t.mu.Unlock()
+	t.count(st, d, func() { cnt.setIn(st) })
 	cs := &cursorState{pos: pos, version: ver, read: pos, saved: time.Now()}
 	var pending []shard.Change
 	var firstAt time.Time
@@ -295,9 +303,7 @@ func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats
 		return err
 	}
 	cs.pos, cs.version, cs.skipped, cs.saved = through, res.Index, 0, time.Now()
-	t.mu.Lock()
-	countersOf(st).plus(add).setIn(st)
-	t.mu.Unlock()
+	t.count(st, d, func() { countersOf(st).plus(add).setIn(st) })
 	return nil
 }
 
@@ -309,9 +315,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 	var lastErr error
 	for attempt := 0; attempt <= d.MaxRetries; attempt++ {
 		if attempt > 0 {
-			t.mu.Lock()
-			st.Retries++
-			t.mu.Unlock()
+			t.count(st, d, func() { st.Retries++ })
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -326,9 +330,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		}
 		res, err := t.cfg.Functions.CallChanges(ctx, lambdaCall(d, batch))
 		<-t.calls
-		t.mu.Lock()
-		st.Invocations++
-		t.mu.Unlock()
+		t.count(st, d, func() { st.Invocations++ })
 		if err == nil {
 			err = t.commitDelivery(ctx, d, s, st, res.Writes, res.Direct, through, cs, uint64(len(batch)))
 			if err == nil {

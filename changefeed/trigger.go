@@ -120,9 +120,11 @@ type runner struct {
 
 // ShardStats are one trigger's counters for one shard on this node.
 type ShardStats struct {
-	Shard       int    `json:"shard"`
-	Node        string `json:"node"`
-	Running     bool   `json:"running"`
+	Shard   int    `json:"shard"`
+	Node    string `json:"node"`
+	Running bool   `json:"running"`
+	// Definition is the version of the trigger's definition counted.
+	Definition  uint64 `json:"definition"`
 	Position    uint64 `json:"position"` // read through this index
 	Checkpoint  uint64 `json:"checkpoint"`
 	Delivered   uint64 `json:"delivered"`
@@ -384,6 +386,10 @@ func (t *Triggers) reconcile() {
 			t.stats[k] = st
 		}
 		st.Running = true
+		if st.Definition != d.Version {
+			// A new definition of the name counts from its own checkpoints.
+			*st = ShardStats{Shard: st.Shard, Node: st.Node, Running: true, Definition: d.Version}
+		}
 		go func() {
 			defer close(r.done)
 			t.run(rctx, d, k.shard, st)

@@ -294,4 +294,18 @@ func TestTriggerCountersSurviveRestart(t *testing.T) {
 	if st := total(v, "c"); st.DeadLetters != 1 || st.Invocations <= before.Invocations {
 		t.Fatalf("counters after the restart: %+v, before %+v", st, before)
 	}
+	// A new definition of the name counts from zero.
+	d, err := tr.Create(ctx, changefeed.Trigger{Name: "c", Function: "rec", Prefix: "{c}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new definition's counters", func() bool {
+		sts := tr.Status("c")
+		for _, st := range sts {
+			if st.Definition != d.Version {
+				return false
+			}
+		}
+		return len(sts) > 0 && total(v, "c") == changefeed.ShardStats{}
+	})
 }
