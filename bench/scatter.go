@@ -49,6 +49,10 @@ type ScatterResult struct {
 	// Wall time of each run, milliseconds.
 	QueryMS []float64 `json:"query_ms"`
 	PullMS  []float64 `json:"pull_ms"`
+	// The warm-up run of each method (right after the nodes restart, not
+	// counted in the medians), milliseconds.
+	WarmupQueryMS float64 `json:"warmup_query_ms"`
+	WarmupPullMS  float64 `json:"warmup_pull_ms"`
 	// Speedup is median pull time / median query time.
 	Speedup float64 `json:"speedup"`
 
@@ -112,6 +116,19 @@ func RunScatter(cfg ScatterConfig) (*ScatterResult, error) {
 	res.LoadSeconds = time.Since(began).Seconds()
 	addr := c.Procs[0].Addr
 	hc := &http.Client{Timeout: 10 * time.Minute}
+	// One warm-up run of each method, not counted: the first reads after
+	// the restart fill the nodes' caches, for whichever method comes first.
+	t := time.Now()
+	if _, _, _, err := scatterQuery(hc, addr, cfg.Consistency); err != nil {
+		return nil, err
+	}
+	res.WarmupQueryMS = durMS(time.Since(t))
+	t = time.Now()
+	if _, _, err := pullAndSum(hc, addr, cfg.Consistency); err != nil {
+		return nil, err
+	}
+	res.WarmupPullMS = durMS(time.Since(t))
+	progress("warm-up (not counted): query %.0f ms, pull %.0f ms", res.WarmupQueryMS, res.WarmupPullMS)
 	var qsums, psums map[string]float64
 	for i := 0; i < cfg.Runs; i++ {
 		// Alternate the order so neither method always runs on a warmer
