@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"lambdadb/internal/tolerant"
 	"lambdadb/lambda"
 	"lambdadb/shard"
 )
@@ -17,7 +18,8 @@ import (
 // a hash tag that maps to the shard (shard.TagFor), so the checkpoint can
 // be committed in one Raft entry with the handler's writes to that shard:
 //
-//	<tag>trg/<name>                      checkpoint: msgpack [position, trigger version]
+//	<tag>trg/<name>                      checkpoint: msgpack [position, trigger version, delivered,
+//	                                     invocations, retries, dead letters, atomic batches]
 //	<tag>dead/<name>/<index>.<seq>       dead letter: msgpack DeadLetter
 func checkpointKey(name string, s, n int) string { return shard.TagFor(s, n) + "trg/" + name }
 
@@ -31,6 +33,12 @@ type checkpointRec struct {
 	// The shard's counters through this checkpoint (0 in records written
 	// before they were kept).
 	Delivered, Invocations, Retries, DeadLetters, Atomic uint64
+}
+
+// DecodeMsgpack reads checkpoints of any length: those written before the
+// counters were appended hold only Position and Trigger.
+func (r *checkpointRec) DecodeMsgpack(d *msgpack.Decoder) error {
+	return tolerant.DecodeArray(d, &r.Position, &r.Trigger, &r.Delivered, &r.Invocations, &r.Retries, &r.DeadLetters, &r.Atomic)
 }
 
 // counters are a trigger's counters on one shard, kept in its checkpoint
@@ -160,14 +168,14 @@ func (t *Triggers) matches(d *Trigger, c shard.Change) bool {
 var errStale = errors.New("changefeed: checkpoint moved by another runner")
 
 // run delivers shard s's changes to the trigger while ctx lives (while
-// this node leads s).
-func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats) {
-	for ctx.Err() == nil {
-		err := t.runOnce(ctx, d, s, st)
+// this node leads s); r is the runner, the owner of st.
+func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats, r *runner) {
+	for first := true; ctx.Err() == nil; first = false {
+		err := t.runOnce(ctx, d, s, st, r, first)
 		if ctx.Err() != nil {
 			return
 		}
-		t.setErr(st, err)
+		t.setErr(st, r, err)
 		t.log.Debug("trigger runner restarting", "trigger", d.Name, "shard", s, "err", err)
 		select {
 		case <-ctx.Done():
@@ -176,26 +184,26 @@ func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats) {
 	}
 }
 
-// count updates st's counters under t.mu unless st has moved on to a
-// newer definition of the trigger than d (a runner still stopping).
-func (t *Triggers) count(st *ShardStats, d *Trigger, f func()) {
+// count updates st under t.mu if runner r still owns it (a runner still
+// stopping after another took over, for this definition or a newer one,
+// does not).
+func (t *Triggers) count(st *ShardStats, r *runner, f func()) {
 	t.mu.Lock()
-	if st.Definition == d.Version {
+	if st.owner == r {
 		f()
 	}
 	t.mu.Unlock()
 }
 
-func (t *Triggers) setErr(st *ShardStats, err error) {
-	t.mu.Lock()
+func (t *Triggers) setErr(st *ShardStats, r *runner, err error) {
 	if err != nil {
-		st.LastError = err.Error()
+		t.count(st, r, func() { st.LastError = err.Error() })
 	}
-	t.mu.Unlock()
 }
 
 // runner state between deliveries.
 type cursorState struct {
+	owner   *runner
 	pos     uint64 // committed checkpoint position
 	version uint64 // checkpoint record version
 	read    uint64 // fed through this index
@@ -203,15 +211,23 @@ type cursorState struct {
 	saved   time.Time
 }
 
-func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStats) error {
+func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStats, r *runner, first bool) error {
 	pos, ver, cnt, err := t.checkpoint(ctx, d, s, shard.Linearizable)
 	if err != nil {
 		return err
 	}
-	// The counters go on from the checkpoint's: what an earlier runner
-	// counted past its last checkpoint is not known here.
-	t.count(st, d, func() { cnt.setIn(st) })
-	cs := &cursorState{pos: pos, version: ver, read: pos, saved: time.Now()}
+	// A runner starts from the checkpoint's counters (what an earlier
+	// runner counted past its last checkpoint is not known); starting
+	// again after an error it keeps what it counted since.
+	t.count(st, r, func() {
+		if !first {
+			cur := countersOf(st)
+			cnt = counters{max(cnt.Delivered, cur.Delivered), max(cnt.Invocations, cur.Invocations), max(cnt.Retries, cur.Retries),
+				max(cnt.DeadLetters, cur.DeadLetters), max(cnt.Atomic, cur.Atomic)}
+		}
+		cnt.setIn(st)
+	})
+	cs := &cursorState{owner: r, pos: pos, version: ver, read: pos, saved: time.Now()}
 	var pending []shard.Change
 	var firstAt time.Time
 	maxWait := time.Duration(d.MaxWaitMS) * time.Millisecond
@@ -231,9 +247,7 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 			}
 		}
 		cs.read = max(cs.read, page.Applied)
-		t.mu.Lock()
-		st.Position, st.Checkpoint = cs.read, cs.pos
-		t.mu.Unlock()
+		t.count(st, r, func() { st.Position, st.Checkpoint = cs.read, cs.pos })
 
 		// A paused sandbox is ready: deliver at once. Otherwise fill a batch
 		// for up to max_wait_ms so one start serves many changes.
@@ -303,7 +317,7 @@ func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats
 		return err
 	}
 	cs.pos, cs.version, cs.skipped, cs.saved = through, res.Index, 0, time.Now()
-	t.count(st, d, func() { countersOf(st).plus(add).setIn(st) })
+	t.count(st, cs.owner, func() { countersOf(st).plus(add).setIn(st) })
 	return nil
 }
 
@@ -315,7 +329,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 	var lastErr error
 	for attempt := 0; attempt <= d.MaxRetries; attempt++ {
 		if attempt > 0 {
-			t.count(st, d, func() { st.Retries++ })
+			t.count(st, cs.owner, func() { st.Retries++ })
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -330,7 +344,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		}
 		res, err := t.cfg.Functions.CallChanges(ctx, lambdaCall(d, batch))
 		<-t.calls
-		t.count(st, d, func() { st.Invocations++ })
+		t.count(st, cs.owner, func() { st.Invocations++ })
 		if err == nil {
 			err = t.commitDelivery(ctx, d, s, st, res.Writes, res.Direct, through, cs, uint64(len(batch)))
 			if err == nil {
@@ -351,7 +365,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 			return ctx.Err()
 		}
 		lastErr = err
-		t.setErr(st, err)
+		t.setErr(st, cs.owner, err)
 		if errors.Is(err, lambda.ErrTimeout) && cut(batch, (len(batch)+1)/2) < len(batch) {
 			break // too much for one call: split it now
 		}

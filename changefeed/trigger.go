@@ -133,6 +133,10 @@ type ShardStats struct {
 	DeadLetters uint64 `json:"dead_letters"`
 	Atomic      uint64 `json:"atomic_batches"` // batches committed with their writes in one entry
 	LastError   string `json:"last_error,omitempty"`
+
+	// owner is the runner that updates these stats; a runner still
+	// stopping after another took over does not.
+	owner *runner
 }
 
 const (
@@ -390,9 +394,10 @@ func (t *Triggers) reconcile() {
 			// A new definition of the name counts from its own checkpoints.
 			*st = ShardStats{Shard: st.Shard, Node: st.Node, Running: true, Definition: d.Version}
 		}
+		st.owner = r
 		go func() {
 			defer close(r.done)
-			t.run(rctx, d, k.shard, st)
+			t.run(rctx, d, k.shard, st, r)
 		}()
 	}
 	for k := range t.stats {

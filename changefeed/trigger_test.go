@@ -3,6 +3,7 @@ package changefeed_test
 import (
 	"context"
 	"fmt"
+	"github.com/vmihailenco/msgpack/v5"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -241,7 +242,22 @@ func TestTriggerWaitsForMissingFunction(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.put(t, "{m}1", "one")
-	time.Sleep(2 * time.Second)
+	// The runner starts over every second; the calls it made (none of
+	// them committed) keep counting rather than dropping back to the
+	// checkpoint's count at each start.
+	var last uint64
+	began := time.Now()
+	for time.Since(began) < 2500*time.Millisecond || last < 2 {
+		if time.Since(began) > 20*time.Second {
+			t.Fatalf("%d invocations in 20 s of a missing function", last)
+		}
+		n := total(v, "m").Invocations
+		if n < last {
+			t.Fatalf("invocations went from %d back to %d", last, n)
+		}
+		last = n
+		time.Sleep(20 * time.Millisecond)
+	}
 	if dl, err := v.trg.DeadLetters(ctx, "m"); err != nil || len(dl) != 0 {
 		t.Fatalf("dead letters %v, %v", dl, err)
 	}
@@ -308,4 +324,70 @@ func TestTriggerCountersSurviveRestart(t *testing.T) {
 		}
 		return len(sts) > 0 && total(v, "c") == changefeed.ShardStats{}
 	})
+}
+
+// checkpointBeforeCounters is a trigger checkpoint as written before the
+// counters were appended: [position, trigger version].
+type checkpointBeforeCounters struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Position uint64
+	Trigger  uint64
+}
+
+// TestCheckpointsOfEarlierVersions: a checkpoint written by an earlier
+// version (without counters) is still read as the trigger's position —
+// not taken for another definition's, which would deliver everything
+// since the trigger's start again.
+func TestCheckpointsOfEarlierVersions(t *testing.T) {
+	v := newTEnv(t, lambda.Config{})
+	ctx := context.Background()
+	if _, err := v.fns.Deploy(ctx, "rec", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.trg.Create(ctx, changefeed.Trigger{Name: "o", Function: "rec", Prefix: "{o}"}); err != nil {
+		t.Fatal(err)
+	}
+	ver := v.put(t, "{o}1", "a")
+	want := fmt.Sprintf("%d:a;", ver)
+	eventually(t, "the first change delivered", func() bool { return v.get(t, "log/{o}1") == want })
+	time.Sleep(200 * time.Millisecond) // its checkpoint committed with it
+	v.trg.Close()
+
+	// Rewrite the shard's checkpoint as the earlier version wrote it.
+	n := v.node.Shards()
+	s := shard.For("{o}1", n)
+	key := shard.TagFor(s, n) + "trg/o"
+	cur, err := v.node.GetIn(ctx, shard.SystemSpace, key, shard.ReadOptions{})
+	if err != nil || !cur.Found {
+		t.Fatalf("checkpoint: %v, found %v", err, cur.Found)
+	}
+	var full struct {
+		//lint:ignore U1000 read by msgpack through its tag
+		_msgpack                      struct{} `msgpack:",as_array"`
+		Position, Trigger             uint64
+		Delivered, Invocations, Retry uint64
+		Dead, Atomic                  uint64
+	}
+	if err := msgpack.Unmarshal(cur.Record.Value, &full); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := msgpack.Marshal(&checkpointBeforeCounters{Position: full.Position, Trigger: full.Trigger})
+	if _, err := v.node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: key, Value: old}}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: v.node, Functions: v.fns, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Start()
+	defer tr.Close()
+	ver2 := v.put(t, "{o}1", "b")
+	want += fmt.Sprintf("%d:b;", ver2)
+	eventually(t, "the second change delivered", func() bool { return v.get(t, "log/{o}1") == want })
+	time.Sleep(300 * time.Millisecond)
+	if got := v.get(t, "log/{o}1"); got != want {
+		t.Fatalf("log/{o}1 = %q, want %q (the first change delivered again?)", got, want)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"lambdadb/internal/session"
+	"lambdadb/internal/tolerant"
 	"lambdadb/shard"
 )
 
@@ -76,6 +77,13 @@ type record struct {
 	Entrypoints  []string
 	DeployedAtMS int64
 	CreatedNS    int64 // 0 in records written before it existed
+}
+
+// DecodeMsgpack reads records of any length: those written before
+// CreatedNS was appended lack it.
+func (r *record) DecodeMsgpack(d *msgpack.Decoder) error {
+	return tolerant.DecodeArray(d, &r.SHA256, &r.Size, &r.MemoryMB, &r.TimeoutMS, &r.MaxInstances,
+		&r.Entrypoints, &r.DeployedAtMS, &r.CreatedNS)
 }
 
 // DeployOptions are a deploy's parameters; zero values select defaults.

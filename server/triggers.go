@@ -120,7 +120,7 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 	best := map[int]changefeed.ShardStats{}
 	most := map[int]changefeed.ShardStats{}
 	for _, st := range all {
-		if st.Definition != tr.Version {
+		if st.Definition != 0 && st.Definition != tr.Version {
 			continue // counted for an earlier definition of the name
 		}
 		b, ok := best[st.Shard]
