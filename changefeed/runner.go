@@ -116,6 +116,12 @@ type deadRec struct {
 	TimeMS   int64
 }
 
+// DecodeMsgpack reads dead letters of any length, so that fields can be
+// appended later.
+func (r *deadRec) DecodeMsgpack(d *msgpack.Decoder) error {
+	return tolerant.DecodeArray(d, &r.Key, &r.Op, &r.Version, &r.Value, &r.Error, &r.TimeMS)
+}
+
 // DeadLetters lists the trigger's dead letters on every shard.
 func (t *Triggers) DeadLetters(ctx context.Context, name string) ([]DeadLetter, error) {
 	if _, err := t.Get(ctx, name); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"lambdadb/internal/session"
+	"lambdadb/internal/tolerant"
 	"lambdadb/lambda"
 	"lambdadb/shard"
 )
@@ -203,6 +204,13 @@ type record struct {
 	Start       string
 	StartCursor map[int]uint64
 	CreatedMS   int64
+}
+
+// DecodeMsgpack reads definitions of any length, so that fields can be
+// appended later.
+func (r *record) DecodeMsgpack(d *msgpack.Decoder) error {
+	return tolerant.DecodeArray(d, &r.Function, &r.Prefix, &r.Events, &r.BatchSize, &r.MaxWaitMS, &r.MaxRetries,
+		&r.Start, &r.StartCursor, &r.CreatedMS)
 }
 
 // Create validates and stores a trigger, replacing one of the same name.
