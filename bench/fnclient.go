@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"lambdadb/client"
 )
 
 // FnClient calls the function API of one lambdadb node over HTTP and
@@ -35,39 +37,16 @@ func (c *FnClient) Close() { c.hc.CloseIdleConnections() }
 
 // DeployOptions are a deploy's query parameters; zero values select the
 // server's defaults.
-type DeployOptions struct {
-	MemoryMB     int
-	TimeoutMS    int
-	MaxInstances int
-}
+type DeployOptions = client.DeployOptions
 
 // Deploy uploads module as function name.
 func (c *FnClient) Deploy(ctx context.Context, name string, module []byte, o DeployOptions) error {
-	q := url.Values{}
-	for _, p := range []struct {
-		k string
-		v int
-	}{{"memory_mb", o.MemoryMB}, {"timeout_ms", o.TimeoutMS}, {"max_instances", o.MaxInstances}} {
-		if p.v != 0 {
-			q.Set(p.k, strconv.Itoa(p.v))
-		}
-	}
-	u := "http://" + c.Addr + "/v1/functions/" + url.PathEscape(name)
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(module))
+	cl, err := client.New("http://"+c.Addr, client.WithHTTPClient(c.hc))
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	res, err := c.hc.Do(req)
-	if err != nil {
+	if _, err := cl.Deploy(ctx, name, module, o); err != nil {
 		return fmt.Errorf("bench: deploy %s: %w", name, err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		return fmt.Errorf("bench: deploy %s: %s: %s", name, res.Status, strings.TrimSpace(string(b)))
 	}
 	return nil
 }

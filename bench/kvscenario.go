@@ -58,6 +58,17 @@ func (e *Env) kvReport() *ScenarioReport {
 	return rep
 }
 
+// resultsOf returns the results of operation op.
+func resultsOf(rs []Result, op string) []Result {
+	var out []Result
+	for _, r := range rs {
+		if r.Op == op {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // kvRounds returns the results of system/op/consistency, one per round.
 func kvRounds(rs []Result, system, op, consistency string) []*Result {
 	var out []*Result
@@ -161,12 +172,7 @@ func runKVPut(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep.Measures = "Write throughput and latency of single-key puts: lambdadb (each put committed by its shard's " +
 		"Raft group, synced on a majority) against etcd 3.4 (one Raft group), same clients and values."
 	all, err := e.kv(ctx)
-	var rs []Result
-	for _, r := range all {
-		if r.Op == "put" {
-			rs = append(rs, r)
-		}
-	}
+	rs := resultsOf(all, "put")
 	rep.Data = rs
 	if err != nil {
 		return rep, err
@@ -197,12 +203,7 @@ func runKVGet(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		"has applied the client's token) and stale (any replica, at once); etcd linearizable (ReadIndex) and " +
 		"serializable (the member's local state)."
 	all, err := e.kv(ctx)
-	var rs []Result
-	for _, r := range all {
-		if r.Op == "get" {
-			rs = append(rs, r)
-		}
-	}
+	rs := resultsOf(all, "get")
 	rep.Data = rs
 	if err != nil {
 		return rep, err
