@@ -6,24 +6,40 @@
 // Every shard-owned key starts with a four-byte prefix: 'S', the shard id as
 // a big-endian uint16, and a kind byte:
 //
-//	S<shard>a<name>      shard metadata (applied index)
+//	S<shard>a<name>      shard metadata: "applied" (applied index), "term"
+//	                     (8-byte big-endian term of the entry at the applied
+//	                     index), "confstate" (proto raftpb.ConfState),
+//	                     "feedtrim"
 //	S<shard>c<trigger>   trigger checkpoints (reserved for change feeds)
 //	S<shard>d<userkey>   user records: 8-byte big-endian version + value
+//	S<shard>e<index>     etcd raft log entries, by 8-byte big-endian index:
+//	                     proto raftpb.Entry
 //	S<shard>f<index>     change-feed records, by Raft index (reserved)
-//	S<shard>l<index>     Raft log entries, by 8-byte big-endian index
-//	S<shard>s<name>      Raft stable state (term, vote)
+//	S<shard>h<name>      etcd raft replica state: "hard" (proto
+//	                     raftpb.HardState), "trunc" (8-byte big-endian
+//	                     truncated index, then its term; the entry at the
+//	                     truncated index is the last one discarded, or the
+//	                     bootstrap or snapshot point)
+//	S<shard>l<index>     hashicorp/raft log entries, by 8-byte big-endian index
+//	S<shard>s<name>      hashicorp/raft stable state (term, vote)
 //	S<shard>y<syskey>    system records (Space System): same encoding as d
 //	N<name>              node metadata (node id, shard count)
 //
 // A shard snapshot covers the kinds a, c, d, f and y — the replicated
-// state — and never the Raft log or stable state, which belong to the
-// replica. Records live in one of two spaces (Space): UserData (kind d),
-// which the Get, Scan, Put and Delete methods address, and System (kind y),
-// reached only through the ...In methods.
+// state — and never the Raft log or stable state (kinds e, h, l and s),
+// which belong to the replica. Because kind a is replicated, a snapshot
+// carries its own applied index, term and ConfState. Records live in one of
+// two spaces (Space): UserData (kind d), which the Get, Scan, Put and Delete
+// methods address, and System (kind y), reached only through the ...In
+// methods.
+//
+// Kinds l and s belong to the hashicorp/raft stores (LogStore, StableStore);
+// kinds e and h to the etcd raft storage (RaftStorage, RaftBatch).
 //
 // # Durability
 //
-// Raft log appends and stable-state writes are synced. State-machine batches
+// Raft log appends and stable-state writes are synced (a RaftBatch is
+// committed with or without sync as its caller asks). State-machine batches
 // (Apply.Commit) are not: the Raft log replays them after a crash, because
 // the applied index is written in the same batch as the data it covers.
 // SyncWAL makes every earlier unsynced batch durable; callers must call it
@@ -31,7 +47,8 @@
 //
 // # Concurrency
 //
-// An Engine is safe for concurrent use. A LogStore, StableStore or
-// SnapshotStore is safe for concurrent use. An Apply is owned by one
-// goroutine from NewApply to Commit or Close.
+// An Engine is safe for concurrent use. A LogStore, StableStore,
+// SnapshotStore or RaftStorage is safe for concurrent use. An Apply is owned
+// by one goroutine from NewApply to Commit or Close, and a RaftBatch from
+// NewRaftBatch to Commit or Close.
 package kv

@@ -8,6 +8,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Errors returned by the engine.
@@ -389,6 +391,36 @@ func (a *Apply) Commit(applied uint64) error {
 		return err
 	}
 	defer a.Close()
+	if err := a.b.Set(shardKey(a.shard, kindMeta, appliedName), beBytes(applied), nil); err != nil {
+		return fmt.Errorf("kv: commit: %w", err)
+	}
+	if err := a.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("kv: commit: %w", err)
+	}
+	return nil
+}
+
+// CommitRaft is Commit for a state machine driven by etcd raft: it also
+// records term, the term of the entry at applied, and, when cs is non-nil,
+// the ConfState, in the same batch as the data. The Apply is closed
+// afterwards.
+func (a *Apply) CommitRaft(applied, term uint64, cs *pb.ConfState) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	defer a.Close()
+	if cs != nil {
+		v, err := proto.Marshal(cs)
+		if err != nil {
+			return fmt.Errorf("kv: commit: confstate: %w", err)
+		}
+		if err := a.b.Set(shardKey(a.shard, kindMeta, confStateName), v, nil); err != nil {
+			return fmt.Errorf("kv: commit: %w", err)
+		}
+	}
+	if err := a.b.Set(shardKey(a.shard, kindMeta, termName), beBytes(term), nil); err != nil {
+		return fmt.Errorf("kv: commit: %w", err)
+	}
 	if err := a.b.Set(shardKey(a.shard, kindMeta, appliedName), beBytes(applied), nil); err != nil {
 		return fmt.Errorf("kv: commit: %w", err)
 	}

@@ -10,7 +10,9 @@ const (
 	kindMeta       byte = 'a'
 	kindCheckpoint byte = 'c'
 	kindData       byte = 'd'
+	kindRaftEntry  byte = 'e'
 	kindFeed       byte = 'f'
+	kindRaftState  byte = 'h'
 	kindLog        byte = 'l'
 	kindStable     byte = 's'
 	kindSystem     byte = 'y'
@@ -27,7 +29,14 @@ const prefixLen = 4
 // MaxShards is the number of shard ids the key layout can address.
 const MaxShards = 1 << 16
 
-var appliedName = []byte("applied")
+// Names under kindMeta (replicated) and kindRaftState (per replica).
+var (
+	appliedName   = []byte("applied")   // kindMeta: applied index, 8 bytes BE
+	termName      = []byte("term")      // kindMeta: term of the applied entry, 8 bytes BE
+	confStateName = []byte("confstate") // kindMeta: raftpb.ConfState
+	hardStateName = []byte("hard")      // kindRaftState: raftpb.HardState
+	truncName     = []byte("trunc")     // kindRaftState: truncated index and term, 8 bytes BE each
+)
 
 func shardPrefix(shard int, kind byte) []byte {
 	return []byte{shardTag, byte(shard >> 8), byte(shard), kind}
@@ -74,6 +83,14 @@ func checkSpace(sp Space) (byte, error) {
 func logKey(shard int, index uint64) []byte {
 	k := make([]byte, prefixLen+8)
 	k[0], k[1], k[2], k[3] = shardTag, byte(shard>>8), byte(shard), kindLog
+	binary.BigEndian.PutUint64(k[prefixLen:], index)
+	return k
+}
+
+// raftEntryKey is the key of the etcd raft log entry at index.
+func raftEntryKey(shard int, index uint64) []byte {
+	k := make([]byte, prefixLen+8)
+	k[0], k[1], k[2], k[3] = shardTag, byte(shard>>8), byte(shard), kindRaftEntry
 	binary.BigEndian.PutUint64(k[prefixLen:], index)
 	return k
 }

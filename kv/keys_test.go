@@ -56,7 +56,7 @@ func TestKeyLayout(t *testing.T) {
 	// the others; log keys sort by index.
 	var prevHi []byte
 	for _, shard := range []int{0, 1, 255, 256, 65534, 65535} {
-		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindFeed, kindLog, kindStable, kindSystem} {
+		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindRaftEntry, kindFeed, kindRaftState, kindLog, kindStable, kindSystem} {
 			lo, hi := kindRange(shard, kind)
 			if bytes.Compare(lo, hi) >= 0 {
 				t.Fatalf("kindRange(%d, %c) empty: %q..%q", shard, kind, lo, hi)

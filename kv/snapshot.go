@@ -10,6 +10,7 @@ import (
 	"io"
 
 	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // Shard snapshot stream format:
@@ -48,6 +49,14 @@ func (e *Engine) SnapshotShard(shard int) (*ShardSnapshot, error) {
 // Applied returns the applied index the snapshot holds.
 func (s *ShardSnapshot) Applied() (uint64, error) {
 	return getUint64(s.snap, shardKey(s.shard, kindMeta, appliedName))
+}
+
+// RaftMeta returns the applied index, its term and the ConfState held by the
+// snapshot (all from the same Pebble snapshot as the data). The ConfState is
+// empty, not nil, when none was recorded. A raft snapshot message for this
+// data must carry exactly this metadata (RaftBatch.ApplySnapshot checks it).
+func (s *ShardSnapshot) RaftMeta() (index, term uint64, cs *pb.ConfState, err error) {
+	return loadAppliedState(s.snap, s.shard)
 }
 
 // WriteTo streams the snapshot to w in the snapshot format.
@@ -143,13 +152,28 @@ func (e *Engine) RestoreShard(shard int, r io.Reader) error {
 	if err := checkShard(shard); err != nil {
 		return err
 	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := readShardSnapshot(r, shard, b, nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("kv: restore: %w", err)
+	}
+	return nil
+}
+
+// readShardSnapshot reads and verifies the snapshot stream r and writes to b
+// the deletion of shard's replicated state followed by every entry of the
+// stream, keyed into shard. When meta is non-nil it is called with the name
+// and value of every kind 'a' entry (both may be retained). On an error b
+// holds a partial replacement and must be discarded.
+func readShardSnapshot(r io.Reader, shard int, b *pebble.Batch, meta func(name, val []byte)) error {
 	hr := &hashingReader{r: bufio.NewReaderSize(r, 256<<10), h: crc32.New(castagnoli)}
 	magic := make([]byte, len(snapMagic))
 	if err := hr.readFull(magic); err != nil || string(magic) != snapMagic {
 		return fmt.Errorf("%w: bad header", ErrBadSnapshot)
 	}
-	b := e.db.NewBatch()
-	defer b.Close()
 	for _, kind := range replicatedKinds {
 		lo, hi := kindRange(shard, kind)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
@@ -186,6 +210,9 @@ func (e *Engine) RestoreShard(shard int, r io.Reader) error {
 		if err := b.Set(key, val, nil); err != nil {
 			return fmt.Errorf("kv: restore: %w", err)
 		}
+		if meta != nil && key[prefixLen-1] == kindMeta {
+			meta(key[prefixLen:], val)
+		}
 	}
 	want := hr.h.Sum32()
 	var sum [4]byte
@@ -197,9 +224,6 @@ func (e *Engine) RestoreShard(shard int, r io.Reader) error {
 	}
 	if _, err := hr.r.ReadByte(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing bytes", ErrBadSnapshot)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("kv: restore: %w", err)
 	}
 	return nil
 }

@@ -3,11 +3,8 @@ package shard
 import (
 	"bytes"
 	"context"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // peerTracker keeps what this node last heard from each peer's status
@@ -119,7 +116,7 @@ func (n *Node) localStatus() StatusReport {
 		rep.Shards = append(rep.Shards, ShardReport{
 			ID:      g.id,
 			Applied: g.fsm.applied.Load(),
-			State:   strings.ToLower(g.raft.State().String()),
+			State:   g.stateName(),
 			Leader:  g.leaderAddr(),
 		})
 	}
@@ -175,7 +172,7 @@ func (n *Node) balanceLoop() {
 		case <-tick.C:
 		}
 		for _, g := range n.groups {
-			if g == nil || g.raft.State() != raft.Leader || time.Now().Before(backoff[g.id]) {
+			if g == nil || !g.isLeader() || time.Now().Before(backoff[g.id]) {
 				continue
 			}
 			pref := g.replicas[0]
@@ -186,7 +183,7 @@ func (n *Node) balanceLoop() {
 			if !ok || rep.Applied+64 < g.fsm.applied.Load() {
 				continue
 			}
-			err := g.raft.LeadershipTransferToServer(raft.ServerID(pref.ID), raft.ServerAddress(pref.Addr)).Error()
+			err := g.transfer(pref)
 			if err != nil {
 				backoff[g.id] = time.Now().Add(3 * time.Second)
 				n.cfg.Logger.Debug("leadership transfer failed", "shard", g.id, "to", pref.ID, "err", err)
@@ -218,7 +215,7 @@ func (n *Node) Cluster() ClusterStatus {
 			if p.ID == n.cfg.ID {
 				g := n.groups[s]
 				rs.Applied = g.fsm.applied.Load()
-				rs.State = strings.ToLower(g.raft.State().String())
+				rs.State = g.stateName()
 			} else if rep, ok := n.peers.shardReport(p.ID, s); ok {
 				rs.Applied, rs.State = rep.Applied, rep.State
 			} else {
@@ -271,13 +268,13 @@ func (n *Node) RaftStats(s int) map[string]string {
 	if g == nil {
 		return nil
 	}
-	return g.raft.Stats()
+	return g.stats()
 }
 
 // Leads reports whether this node currently leads shard s.
 func (n *Node) Leads(s int) bool {
 	g := n.hosted(s)
-	return g != nil && g.raft.State() == raft.Leader
+	return g != nil && g.isLeader()
 }
 
 // Applied returns local shard s's applied index (0 when not hosted).

@@ -3,7 +3,7 @@ package shard
 // SnapshotAll makes every group take a Raft snapshot (and truncate its log).
 func (n *Node) SnapshotAll() error {
 	for _, g := range n.groups {
-		if err := g.raft.Snapshot().Error(); err != nil {
+		if err := g.consensus.(*hraft).raft.Snapshot().Error(); err != nil {
 			return err
 		}
 	}

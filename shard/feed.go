@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"lambdadb/kv"
 )
 
@@ -201,7 +199,7 @@ func (n *Node) feedTrimLoop() {
 		case <-tick.C:
 		}
 		for _, g := range n.groups {
-			if g == nil || g.raft.State() != raft.Leader {
+			if g == nil || !g.isLeader() {
 				continue
 			}
 			if err := n.trimFeed(g); err != nil && !n.closed.Load() {

@@ -80,13 +80,43 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 	}
 }
 
+// entry is one committed log entry as the FSM sees it, whichever engine
+// replicated it.
+type entry struct {
+	Index   uint64
+	Data    []byte
+	Time    int64 // the proposer's clock when proposed (unix ns), 0 when unknown
+	Command bool  // Data is a command; other entries only advance the applied index
+}
+
 // Apply applies one entry.
 func (f *fsm) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch applies entries in one Pebble batch with the applied index.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	ents := make([]entry, len(logs))
+	for i, l := range logs {
+		ents[i] = entry{Index: l.Index, Data: l.Data, Command: l.Type == raft.LogCommand}
+		if !l.AppendedAt.IsZero() {
+			ents[i].Time = l.AppendedAt.UnixNano()
+		}
+	}
+	res := f.applyEntries(ents, func(a *kv.Apply, last uint64) error { return a.Commit(last) })
 	out := make([]interface{}, len(logs))
-	last := logs[len(logs)-1].Index
+	for i, r := range res {
+		if r != nil {
+			out[i] = *r
+		}
+	}
+	return out
+}
+
+// applyEntries applies ents in one Pebble batch committed by commit with
+// the applied index, and returns each command's result (nil for entries
+// that are not commands or were applied before).
+func (f *fsm) applyEntries(ents []entry, commit func(a *kv.Apply, last uint64) error) []*applyResult {
+	out := make([]*applyResult, len(ents))
+	last := ents[len(ents)-1].Index
 	persisted := f.applied.Load()
 	if last <= persisted {
 		return out // replayed after restart: already in Pebble
@@ -94,17 +124,19 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	a := f.eng.NewApply(f.shard)
 	defer a.Close()
 	fresh := 0
-	for i, l := range logs {
+	for i := range ents {
+		l := &ents[i]
 		if l.Index <= persisted {
 			continue
 		}
 		fresh++
-		if l.Type == raft.LogCommand {
-			out[i] = f.applyCommand(a, l)
+		if l.Command {
+			r := f.applyCommand(a, l)
+			out[i] = &r
 		}
 	}
 	f.pending.Store(last)
-	if err := a.Commit(last); err != nil {
+	if err := commit(a, last); err != nil {
 		// The state machine can no longer follow its log; continuing would
 		// diverge from the other replicas.
 		panic(fmt.Sprintf("shard %d: commit apply batch at %d: %v", f.shard, last, err))
@@ -114,7 +146,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	return out
 }
 
-func (f *fsm) applyCommand(a *kv.Apply, l *raft.Log) applyResult {
+func (f *fsm) applyCommand(a *kv.Apply, l *entry) applyResult {
 	cmd, err := decodeCommand(l.Data)
 	if err != nil {
 		// Every replica rejects the same bytes the same way.
@@ -151,7 +183,7 @@ func blind(cmd command) bool { return cmd.Op == opPut && cmd.Cond == condNone }
 
 // applyBatch applies a batch's ops if every op's condition holds against
 // the state before the batch, else none.
-func (f *fsm) applyBatch(a *kv.Apply, l *raft.Log, ops []command) applyResult {
+func (f *fsm) applyBatch(a *kv.Apply, l *entry, ops []command) applyResult {
 	// All reads come before the first write: the Apply reads through its
 	// own writes (and decodeCommand has ruled out repeated keys).
 	found := make([]bool, len(ops))
@@ -180,7 +212,7 @@ func kvSpaceOf(sp uint8) kv.Space {
 }
 
 // read returns key's current record in sp as the apply batch leaves it.
-func (f *fsm) read(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte) (kv.Record, bool) {
+func (f *fsm) read(a *kv.Apply, l *entry, sp kv.Space, key []byte) (kv.Record, bool) {
 	cur, found, err := a.GetIn(sp, key)
 	if err != nil {
 		panic(fmt.Sprintf("shard %d: read at %d: %v", f.shard, l.Index, err))
@@ -204,7 +236,7 @@ func checkCond(cmd command, found bool, have uint64) error {
 }
 
 // write applies put or delete cmd to key, which found says exists.
-func (f *fsm) write(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte, cmd command, found bool) applyResult {
+func (f *fsm) write(a *kv.Apply, l *entry, sp kv.Space, key []byte, cmd command, found bool) applyResult {
 	switch cmd.Op {
 	case opPut:
 		if err := a.PutIn(sp, key, cmd.Value, l.Index); err != nil {
@@ -226,14 +258,11 @@ func (f *fsm) write(a *kv.Apply, l *raft.Log, sp kv.Space, key []byte, cmd comma
 
 // feed records a change of user data in the shard's change feed, in the
 // same batch. System records have no feed.
-func (f *fsm) feed(a *kv.Apply, l *raft.Log, sp kv.Space, op byte, key, value []byte) {
+func (f *fsm) feed(a *kv.Apply, l *entry, sp kv.Space, op byte, key, value []byte) {
 	if sp != kv.UserData {
 		return
 	}
-	r := kv.FeedRecord{Index: l.Index, Seq: f.feedSeq, Op: op, Time: l.AppendedAt.UnixNano(), Key: key, Value: value}
-	if l.AppendedAt.IsZero() {
-		r.Time = 0
-	}
+	r := kv.FeedRecord{Index: l.Index, Seq: f.feedSeq, Op: op, Time: l.Time, Key: key, Value: value}
 	f.feedSeq++
 	if err := a.AppendFeed(r); err != nil {
 		panic(fmt.Sprintf("shard %d: feed at %d: %v", f.shard, l.Index, err))

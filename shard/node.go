@@ -356,7 +356,8 @@ func (n *Node) startGroup(s int) (*group, error) {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
 	f.onApply = func(k int) { n.m.applied.Add(float64(k)) }
-	g := &group{id: s, fsm: f, m: n.m, leaderCh: make(chan bool, 16), replicas: n.replicasOf(s)}
+	h := &hraft{id: s, m: n.m, leaderCh: make(chan bool, 16)}
+	g := &group{id: s, fsm: f, m: n.m, replicas: n.replicasOf(s), consensus: h}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
@@ -373,7 +374,7 @@ func (n *Node) startGroup(s int) (*group, error) {
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.TrailingLogs = n.cfg.TrailingLogs
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
-	rc.NotifyCh = g.leaderCh
+	rc.NotifyCh = h.leaderCh
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
 		Name:       fmt.Sprintf("raft.%d", s),
 		Level:      hclog.Warn,
@@ -409,8 +410,8 @@ func (n *Node) startGroup(s int) (*group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %d: start raft: %w", s, err)
 	}
-	g.raft = r
-	g.start()
+	h.raft = r
+	h.start()
 	if !existing {
 		var servers []raft.Server
 		for _, p := range n.replicasOf(s) {
@@ -434,20 +435,6 @@ func (n *Node) replicasOf(s int) []Peer {
 		out = append(out, peers[(s+i)%len(peers)])
 	}
 	return out
-}
-
-// waitLeader blocks until the group is a ready leader (one-node clusters).
-func (g *group) waitLeader(ctx context.Context) error {
-	for {
-		if g.ready.Load() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: shard %d elected no leader: %v", ErrUnavailable, g.id, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 // ID returns the node id.
@@ -489,7 +476,7 @@ func (n *Node) Close() error {
 func (n *Node) ledCount() int {
 	c := 0
 	for _, g := range n.groups {
-		if g != nil && g.raft.State() == raft.Leader {
+		if g != nil && g.isLeader() {
 			c++
 		}
 	}

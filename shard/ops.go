@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"lambdadb/internal/session"
 )
 
@@ -167,7 +165,7 @@ func (n *Node) write(ctx context.Context, op string, s int, b []byte) (uint64, a
 	)
 	err := n.retry(ctx, s, func(leader string) error {
 		var err error
-		if g := n.hosted(s); g != nil && (leader == "" || leader == n.cfg.Addr) && g.raft.State() == raft.Leader {
+		if g := n.hosted(s); g != nil && (leader == "" || leader == n.cfg.Addr) && g.isLeader() {
 			idx, ar, err = n.applyLocal(ctx, g, b)
 			return err
 		}
@@ -235,43 +233,7 @@ func (n *Node) leaderOf(s int) string {
 
 // applyLocal proposes cmd through the local group, which must lead.
 func (n *Node) applyLocal(ctx context.Context, g *group, cmd []byte) (uint64, applyResult, error) {
-	if g.raft.State() != raft.Leader {
-		return 0, applyResult{}, g.notLeader()
-	}
-	timeout := n.cfg.RequestTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	f := g.raft.Apply(cmd, timeout)
-	// Raft's timeout bounds only the enqueueing: an entry a leader cannot
-	// get committed (and does not step down over) would block Error
-	// forever. The request's deadline bounds the wait; the outcome is then
-	// unknown.
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return 0, applyResult{}, errorf(ErrUnavailable, "shard %d: %v waiting for the entry to commit (the write may or may not have been applied)", g.id, ctx.Err())
-	}
-	if err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			// Rejected before it entered the log: safe to retry elsewhere.
-			return 0, applyResult{}, g.notLeader()
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return 0, applyResult{}, ErrClosed
-		case isRaftUnavailable(err):
-			return 0, applyResult{}, errorf(ErrUnavailable, "shard %d: %v (the write may or may not have been applied)", g.id, err)
-		}
-		return 0, applyResult{}, fmt.Errorf("shard: %d: apply: %w", g.id, err)
-	}
-	ar, ok := f.Response().(applyResult)
-	if !ok {
-		return f.Index(), applyResult{}, fmt.Errorf("shard: %d: unexpected apply response %T", g.id, f.Response())
-	}
-	return f.Index(), ar, ar.err
+	return g.propose(ctx, cmd)
 }
 
 // errForward tells a reader to have the shard's leader serve the read.
@@ -298,7 +260,7 @@ func (n *Node) prepareRead(ctx context.Context, g *group, ro ReadOptions) error 
 			return fmt.Errorf("%w: shard %d: %v", ErrUnavailable, g.id, ctx.Err())
 		}
 		n.m.sessionFallbacks.Inc()
-		if g.raft.State() != raft.Leader && n.rpc != nil {
+		if !g.isLeader() && n.rpc != nil {
 			// This replica is behind the caller: the leader has applied
 			// everything committed, so let it serve the read.
 			return errForward
@@ -317,7 +279,7 @@ func (n *Node) prepareRead(ctx context.Context, g *group, ro ReadOptions) error 
 func (n *Node) linearizable(ctx context.Context, g *group) error {
 	var idx uint64
 	err := n.retry(ctx, g.id, func(leader string) error {
-		if g.raft.State() == raft.Leader {
+		if g.isLeader() {
 			var err error
 			idx, err = g.readIndex(ctx)
 			return err
@@ -337,7 +299,7 @@ func (n *Node) linearizable(ctx context.Context, g *group) error {
 	if err != nil {
 		return err
 	}
-	if g.raft.State() != raft.Leader && n.rpc != nil {
+	if !g.isLeader() && n.rpc != nil {
 		// A follower cut off from its leader's log would wait out the
 		// request: after the session bound, the leader serves the read.
 		wctx, cancel := context.WithTimeout(ctx, n.cfg.SessionWait)

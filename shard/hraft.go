@@ -2,7 +2,9 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,13 +12,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// group is one shard's Raft group on this node.
-type group struct {
-	id       int
-	replicas []Peer // replicas[0] is the preferred leader
-	raft     *raft.Raft
-	fsm      *fsm
-	m        *metrics
+// hraft replicates one shard through hashicorp/raft (Config.Engine
+// "hashicorp"): one raft.Raft per shard with its own transport and timers.
+type hraft struct {
+	id   int
+	raft *raft.Raft
+	m    *metrics
 
 	// ready is true while this replica leads and has applied an entry of its
 	// own term (a no-op command), so its commit index covers every earlier write.
@@ -48,7 +49,7 @@ type readIndexResult struct {
 	err   error
 }
 
-func (g *group) start() {
+func (g *hraft) start() {
 	g.readyCh = make(chan struct{})
 	g.readKick = make(chan struct{}, 1)
 	g.stop = make(chan struct{})
@@ -57,7 +58,7 @@ func (g *group) start() {
 	go g.readIndexLoop()
 }
 
-func (g *group) shutdown() error {
+func (g *hraft) shutdown() error {
 	close(g.stop)
 	err := g.raft.Shutdown().Error()
 	g.wg.Wait()
@@ -68,7 +69,7 @@ func (g *group) shutdown() error {
 // command: once the FSM has applied it, this replica has applied every
 // earlier write, and every later committed entry reaches the FSM (Raft's own
 // no-op and barrier entries do not), so a read index is always reachable.
-func (g *group) watchLeadership() {
+func (g *hraft) watchLeadership() {
 	defer g.wg.Done()
 	var epoch atomic.Uint64
 	for {
@@ -109,7 +110,7 @@ func (g *group) watchLeadership() {
 	}
 }
 
-func (g *group) setReady(v bool) {
+func (g *hraft) setReady(v bool) {
 	g.readyMu.Lock()
 	defer g.readyMu.Unlock()
 	if g.ready.Load() == v {
@@ -123,9 +124,74 @@ func (g *group) setReady(v bool) {
 	}
 }
 
+func (g *hraft) isLeader() bool { return g.raft.State() == raft.Leader }
+
+func (g *hraft) stateName() string { return strings.ToLower(g.raft.State().String()) }
+
+func (g *hraft) stats() map[string]string { return g.raft.Stats() }
+
+func (g *hraft) transfer(p Peer) error {
+	return g.raft.LeadershipTransferToServer(raft.ServerID(p.ID), raft.ServerAddress(p.Addr)).Error()
+}
+
+// waitLeader blocks until the group is a ready leader (one-node clusters).
+func (g *hraft) waitLeader(ctx context.Context) error {
+	for {
+		if g.ready.Load() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: shard %d elected no leader: %v", ErrUnavailable, g.id, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// propose applies cmd through hashicorp/raft on this leader.
+func (g *hraft) propose(ctx context.Context, cmd []byte) (uint64, applyResult, error) {
+	if g.raft.State() != raft.Leader {
+		return 0, applyResult{}, g.notLeader()
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := g.raft.Apply(cmd, timeout)
+	// Raft's timeout bounds only the enqueueing: an entry a leader cannot
+	// get committed (and does not step down over) would block Error
+	// forever. The request's deadline bounds the wait; the outcome is then
+	// unknown.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return 0, applyResult{}, errorf(ErrUnavailable, "shard %d: %v waiting for the entry to commit (the write may or may not have been applied)", g.id, ctx.Err())
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// Rejected before it entered the log: safe to retry elsewhere.
+			return 0, applyResult{}, g.notLeader()
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return 0, applyResult{}, ErrClosed
+		case isRaftUnavailable(err):
+			return 0, applyResult{}, errorf(ErrUnavailable, "shard %d: %v (the write may or may not have been applied)", g.id, err)
+		}
+		return 0, applyResult{}, fmt.Errorf("shard: %d: apply: %w", g.id, err)
+	}
+	ar, ok := f.Response().(applyResult)
+	if !ok {
+		return f.Index(), applyResult{}, fmt.Errorf("shard: %d: unexpected apply response %T", g.id, f.Response())
+	}
+	return f.Index(), ar, ar.err
+}
+
 // waitReady blocks until this replica is a ready leader, or ctx ends, or it
 // is not the leader.
-func (g *group) waitReady(ctx context.Context) error {
+func (g *hraft) waitReady(ctx context.Context) error {
 	for !g.ready.Load() {
 		if g.raft.State() != raft.Leader {
 			return g.notLeader()
@@ -144,12 +210,12 @@ func (g *group) waitReady(ctx context.Context) error {
 }
 
 // leaderAddr returns the current leader's address, or "".
-func (g *group) leaderAddr() string {
+func (g *hraft) leaderAddr() string {
 	addr, _ := g.raft.LeaderWithID()
 	return string(addr)
 }
 
-func (g *group) notLeader() error {
+func (g *hraft) notLeader() error {
 	_, id := g.raft.LeaderWithID()
 	if id == "" {
 		return errorf(ErrNotLeader, "shard %d has no leader", g.id)
@@ -160,7 +226,7 @@ func (g *group) notLeader() error {
 // readIndex returns an index such that every write acknowledged before the
 // call is at or below it, after confirming leadership. Concurrent callers
 // share one VerifyLeader round.
-func (g *group) readIndex(ctx context.Context) (uint64, error) {
+func (g *hraft) readIndex(ctx context.Context) (uint64, error) {
 	if err := g.waitReady(ctx); err != nil {
 		return 0, err
 	}
@@ -180,7 +246,7 @@ func (g *group) readIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
-func (g *group) readIndexLoop() {
+func (g *hraft) readIndexLoop() {
 	defer g.wg.Done()
 	for {
 		select {
@@ -221,7 +287,7 @@ func (g *group) readIndexLoop() {
 	}
 }
 
-func (g *group) failReaders(err error) {
+func (g *hraft) failReaders(err error) {
 	g.readMu.Lock()
 	defer g.readMu.Unlock()
 	for _, w := range g.readWaiters {

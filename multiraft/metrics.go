@@ -1,0 +1,56 @@
+package multiraft
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	reg           prometheus.Registerer
+	syncs         prometheus.Counter
+	batchItems    prometheus.Histogram
+	readies       prometheus.Counter
+	applied       prometheus.Counter
+	dropped       prometheus.Counter
+	readRounds    prometheus.Counter
+	snapshotsSent prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_log_syncs_total",
+			Help: "Synced raft log batches (one per log-writer round that held acknowledgements)."}),
+		batchItems: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lambdadb_raft_log_batch_appends",
+			Help:    "Group appends written per log-writer batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		readies: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_ready_total",
+			Help: "Raft Ready rounds handled, over all groups."}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_entries_applied_total",
+			Help: "Raft entries applied, over all groups."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_proposals_dropped_total",
+			Help: "Proposals raft refused or another entry replaced."}),
+		readRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_read_index_rounds_total",
+			Help: "ReadIndex requests issued (each shared by the reads waiting at the time)."}),
+		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_snapshots_sent_total",
+			Help: "Snapshots streamed to followers."}),
+	}
+	if reg != nil {
+		for _, c := range m.all() {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) all() []prometheus.Collector {
+	return []prometheus.Collector{m.syncs, m.batchItems, m.readies, m.applied, m.dropped, m.readRounds, m.snapshotsSent}
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.all() {
+		m.reg.Unregister(c)
+	}
+}

@@ -1,0 +1,261 @@
+package rafttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lambdadb/kv"
+	"lambdadb/multiraft"
+)
+
+// Options configure a Cluster.
+type Options struct {
+	Nodes, Groups int
+	// Config is the template for each node's engine config (NodeID,
+	// Storage, Transport, FS and SnapshotDir are filled in). Tests use
+	// short ticks: default TickInterval 10ms.
+	Config multiraft.Config
+	// Crashable gives each node a vfs.NewCrashableMem so Crash can drop
+	// what was not synced.
+	Crashable bool
+}
+
+// Node is one member of a Cluster.
+type Node struct {
+	ID      uint64
+	FS      vfs.FS
+	Storage *kv.Engine
+	Engine  *multiraft.Engine
+	SMs     []*KV
+	Reg     *prometheus.Registry
+}
+
+// Cluster runs Nodes engines, each replicating every group, on a Network.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Net   *Network
+	mu    sync.Mutex
+	nodes map[uint64]*Node
+	fs    map[uint64]vfs.FS
+}
+
+// NewCluster starts a cluster; it stops when the test ends.
+func NewCluster(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Config.TickInterval == 0 {
+		opts.Config.TickInterval = 10 * time.Millisecond
+	}
+	c := &Cluster{t: t, opts: opts, Net: NewNetwork(), nodes: map[uint64]*Node{}, fs: map[uint64]vfs.FS{}}
+	for id := uint64(1); id <= uint64(opts.Nodes); id++ {
+		if opts.Crashable {
+			c.fs[id] = vfs.NewCrashableMem()
+		} else {
+			c.fs[id] = vfs.NewMem()
+		}
+		if err := c.Start(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, id := range c.IDs() {
+			c.Stop(id)
+		}
+		c.Net.Close()
+	})
+	return c
+}
+
+// IDs lists the running nodes.
+func (c *Cluster) IDs() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []uint64
+	for id := uint64(1); id <= uint64(c.opts.Nodes); id++ {
+		if c.nodes[id] != nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Node returns a running node, or nil.
+func (c *Cluster) Node(id uint64) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// Start opens node id from its filesystem.
+func (c *Cluster) Start(id uint64) error {
+	fs := c.fs[id]
+	st, err := kv.Open(kv.Config{Dir: "db", FS: fs})
+	if err != nil {
+		return err
+	}
+	cfg := c.opts.Config
+	cfg.NodeID, cfg.Storage, cfg.FS, cfg.SnapshotDir = id, st, fs, "snap"
+	cfg.Transport = c.Net.Transport(id)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	e, err := multiraft.Open(cfg)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	n := &Node{ID: id, FS: fs, Storage: st, Engine: e, Reg: reg}
+	var voters []uint64
+	for v := uint64(1); v <= uint64(c.opts.Nodes); v++ {
+		voters = append(voters, v)
+	}
+	for g := 0; g < c.opts.Groups; g++ {
+		rs, err := st.RaftStorage(g)
+		if err != nil {
+			return err
+		}
+		sm, err := NewKV(st, g)
+		if err != nil {
+			return err
+		}
+		if err := e.AddGroup(multiraft.GroupConfig{ID: uint64(g), Storage: rs, SM: sm, Voters: voters}); err != nil {
+			return err
+		}
+		n.SMs = append(n.SMs, sm)
+	}
+	c.Net.Attach(id, e)
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// Stop closes node id cleanly.
+func (c *Cluster) Stop(id uint64) {
+	c.mu.Lock()
+	n := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if n == nil {
+		return
+	}
+	c.Net.Attach(id, nil)
+	n.Engine.Close()
+	n.Storage.Close()
+}
+
+// Crash stops node id and drops every write it had not synced (the
+// cluster must be Crashable).
+func (c *Cluster) Crash(id uint64) {
+	c.mu.Lock()
+	n := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if n == nil {
+		return
+	}
+	c.Net.Attach(id, nil)
+	cm := n.FS.(*vfs.MemFS)
+	// The clone is taken while the node is still running: whatever was
+	// not synced by then is gone, as after a power cut.
+	c.fs[id] = cm.CrashClone(vfs.CrashCloneCfg{})
+	n.Engine.Close()
+	n.Storage.Close()
+}
+
+// Leader waits until group g has a leader that every running node agrees
+// on, and returns it.
+func (c *Cluster) Leader(g uint64) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var lead uint64
+		agree := true
+		for _, id := range c.IDs() {
+			n := c.Node(id)
+			if n == nil {
+				continue
+			}
+			st, err := n.Engine.Status(g)
+			if err != nil {
+				agree = false
+				break
+			}
+			if st.IsLeader() {
+				lead = id
+			}
+		}
+		if lead != 0 && agree {
+			return lead
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d elected no leader", g)
+	return 0
+}
+
+// Put proposes key=value in group g through its leader, retrying on
+// leader changes and drops, and returns the entry's index.
+func (c *Cluster) Put(ctx context.Context, g uint64, key, value string) (uint64, error) {
+	for {
+		lead := c.leaderNow(g)
+		if lead != nil {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			idx, res, err := lead.Engine.Propose(pctx, g, Put(key, value))
+			cancel()
+			if err == nil {
+				if e, ok := res.(error); ok {
+					return 0, e
+				}
+				return idx, nil
+			}
+			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrDropped) &&
+				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, multiraft.ErrClosed) {
+				return 0, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("put %s in group %d: %w", key, g, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) leaderNow(g uint64) *Node {
+	for _, id := range c.IDs() {
+		n := c.Node(id)
+		if n == nil {
+			continue
+		}
+		if st, err := n.Engine.Status(g); err == nil && st.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// WaitApplied waits until every running node has applied index in g.
+func (c *Cluster) WaitApplied(g, index uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, id := range c.IDs() {
+			if n := c.Node(id); n != nil && n.SMs[g].Applied() < index {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d: not every node applied %d", g, index)
+}

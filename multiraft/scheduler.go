@@ -1,0 +1,128 @@
+package multiraft
+
+import "sync"
+
+// scheduler hands queued groups to a fixed set of workers. A group is in
+// the queue at most once and never processed by two workers at once: work
+// that arrives while a worker holds it marks it to be queued again when the
+// worker lets go.
+type scheduler struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []*replica // FIFO
+	head   int
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// per-replica scheduling state, guarded by scheduler.mu.
+type schedState struct {
+	queued     bool // in the queue or being processed
+	processing bool
+	again      bool // queued while processing
+}
+
+func newScheduler() *scheduler {
+	s := &scheduler{}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// start runs n workers, each calling process for the groups it takes.
+func (s *scheduler) start(n int, process func(*replica)) {
+	for range n {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.worker(process)
+		}()
+	}
+}
+
+// enqueue queues r unless it is queued already.
+func (s *scheduler) enqueue(r *replica) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	st := &r.sched
+	if st.queued {
+		if st.processing {
+			st.again = true
+		}
+		return
+	}
+	st.queued = true
+	s.queue = append(s.queue, r)
+	s.cond.Signal()
+}
+
+// enqueueAll queues every replica in rs with one lock round.
+func (s *scheduler) enqueueAll(rs []*replica) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	n := 0
+	for _, r := range rs {
+		st := &r.sched
+		if st.queued {
+			if st.processing {
+				st.again = true
+			}
+			continue
+		}
+		st.queued = true
+		s.queue = append(s.queue, r)
+		n++
+	}
+	if n == 1 {
+		s.cond.Signal()
+	} else if n > 1 {
+		s.cond.Broadcast()
+	}
+}
+
+func (s *scheduler) worker(process func(*replica)) {
+	s.mu.Lock()
+	for {
+		for !s.closed && s.head == len(s.queue) {
+			s.cond.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		r := s.queue[s.head]
+		s.queue[s.head] = nil
+		s.head++
+		if s.head == len(s.queue) {
+			s.queue, s.head = s.queue[:0], 0
+		}
+		r.sched.processing = true
+		s.mu.Unlock()
+
+		process(r)
+
+		s.mu.Lock()
+		r.sched.processing = false
+		if r.sched.again {
+			r.sched.again = false
+			s.queue = append(s.queue, r)
+			s.cond.Signal()
+		} else {
+			r.sched.queued = false
+		}
+	}
+}
+
+// close stops the workers after their current group and waits for them.
+func (s *scheduler) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.wg.Wait()
+}

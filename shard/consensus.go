@@ -1,0 +1,55 @@
+package shard
+
+import (
+	"context"
+)
+
+// Engines that can replicate the shards (Config.Engine).
+const (
+	// EngineMultiRaft drives every shard of the node through one multiraft
+	// engine (etcd's raft library): one scheduler, one log writer, one
+	// ticker, one connection per peer.
+	EngineMultiRaft = "multiraft"
+	// EngineHashicorp runs one hashicorp/raft instance per shard. It is the
+	// engine data directories were written with before multiraft, kept
+	// while the move completes.
+	EngineHashicorp = "hashicorp"
+)
+
+// consensus is one shard's replication on this node, whichever engine
+// drives it.
+type consensus interface {
+	// isLeader reports whether this replica leads the shard.
+	isLeader() bool
+	// leaderAddr returns the leader's address as this replica knows it,
+	// or "".
+	leaderAddr() string
+	// notLeader is the error for a request this replica cannot lead,
+	// naming the leader when known.
+	notLeader() error
+	// stateName is the replica's role, lower case: leader, follower,
+	// candidate, ...
+	stateName() string
+	// propose replicates cmd and waits until this replica applied it.
+	propose(ctx context.Context, cmd []byte) (uint64, applyResult, error)
+	// readIndex confirms leadership and returns the commit index.
+	readIndex(ctx context.Context) (uint64, error)
+	// transfer hands leadership to p if it is caught up.
+	transfer(p Peer) error
+	// waitLeader blocks until this replica leads and can serve (one-node
+	// clusters at start).
+	waitLeader(ctx context.Context) error
+	// stats describes the replica's log for tests and debugging.
+	stats() map[string]string
+	// shutdown stops the replica's own machinery, if any.
+	shutdown() error
+}
+
+// group is one shard replica on this node.
+type group struct {
+	id       int
+	replicas []Peer // replicas[0] is the preferred leader
+	fsm      *fsm
+	m        *metrics
+	consensus
+}
