@@ -434,3 +434,25 @@ func (e *Engine) FirstIndex(group uint64) (uint64, error) {
 	}
 	return r.storage.FirstIndex()
 }
+
+// TruncateLog discards group's log entries up to index (at most the
+// applied index) on this node now, as the engine does on its own once the
+// log outgrows Config.LogRetainEntries. Followers that need the discarded
+// entries get a snapshot.
+func (e *Engine) TruncateLog(ctx context.Context, group, index uint64) error {
+	r, err := e.group(group)
+	if err != nil {
+		return err
+	}
+	index = min(index, r.sm.Applied())
+	done := make(chan struct{})
+	e.w.enqueue(writeItem{r: r, truncate: index, done: done})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.stop:
+		return ErrClosed
+	}
+}

@@ -126,7 +126,7 @@ func TestOneSyncPerBatch(t *testing.T) {
 	c := rafttest.NewCluster(t, rafttest.Options{Nodes: 1, Groups: groups})
 	ctx := ctxT(t, 60*time.Second)
 	n := c.Node(1)
-	before := counter(t, n, "lambdadb_raft_log_syncs_total")
+	before := counter(t, n, "lambdadb_multiraft_log_syncs_total")
 	var wg sync.WaitGroup
 	for g := uint64(0); g < groups; g++ {
 		wg.Add(1)
@@ -141,7 +141,7 @@ func TestOneSyncPerBatch(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	syncs := counter(t, n, "lambdadb_raft_log_syncs_total") - before
+	syncs := counter(t, n, "lambdadb_multiraft_log_syncs_total") - before
 	t.Logf("%d proposals, %.0f syncs", groups*30, syncs)
 	if syncs >= groups*30 {
 		t.Fatalf("%.0f syncs for %d proposals: appends of different groups did not share a sync", syncs, groups*30)
@@ -305,7 +305,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	c.WaitApplied(1, last)
 	sent := 0.0
 	for _, id := range c.IDs() {
-		sent += counter(t, c.Node(id), "lambdadb_raft_snapshots_sent_total")
+		sent += counter(t, c.Node(id), "lambdadb_multiraft_snapshots_sent_total")
 	}
 	if sent == 0 {
 		t.Fatal("the lagging follower caught up without a snapshot: the test did not test snapshots")

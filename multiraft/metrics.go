@@ -16,20 +16,20 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		reg: reg,
-		syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_log_syncs_total",
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_log_syncs_total",
 			Help: "Synced raft log batches (one per log-writer round that held acknowledgements)."}),
-		batchItems: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lambdadb_raft_log_batch_appends",
+		batchItems: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lambdadb_multiraft_log_batch_appends",
 			Help:    "Group appends written per log-writer batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		readies: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_ready_total",
+		readies: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_ready_total",
 			Help: "Raft Ready rounds handled, over all groups."}),
-		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_entries_applied_total",
+		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_entries_applied_total",
 			Help: "Raft entries applied, over all groups."}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_proposals_dropped_total",
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_proposals_dropped_total",
 			Help: "Proposals raft refused or another entry replaced."}),
-		readRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_read_index_rounds_total",
+		readRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_read_index_rounds_total",
 			Help: "ReadIndex requests issued (each shared by the reads waiting at the time)."}),
-		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_raft_snapshots_sent_total",
+		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_snapshots_sent_total",
 			Help: "Snapshots streamed to followers."}),
 	}
 	if reg != nil {

@@ -14,6 +14,7 @@ type writeItem struct {
 	r        *replica
 	m        *pb.Message
 	truncate uint64
+	done     chan struct{} // closed once a truncation is durable (TruncateLog)
 }
 
 func (it writeItem) size() int {
@@ -102,7 +103,10 @@ func (w *writer) write(items []writeItem) error {
 		st := it.r.storage
 		if it.m == nil {
 			if err := b.Truncate(st, it.truncate); err != nil {
-				return fmt.Errorf("group %d: truncate at %d: %w", it.r.id, it.truncate, err)
+				// Truncation checks before it writes, so the batch is
+				// intact: skip it (it only saves space).
+				e.cfg.Logger.Warn("raft log truncation skipped", "group", it.r.id, "index", it.truncate, "err", err)
+				continue
 			}
 			sync = true // the applies it relies on must be durable too
 			continue
@@ -149,7 +153,11 @@ func (w *writer) write(items []writeItem) error {
 	var local []*replica
 	for _, it := range items {
 		if it.m == nil {
-			it.r.truncating.Store(false)
+			if it.done != nil {
+				close(it.done)
+			} else {
+				it.r.truncating.Store(false)
+			}
 			continue
 		}
 		if snap := it.m.GetSnapshot(); snap != nil && snap.GetMetadata().GetIndex() > 0 {

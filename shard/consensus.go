@@ -16,6 +16,9 @@ const (
 	EngineHashicorp = "hashicorp"
 )
 
+// DefaultEngine replicates new data directories.
+const DefaultEngine = EngineMultiRaft
+
 // consensus is one shard's replication on this node, whichever engine
 // drives it.
 type consensus interface {

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 // A connection to a node's single address is either HTTP (anything else) or
 // starts with a preamble:
 //
-//	magic   4 bytes: "LDR1" (Raft stream for one shard) or "LDI1" (internal RPC)
+//	magic   4 bytes: "LDR1" (hashicorp Raft stream for one shard), "LDM1"
+//	        (multiraft message stream), "LDS1" (one multiraft snapshot) or
+//	        "LDI1" (internal RPC)
 //	shard   2 bytes, big-endian (0 for internal RPC)
 //	idLen   1 byte, then the dialing node's id
 //
@@ -25,6 +28,8 @@ import (
 const (
 	magicRaft     = "LDR1"
 	magicInternal = "LDI1"
+	magicMulti    = "LDM1"
+	magicSnap     = "LDS1"
 	maxIDLen      = 255
 )
 
@@ -51,6 +56,7 @@ type Mux struct {
 
 	mu     sync.Mutex
 	layers map[int]*streamLayer
+	multi  func(c net.Conn, peer string, snapshot bool) // multiraft streams
 	closed chan struct{}
 	once   sync.Once
 }
@@ -124,7 +130,7 @@ func (m *Mux) route(c net.Conn) {
 		}
 	}
 	switch string(head) {
-	case magicRaft, magicInternal:
+	case magicRaft, magicInternal, magicMulti, magicSnap:
 		shard, peer, err := readPreamble(br)
 		if err != nil {
 			c.Close()
@@ -132,9 +138,20 @@ func (m *Mux) route(c net.Conn) {
 		}
 		_ = c.SetReadDeadline(time.Time{})
 		fc := &faultConn{Conn: &bufConn{Conn: c, r: br}, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer,
-			raft: string(head) == magicRaft}
+			raft: string(head) != magicInternal}
 		if string(head) == magicInternal {
 			m.internal.deliver(fc)
+			return
+		}
+		if string(head) == magicMulti || string(head) == magicSnap {
+			m.mu.Lock()
+			h := m.multi
+			m.mu.Unlock()
+			if h == nil {
+				c.Close()
+				return
+			}
+			h(fc, peer, string(head) == magicSnap)
 			return
 		}
 		m.mu.Lock()
@@ -180,7 +197,8 @@ func writePreamble(w io.Writer, magic string, shard int, self string) error {
 
 // dial opens a connection to addr (node peer) with the given preamble.
 func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (net.Conn, error) {
-	if dropped, _ := m.cfg.Faults.check(m.cfg.NodeID, peer, magic == magicRaft); dropped {
+	isRaft := magic != magicInternal
+	if dropped, _ := m.cfg.Faults.check(m.cfg.NodeID, peer, isRaft); dropped {
 		return nil, fmt.Errorf("%w: dial %s", errDialFault, peer)
 	}
 	c, err := net.DialTimeout("tcp", addr, timeout)
@@ -196,7 +214,28 @@ func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (
 		return nil, err
 	}
 	_ = c.SetWriteDeadline(time.Time{})
-	return &faultConn{Conn: c, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer, raft: magic == magicRaft}, nil
+	return &faultConn{Conn: c, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer, raft: isRaft}, nil
+}
+
+// handleMulti routes multiraft streams to h, which owns each connection
+// (snapshot says whether it carries one snapshot or the message stream).
+func (m *Mux) handleMulti(h func(c net.Conn, peer string, snapshot bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.multi = h
+}
+
+// dialMulti opens a multiraft stream to node peer at addr.
+func (m *Mux) dialMulti(ctx context.Context, addr, peer string, snapshot bool) (net.Conn, error) {
+	magic := magicMulti
+	if snapshot {
+		magic = magicSnap
+	}
+	timeout := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	return m.dial(addr, peer, magic, 0, timeout)
 }
 
 // streamLayer is one shard's raft.StreamLayer on the mux.

@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lambdadb/kv"
+	"lambdadb/multiraft"
+	"lambdadb/transport"
 )
 
 // Peer is one member of the initial cluster.
@@ -56,6 +58,14 @@ type Config struct {
 	// in-memory transport. The caller runs Mux.Serve and closes the Mux
 	// after the Node.
 	Mux *Mux
+	// Engine selects the replication engine for a new data directory:
+	// EngineMultiRaft or EngineHashicorp. Default DefaultEngine. A data
+	// directory keeps the engine it was created with: "" opens it with
+	// that engine, and naming another is an error.
+	Engine string
+	// TickInterval is the multiraft engine's tick: heartbeats go out every
+	// tick and ElectionTimeout is counted in ticks. Default 50ms.
+	TickInterval time.Duration
 	// ElectionTimeout is Raft's heartbeat and election timeout: a follower
 	// that hears nothing from its leader for a random time between one and
 	// two of these starts an election. Default 500ms.
@@ -159,6 +169,14 @@ func (c *Config) setDefaults() error {
 	if c.ElectionTimeout <= 0 {
 		c.ElectionTimeout = 500 * time.Millisecond
 	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 50 * time.Millisecond
+	}
+	switch c.Engine {
+	case "", EngineMultiRaft, EngineHashicorp:
+	default:
+		return fmt.Errorf("shard: Config.Engine must be %q or %q, got %q", EngineMultiRaft, EngineHashicorp, c.Engine)
+	}
 	if c.MaxValueBytes <= 0 {
 		c.MaxValueBytes = 1 << 20
 	}
@@ -211,6 +229,9 @@ type Node struct {
 	engClosed bool
 
 	peerOf   map[string]string // address → node id
+	numOf    map[string]uint64 // node id → raft node number (position in Peers + 1)
+	mr       *multiraft.Engine // the multiraft engine, nil with hashicorp
+	tr       *transport.Transport
 	rpc      *rpcClient
 	internal *http.Server
 	imux     *http.ServeMux // internal RPC routes (rpc.go)
@@ -232,9 +253,10 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
 	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
-		peerOf: map[string]string{}, imux: http.NewServeMux()}
-	for _, p := range cfg.Peers {
+		peerOf: map[string]string{}, numOf: map[string]uint64{}, imux: http.NewServeMux()}
+	for i, p := range cfg.Peers {
 		n.peerOf[p.Addr] = p.ID
+		n.numOf[p.ID] = uint64(i + 1)
 	}
 	n.peers = newPeerTracker(cfg.Peers, cfg.ID)
 	if err := n.checkIdentity(); err != nil {
@@ -248,11 +270,19 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Mux != nil {
 		n.rpc = newRPCClient(cfg.Mux, func(addr string) string { return n.peerOf[addr] })
 	}
+	start := n.startGroup
+	if n.cfg.Engine == EngineMultiRaft {
+		if err := n.openMultiRaft(); err != nil {
+			eng.Close()
+			return nil, err
+		}
+		start = n.startMultiRaftGroup
+	}
 	for s := 0; s < cfg.Shards; s++ {
 		if !n.hosts(s) {
 			continue
 		}
-		g, err := n.startGroup(s)
+		g, err := start(s)
 		if err != nil {
 			n.Close()
 			return nil, err
@@ -312,6 +342,9 @@ func (n *Node) checkIdentity() error {
 	for _, p := range n.cfg.Peers {
 		peers = append(peers, p.ID+"="+p.Addr)
 	}
+	if err := n.checkEngine(); err != nil {
+		return err
+	}
 	// Placement is computed from the peer list (in order), the replica
 	// count and the shard count, so none of them may change.
 	for _, kvp := range []struct{ name, want string }{
@@ -333,6 +366,41 @@ func (n *Node) checkIdentity() error {
 		if string(have) != kvp.want {
 			return fmt.Errorf("shard: data directory %s was created with %s=%s, not %s",
 				n.cfg.Dir, kvp.name, have, kvp.want)
+		}
+	}
+	return nil
+}
+
+// checkEngine settles which engine replicates this data directory: the one
+// recorded in it, else (a directory from before the record existed) the
+// hashicorp engine, else, for a new directory, Config.Engine.
+func (n *Node) checkEngine() error {
+	have, found, err := n.eng.NodeMeta("engine")
+	if err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	if !found {
+		_, existing, err := n.eng.NodeMeta("id")
+		if err != nil {
+			return fmt.Errorf("shard: %w", err)
+		}
+		if existing {
+			have = []byte(EngineHashicorp)
+		} else if n.cfg.Engine == "" {
+			have = []byte(DefaultEngine)
+		} else {
+			have = []byte(n.cfg.Engine)
+		}
+	}
+	if n.cfg.Engine != "" && n.cfg.Engine != string(have) {
+		return fmt.Errorf("shard: data directory %s holds shards replicated by the %s engine, not %s: "+
+			"open it without choosing an engine, or move its data to a new cluster (see docs/operations.md)",
+			n.cfg.Dir, have, n.cfg.Engine)
+	}
+	n.cfg.Engine = string(have)
+	if !found {
+		if err := n.eng.SetNodeMeta("engine", have); err != nil {
+			return fmt.Errorf("shard: %w", err)
 		}
 	}
 	return nil
@@ -461,6 +529,16 @@ func (n *Node) Close() error {
 			continue
 		}
 		if err := g.shutdown(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.mr != nil {
+		if err := n.mr.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.tr != nil {
+		if err := n.tr.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
