@@ -43,46 +43,44 @@ func (s *scheduler) start(n int, process func(*replica)) {
 func (s *scheduler) enqueue(r *replica) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return
+	if s.push(r) {
+		s.cond.Signal()
 	}
-	st := &r.sched
-	if st.queued {
-		if st.processing {
-			st.again = true
-		}
-		return
-	}
-	st.queued = true
-	s.queue = append(s.queue, r)
-	s.cond.Signal()
 }
 
 // enqueueAll queues every replica in rs with one lock round.
 func (s *scheduler) enqueueAll(rs []*replica) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
 	n := 0
 	for _, r := range rs {
-		st := &r.sched
-		if st.queued {
-			if st.processing {
-				st.again = true
-			}
-			continue
+		if s.push(r) {
+			n++
 		}
-		st.queued = true
-		s.queue = append(s.queue, r)
-		n++
 	}
 	if n == 1 {
 		s.cond.Signal()
 	} else if n > 1 {
 		s.cond.Broadcast()
 	}
+}
+
+// push queues r and reports whether it did; a replica being processed is
+// marked to be queued again instead. The caller holds s.mu.
+func (s *scheduler) push(r *replica) bool {
+	if s.closed {
+		return false
+	}
+	st := &r.sched
+	if st.queued {
+		if st.processing {
+			st.again = true
+		}
+		return false
+	}
+	st.queued = true
+	s.queue = append(s.queue, r)
+	return true
 }
 
 func (s *scheduler) worker(process func(*replica)) {
