@@ -2,13 +2,15 @@ package kv
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/hashicorp/raft"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // crashAndReopen simulates a machine crash of e's filesystem (only synced
@@ -23,39 +25,70 @@ func crashAndReopen(t *testing.T, fs *vfs.MemFS, dir string, e *Engine, cfg vfs.
 	return e2, clone
 }
 
+// roundTripEnts exercises what a stored raftpb.Entry keeps: every entry
+// type (and none), nil, empty and large data, and extreme terms.
+func roundTripEnts() []*pb.Entry {
+	big := make([]byte, 100<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	return []*pb.Entry{
+		{Index: new(uint64(1)), Term: new(uint64(0)), Type: new(pb.EntryType_EntryNormal), Data: []byte("hello")},
+		{Index: new(uint64(2)), Term: new(uint64(1)), Type: new(pb.EntryType_EntryConfChange)}, // nil Data
+		{Index: new(uint64(3)), Term: new(uint64(1)), Type: new(pb.EntryType_EntryConfChangeV2), Data: []byte{}},
+		{Index: new(uint64(4)), Term: new(uint64(2)), Data: big}, // no Type
+		{Index: new(uint64(5)), Term: new(uint64(1 << 63)), Type: new(pb.EntryType_EntryNormal), Data: []byte{0}},
+		{Index: new(uint64(6)), Term: new(uint64(math.MaxUint64)), Type: new(pb.EntryType_EntryNormal), Data: []byte("x")},
+	}
+}
+
 func TestCrashSyncedRaftStateSurvives(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	const dir = "node1/data/db" // nested, not yet existing directories
 	e := openEngine(t, fs, dir)
-	ls := logStore(t, e, 1)
-	logs := roundTripLogs() // once: it holds a time.Now()
-	storeLogs(t, ls, logs)
-	storeLogs(t, logStore(t, e, 2), makeLogs(1, 50, 4))
-	if err := logStore(t, e, 2).DeleteRange(1, 20); err != nil {
-		t.Fatal(err)
-	}
-	ss := stableStore(t, e, 1)
-	if err := ss.SetUint64([]byte("CurrentTerm"), 5); err != nil {
-		t.Fatal(err)
-	}
-	if err := ss.Set([]byte("LastVoteCand"), []byte("n2")); err != nil {
-		t.Fatal(err)
-	}
+	s1, s2 := raftStorage(t, e, 1), raftStorage(t, e, 2)
+	ents := roundTripEnts()
+	raftCommit(t, e, func(b *RaftBatch) {
+		mustAppend(t, b, s1, ents)
+		mustAppend(t, b, s2, mkEnts(1, 50, 4))
+	})
+	raftCommit(t, e, func(b *RaftBatch) {
+		hs := &pb.HardState{Term: new(uint64(5)), Vote: new(uint64(2)), Commit: new(uint64(3))}
+		if err := b.SetHardState(s1, hs); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Truncation discards only applied entries; the synced truncation also
+	// makes this unsynced step durable.
+	commitRaft(t, e, 2, 20, 4, nil)
+	raftCommit(t, e, func(b *RaftBatch) {
+		if err := b.Truncate(s2, 20); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	e2, _ := crashAndReopen(t, fs, dir, e, vfs.CrashCloneCfg{})
 
-	ls2 := logStore(t, e2, 1)
-	wantBounds(t, ls2, 1, uint64(len(logs)))
-	for _, l := range logs {
-		checkGetLog(t, ls2, l)
+	r1 := raftStorage(t, e2, 1)
+	wantRaftBounds(t, r1, 1, uint64(len(ents)))
+	wantEntries(t, r1, 1, uint64(len(ents))+1, ents)
+	for _, ent := range ents {
+		wantTerm(t, r1, ent.GetIndex(), ent.GetTerm())
 	}
-	wantBounds(t, logStore(t, e2, 2), 21, 50)
-	ss2 := stableStore(t, e2, 1)
-	if n, err := ss2.GetUint64([]byte("CurrentTerm")); err != nil || n != 5 {
-		t.Fatalf("CurrentTerm after crash = %d, %v", n, err)
+	hs, _, err := r1.InitialState()
+	if err != nil || hs.GetTerm() != 5 || hs.GetVote() != 2 || hs.GetCommit() != 3 {
+		t.Fatalf("hard state after crash = %v, %v; want term 5, vote 2, commit 3", hs, err)
 	}
-	if v, err := ss2.Get([]byte("LastVoteCand")); err != nil || string(v) != "n2" {
-		t.Fatalf("LastVoteCand after crash = %q, %v", v, err)
+	r2 := raftStorage(t, e2, 2)
+	wantRaftBounds(t, r2, 21, 50)
+	wantTerm(t, r2, 20, 4)
+	wantEntries(t, r2, 21, 51, mkEnts(21, 50, 4))
+	if got := rawEntryIndexes(t, e2, 2); !slices.Equal(got, seq(21, 50)) {
+		t.Fatalf("shard 2 stored indexes after crash %v", got)
+	}
+	if hs, _, err := r2.InitialState(); err != nil || hs.GetVote() != 0 || hs.GetCommit() != 20 {
+		t.Fatalf("shard 2 hard state after crash = %v, %v", hs, err)
 	}
 }
 
@@ -163,30 +196,51 @@ func TestCrashUnsyncedApply(t *testing.T) {
 	})
 
 	t.Run("a later synced Raft write makes it durable", func(t *testing.T) {
-		// Every shard shares one WAL: a synced log append persists the
+		// Every shard shares one WAL: a synced raft commit persists the
 		// unsynced batches committed before it.
-		for _, syncer := range []string{"StoreLogs", "StableStore.Set", "DeleteRange"} {
+		for _, syncer := range []string{"Append", "SetHardState", "Truncate"} {
 			t.Run(syncer, func(t *testing.T) {
 				fs := vfs.NewCrashableMem()
 				e := openEngine(t, fs, "db")
-				ls := logStore(t, e, 9)
-				storeLogs(t, ls, makeLogs(1, 2, 1))
+				rs := raftStorage(t, e, 9)
+				commitRaft(t, e, 9, 1, 1, nil) // made durable by the append
+				appendEnts(t, e, rs, mkEnts(1, 2, 1))
 				writeBatches(t, e, 1, 1, 4, 2)
-				switch syncer {
-				case "StoreLogs":
-					storeLogs(t, ls, makeLogs(3, 3, 1))
-				case "StableStore.Set":
-					if err := stableStore(t, e, 9).SetUint64([]byte("t"), 1); err != nil {
+				raftCommit(t, e, func(b *RaftBatch) {
+					var err error
+					switch syncer {
+					case "Append":
+						err = b.Append(rs, mkEnts(3, 3, 1))
+					case "SetHardState":
+						err = b.SetHardState(rs, &pb.HardState{Term: new(uint64(1)), Commit: new(uint64(2))})
+					case "Truncate":
+						err = b.Truncate(rs, 1)
+					}
+					if err != nil {
 						t.Fatal(err)
 					}
-				case "DeleteRange":
-					if err := ls.DeleteRange(1, 1); err != nil {
-						t.Fatal(err)
+					if b.Empty() {
+						t.Fatal("syncer wrote nothing")
 					}
-				}
+				})
 				e2, _ := crashAndReopen(t, fs, "db", e, vfs.CrashCloneCfg{})
 				wantApplied(t, e2, 1, 4)
 				checkApplyAtomic(t, e2, 1, 4, 2)
+				// The syncer itself survived too.
+				r := raftStorage(t, e2, 9)
+				switch syncer {
+				case "Append":
+					wantRaftBounds(t, r, 1, 3)
+					wantEntries(t, r, 1, 4, mkEnts(1, 3, 1))
+				case "SetHardState":
+					wantRaftBounds(t, r, 1, 2)
+					if hs, _, err := r.InitialState(); err != nil || hs.GetTerm() != 1 || hs.GetCommit() != 2 {
+						t.Fatalf("hard state after crash = %v, %v", hs, err)
+					}
+				case "Truncate":
+					wantRaftBounds(t, r, 2, 2)
+					wantTerm(t, r, 1, 1)
+				}
 			})
 		}
 	})
@@ -203,7 +257,11 @@ func TestCrashApplyAtomic(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 0x5eed))
 			fs := vfs.NewCrashableMem()
 			e := openEngine(t, fs, "db")
-			logs := logStore(t, e, 1)
+			// The log is a shard of its own: RaftStorage resets a log that
+			// does not hold its shard's applied index, and these steps are
+			// not tied to log entries.
+			const logShard = 7
+			rs := raftStorage(t, e, logShard)
 			durable := map[int]uint64{} // applied index known to be synced
 			next := map[int]uint64{}
 			var logIndex uint64
@@ -223,7 +281,7 @@ func TestCrashApplyAtomic(t *testing.T) {
 					}
 				case 1:
 					logIndex++
-					storeLogs(t, logs, makeLogs(logIndex, logIndex, 1))
+					appendEnts(t, e, rs, mkEnts(logIndex, logIndex, 1))
 					for _, s := range shards {
 						durable[s] = next[s]
 					}
@@ -242,18 +300,10 @@ func TestCrashApplyAtomic(t *testing.T) {
 				}
 				checkApplyAtomic(t, e2, s, a, keysPerBatch)
 			}
-			ls := logStore(t, e2, 1)
-			first, _ := ls.FirstIndex()
-			last, _ := ls.LastIndex()
-			if logIndex > 0 && (first != 1 || last < logIndex) {
-				t.Fatalf("log bounds after crash [%d, %d]; want [1, >=%d]", first, last, logIndex)
-			}
-			var l raft.Log
-			for i := uint64(1); i <= logIndex; i++ {
-				if err := ls.GetLog(i, &l); err != nil {
-					t.Fatalf("synced log %d lost: %v", i, err)
-				}
-			}
+			// Every log append was synced: all of them survive, and no more.
+			r := raftStorage(t, e2, logShard)
+			wantRaftBounds(t, r, 1, logIndex)
+			wantEntries(t, r, 1, logIndex+1, mkEnts(1, logIndex, 1))
 		})
 	}
 }

@@ -20,35 +20,33 @@
 //	                     truncated index, then its term; the entry at the
 //	                     truncated index is the last one discarded, or the
 //	                     bootstrap or snapshot point)
-//	S<shard>l<index>     hashicorp/raft log entries, by 8-byte big-endian index
-//	S<shard>s<name>      hashicorp/raft stable state (term, vote)
 //	S<shard>y<syskey>    system records (Space System): same encoding as d
 //	N<name>              node metadata (node id, shard count)
 //
 // A shard snapshot covers the kinds a, c, d, f and y — the replicated
-// state — and never the Raft log or stable state (kinds e, h, l and s),
-// which belong to the replica. Because kind a is replicated, a snapshot
+// state — and never the Raft log or replica state (kinds e and h), which
+// belong to the replica. Because kind a is replicated, a snapshot
 // carries its own applied index, term and ConfState. Records live in one of
 // two spaces (Space): UserData (kind d), which the Get, Scan, Put and Delete
 // methods address, and System (kind y), reached only through the ...In
 // methods.
 //
-// Kinds l and s belong to the hashicorp/raft stores (LogStore, StableStore);
-// kinds e and h to the etcd raft storage (RaftStorage, RaftBatch).
+// Kinds e and h belong to the etcd raft storage (RaftStorage, RaftBatch).
 //
 // # Durability
 //
-// Raft log appends and stable-state writes are synced (a RaftBatch is
-// committed with or without sync as its caller asks). State-machine batches
-// (Apply.Commit) are not: the Raft log replays them after a crash, because
-// the applied index is written in the same batch as the data it covers.
-// SyncWAL makes every earlier unsynced batch durable; callers must call it
-// before they discard Raft log entries the state machine may still need.
+// Raft log and replica-state writes are synced or not as the caller of
+// RaftBatch.Commit asks; RaftStorage.Bootstrap and the log repair done by
+// Engine.RaftStorage are synced. State-machine batches (Apply.Commit,
+// Apply.CommitRaft) are not: the Raft log replays them after a crash,
+// because the applied index is written in the same batch as the data it
+// covers. All shards share one write-ahead log, so SyncWAL or any synced
+// write makes every earlier unsynced batch durable; callers must sync before
+// they discard Raft log entries the state machine may still need.
 //
 // # Concurrency
 //
-// An Engine is safe for concurrent use. A LogStore, StableStore,
-// SnapshotStore or RaftStorage is safe for concurrent use. An Apply is owned
-// by one goroutine from NewApply to Commit or Close, and a RaftBatch from
-// NewRaftBatch to Commit or Close.
+// An Engine is safe for concurrent use, and so is a RaftStorage. An Apply is
+// owned by one goroutine from NewApply to Commit or Close, and a RaftBatch
+// from NewRaftBatch to Commit or Close.
 package kv

@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/hashicorp/raft"
+	raft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestOpenRequiresDir(t *testing.T) {
@@ -232,15 +234,18 @@ func TestShardIsolation(t *testing.T) {
 	e := newEngine(t)
 	// 1 and 256 differ only in which byte of the id is set.
 	shards := []int{0, 1, 255, 256, 65535}
+	rs := raftStorage(t, e, 1) // before shard 1 has an applied index
 	for i, s := range shards {
 		put(t, e, s, uint64(100+i), kvPair{"k", "v" + string(rune('a'+i)), uint64(i + 1)},
 			kvPair{"only-" + string(rune('a'+i)), "x", 1})
 	}
 	// Raft state of one shard must not leak into any shard's records.
-	storeLogs(t, logStore(t, e, 1), makeLogs(1, 3, 1))
-	if err := stableStore(t, e, 1).Set([]byte("k"), []byte("stable")); err != nil {
-		t.Fatal(err)
-	}
+	raftCommit(t, e, func(b *RaftBatch) {
+		mustAppend(t, b, rs, mkEnts(1, 3, 1))
+		if err := b.SetHardState(rs, &pb.HardState{Term: new(uint64(1)), Vote: new(uint64(2)), Commit: new(uint64(3))}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	for i, s := range shards {
 		wantRecord(t, e, s, "k", "v"+string(rune('a'+i)), uint64(i+1))
@@ -290,10 +295,8 @@ func TestInvalidShard(t *testing.T) {
 			_, err = e.Applied(shard)
 			check("Applied", err)
 			check("Scan", e.Scan(shard, nil, nil, func(k, v []byte, ver uint64) bool { return true }))
-			_, err = e.LogStore(shard)
-			check("LogStore", err)
-			_, err = e.StableStore(shard)
-			check("StableStore", err)
+			_, err = e.RaftStorage(shard)
+			check("RaftStorage", err)
 			_, err = e.SnapshotShard(shard)
 			check("SnapshotShard", err)
 			check("RestoreShard", e.RestoreShard(shard, bytesReader(snap)))
@@ -339,15 +342,18 @@ func TestScan(t *testing.T) {
 	for i, k := range keys {
 		pairs = append(pairs, kvPair{k, "v" + k, uint64(i + 1)})
 	}
+	rs := raftStorage(t, e, shard) // before the shard has an applied index
 	put(t, e, shard, 1, pairs...)
 	// Neighbours in key order: the previous and next shard, and this shard's
-	// log and stable state, which sort after its records.
+	// raft log and replica state, which sort after its records.
 	put(t, e, shard-1, 1, kvPair{"\xff\xff\xff\xff", "prev shard", 1})
 	put(t, e, shard+1, 1, kvPair{"", "next shard", 1}, kvPair{"a", "next shard", 1})
-	storeLogs(t, logStore(t, e, shard), makeLogs(1, 2, 1))
-	if err := stableStore(t, e, shard).Set([]byte("x"), []byte("y")); err != nil {
-		t.Fatal(err)
-	}
+	raftCommit(t, e, func(b *RaftBatch) {
+		mustAppend(t, b, rs, mkEnts(1, 2, 1))
+		if err := b.SetHardState(rs, &pb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	rng := func(lo, hi int) []kvPair { return pairs[lo:hi] }
 	tests := []struct {
@@ -513,8 +519,8 @@ func TestCorruptRecord(t *testing.T) {
 func TestEngineReopen(t *testing.T) {
 	fs := vfs.NewMem()
 	e := openEngine(t, fs, "a/b/db")
+	appendEnts(t, e, raftStorage(t, e, 1), mkEnts(1, 3, 1))
 	put(t, e, 1, 3, kvPair{"k", "v", 2})
-	storeLogs(t, logStore(t, e, 1), makeLogs(1, 3, 1))
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -522,19 +528,19 @@ func TestEngineReopen(t *testing.T) {
 	defer e.Close()
 	wantRecord(t, e, 1, "k", "v", 2)
 	wantApplied(t, e, 1, 3)
-	wantBounds(t, logStore(t, e, 1), 1, 3)
-	var l raft.Log
-	if err := logStore(t, e, 1).GetLog(2, &l); err != nil {
-		t.Fatal(err)
-	}
+	rs := raftStorage(t, e, 1)
+	wantRaftBounds(t, rs, 1, 3)
+	wantEntries(t, rs, 1, 4, mkEnts(1, 3, 1))
 }
 
 // TestConcurrentUse runs Applies on several shards, readers, and a Raft
-// log with appends racing compaction, all at once (meaningful under -race).
+// log with appends and compaction racing a log reader, all at once
+// (meaningful under -race).
 func TestConcurrentUse(t *testing.T) {
 	e := newEngine(t)
 	const shards, batches = 4, 50
-	ls := logStore(t, e, 100)
+	const logShard = 100
+	rs := raftStorage(t, e, logShard)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for s := 0; s < shards; s++ {
@@ -574,15 +580,30 @@ func TestConcurrentUse(t *testing.T) {
 			r.Close()
 		}
 	}()
-	// Raft log: appends, and compaction trailing behind them.
+	// Raft log: appends, and compaction trailing behind them, from one
+	// writer (a storage takes one RaftBatch at a time); a reader checks
+	// each appended entry while later batches commit.
 	appended := make(chan uint64, 1000)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		defer close(appended)
 		for i := uint64(1); i <= 200; i++ {
-			if err := ls.StoreLogs(makeLogs(i, i, 1)); err != nil {
-				errs <- err
+			b := e.NewRaftBatch()
+			err := b.Append(rs, mkEnts(i, i, 1))
+			if err == nil && i%10 == 0 {
+				// Compaction discards applied entries only.
+				err = e.NewApply(logShard).CommitRaft(i, 1, nil)
+				if err == nil {
+					err = b.Truncate(rs, i-5)
+				}
+			}
+			if err == nil {
+				err = b.Commit(true)
+			}
+			b.Close()
+			if err != nil {
+				errs <- fmt.Errorf("raft write %d: %v", i, err)
 				return
 			}
 			appended <- i
@@ -590,19 +611,23 @@ func TestConcurrentUse(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		var l raft.Log
 		for i := range appended {
-			if i%10 == 0 {
-				if err := ls.DeleteRange(1, i-5); err != nil {
-					errs <- err
-					return
-				}
-			}
-			if err := ls.GetLog(i, &l); err != nil {
-				errs <- fmt.Errorf("GetLog(%d): %v", i, err)
-			}
-			if last, _ := ls.LastIndex(); last < i {
+			if last, _ := rs.LastIndex(); last < i {
 				errs <- fmt.Errorf("LastIndex %d after %d was appended", last, i)
+			}
+			ents, err := rs.Entries(i, i+1, math.MaxUint64)
+			if err == raft.ErrCompacted {
+				// Only if a later batch has truncated it since.
+				if first, _ := rs.FirstIndex(); first <= i {
+					errs <- fmt.Errorf("Entries(%d): ErrCompacted but first index %d", i, first)
+				}
+				continue
+			}
+			if err != nil || len(ents) != 1 || !proto.Equal(ents[0], mkEnts(i, i, 1)[0]) {
+				errs <- fmt.Errorf("Entries(%d) = %s, %v", i, fmtEnts(ents), err)
+			}
+			if term, err := rs.Term(i); (err != nil && err != raft.ErrCompacted) || (err == nil && term != 1) {
+				errs <- fmt.Errorf("Term(%d) = %d, %v", i, term, err)
 			}
 		}
 	}()
@@ -615,8 +640,10 @@ func TestConcurrentUse(t *testing.T) {
 		wantApplied(t, e, s, batches)
 		wantRecord(t, e, s, "k", strconv.Itoa(batches), batches)
 	}
-	wantBounds(t, ls, 196, 200)
-	wantBounds(t, logStore(t, e, 100), 196, 200)
+	wantRaftBounds(t, rs, 196, 200)
+	wantTerm(t, rs, 195, 1)
+	wantRaftBounds(t, raftStorage(t, e, logShard), 196, 200)
+	wantEntries(t, rs, 196, 201, mkEnts(196, 200, 1))
 }
 
 // spaceScanner adapts ScanIn of one space to the scanner interface.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/hashicorp/raft"
 )
 
 // openEngine opens an Engine in dir on fs. The caller closes it.
@@ -219,72 +218,5 @@ func withCRC(b []byte) []byte {
 }
 
 func record(version uint64, value string) string { return string(encodeRecord(version, []byte(value))) }
-
-// makeLogs returns entries lo..hi of term with distinct payloads.
-func makeLogs(lo, hi, term uint64) []*raft.Log {
-	var logs []*raft.Log
-	for i := lo; i <= hi; i++ {
-		logs = append(logs, &raft.Log{
-			Index: i, Term: term, Type: raft.LogCommand,
-			Data: []byte(fmt.Sprintf("t%d-i%d", term, i)),
-		})
-	}
-	return logs
-}
-
-func logStore(t testing.TB, e *Engine, shard int) *LogStore {
-	t.Helper()
-	s, err := e.LogStore(shard)
-	if err != nil {
-		t.Fatalf("LogStore(%d): %v", shard, err)
-	}
-	return s
-}
-
-func stableStore(t testing.TB, e *Engine, shard int) *StableStore {
-	t.Helper()
-	s, err := e.StableStore(shard)
-	if err != nil {
-		t.Fatalf("StableStore(%d): %v", shard, err)
-	}
-	return s
-}
-
-func storeLogs(t testing.TB, s *LogStore, logs []*raft.Log) {
-	t.Helper()
-	if err := s.StoreLogs(logs); err != nil {
-		t.Fatalf("StoreLogs: %v", err)
-	}
-}
-
-// wantBounds checks FirstIndex and LastIndex.
-func wantBounds(t testing.TB, s *LogStore, first, last uint64) {
-	t.Helper()
-	f, err := s.FirstIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := s.LastIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f != first || l != last {
-		t.Fatalf("bounds = [%d, %d]; want [%d, %d]", f, l, first, last)
-	}
-}
-
-// logsEqual compares every field raft stores, AppendedAt to the nanosecond.
-func logsEqual(a, b *raft.Log) bool {
-	return a.Index == b.Index && a.Term == b.Term && a.Type == b.Type &&
-		bytes.Equal(a.Data, b.Data) && bytes.Equal(a.Extensions, b.Extensions) &&
-		a.AppendedAt.Equal(b.AppendedAt) && a.AppendedAt.IsZero() == b.AppendedAt.IsZero() &&
-		(a.AppendedAt.IsZero() || a.AppendedAt.UnixNano() == b.AppendedAt.UnixNano())
-}
-
-func fmtLog(l *raft.Log) string {
-	return fmt.Sprintf("{Index:%d Term:%d Type:%d Data:%q(nil=%v) Ext:%q(nil=%v) At:%s}",
-		l.Index, l.Term, l.Type, l.Data, l.Data == nil, l.Extensions, l.Extensions == nil,
-		l.AppendedAt.Format("2006-01-02T15:04:05.999999999Z07:00"))
-}
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -13,8 +13,6 @@ const (
 	kindRaftEntry  byte = 'e'
 	kindFeed       byte = 'f'
 	kindRaftState  byte = 'h'
-	kindLog        byte = 'l'
-	kindStable     byte = 's'
 	kindSystem     byte = 'y'
 )
 
@@ -78,13 +76,6 @@ func checkSpace(sp Space) (byte, error) {
 		return 0, fmt.Errorf("%w: %d", ErrInvalidSpace, sp)
 	}
 	return k, nil
-}
-
-func logKey(shard int, index uint64) []byte {
-	k := make([]byte, prefixLen+8)
-	k[0], k[1], k[2], k[3] = shardTag, byte(shard>>8), byte(shard), kindLog
-	binary.BigEndian.PutUint64(k[prefixLen:], index)
-	return k
 }
 
 // raftEntryKey is the key of the etcd raft log entry at index.

@@ -37,8 +37,8 @@ func TestKeyLayout(t *testing.T) {
 	if got, want := shardKey(0x0102, kindData, []byte("k")), []byte("S\x01\x02dk"); !bytes.Equal(got, want) {
 		t.Errorf("shardKey = %q; want %q", got, want)
 	}
-	if got, want := logKey(65535, 0x0a0b), []byte("S\xff\xffl\x00\x00\x00\x00\x00\x00\x0a\x0b"); !bytes.Equal(got, want) {
-		t.Errorf("logKey = %q; want %q", got, want)
+	if got, want := raftEntryKey(65535, 0x0a0b), []byte("S\xff\xffe\x00\x00\x00\x00\x00\x00\x0a\x0b"); !bytes.Equal(got, want) {
+		t.Errorf("raftEntryKey = %q; want %q", got, want)
 	}
 	if got, want := shardKey(7, kindMeta, appliedName), []byte("S\x00\x07aapplied"); !bytes.Equal(got, want) {
 		t.Errorf("applied key = %q; want %q", got, want)
@@ -53,10 +53,10 @@ func TestKeyLayout(t *testing.T) {
 	}
 
 	// Every kind range of every shard is disjoint from, and ordered with,
-	// the others; log keys sort by index.
+	// the others; raft entry keys sort by index.
 	var prevHi []byte
 	for _, shard := range []int{0, 1, 255, 256, 65534, 65535} {
-		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindRaftEntry, kindFeed, kindRaftState, kindLog, kindStable, kindSystem} {
+		for _, kind := range []byte{kindMeta, kindCheckpoint, kindData, kindRaftEntry, kindFeed, kindRaftState, kindSystem} {
 			lo, hi := kindRange(shard, kind)
 			if bytes.Compare(lo, hi) >= 0 {
 				t.Fatalf("kindRange(%d, %c) empty: %q..%q", shard, kind, lo, hi)
@@ -71,11 +71,14 @@ func TestKeyLayout(t *testing.T) {
 				}
 			}
 		}
-		if a, b := logKey(shard, 255), logKey(shard, 256); bytes.Compare(a, b) >= 0 {
-			t.Fatalf("log keys out of index order")
+		if a, b := raftEntryKey(shard, 255), raftEntryKey(shard, 256); bytes.Compare(a, b) >= 0 {
+			t.Fatalf("raft entry keys out of index order")
 		}
-		if a, b := logKey(shard, math.MaxUint64-1), logKey(shard, math.MaxUint64); bytes.Compare(a, b) >= 0 {
-			t.Fatalf("log keys out of index order")
+		if a, b := raftEntryKey(shard, math.MaxUint64-1), raftEntryKey(shard, math.MaxUint64); bytes.Compare(a, b) >= 0 {
+			t.Fatalf("raft entry keys out of index order")
+		}
+		if lo, hi := kindRange(shard, kindRaftEntry); bytes.Compare(raftEntryKey(shard, 0), lo) < 0 || bytes.Compare(raftEntryKey(shard, math.MaxUint64), hi) >= 0 {
+			t.Fatalf("raft entry keys outside kindRange(%d, e)", shard)
 		}
 	}
 }

@@ -10,7 +10,8 @@ import (
 	"testing/iotest"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/hashicorp/raft"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // snapshotBytes snapshots shard of e and returns the stream.
@@ -39,10 +40,11 @@ var sourceSystem = []kvPair{
 	{"shared", "system", 41},
 }
 
-// populateSource fills shard of e with every replicated kind, plus Raft log
-// and stable state that a snapshot must not carry.
+// populateSource fills shard of e with every replicated kind, plus a Raft
+// log and hard state that a snapshot must not carry.
 func populateSource(t testing.TB, e *Engine, shard int) []kvPair {
 	t.Helper()
+	rs := raftStorage(t, e, shard) // before the shard has an applied index
 	// Checkpoint and feed kinds can only be written through a restore today.
 	if err := e.RestoreShard(shard, bytesReader(buildSnapshot(
 		snapEntry{kindCheckpoint, "trigger-1", "cp"},
@@ -66,18 +68,28 @@ func populateSource(t testing.TB, e *Engine, shard int) []kvPair {
 			}
 		}
 	})
-	storeLogs(t, logStore(t, e, shard), makeLogs(90, 100, 7))
-	if err := stableStore(t, e, shard).SetUint64([]byte("CurrentTerm"), 7); err != nil {
-		t.Fatal(err)
-	}
+	raftCommit(t, e, func(b *RaftBatch) {
+		mustAppend(t, b, rs, mkEnts(1, 50, 7))
+		if err := b.SetHardState(rs, &pb.HardState{Term: new(uint64(7)), Vote: new(uint64(1)), Commit: new(uint64(42))}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	slices.SortFunc(pairs, func(a, b kvPair) int { return bytes.Compare([]byte(a.Key), []byte(b.Key)) })
 	return pairs
 }
 
+// targetHardState is the hard state populateTarget stores.
+func targetHardState() *pb.HardState {
+	return &pb.HardState{Term: new(uint64(2)), Vote: new(uint64(3)), Commit: new(uint64(5))}
+}
+
 // populateTarget fills shard of e with state a restore must replace (data,
-// applied, checkpoints, feed) or keep (log, stable), and neighbours.
+// applied, checkpoints, feed) or keep (raft log and hard state), and
+// neighbours.
 func populateTarget(t testing.TB, e *Engine, shard int) {
 	t.Helper()
+	// Before the shards have an applied index.
+	rs, next := raftStorage(t, e, shard), raftStorage(t, e, shard+1)
 	if err := e.RestoreShard(shard, bytesReader(buildSnapshot(
 		snapEntry{kindCheckpoint, "old-trigger", "old"},
 		snapEntry{kindFeed, string(beBytes(3)), "old-feed"},
@@ -95,16 +107,32 @@ func populateTarget(t testing.TB, e *Engine, shard int) {
 			t.Fatal(err)
 		}
 	})
-	storeLogs(t, logStore(t, e, shard), makeLogs(1, 5, 2))
-	if err := stableStore(t, e, shard).SetUint64([]byte("CurrentTerm"), 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := stableStore(t, e, shard).Set([]byte("LastVoteCand"), []byte("me")); err != nil {
-		t.Fatal(err)
-	}
 	put(t, e, shard-1, 8, kvPair{"shared", "prev", 1})
 	put(t, e, shard+1, 9, kvPair{"shared", "next", 1})
-	storeLogs(t, logStore(t, e, shard+1), makeLogs(1, 3, 1))
+	raftCommit(t, e, func(b *RaftBatch) {
+		mustAppend(t, b, rs, mkEnts(1, 5, 2))
+		if err := b.SetHardState(rs, targetHardState()); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, b, next, mkEnts(1, 3, 1))
+	})
+}
+
+// wantTargetRaftState checks that shard holds populateTarget's raft log and
+// hard state. It reads them raw, or through rs, a storage opened before any
+// restore: a fresh RaftStorage would reset a log that does not hold the
+// restored applied index.
+func wantTargetRaftState(t testing.TB, e *Engine, shard int, rs *RaftStorage) {
+	t.Helper()
+	if got := rawEntryIndexes(t, e, shard); !slices.Equal(got, seq(1, 5)) {
+		t.Fatalf("stored raft indexes %v; want 1..5", got)
+	}
+	wantRaftBounds(t, rs, 1, 5)
+	wantEntries(t, rs, 1, 6, mkEnts(1, 5, 2))
+	hs := new(pb.HardState)
+	if found, err := getProto(e.db, shardKey(shard, kindRaftState, hardStateName), hs); err != nil || !found || !proto.Equal(hs, targetHardState()) {
+		t.Fatalf("hard state = %v (found %v), %v; want %v", hs, found, err, targetHardState())
+	}
 }
 
 func TestSnapshotRestoreIntoOtherShard(t *testing.T) {
@@ -125,7 +153,7 @@ func TestSnapshotRestoreIntoOtherShard(t *testing.T) {
 	dst := newEngine(t)
 	populateTarget(t, dst, dstShard)
 	prev, next := dumpShard(t, dst, dstShard-1), dumpShard(t, dst, dstShard+1)
-	dstLog := logStore(t, dst, dstShard) // opened before the restore
+	dstLog := raftStorage(t, dst, dstShard) // opened before the restore
 
 	if err := dst.RestoreShard(dstShard, bytesReader(stream)); err != nil {
 		t.Fatalf("RestoreShard: %v", err)
@@ -169,23 +197,8 @@ func TestSnapshotRestoreIntoOtherShard(t *testing.T) {
 	})
 
 	t.Run("raft state of target kept", func(t *testing.T) {
-		wantBounds(t, dstLog, 1, 5)
-		ls := logStore(t, dst, dstShard)
-		wantBounds(t, ls, 1, 5)
-		for i := uint64(1); i <= 5; i++ {
-			checkGetLog(t, ls, makeLogs(i, i, 2)[0])
-		}
-		var l raft.Log
-		if err := ls.GetLog(100, &l); err != raft.ErrLogNotFound {
-			t.Fatalf("source log entry leaked into target: %v", err)
-		}
-		ss := stableStore(t, dst, dstShard)
-		if n, err := ss.GetUint64([]byte("CurrentTerm")); err != nil || n != 2 {
-			t.Fatalf("CurrentTerm = %d, %v; want 2", n, err)
-		}
-		if v, err := ss.Get([]byte("LastVoteCand")); err != nil || string(v) != "me" {
-			t.Fatalf("LastVoteCand = %q, %v", v, err)
-		}
+		// No source entry (1..50, term 7) or hard state leaked in.
+		wantTargetRaftState(t, dst, dstShard, dstLog)
 	})
 
 	t.Run("other shards untouched", func(t *testing.T) {
@@ -227,7 +240,11 @@ func TestSnapshotRestoreIntoOtherShard(t *testing.T) {
 				t.Fatalf("replicated entry %q survived an empty restore", e.K)
 			}
 		}
-		wantBounds(t, logStore(t, dst, dstShard), 1, 5)
+		wantTargetRaftState(t, dst, dstShard, dstLog)
+		// With the applied index back at 0 the log is consistent: a fresh
+		// storage keeps it.
+		wantRaftBounds(t, raftStorage(t, dst, dstShard), 1, 5)
+		wantTargetRaftState(t, dst, dstShard, dstLog)
 	})
 }
 
@@ -373,8 +390,8 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 			b = b[:len(b)-5] // drop the 0 key length and the CRC
 			return withCRC(append(b, 0, 0, 0, 0))
 		}(),
-		"raft log kind":    buildSnapshot(snapEntry{kindLog, string(beBytes(1)), "log"}),
-		"stable kind":      buildSnapshot(snapEntry{kindStable, "CurrentTerm", string(beBytes(99))}),
+		"raft entry kind":  buildSnapshot(snapEntry{kindRaftEntry, string(beBytes(1)), "entry"}),
+		"raft state kind":  buildSnapshot(snapEntry{kindRaftState, string(hardStateName), "hard"}),
 		"unknown kind":     buildSnapshot(snapEntry{'b', "x", "y"}),
 		"key too long":     buildSnapshot(snapEntry{kindData, string(make([]byte, maxSnapKey)), record(1, "")}),
 		"value too long":   hugeValueHeader(),
@@ -438,7 +455,8 @@ func FuzzRestoreShard(f *testing.F) {
 		buildSnapshot(snapEntry{kindCheckpoint, "c", "x"}, snapEntry{kindFeed, "f", "y"}),
 		buildSnapshot(snapEntry{kindData, "k", record(1, "u")}, snapEntry{kindSystem, "k", record(2, "s")}),
 		buildSnapshot(snapEntry{kindData, "short", "abc"}),
-		buildSnapshot(snapEntry{kindLog, "l", "x"}),
+		buildSnapshot(snapEntry{kindRaftEntry, "e", "x"}),
+		buildSnapshot(snapEntry{kindRaftState, "trunc", "x"}),
 		hugeValueHeader(),
 		[]byte(snapMagic),
 		{},

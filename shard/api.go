@@ -19,6 +19,8 @@ var (
 	ErrBadConsistency = errors.New("shard: unknown consistency level")
 	ErrInvalidScan    = errors.New("shard: invalid scan")
 	ErrInvalidBatch   = errors.New("shard: invalid batch")
+	// ErrDataDir means the data directory cannot be opened as it is.
+	ErrDataDir = errors.New("shard: unusable data directory")
 )
 
 // MaxKeyBytes is the longest key accepted.

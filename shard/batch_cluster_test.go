@@ -114,8 +114,7 @@ func TestClusterBatchForwarded(t *testing.T) {
 
 // A follower restored from a snapshot holds the system records.
 func TestClusterBatchSnapshotCatchUp(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Shards: 1, SnapshotThreshold: 128, TrailingLogs: 32,
-		SnapshotInterval: 100 * time.Millisecond})
+	c := clustertest.Start(t, clustertest.Options{Shards: 1, LogRetainEntries: 32})
 	var follower *clustertest.Member
 	c.Eventually(20*time.Second, "a member not leading", func() bool {
 		for _, m := range c.Members {

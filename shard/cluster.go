@@ -261,7 +261,8 @@ func (n *Node) Peers() []PeerState {
 	return out
 }
 
-// RaftStats returns hashicorp/raft's statistics for local shard s (nil when
+// RaftStats describes local shard s's Raft replica (first_index,
+// last_snapshot_index, state) (nil when
 // this node holds no replica of it).
 func (n *Node) RaftStats(s int) map[string]string {
 	g := n.hosted(s)

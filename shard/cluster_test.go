@@ -149,7 +149,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 writes")
 	}
-	c := clustertest.Start(t, clustertest.Options{Shards: 2, SnapshotThreshold: 1024, TrailingLogs: 256, SnapshotInterval: 100 * time.Millisecond})
+	c := clustertest.Start(t, clustertest.Options{Shards: 2, LogRetainEntries: 256})
 	// Take down a member that leads nothing, so the writes need no election.
 	var follower *clustertest.Member
 	c.Eventually(20*time.Second, "a member leading no shard", func() bool {

@@ -4,23 +4,8 @@ import (
 	"context"
 )
 
-// Engines that can replicate the shards (Config.Engine).
-const (
-	// EngineMultiRaft drives every shard of the node through one multiraft
-	// engine (etcd's raft library): one scheduler, one log writer, one
-	// ticker, one connection per peer.
-	EngineMultiRaft = "multiraft"
-	// EngineHashicorp runs one hashicorp/raft instance per shard. It is the
-	// engine data directories were written with before multiraft, kept
-	// while the move completes.
-	EngineHashicorp = "hashicorp"
-)
-
-// DefaultEngine replicates new data directories.
-const DefaultEngine = EngineMultiRaft
-
-// consensus is one shard's replication on this node, whichever engine
-// drives it.
+// consensus is one shard's replication on this node (mraft.go drives it
+// through the node's multiraft engine).
 type consensus interface {
 	// isLeader reports whether this replica leads the shard.
 	isLeader() bool

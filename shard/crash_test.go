@@ -26,7 +26,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(seed), 0))
 			fs := vfs.NewCrashableMem()
-			cfg := shard.Config{FS: fs, Dir: "/d", Shards: 4, SnapshotThreshold: 32, TrailingLogs: 8}
+			cfg := shard.Config{FS: fs, Dir: "/d", Shards: 4, LogRetainEntries: 8}
 			n, err := shard.Open(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -117,7 +117,7 @@ func waitForWrites(n *shard.Node) {
 // before the log entries went away.
 func TestSnapshotTruncationSurvivesCrash(t *testing.T) {
 	fs := vfs.NewCrashableMem()
-	cfg := shard.Config{FS: fs, Dir: "/d", Shards: 2, SnapshotThreshold: 16, TrailingLogs: 4}
+	cfg := shard.Config{FS: fs, Dir: "/d", Shards: 2, LogRetainEntries: 4}
 	n, err := shard.Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -5,21 +5,15 @@ import (
 	"strconv"
 )
 
-// SnapshotAll makes every group take a Raft snapshot (and truncate its log).
+// SnapshotAll truncates every local shard's Raft log at its applied index,
+// so a follower that needs older entries must catch up by snapshot.
 func (n *Node) SnapshotAll() error {
 	for _, g := range n.groups {
 		if g == nil {
 			continue
 		}
-		switch c := g.consensus.(type) {
-		case *hraft:
-			if err := c.raft.Snapshot().Error(); err != nil {
-				return err
-			}
-		case *mraft:
-			if err := n.mr.TruncateLog(context.Background(), uint64(g.id), g.fsm.applied.Load()); err != nil {
-				return err
-			}
+		if err := n.mr.TruncateLog(context.Background(), uint64(g.id), g.fsm.applied.Load()); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -31,14 +25,6 @@ func (n *Node) LogFirstIndex(s int) uint64 {
 	if g == nil {
 		return 0
 	}
-	if _, ok := g.consensus.(*mraft); ok {
-		i, _ := strconv.ParseUint(g.stats()["first_index"], 10, 64)
-		return i
-	}
-	ls, err := n.eng.LogStore(s)
-	if err != nil {
-		panic(err)
-	}
-	i, _ := ls.FirstIndex()
+	i, _ := strconv.ParseUint(g.stats()["first_index"], 10, 64)
 	return i
 }

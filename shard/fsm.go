@@ -2,13 +2,9 @@ package shard
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
-
-	"github.com/hashicorp/raft"
 
 	"lambdadb/kv"
 )
@@ -38,8 +34,6 @@ type fsm struct {
 
 	feedSeq uint16 // next feed sequence number within the entry being applied
 }
-
-var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(shard int, eng *kv.Engine) (*fsm, error) {
 	a, err := eng.Applied(shard)
@@ -87,28 +81,6 @@ type entry struct {
 	Data    []byte
 	Time    int64 // the proposer's clock when proposed (unix ns), 0 when unknown
 	Command bool  // Data is a command; other entries only advance the applied index
-}
-
-// Apply applies one entry.
-func (f *fsm) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
-
-// ApplyBatch applies entries in one Pebble batch with the applied index.
-func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
-	ents := make([]entry, len(logs))
-	for i, l := range logs {
-		ents[i] = entry{Index: l.Index, Data: l.Data, Command: l.Type == raft.LogCommand}
-		if !l.AppendedAt.IsZero() {
-			ents[i].Time = l.AppendedAt.UnixNano()
-		}
-	}
-	res := f.applyEntries(ents, func(a *kv.Apply, last uint64) error { return a.Commit(last) })
-	out := make([]interface{}, len(logs))
-	for i, r := range res {
-		if r != nil {
-			out[i] = *r
-		}
-	}
-	return out
 }
 
 // applyEntries applies ents in one Pebble batch committed by commit with
@@ -274,50 +246,4 @@ func errPrecondition(found bool, have, want uint64) error {
 		return errorf(ErrPrecondition, "key is absent, If-Match wants version %d", want)
 	}
 	return errorf(ErrPrecondition, "key is at version %d, If-Match wants %d", have, want)
-}
-
-// Snapshot makes every applied batch durable (Raft may truncate its log
-// once the snapshot exists) and captures the shard's state.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	if err := f.eng.SyncWAL(); err != nil {
-		return nil, err
-	}
-	s, err := f.eng.SnapshotShard(f.shard)
-	if err != nil {
-		return nil, err
-	}
-	return &fsmSnapshot{s: s}, nil
-}
-
-// Restore replaces the shard's state with a snapshot from the leader.
-func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	if err := f.eng.RestoreShard(f.shard, rc); err != nil {
-		return err
-	}
-	a, err := f.eng.Applied(f.shard)
-	if err != nil {
-		return err
-	}
-	f.pending.Store(a)
-	f.setApplied(a)
-	return nil
-}
-
-type fsmSnapshot struct{ s *kv.ShardSnapshot }
-
-func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := s.s.WriteTo(sink); err != nil {
-		_ = sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-func (s *fsmSnapshot) Release() { _ = s.s.Close() }
-
-// isRaftUnavailable reports raft errors that mean "try another node or later".
-func isRaftUnavailable(err error) bool {
-	return errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) ||
-		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrAbortedByRestore)
 }

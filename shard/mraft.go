@@ -200,7 +200,7 @@ func (n *Node) openMultiRaft() error {
 		TickInterval:     n.cfg.TickInterval,
 		ElectionTicks:    ticks,
 		HeartbeatTicks:   1,
-		LogRetainEntries: n.cfg.TrailingLogs,
+		LogRetainEntries: n.cfg.LogRetainEntries,
 		Registerer:       n.cfg.Registerer,
 		Logger:           n.cfg.Logger,
 	})
@@ -250,8 +250,7 @@ func (n *Node) startMultiRaftGroup(s int) (*group, error) {
 	return &group{id: s, fsm: f, m: n.m, replicas: n.replicasOf(s), consensus: &mraft{n: n, id: s}}, nil
 }
 
-// HaltRaft stops this node's Raft traffic in both directions at once
-// (multiraft only; a no-op with hashicorp). Crash simulations call it
+// HaltRaft stops this node's Raft traffic in both directions at once. Crash simulations call it
 // before capturing the filesystem, so that nothing the node acknowledges
 // afterwards is missing from the capture, as after a real crash.
 func (n *Node) HaltRaft() {

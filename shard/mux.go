@@ -10,23 +10,19 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // A connection to a node's single address is either HTTP (anything else) or
 // starts with a preamble:
 //
-//	magic   4 bytes: "LDR1" (hashicorp Raft stream for one shard), "LDM1"
-//	        (multiraft message stream), "LDS1" (one multiraft snapshot) or
-//	        "LDI1" (internal RPC)
-//	shard   2 bytes, big-endian (0 for internal RPC)
+//	magic   4 bytes: "LDM1" (Raft message stream), "LDS1" (one Raft
+//	        snapshot) or "LDI1" (internal RPC)
+//	shard   2 bytes, big-endian (reserved, 0)
 //	idLen   1 byte, then the dialing node's id
 //
-// The mux hands Raft streams to the shard's stream layer, internal RPC to the
+// The mux hands Raft streams to the engine's transport, internal RPC to the
 // internal HTTP listener and everything else to the public HTTP listener.
 const (
-	magicRaft     = "LDR1"
 	magicInternal = "LDI1"
 	magicMulti    = "LDM1"
 	magicSnap     = "LDS1"
@@ -55,7 +51,6 @@ type Mux struct {
 	internal *chanListener
 
 	mu     sync.Mutex
-	layers map[int]*streamLayer
 	multi  func(c net.Conn, peer string, snapshot bool) // multiraft streams
 	closed chan struct{}
 	once   sync.Once
@@ -69,7 +64,7 @@ func NewMux(ln net.Listener, cfg MuxConfig) (*Mux, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
 	}
-	m := &Mux{ln: ln, cfg: cfg, layers: map[int]*streamLayer{}, closed: make(chan struct{})}
+	m := &Mux{ln: ln, cfg: cfg, closed: make(chan struct{})}
 	m.public = newChanListener(ln.Addr(), m.closed)
 	m.internal = newChanListener(ln.Addr(), m.closed)
 	return m, nil
@@ -130,8 +125,8 @@ func (m *Mux) route(c net.Conn) {
 		}
 	}
 	switch string(head) {
-	case magicRaft, magicInternal, magicMulti, magicSnap:
-		shard, peer, err := readPreamble(br)
+	case magicInternal, magicMulti, magicSnap:
+		_, peer, err := readPreamble(br)
 		if err != nil {
 			c.Close()
 			return
@@ -143,25 +138,14 @@ func (m *Mux) route(c net.Conn) {
 			m.internal.deliver(fc)
 			return
 		}
-		if string(head) == magicMulti || string(head) == magicSnap {
-			m.mu.Lock()
-			h := m.multi
-			m.mu.Unlock()
-			if h == nil {
-				c.Close()
-				return
-			}
-			h(fc, peer, string(head) == magicSnap)
-			return
-		}
 		m.mu.Lock()
-		l := m.layers[shard]
+		h := m.multi
 		m.mu.Unlock()
-		if l == nil {
+		if h == nil {
 			c.Close()
 			return
 		}
-		l.deliver(fc)
+		h(fc, peer, string(head) == magicSnap)
 	default:
 		_ = c.SetReadDeadline(time.Time{})
 		m.public.deliver(&bufConn{Conn: c, r: br})
@@ -237,39 +221,6 @@ func (m *Mux) dialMulti(ctx context.Context, addr, peer string, snapshot bool) (
 	}
 	return m.dial(addr, peer, magic, 0, timeout)
 }
-
-// streamLayer is one shard's raft.StreamLayer on the mux.
-type streamLayer struct {
-	*chanListener
-	m     *Mux
-	shard int
-	addr  net.Addr
-	peers func(raft.ServerAddress) string // address → node id
-}
-
-// StreamLayer registers and returns shard's Raft stream layer. advertised is
-// the address peers know this node by.
-func (m *Mux) streamLayer(shard int, advertised string, peers func(raft.ServerAddress) string) *streamLayer {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l := &streamLayer{
-		chanListener: newChanListener(stringAddr(advertised), m.closed),
-		m:            m, shard: shard, addr: stringAddr(advertised), peers: peers,
-	}
-	m.layers[shard] = l
-	return l
-}
-
-func (l *streamLayer) Addr() net.Addr { return l.addr }
-
-func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return l.m.dial(string(address), l.peers(address), magicRaft, l.shard, timeout)
-}
-
-type stringAddr string
-
-func (a stringAddr) Network() string { return "tcp" }
-func (a stringAddr) String() string  { return string(a) }
 
 // chanListener is a net.Listener fed by the mux.
 type chanListener struct {

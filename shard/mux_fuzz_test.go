@@ -14,13 +14,13 @@ func FuzzReadPreamble(f *testing.F) {
 		magic string
 		shard int
 		id    string
-	}{{magicRaft, 0, "n1"}, {magicRaft, 65535, "node-with-a-long-id"}, {magicInternal, 0, "n3"}} {
+	}{{magicMulti, 0, "n1"}, {magicSnap, 65535, "node-with-a-long-id"}, {magicInternal, 0, "n3"}} {
 		var b bytes.Buffer
 		_ = writePreamble(&b, seed.magic, seed.shard, seed.id)
 		f.Add(b.Bytes())
 	}
-	f.Add([]byte("LDR1\x00\x01\x00"))       // empty id
-	f.Add([]byte("LDR1\x00\x01\x05n1"))     // id shorter than its length
+	f.Add([]byte("LDM1\x00\x01\x00"))       // empty id
+	f.Add([]byte("LDM1\x00\x01\x05n1"))     // id shorter than its length
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n")) // not a preamble at all
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bufio.NewReader(bytes.NewReader(b))

@@ -1,17 +1,11 @@
 package shard
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +13,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lambdadb/kv"
@@ -58,12 +50,7 @@ type Config struct {
 	// in-memory transport. The caller runs Mux.Serve and closes the Mux
 	// after the Node.
 	Mux *Mux
-	// Engine selects the replication engine for a new data directory:
-	// EngineMultiRaft or EngineHashicorp. Default DefaultEngine. A data
-	// directory keeps the engine it was created with: "" opens it with
-	// that engine, and naming another is an error.
-	Engine string
-	// TickInterval is the multiraft engine's tick: heartbeats go out every
+	// TickInterval is the Raft engine's tick: heartbeats go out every
 	// tick and ElectionTimeout is counted in ticks. Default 50ms.
 	TickInterval time.Duration
 	// ElectionTimeout is Raft's heartbeat and election timeout: a follower
@@ -81,15 +68,11 @@ type Config struct {
 	// StartTimeout bounds how long Open waits for every shard to elect a
 	// leader. Default 30s.
 	StartTimeout time.Duration
-	// SnapshotThreshold is the number of log entries between snapshots of a
-	// shard. Default 8192.
-	SnapshotThreshold uint64
-	// SnapshotInterval is how often each shard checks whether it is due a
-	// snapshot (randomised up to twice this). Default 10s.
-	SnapshotInterval time.Duration
-	// TrailingLogs is the number of entries kept after a snapshot, so a
-	// briefly lagging follower needs no snapshot. Default 10240.
-	TrailingLogs uint64
+	// LogRetainEntries is how many applied entries each shard keeps in its
+	// Raft log, so a briefly lagging follower catches up from the log
+	// rather than a snapshot; a shard's log is truncated to this once it
+	// holds twice as many. Default 10240.
+	LogRetainEntries uint64
 	// Registerer receives the node's metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Logger receives operational logs. Default: discard.
@@ -172,11 +155,6 @@ func (c *Config) setDefaults() error {
 	if c.TickInterval <= 0 {
 		c.TickInterval = 50 * time.Millisecond
 	}
-	switch c.Engine {
-	case "", EngineMultiRaft, EngineHashicorp:
-	default:
-		return fmt.Errorf("shard: Config.Engine must be %q or %q, got %q", EngineMultiRaft, EngineHashicorp, c.Engine)
-	}
 	if c.MaxValueBytes <= 0 {
 		c.MaxValueBytes = 1 << 20
 	}
@@ -189,9 +167,6 @@ func (c *Config) setDefaults() error {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = 30 * time.Second
 	}
-	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 8192
-	}
 	if c.FeedRetainEntries == 0 {
 		c.FeedRetainEntries = 100000
 	}
@@ -201,11 +176,8 @@ func (c *Config) setDefaults() error {
 	if c.FeedTrimInterval <= 0 {
 		c.FeedTrimInterval = 10 * time.Second
 	}
-	if c.SnapshotInterval <= 0 {
-		c.SnapshotInterval = 10 * time.Second
-	}
-	if c.TrailingLogs == 0 {
-		c.TrailingLogs = 10240
+	if c.LogRetainEntries == 0 {
+		c.LogRetainEntries = 10240
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -230,7 +202,7 @@ type Node struct {
 
 	peerOf   map[string]string // address → node id
 	numOf    map[string]uint64 // node id → raft node number (position in Peers + 1)
-	mr       *multiraft.Engine // the multiraft engine, nil with hashicorp
+	mr       *multiraft.Engine // the Raft engine: every shard replica of this node
 	tr       *transport.Transport
 	rpc      *rpcClient
 	internal *http.Server
@@ -270,19 +242,15 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Mux != nil {
 		n.rpc = newRPCClient(cfg.Mux, func(addr string) string { return n.peerOf[addr] })
 	}
-	start := n.startGroup
-	if n.cfg.Engine == EngineMultiRaft {
-		if err := n.openMultiRaft(); err != nil {
-			eng.Close()
-			return nil, err
-		}
-		start = n.startMultiRaftGroup
+	if err := n.openMultiRaft(); err != nil {
+		eng.Close()
+		return nil, err
 	}
 	for s := 0; s < cfg.Shards; s++ {
 		if !n.hosts(s) {
 			continue
 		}
-		g, err := start(s)
+		g, err := n.startMultiRaftGroup(s)
 		if err != nil {
 			n.Close()
 			return nil, err
@@ -371,9 +339,14 @@ func (n *Node) checkIdentity() error {
 	return nil
 }
 
-// checkEngine settles which engine replicates this data directory: the one
-// recorded in it, else (a directory from before the record existed) the
-// hashicorp engine, else, for a new directory, Config.Engine.
+// engineName is recorded in every data directory this release creates
+// (node meta "engine").
+const engineName = "multiraft"
+
+// checkEngine refuses a data directory written by the earlier replication
+// engine (one hashicorp/raft instance per shard, before the "engine"
+// record existed): its Raft logs are in another format, and reading its
+// shards as if they were this engine's would misread them.
 func (n *Node) checkEngine() error {
 	have, found, err := n.eng.NodeMeta("engine")
 	if err != nil {
@@ -385,112 +358,20 @@ func (n *Node) checkEngine() error {
 			return fmt.Errorf("shard: %w", err)
 		}
 		if existing {
-			have = []byte(EngineHashicorp)
-		} else if n.cfg.Engine == "" {
-			have = []byte(DefaultEngine)
+			have = []byte("hashicorp")
 		} else {
-			have = []byte(n.cfg.Engine)
+			have = []byte(engineName)
+			if err := n.eng.SetNodeMeta("engine", have); err != nil {
+				return fmt.Errorf("shard: %w", err)
+			}
 		}
 	}
-	if n.cfg.Engine != "" && n.cfg.Engine != string(have) {
-		return fmt.Errorf("shard: data directory %s holds shards replicated by the %s engine, not %s: "+
-			"open it without choosing an engine, or move its data to a new cluster (see docs/operations.md)",
-			n.cfg.Dir, have, n.cfg.Engine)
-	}
-	n.cfg.Engine = string(have)
-	if !found {
-		if err := n.eng.SetNodeMeta("engine", have); err != nil {
-			return fmt.Errorf("shard: %w", err)
-		}
+	if string(have) != engineName {
+		return fmt.Errorf("%w: data directory %s was written by the %s replication engine of an earlier release, "+
+			"which this release cannot read: export its keys with that release (lambdadb scan --json) and write them "+
+			"into a cluster started on empty data directories; see docs/operations.md, Upgrading", ErrDataDir, n.cfg.Dir, have)
 	}
 	return nil
-}
-
-func (n *Node) startGroup(s int) (*group, error) {
-	logs, err := n.eng.LogStore(s)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	stable, err := n.eng.StableStore(s)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	snaps, err := kv.NewSnapshotStore(n.cfg.FS, n.cfg.FS.PathJoin(n.cfg.Dir, "snapshots", fmt.Sprintf("%05d", s)), 2)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	f, err := newFSM(s, n.eng)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	f.onApply = func(k int) { n.m.applied.Add(float64(k)) }
-	h := &hraft{id: s, m: n.m, leaderCh: make(chan bool, 16)}
-	g := &group{id: s, fsm: f, m: n.m, replicas: n.replicasOf(s), consensus: h}
-
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(n.cfg.ID)
-	rc.NoSnapshotRestoreOnStart = true
-	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
-	rc.ElectionTimeout = n.cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout
-	// The leader sends each follower an AppendEntries at least this often
-	// to carry the commit index; smaller makes followers apply sooner (and
-	// session reads there wait less) at an idle cost per shard and follower.
-	rc.CommitTimeout = 25 * time.Millisecond
-	rc.MaxAppendEntries = 256
-	rc.BatchApplyCh = true
-	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
-	rc.TrailingLogs = n.cfg.TrailingLogs
-	rc.SnapshotInterval = n.cfg.SnapshotInterval
-	rc.NotifyCh = h.leaderCh
-	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name:       fmt.Sprintf("raft.%d", s),
-		Level:      hclog.Warn,
-		Output:     slogWriter{n.cfg.Logger},
-		JSONFormat: true,
-	})
-
-	var trans raft.Transport
-	if n.cfg.Mux != nil {
-		layer := n.cfg.Mux.streamLayer(s, n.cfg.Addr, func(a raft.ServerAddress) string { return n.peerOf[string(a)] })
-		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  layer,
-			MaxPool: 4,
-			Timeout: 10 * time.Second,
-			// 1 turns pipelining off. hashicorp/raft's pipeline can
-			// deadlock on shutdown (AppendEntries blocked on a decoder
-			// that waits for a consumer that has already exited, seen
-			// as Shutdown hanging in our failover tests), and its own
-			// documentation measures no gain from it with batching.
-			MaxRPCsInFlight: 1,
-			Logger: hclog.New(&hclog.LoggerOptions{
-				Name: fmt.Sprintf("raft-net.%d", s), Level: hclog.Error, Output: slogWriter{n.cfg.Logger}, JSONFormat: true,
-			}),
-		})
-	} else {
-		_, trans = raft.NewInmemTransport(raft.ServerAddress(n.cfg.Addr))
-	}
-	existing, err := raft.HasExistingState(logs, stable, snaps)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %d: %w", s, err)
-	}
-	r, err := raft.NewRaft(rc, f, logs, stable, snaps, trans)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %d: start raft: %w", s, err)
-	}
-	h.raft = r
-	h.start()
-	if !existing {
-		var servers []raft.Server
-		for _, p := range n.replicasOf(s) {
-			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
-		}
-		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-			g.shutdown()
-			return nil, fmt.Errorf("shard: %d: bootstrap: %w", s, err)
-		}
-	}
-	return g, nil
 }
 
 // replicasOf places shard s on min(Replicas, len(Peers)) consecutive peers
@@ -560,47 +441,6 @@ func (n *Node) ledCount() int {
 	}
 	return c
 }
-
-// slogWriter adapts hclog's JSON line output to slog, keeping the level,
-// module and fields. A follower starting an election after a silent
-// heartbeat timeout is normal at start-up and after a failure, so it is
-// logged at debug, not warn.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	sc := bufio.NewScanner(bytes.NewReader(p))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			w.l.Warn(sc.Text())
-			continue
-		}
-		msg, _ := rec["@message"].(string)
-		level := slog.LevelWarn
-		switch rec["@level"] {
-		case "error":
-			level = slog.LevelError
-		case "info":
-			level = slog.LevelInfo
-		case "debug", "trace":
-			level = slog.LevelDebug
-		}
-		if strings.HasPrefix(msg, "heartbeat timeout reached") {
-			level = slog.LevelDebug
-		}
-		attrs := []any{"module", rec["@module"]}
-		for _, k := range slices.Sorted(maps.Keys(rec)) {
-			if !strings.HasPrefix(k, "@") {
-				attrs = append(attrs, k, rec[k])
-			}
-		}
-		w.l.Log(context.Background(), level, msg, attrs...)
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = slogWriter{}
 
 // engRLock read-locks the engine for a read outside Raft; false means the
 // node closed (nothing is locked then).

@@ -31,7 +31,7 @@ const (
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--engine multiraft|hashicorp] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -43,7 +43,6 @@ var serveCommand = &command{
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
 		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
-		fs.StringVar(&o.engine, "engine", "", "replication `engine` for a new data directory: multiraft (default) or hashicorp (the earlier engine); an existing directory keeps its own")
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
@@ -61,7 +60,6 @@ var serveCommand = &command{
 
 type serveOptions struct {
 	id, addr, data, peers  string
-	engine                 string
 	addrSet, pprof, faults bool
 	shards, replicas       int
 	fnMemoryMB             int64
@@ -167,7 +165,6 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		Dir:        o.data,
 		Shards:     o.shards,
 		Replicas:   o.replicas,
-		Engine:     o.engine,
 		Peers:      peers,
 		Mux:        mux,
 		Registerer: reg,

@@ -15,11 +15,10 @@ import (
 
 // Options configure a cluster. Zero values select the defaults in comments.
 type Options struct {
-	Nodes             int           // default 3
-	Shards            int           // default 4
-	SnapshotThreshold uint64        // default: shard's default
-	TrailingLogs      uint64        // default: shard's default
-	SnapshotInterval  time.Duration // default: shard's default
+	Nodes  int // default 3
+	Shards int // default 4
+	// LogRetainEntries is shard.Config.LogRetainEntries. Default: shard's.
+	LogRetainEntries uint64
 	// WrapFS, when set, wraps the filesystem member id's node opens — for
 	// example with pebble's errorfs to inject disk latency or errors.
 	// Kill still crash-clones the underlying in-memory filesystem.
@@ -113,8 +112,7 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 	cfg := shard.Config{
 		ID: m.ID, Addr: m.Addr, Dir: "/data", FS: fs,
 		Shards: c.opts.Shards, Peers: c.peers, Mux: mux,
-		SnapshotThreshold: c.opts.SnapshotThreshold, TrailingLogs: c.opts.TrailingLogs,
-		SnapshotInterval: c.opts.SnapshotInterval,
+		LogRetainEntries: c.opts.LogRetainEntries,
 	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(m.ID, &cfg)
