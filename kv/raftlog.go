@@ -49,7 +49,29 @@ type RaftStorage struct {
 	truncTerm  uint64 // its term
 	last       uint64 // last index; truncIndex when the log is empty
 	lastTerm   uint64 // term at last
+
+	// cache holds the newest entries, [cacheFrom, last], appended through
+	// this storage (empty after open): raft reads entries to apply and to
+	// send to followers soon after appending them, and serving them from
+	// memory spares a Pebble iterator per read. cacheSize is their encoded
+	// size; both are bounded by raftCacheEntries and raftCacheBytes.
+	cache     []cachedEntry
+	cacheFrom uint64
+	cacheSize uint64
 }
+
+// cachedEntry is an entry in RaftStorage's cache with its encoded size.
+type cachedEntry struct {
+	ent  *pb.Entry
+	size uint64
+}
+
+// Bounds of each storage's entry cache. Entries beyond them are read from
+// Pebble.
+const (
+	raftCacheEntries = 1024
+	raftCacheBytes   = 256 << 10
+)
 
 var _ raft.Storage = (*RaftStorage)(nil)
 
@@ -161,6 +183,7 @@ func (s *RaftStorage) resetToApplied(applied uint64) error {
 		return fmt.Errorf("kv: raft log repair: %w", err)
 	}
 	s.truncIndex, s.truncTerm, s.last, s.lastTerm = applied, term, applied, term
+	s.cache, s.cacheFrom, s.cacheSize = nil, 0, 0
 	return nil
 }
 
@@ -221,6 +244,15 @@ func (s *RaftStorage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	if lo == hi {
 		return []*pb.Entry{}, nil
 	}
+	if ents, ok := s.cached(lo, hi, maxSize); ok {
+		return ents, nil
+	}
+	return s.storedEntries(lo, hi, maxSize)
+}
+
+// storedEntries reads entries [lo, hi) from Pebble (Entries' contract,
+// bounds already checked).
+func (s *RaftStorage) storedEntries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	it, err := s.e.db.NewIter(&pebble.IterOptions{
 		LowerBound: raftEntryKey(s.shard, lo),
 		UpperBound: raftEntryKey(s.shard, hi),
@@ -263,6 +295,71 @@ func (s *RaftStorage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	return ents, nil
 }
 
+// cached returns entries [lo, hi) limited by maxSize from the cache, if it
+// holds them all.
+func (s *RaftStorage) cached(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) == 0 || lo < s.cacheFrom || hi > s.cacheFrom+uint64(len(s.cache)) {
+		return nil, false
+	}
+	src := s.cache[lo-s.cacheFrom : hi-s.cacheFrom]
+	ents := make([]*pb.Entry, 0, len(src))
+	var size uint64
+	for _, c := range src {
+		size += c.size
+		if len(ents) > 0 && size > maxSize {
+			break
+		}
+		ents = append(ents, c.ent)
+	}
+	return ents, true
+}
+
+// cachedTerm returns entry i's term from the cache.
+func (s *RaftStorage) cachedTerm(i uint64) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < s.cacheFrom || i >= s.cacheFrom+uint64(len(s.cache)) {
+		return 0, false
+	}
+	return s.cache[i-s.cacheFrom].ent.GetTerm(), true
+}
+
+// publish installs a committed batch's outcome for s: its bounds, and its
+// appended entries into the cache. Called with s.mu held.
+func (s *RaftStorage) publish(p *raftPending) {
+	s.truncIndex, s.truncTerm, s.last, s.lastTerm = p.truncIndex, p.truncTerm, p.last, p.lastTerm
+	end := s.cacheFrom + uint64(len(s.cache))
+	if len(s.cache) > 0 && s.cacheFrom <= p.termsFrom && p.termsFrom <= end {
+		// The batch's entries continue (or overwrite the tail of) the cache.
+		for _, c := range s.cache[p.termsFrom-s.cacheFrom:] {
+			s.cacheSize -= c.size
+		}
+		clear(s.cache[p.termsFrom-s.cacheFrom:])
+		s.cache = s.cache[:p.termsFrom-s.cacheFrom]
+	} else {
+		clear(s.cache)
+		s.cache, s.cacheFrom, s.cacheSize = s.cache[:0], p.termsFrom, 0
+	}
+	s.cache = append(s.cache, p.ents...)
+	for _, c := range p.ents {
+		s.cacheSize += c.size
+	}
+	// Drop what the log no longer holds and what exceeds the bounds.
+	drop := 0
+	for drop < len(s.cache) && (s.cacheFrom+uint64(drop) <= s.truncIndex ||
+		len(s.cache)-drop > raftCacheEntries || s.cacheSize > raftCacheBytes) {
+		s.cacheSize -= s.cache[drop].size
+		drop++
+	}
+	if drop > 0 {
+		clear(s.cache[:drop])
+		s.cache = append(s.cache[:0], s.cache[drop:]...)
+		s.cacheFrom += uint64(drop)
+	}
+}
+
 // Term returns the term of entry i: the truncated term for the truncated
 // index, raft.ErrCompacted below it and raft.ErrUnavailable beyond the last
 // index.
@@ -277,6 +374,9 @@ func (s *RaftStorage) Term(i uint64) (uint64, error) {
 		return 0, raft.ErrUnavailable
 	case i == last:
 		return lastTerm, nil
+	}
+	if term, ok := s.cachedTerm(i); ok {
+		return term, nil
 	}
 	term, found, err := storedTerm(s.e.db, s.shard, i)
 	if err != nil {
@@ -416,6 +516,7 @@ func (s *RaftStorage) Bootstrap(index, term uint64, cs *pb.ConfState) error {
 	}
 	s.mu.Lock()
 	s.truncIndex, s.truncTerm, s.last, s.lastTerm = index, term, index, term
+	s.cache, s.cacheFrom, s.cacheSize = nil, 0, 0
 	s.mu.Unlock()
 	return nil
 }
@@ -441,6 +542,7 @@ type raftPending struct {
 	// are the stored ones.
 	termsFrom uint64
 	terms     []uint64
+	ents      []cachedEntry // the entries of terms, for the cache
 	// applied is the applied index installed by ApplySnapshot, if
 	// appliedSet.
 	applied    uint64
@@ -544,11 +646,13 @@ func (b *RaftBatch) Append(s *RaftStorage, ents []*pb.Entry) error {
 	}
 	if first >= p.termsFrom {
 		p.terms = p.terms[:first-p.termsFrom]
+		p.ents = p.ents[:first-p.termsFrom]
 	} else {
-		p.terms, p.termsFrom = p.terms[:0], first
+		p.terms, p.ents, p.termsFrom = p.terms[:0], p.ents[:0], first
 	}
-	for _, ent := range ents {
+	for i, ent := range ents {
 		p.terms = append(p.terms, ent.GetTerm())
+		p.ents = append(p.ents, cachedEntry{ent: ent, size: uint64(len(vals[i]))})
 	}
 	p.last, p.lastTerm = newLast, ents[len(ents)-1].GetTerm()
 	return nil
@@ -633,7 +737,7 @@ func (b *RaftBatch) ApplySnapshot(s *RaftStorage, meta *pb.SnapshotMetadata, dat
 	}
 	p := b.pendingFor(s)
 	p.truncIndex, p.truncTerm, p.last, p.lastTerm = index, snapTerm, index, snapTerm
-	p.terms, p.termsFrom = p.terms[:0], index+1
+	p.terms, p.ents, p.termsFrom = p.terms[:0], p.ents[:0], index+1
 	p.applied, p.appliedSet = index, true
 	return nil
 }
@@ -679,6 +783,7 @@ func (b *RaftBatch) Truncate(s *RaftStorage, index uint64) error {
 	}
 	if index >= p.termsFrom {
 		p.terms = p.terms[index-p.termsFrom+1:]
+		p.ents = p.ents[index-p.termsFrom+1:]
 		p.termsFrom = index + 1
 	}
 	p.truncIndex, p.truncTerm = index, term
@@ -714,7 +819,7 @@ func (b *RaftBatch) Commit(sync bool) error {
 	}
 	for s, p := range b.pending {
 		s.mu.Lock()
-		s.truncIndex, s.truncTerm, s.last, s.lastTerm = p.truncIndex, p.truncTerm, p.last, p.lastTerm
+		s.publish(p)
 		s.mu.Unlock()
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -1089,4 +1090,125 @@ func FuzzDecodeRaftState(f *testing.F) {
 			t.Fatalf("InitialState error %v is not ErrCorrupt", err)
 		}
 	})
+}
+
+// TestRaftEntryCacheMatchesPebble drives one storage through random
+// appends (including overwrites of its tail with a new term), truncations
+// and snapshot installs, and after every commit checks that whatever the
+// entry cache serves is exactly what Pebble holds, and that Entries and
+// Term agree with a model of the log.
+func TestRaftEntryCacheMatchesPebble(t *testing.T) {
+	e := newEngine(t)
+	s := raftStorage(t, e, 3)
+	rng := rand.New(rand.NewPCG(1, 2))
+	model := map[uint64]uint64{} // index → term, (trunc, last]
+	var trunc, last, term uint64 = 0, 0, 1
+	applied := uint64(0)
+	big := bytes.Repeat([]byte("x"), 3000) // some entries large enough to hit the byte bound
+	for step := 0; step < 3000; step++ {
+		switch op := rng.IntN(20); {
+		case op < 14: // append, sometimes overwriting a suffix with a higher term
+			from := last + 1
+			if op < 3 && last > trunc+1 {
+				from = trunc + 1 + rng.Uint64N(last-trunc)
+				term++
+			}
+			n := 1 + rng.Uint64N(40)
+			ents := mkEnts(from, from+n-1, term)
+			for _, ent := range ents {
+				if rng.IntN(8) == 0 {
+					ent.Data = append(big, ent.Data...)
+				}
+			}
+			appendEnts(t, e, s, ents)
+			for i := from; i <= last; i++ {
+				delete(model, i)
+			}
+			for i := from; i < from+n; i++ {
+				model[i] = term
+			}
+			last = from + n - 1
+			if applied > last {
+				applied = last
+			}
+		case op < 17: // apply some, then truncate up to applied
+			if last > applied {
+				applied += 1 + rng.Uint64N(last-applied)
+				commitRaft(t, e, 3, applied, model[applied], nil)
+			}
+			if applied > trunc {
+				to := trunc + 1 + rng.Uint64N(applied-trunc)
+				raftCommit(t, e, func(b *RaftBatch) {
+					if err := b.Truncate(s, to); err != nil {
+						t.Fatal(err)
+					}
+				})
+				for i := trunc + 1; i <= to; i++ {
+					delete(model, i)
+				}
+				trunc = to
+			}
+		default: // install a snapshot ahead of the log
+			src := newEngine(t)
+			idx := last + 1 + rng.Uint64N(100)
+			term++
+			commitRaft(t, src, 3, idx, term, &pb.ConfState{Voters: []uint64{1}})
+			snap, err := src.SnapshotShard(3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if _, err := snap.WriteTo(&buf); err != nil {
+				t.Fatal(err)
+			}
+			snap.Close()
+			raftCommit(t, e, func(b *RaftBatch) {
+				meta := &pb.SnapshotMetadata{Index: new(idx), Term: new(term), ConfState: &pb.ConfState{Voters: []uint64{1}}}
+				if err := b.ApplySnapshot(s, meta, &buf); err != nil {
+					t.Fatal(err)
+				}
+			})
+			clear(model)
+			trunc, last, applied = idx, idx, idx
+		}
+
+		// The cache, wherever it serves, matches Pebble.
+		s.mu.Lock()
+		from, n := s.cacheFrom, uint64(len(s.cache))
+		s.mu.Unlock()
+		if n > raftCacheEntries {
+			t.Fatalf("step %d: cache holds %d entries", step, n)
+		}
+		if n > 0 {
+			if from <= trunc || from+n-1 != last {
+				t.Fatalf("step %d: cache [%d, %d] outside log (%d, %d]", step, from, from+n-1, trunc, last)
+			}
+			got, ok := s.cached(from, from+n, math.MaxUint64)
+			want, err := s.storedEntries(from, from+n, math.MaxUint64)
+			if !ok || err != nil || !slices.EqualFunc(got, want, func(a, b *pb.Entry) bool { return proto.Equal(a, b) }) {
+				t.Fatalf("step %d: cache %s differs from pebble %s (%v)", step, fmtEnts(got), fmtEnts(want), err)
+			}
+			got, _ = s.cached(from, from+n, 4000)
+			want, _ = s.storedEntries(from, from+n, 4000)
+			if len(got) != len(want) {
+				t.Fatalf("step %d: maxSize: cache gives %d entries, pebble %d", step, len(got), len(want))
+			}
+		}
+		// And the storage agrees with the model.
+		if last > trunc {
+			lo := trunc + 1 + rng.Uint64N(last-trunc)
+			ents, err := s.Entries(lo, last+1, math.MaxUint64)
+			if err != nil || uint64(len(ents)) != last+1-lo {
+				t.Fatalf("step %d: Entries(%d, %d): %d, %v", step, lo, last+1, len(ents), err)
+			}
+			for _, ent := range ents {
+				if ent.GetTerm() != model[ent.GetIndex()] {
+					t.Fatalf("step %d: entry %d term %d; want %d", step, ent.GetIndex(), ent.GetTerm(), model[ent.GetIndex()])
+				}
+				if tm, err := s.Term(ent.GetIndex()); err != nil || tm != ent.GetTerm() {
+					t.Fatalf("step %d: Term(%d) = %d, %v", step, ent.GetIndex(), tm, err)
+				}
+			}
+		}
+	}
 }
