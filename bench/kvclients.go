@@ -1,76 +1,57 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
+	"lambdadb/client"
 	"net/http"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// LambdaKV issues KV requests to a lambdadb cluster over HTTP, worker w
-// talking to node w mod N and keeping its own session token.
+// LambdaKV issues KV requests to a lambdadb cluster through the Go client,
+// worker w created for node w mod N with its own session: the client sends
+// each key's requests to the key's shard leader once it has learnt the
+// placement, as an application using the client does.
 type LambdaKV struct {
-	addrs []string
-	hc    *http.Client
-	mu    sync.Mutex
-	toks  map[int]string
+	clients []*client.Client
 }
 
-// NewLambdaKV returns a client for the nodes at addrs.
+// NewLambdaKV returns clients for the nodes at addrs, one per worker.
 func NewLambdaKV(addrs []string, clients int) *LambdaKV {
 	tr := &http.Transport{MaxIdleConns: 4 * clients, MaxIdleConnsPerHost: 2 * clients, IdleConnTimeout: time.Minute}
-	return &LambdaKV{addrs: addrs, hc: &http.Client{Transport: tr}, toks: map[int]string{}}
+	hc := &http.Client{Transport: tr}
+	l := &LambdaKV{}
+	for w := range max(clients, 1) {
+		c, err := client.New("http://"+addrs[w%len(addrs)], client.WithHTTPClient(hc))
+		if err != nil {
+			panic(err) // addrs are host:port pairs this package produced
+		}
+		l.clients = append(l.clients, c)
+	}
+	return l
 }
 
-func (l *LambdaKV) do(ctx context.Context, w int, method, path, consistency string, body []byte) error {
-	url := "http://" + l.addrs[w%len(l.addrs)] + path
-	if consistency != "" {
-		url += "?consistency=" + consistency
-	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	tok := l.toks[w]
-	l.mu.Unlock()
-	if tok != "" {
-		req.Header.Set("X-Session", tok)
-	}
-	res, err := l.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if t := res.Header.Get("X-Session"); t != "" {
-		l.mu.Lock()
-		l.toks[w] = t
-		l.mu.Unlock()
-	}
-	if res.StatusCode != 200 {
-		return fmt.Errorf("%s %s: %s", method, path, res.Status)
-	}
-	return nil
-}
+func (l *LambdaKV) client(w int) *client.Client { return l.clients[w%len(l.clients)] }
 
 // Put writes key.
 func (l *LambdaKV) Put(ctx context.Context, w int, key string, val []byte) error {
-	return l.do(ctx, w, "PUT", "/v1/kv/"+key, "", val)
+	_, err := l.client(w).Put(ctx, key, val)
+	return err
 }
 
-// Get reads key at consistency.
+// Get reads key at consistency; a missing key is an error.
 func (l *LambdaKV) Get(ctx context.Context, w int, key, consistency string) error {
-	return l.do(ctx, w, "GET", "/v1/kv/"+key, consistency, nil)
+	var opts []client.ReadOption
+	if consistency != "" {
+		opts = append(opts, client.WithConsistency(client.Consistency(consistency)))
+	}
+	_, found, err := l.client(w).Get(ctx, key, opts...)
+	if err == nil && !found {
+		err = fmt.Errorf("GET %s: not found", key)
+	}
+	return err
 }
 
 // EtcdKV issues KV requests to etcd through a pool of gRPC clients.

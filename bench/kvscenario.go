@@ -17,8 +17,9 @@ const kvMethod = "One system at a time on this machine, same load for both: a 3-
 	"systems alternating from round to round (lambdadb first, then etcd first, …) so that drift in the machine's " +
 	"load falls on both. A ratio is the median over rounds of that round's lambdadb/etcd ratio; ops/s and " +
 	"latencies are those of each system's median round. Closed-loop clients, each issuing its next request when the " +
-	"previous one answers, keys drawn uniformly from the key space. lambdadb clients speak HTTP/1.1 keep-alive, " +
-	"worker w to node w mod 3, each with its own session token; etcd clients share 16 clientv3 clients, each " +
+	"previous one answers, keys drawn uniformly from the key space. lambdadb clients are the Go client " +
+	"(lambdadb/client, HTTP/1.1 keep-alive), worker w created for node w mod 3 with its own session token, which sends " +
+	"each key's requests to the key's shard leader once it has read the placement from /v1/cluster; etcd clients share 16 clientv3 clients, each " +
 	"balancing its requests round-robin over all three members. Latencies are per request at the client; failed requests are counted, " +
 	"not timed. Gets run after every key has been written."
 

@@ -19,8 +19,9 @@ import (
 
 // Client talks to one lambdadb server. Create it with New.
 type Client struct {
-	base string // scheme://host[/path], no trailing slash
-	hc   *http.Client
+	base   string // scheme://host[/path], no trailing slash
+	hc     *http.Client
+	router *router // nil: every request goes to base
 
 	mu     sync.Mutex
 	tok    session.Token
@@ -31,8 +32,9 @@ type Client struct {
 type Option func(*options)
 
 type options struct {
-	hc    *http.Client
-	token string
+	hc        *http.Client
+	token     string
+	noRouting bool
 }
 
 // WithHTTPClient sets the HTTP client used for requests.
@@ -42,6 +44,12 @@ func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = h
 // WithToken starts the Client's session from a token obtained from
 // another Client's Token. Default: an empty session.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithoutRouting sends every request to the base URL. By default a Client
+// sends requests for one key (Put, Get, Delete) straight to the node that
+// leads the key's shard, learnt from the cluster's placement, so that they
+// skip a forwarding hop; a base URL with a path (a proxy) never routes.
+func WithoutRouting() Option { return func(o *options) { o.noRouting = true } }
 
 // New returns a Client for the server at baseURL, such as
 // "http://127.0.0.1:7070". baseURL may include a path prefix.
@@ -65,6 +73,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client: WithToken: %w", err)
 	}
 	c := &Client{base: strings.TrimSuffix(u.String(), "/"), hc: o.hc}
+	if !o.noRouting && (u.Path == "" || u.Path == "/") {
+		c.router = &router{c: c, scheme: u.Scheme}
+	}
 	c.observe(tok)
 	return c, nil
 }
@@ -155,8 +166,14 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Writ
 	var out struct {
 		Version uint64 `json:"version"`
 	}
-	_, err := c.doJSON(ctx, http.MethodPut, keyPath(key), nil, value, o.apply, &out)
-	return out.Version, err
+	resp, b, err := c.doKey(ctx, http.MethodPut, key, nil, value, o.apply)
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return 0, fmt.Errorf("client: PUT %s: decoding response (%s): %w", keyPath(key), resp.Status, err)
+	}
+	return out.Version, nil
 }
 
 // Get reads key. found is false, with a nil error, when the key is absent.
@@ -169,7 +186,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (item 
 	if o.consistency != "" {
 		q.Set("consistency", string(o.consistency))
 	}
-	resp, body, err := c.do(ctx, http.MethodGet, keyPath(key), q, nil, nil)
+	resp, body, err := c.doKey(ctx, http.MethodGet, key, q, nil, nil)
 	if errors.Is(err, ErrNotFound) {
 		return Item{}, false, nil
 	}
@@ -192,8 +209,14 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...WriteOption) (d
 	var out struct {
 		Deleted bool `json:"deleted"`
 	}
-	_, err = c.doJSON(ctx, http.MethodDelete, keyPath(key), nil, nil, o.apply, &out)
-	return out.Deleted, err
+	resp, b, err := c.doKey(ctx, http.MethodDelete, key, nil, nil, o.apply)
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return false, fmt.Errorf("client: DELETE %s: decoding response (%s): %w", keyPath(key), resp.Status, err)
+	}
+	return out.Deleted, nil
 }
 
 // ScanOptions narrow a scan to keys in [Start, End) that begin with the
@@ -338,12 +361,41 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 	return resp, nil
 }
 
+// doKey is do for a request on one key, sent to the key's shard leader
+// when the router knows it (and to the base URL if that node cannot be
+// reached).
+func (c *Client) doKey(ctx context.Context, method, key string, q url.Values, body []byte,
+	header func(http.Header)) (*http.Response, []byte, error) {
+	if c.router == nil {
+		return c.do(ctx, method, keyPath(key), q, body, header)
+	}
+	base := c.router.target(key)
+	if base == "" {
+		base = c.base
+	}
+	resp, b, err := c.doAt(ctx, base, method, keyPath(key), q, body, header)
+	if err != nil && base != c.base && notSent(err) {
+		c.router.forget(key)
+		resp, b, err = c.doAt(ctx, c.base, method, keyPath(key), q, body, header)
+	}
+	if resp != nil {
+		c.router.observe(key, resp)
+	}
+	return resp, b, err
+}
+
 // do sends one request with the session token, merges the response's
 // token, and returns the response with its body read. Statuses >= 300
 // become *Error.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte,
 	header func(http.Header)) (*http.Response, []byte, error) {
-	u := c.base + path
+	return c.doAt(ctx, c.base, method, path, q, body, header)
+}
+
+// doAt is do against the server at base.
+func (c *Client) doAt(ctx context.Context, base, method, path string, q url.Values, body []byte,
+	header func(http.Header)) (*http.Response, []byte, error) {
+	u := base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

@@ -13,6 +13,19 @@
 // reads once the Client holds a token, linearizable before. Token and
 // WithToken carry a session from one Client (or process) to another.
 //
+// # Routing
+//
+// Put, Get and Delete go straight to the node that leads the key's shard,
+// so the node the Client was created for does not forward them. The
+// Client learns the placement from GET /v1/cluster in the background on
+// first use (and every 30 s while in use), follows the X-Shard-Leader
+// header of each keyed response when leadership moves, and sends a request
+// to its base URL whenever it does not know the leader or cannot connect
+// to it. Other requests always go to the base URL. WithoutRouting turns
+// this off; a base URL with a path (a proxy) never routes. Routing needs
+// the nodes' advertised addresses (serve --addr) to be reachable from the
+// client.
+//
 // # Errors
 //
 // Failed requests return a *Error with the HTTP status and the API's error

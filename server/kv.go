@@ -15,6 +15,18 @@ import (
 // keyPrefix is the path prefix of the single-key routes.
 const keyPrefix = "/v1/kv/"
 
+// LeaderHeader names, on a response to a request for one key, the address
+// of the key's shard leader as the answering node knows it: clients that
+// send keyed requests straight to the leader save the node a forwarding hop.
+const LeaderHeader = "X-Shard-Leader"
+
+// hintLeader sets LeaderHeader for key.
+func (s *Server) hintLeader(w http.ResponseWriter, key string) {
+	if addr := s.node.LeaderAddr(shard.For(key, s.node.Shards())); addr != "" {
+		w.Header().Set(LeaderHeader, addr)
+	}
+}
+
 // writeArgs parses what PUT and DELETE share: the session, the key and
 // the preconditions (If-None-Match only when allowNoneMatch). On bad input
 // it answers the request and returns ok=false.
@@ -28,6 +40,7 @@ func (s *Server) writeArgs(w http.ResponseWriter, r *http.Request, allowNoneMatc
 		s.fail(w, r, tok, err)
 		return nil, "", cond, false
 	}
+	s.hintLeader(w, key)
 	if cond, err = parseCond(r.Header, allowNoneMatch); err != nil {
 		s.fail(w, r, tok, err)
 		return nil, "", cond, false
@@ -72,6 +85,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, err)
 		return
 	}
+	s.hintLeader(w, key)
 	ro, err := readOptions(r.URL.Query(), tok, sent)
 	if err != nil {
 		s.fail(w, r, tok, err)

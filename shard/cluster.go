@@ -272,6 +272,15 @@ func (n *Node) RaftStats(s int) map[string]string {
 	return g.stats()
 }
 
+// LeaderAddr returns the address of shard s's leader as this node knows
+// it, or "" when it knows none.
+func (n *Node) LeaderAddr(s int) string {
+	if s < 0 || s >= n.cfg.Shards {
+		return ""
+	}
+	return n.leaderOf(s)
+}
+
 // Leads reports whether this node currently leads shard s.
 func (n *Node) Leads(s int) bool {
 	g := n.hosted(s)

@@ -1,29 +1,18 @@
 package shard
 
 import (
-	"hash/fnv"
-	"strings"
 	"unicode/utf8"
+
+	"lambdadb/internal/keyhash"
 )
 
 // For returns the shard holding key among n shards. If key contains "{tag}"
 // with a non-empty tag (the first '{' and the first '}' after it, as in Redis
-// Cluster), only the tag is hashed. This is the one place that maps keys to
-// shards.
-func For(key string, n int) int {
-	h := fnv.New64a()
-	h.Write([]byte(hashTag(key)))
-	return int(h.Sum64() % uint64(n))
-}
+// Cluster), only the tag is hashed. The mapping itself lives in
+// internal/keyhash, shared with the Go client.
+func For(key string, n int) int { return keyhash.For(key, n) }
 
-func hashTag(key string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
-		}
-	}
-	return key
-}
+func hashTag(key string) string { return keyhash.Tag(key) }
 
 // ValidateKey reports whether key is acceptable: valid UTF-8 of 1 to
 // MaxKeyBytes bytes. The error wraps ErrInvalidKey.
