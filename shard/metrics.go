@@ -9,9 +9,9 @@ type metrics struct {
 	applied          prometheus.Counter
 	writes           *prometheus.CounterVec
 	reads            *prometheus.CounterVec
-	readIndexRounds  prometheus.Counter
-	readIndexWaiters prometheus.Counter
+	readIndexReads   prometheus.Counter
 	sessionFallbacks prometheus.Counter
+	forwardBatch     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
@@ -22,12 +22,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 			Name: "lambdadb_writes_total", Help: "Writes proposed, by operation and outcome."}, []string{"op", "outcome"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lambdadb_reads_total", Help: "Reads served, by consistency level."}, []string{"consistency"}),
-		readIndexRounds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lambdadb_read_index_rounds_total", Help: "Leadership checks (VerifyLeader) made for linearizable reads."}),
-		readIndexWaiters: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lambdadb_read_index_reads_total", Help: "Linearizable reads served by leadership checks; divided by rounds, the coalescing factor."}),
+		readIndexReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lambdadb_read_index_reads_total", Help: "Read indexes this node handed out as leader (one per linearizable read, its own or a follower's); divided by lambdadb_multiraft_read_index_rounds_total, the coalescing factor."}),
 		sessionFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lambdadb_session_read_fallbacks_total", Help: "Reads (session, or linearizable through a follower) that waited past the bound for this replica to catch up and were served by the leader instead."}),
+		forwardBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lambdadb_forward_batch_writes", Help: "Writes per forwarding RPC this node sent to a shard leader on another node.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
 	}
 	if reg == nil {
 		return m, nil
@@ -36,8 +37,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		Name: "lambdadb_shards_led", Help: "Shards this node currently leads."}, func() float64 {
 		return float64(n.ledCount())
 	})
-	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexRounds,
-		m.readIndexWaiters, m.sessionFallbacks, leaders} {
+	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, leaders} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -88,7 +88,7 @@ func (g *mraft) readIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, g.mapErr(err, "confirming leadership")
 	}
-	g.n.m.readIndexRounds.Inc()
+	g.n.m.readIndexReads.Inc()
 	return idx, nil
 }
 

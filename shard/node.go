@@ -205,6 +205,8 @@ type Node struct {
 	mr       *multiraft.Engine // the Raft engine: every shard replica of this node
 	tr       *transport.Transport
 	rpc      *rpcClient
+	fwdMu    sync.Mutex
+	fwd      map[string]*forwarder // by leader address
 	internal *http.Server
 	imux     *http.ServeMux // internal RPC routes (rpc.go)
 	extMu    sync.Mutex

@@ -172,8 +172,8 @@ func (n *Node) write(ctx context.Context, op string, s int, b []byte) (uint64, a
 		if leader == "" || leader == n.cfg.Addr {
 			return errorf(ErrNotLeader, "shard %d has no known leader", s)
 		}
-		var resp applyResp
-		if err := n.rpc.call(ctx, "POST", leader, rpcApply, applyReq{Shard: s, Cmd: b}, &resp); err != nil {
+		resp, err := n.forwarderFor(leader).apply(ctx, applyReq{Shard: s, Cmd: b})
+		if err != nil {
 			return err
 		}
 		idx, ar = resp.Index, applyResult{version: resp.Version, deleted: resp.Deleted, deletedOps: resp.DeletedOps}

@@ -19,12 +19,13 @@ import (
 // internal listener (preamble "LDI1"). It is never exposed on the public
 // listener.
 const (
-	rpcApply     = "/internal/v1/apply"
-	rpcReadIndex = "/internal/v1/readindex"
-	rpcGet       = "/internal/v1/get"
-	rpcScan      = "/internal/v1/scan"
-	rpcStatus    = "/internal/v1/status"
-	rpcFeed      = "/internal/v1/feed"
+	rpcApply      = "/internal/v1/apply"
+	rpcApplyBatch = "/internal/v1/apply-batch"
+	rpcReadIndex  = "/internal/v1/readindex"
+	rpcGet        = "/internal/v1/get"
+	rpcScan       = "/internal/v1/scan"
+	rpcStatus     = "/internal/v1/status"
+	rpcFeed       = "/internal/v1/feed"
 
 	// maxRPCBody bounds RPC bodies; scans keep pages under MaxScanBytes.
 	maxRPCBody = 64 << 20
@@ -205,14 +206,14 @@ func (n *Node) internalHandler() http.Handler {
 		if !decodeRPC(w, r, &req) {
 			return
 		}
-		g := n.hosted(req.Shard)
-		if g == nil {
-			writeRPC(w, applyResp{rpcError: leaderError(nil, req.Shard, nil)})
+		writeRPC(w, n.serveApply(r.Context(), req))
+	})
+	mux.HandleFunc("POST "+rpcApplyBatch, func(w http.ResponseWriter, r *http.Request) {
+		var req applyBatchReq
+		if !decodeRPC(w, r, &req) {
 			return
 		}
-		idx, ar, err := n.applyLocal(r.Context(), g, req.Cmd)
-		writeRPC(w, applyResp{rpcError: leaderError(g, req.Shard, err), Index: idx, Version: ar.version, Deleted: ar.deleted,
-			DeletedOps: ar.deletedOps})
+		writeRPC(w, n.serveApplyBatch(r.Context(), req))
 	})
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		var req readIndexReq
