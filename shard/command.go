@@ -15,8 +15,9 @@ var ErrBadCommand = errors.New("shard: bad command")
 const (
 	opPut    uint8 = 1
 	opDelete uint8 = 2
-	// opNoop changes nothing; a new leader commits one so that its commit
-	// index points at an entry the FSM applies (see group.watchLeadership).
+	// opNoop changes nothing. Nothing proposes it now (etcd raft's own empty
+	// entry at each new term does its job); it stays part of the command
+	// format, which the FSM decodes.
 	opNoop uint8 = 3
 	// opBatch applies its Ops, single puts and deletes, atomically.
 	opBatch uint8 = 4

@@ -46,8 +46,8 @@ type Config struct {
 	// node alone. A cluster of more than one node needs Mux.
 	Peers []Peer
 	// Mux carries Raft and internal RPC on the node's one address. Required
-	// when Peers names other nodes; without it a one-node cluster uses an
-	// in-memory transport. The caller runs Mux.Serve and closes the Mux
+	// when Peers names other nodes; a one-node cluster needs no transport.
+	// The caller runs Mux.Serve and closes the Mux
 	// after the Node.
 	Mux *Mux
 	// TickInterval is the Raft engine's tick: heartbeats go out every
