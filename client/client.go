@@ -378,6 +378,17 @@ func (c *Client) doKey(ctx context.Context, method, key string, q url.Values, bo
 		c.router.forget(key)
 		resp, b, err = c.doAt(ctx, c.base, method, keyPath(key), q, body, header)
 	}
+	if err != nil && notSent(err) {
+		// The base node is down too: any node serves any key.
+		for _, other := range c.router.others(c.base) {
+			if other == base {
+				continue
+			}
+			if resp, b, err = c.doAt(ctx, other, method, keyPath(key), q, body, header); err == nil || !notSent(err) {
+				break
+			}
+		}
+	}
 	if resp != nil {
 		c.router.observe(key, resp)
 	}

@@ -21,7 +21,9 @@
 // first use (and every 30 s while in use), follows the X-Shard-Leader
 // header of each keyed response when leadership moves, and sends a request
 // to its base URL whenever it does not know the leader or cannot connect
-// to it. Other requests always go to the base URL. WithoutRouting turns
+// to it — and, if it cannot connect to the base node either, to the other
+// nodes it knows, so keyed requests survive the loss of the base node.
+// Other requests always go to the base URL. WithoutRouting turns
 // this off; a base URL with a path (a proxy) never routes. Routing needs
 // the nodes' advertised addresses (serve --addr) to be reachable from the
 // client.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -24,7 +25,8 @@ const routeRefresh = 30 * time.Second
 // from GET /v1/cluster (fetched in the background on first use and every
 // routeRefresh while in use), and follows the leader each keyed response
 // names. Until it knows, and whenever a leader cannot be reached, requests
-// go to the Client's base URL, which serves every key.
+// go to the Client's base URL, which serves every key, and when the base
+// node cannot be reached either, to the other nodes it knows.
 type router struct {
 	c      *Client
 	scheme string
@@ -68,6 +70,20 @@ func (r *router) observe(key string, resp *http.Response) {
 	}
 }
 
+// others returns the base URLs of the cluster's nodes other than skip, as
+// last read from /v1/cluster.
+func (r *router) others(skip string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for addr := range r.nodes {
+		if u := r.scheme + "://" + addr; u != skip {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // forget drops key's route after its leader could not be reached.
 func (r *router) forget(key string) {
 	r.mu.Lock()
@@ -77,11 +93,23 @@ func (r *router) forget(key string) {
 	}
 }
 
-// refresh reads the placement from the Client's base URL.
+// refresh reads the placement from the Client's base URL, or from another
+// node it knows when the base cannot be reached.
 func (r *router) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := r.c.Cluster(ctx)
+	var st ClusterStatus
+	_, err := r.c.doJSON(ctx, http.MethodGet, "/v1/cluster", nil, nil, nil, &st)
+	if err != nil && notSent(err) {
+		for _, base := range r.others(r.c.base) {
+			var b []byte
+			if _, b, err = r.c.doAt(ctx, base, http.MethodGet, "/v1/cluster", nil, nil, nil); err == nil {
+				st = ClusterStatus{}
+				err = json.Unmarshal(b, &st)
+				break
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fetching, r.fetched = false, time.Now()

@@ -44,7 +44,16 @@ func TestClientRoutesToLeader(t *testing.T) {
 			}), nil
 		},
 	})
-	c.WaitLeaders(30 * time.Second)
+	// Leaders settle on each shard's preferred replica (Members[s mod 3]);
+	// until then the balance loop moves them.
+	c.Eventually(30*time.Second, "leaders on their preferred replicas", func() bool {
+		for s := range shards {
+			if l := c.LeaderOf(s); l == nil || l != c.Members[s%len(c.Members)] {
+				return false
+			}
+		}
+		return true
+	})
 	base := c.Members[0]
 	cl, err := client.New("http://" + base.Addr)
 	if err != nil {
@@ -104,15 +113,26 @@ func TestClientRoutesToLeader(t *testing.T) {
 	if victim == "" {
 		t.Skip("the base node leads every shard")
 	}
+	// A put in flight to a node as it dies fails with an unknown outcome
+	// (the connection breaks): retry such failures; the client must
+	// recover within a few attempts.
+	putRetry := func(key string, v int) {
+		t.Helper()
+		var err error
+		for range 5 {
+			if _, err = cl.Put(t.Context(), key, fmt.Appendf(nil, "%d", v)); err == nil {
+				return
+			}
+		}
+		t.Fatalf("put %s: %v", key, err)
+	}
 	c.Kill(victim)
 	last := map[string]int{}
 	c.Eventually(30*time.Second, "the client follows the new leaders", func() bool {
 		ok := true
 		for _, k := range keys {
 			v++
-			if _, err := cl.Put(t.Context(), k, fmt.Appendf(nil, "%d", v)); err != nil {
-				t.Fatalf("put %s after killing %s: %v", k, victim, err)
-			}
+			putRetry(k, v)
 			last[k] = v
 			mu.Lock()
 			got := served[k]
@@ -125,6 +145,25 @@ func TestClientRoutesToLeader(t *testing.T) {
 		it, found, err := cl.Get(t.Context(), k, client.WithConsistency(client.Linearizable))
 		if err != nil || !found || string(it.Value) != fmt.Sprint(last[k]) {
 			t.Fatalf("get %s = %q, %v, %v; want %d", k, it.Value, found, err, last[k])
+		}
+	}
+
+	// With the victim back, kill the node the client was created for:
+	// keyed requests go on through the nodes it learnt.
+	c.Restart(victim)
+	c.WaitLeaders(30 * time.Second)
+	c.Kill(base.ID)
+	for range 5 {
+		for _, k := range keys {
+			v++
+			putRetry(k, v)
+			last[k] = v
+		}
+	}
+	for _, k := range keys {
+		it, found, err := cl.Get(t.Context(), k, client.WithConsistency(client.Linearizable))
+		if err != nil || !found || string(it.Value) != fmt.Sprint(last[k]) {
+			t.Fatalf("get %s with the base node down = %q, %v, %v; want %d", k, it.Value, found, err, last[k])
 		}
 	}
 }
