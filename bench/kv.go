@@ -62,8 +62,10 @@ type kvSystem interface {
 
 // kvSys is one system under comparison.
 type kvSys struct {
-	name   string
-	start  func() (*Cluster, kvSystem, func(), error)
+	name  string
+	start func() (*Cluster, kvSystem, func(), error)
+	// one returns a single client of the cluster, for the one-client puts.
+	one    func(c *Cluster) (kvSystem, func(), error)
 	levels []string // consistency levels of its gets
 }
 
@@ -81,6 +83,9 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			}
 			return c, NewLambdaKV(c.Addrs(), cfg.Clients), func() {}, nil
 		},
+		one: func(c *Cluster) (kvSystem, func(), error) {
+			return NewLambdaKV(c.Addrs(), 1), func() {}, nil
+		},
 		levels: []string{"linearizable", "session", "stale"},
 	}}
 	if cfg.EtcdBin != "" {
@@ -97,6 +102,13 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 					return nil, nil, nil, err
 				}
 				return c, e, e.Close, nil
+			},
+			one: func(c *Cluster) (kvSystem, func(), error) {
+				e, err := NewEtcdKV(c.Addrs(), 1)
+				if err != nil {
+					return nil, nil, err
+				}
+				return e, e.Close, nil
 			},
 			levels: []string{"linearizable", "serializable"},
 		})
@@ -118,8 +130,9 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 	return out, nil
 }
 
-// runKVSystem measures one system in one round on a fresh cluster: puts,
-// then loading every key, then gets at each consistency level.
+// runKVSystem measures one system in one round on a fresh cluster: puts by
+// cfg.Clients clients, puts by one client, then loading every key, then
+// gets at each consistency level.
 func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	val := make([]byte, cfg.ValueBytes)
 	for i := range val {
@@ -134,16 +147,32 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	defer c.Stop()
 	defer closeFn()
 	var out []Result
-	if !cfg.SkipPuts {
-		fmt.Fprintf(cfg.Progress, "%s: put, %d clients, %d-byte values, %v\n", s.name, cfg.Clients, cfg.ValueBytes, cfg.Duration)
-		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+	put := func(kv kvSystem, clients int) error {
+		fmt.Fprintf(cfg.Progress, "%s: put, %s, %d-byte values, %v\n", s.name, plural(clients, "client"), cfg.ValueBytes, cfg.Duration)
+		r := Run(clients, cfg.Duration, func(ctx context.Context, w, i int) error {
 			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
 		})
 		r.System, r.Op, r.ValueBytes, r.Round = s.name, "put", cfg.ValueBytes, round
 		fmt.Fprintln(cfg.Progress, "  ", r)
 		out = append(out, r)
-		if err := failedRun(r); err != nil {
+		return failedRun(r)
+	}
+	if !cfg.SkipPuts {
+		if err := put(kv, cfg.Clients); err != nil {
 			return out, err
+		}
+		// Latency without queueing: one closed-loop client on the same
+		// cluster, right after (with cfg.Clients 1 that was the run above).
+		if cfg.Clients > 1 {
+			one, closeOne, err := s.one(c)
+			if err != nil {
+				return out, err
+			}
+			err = put(one, 1)
+			closeOne()
+			if err != nil {
+				return out, err
+			}
 		}
 	}
 	if cfg.SkipGets {
@@ -186,7 +215,23 @@ func failedRun(r Result) error {
 	total := r.Ops + r.Errors
 	if r.Ops == 0 || float64(r.Errors) > maxErrorShare*float64(total) {
 		return fmt.Errorf("bench: %s %s %s: %d of %d requests failed (first: %s); not reported as a measurement",
-			r.System, r.Op, r.Consistency, r.Errors, total, r.FirstError)
+			r.System, opLabel(r), r.Consistency, r.Errors, total, r.FirstError)
 	}
 	return nil
+}
+
+// opLabel names a result's operation, saying when one client ran it.
+func opLabel(r Result) string {
+	if r.Clients == 1 {
+		return r.Op + ", 1 client"
+	}
+	return r.Op
+}
+
+// plural renders "1 client", "64 clients".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

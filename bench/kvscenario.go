@@ -15,9 +15,12 @@ const kvMethod = "One system at a time on this machine, same load for both: a 3-
 	"(three `lambdadb serve` processes on 127.0.0.1, data on disk in a temporary directory), then a 3-member " +
 	"etcd cluster (three `etcd` processes, same), in rounds: each round starts fresh clusters, the order of the " +
 	"systems alternating from round to round (lambdadb first, then etcd first, …) so that drift in the machine's " +
-	"load falls on both. A ratio is the median over rounds of that round's lambdadb/etcd ratio; ops/s and " +
-	"latencies are those of each system's median round. Closed-loop clients, each issuing its next request when the " +
-	"previous one answers, keys drawn uniformly from the key space. lambdadb clients are the Go client " +
+	"load falls on both. A ratio is the median over rounds of that round's lambdadb/etcd ratio (of ops/s, or of p50 " +
+	"latency where it says so); ops/s and latencies are those of each system's median round. Closed-loop clients, each " +
+	"issuing its next request when the previous one answers, keys drawn uniformly from the key space. Puts are measured " +
+	"twice on each cluster: by all the clients, then right after by one client alone (same value size, key space and " +
+	"duration), the latency of a put that queues behind no other; lambdadb's one client is the Go client created for " +
+	"node 1, routing as below, etcd's one clientv3 client. lambdadb clients are the Go client " +
 	"(lambdadb/client, HTTP/1.1 keep-alive), worker w created for node w mod 3 with its own session token, which sends " +
 	"each key's requests to the key's shard leader once it has read the placement from /v1/cluster; etcd clients share 16 clientv3 clients, each " +
 	"balancing its requests round-robin over all three members. Latencies are per request at the client; failed requests are counted, " +
@@ -72,9 +75,15 @@ func resultsOf(rs []Result, op string) []Result {
 
 // kvRounds returns the results of system/op/consistency, one per round.
 func kvRounds(rs []Result, system, op, consistency string) []*Result {
+	return kvRoundsN(rs, system, op, consistency, 0)
+}
+
+// kvRoundsN is kvRounds of the results measured by clients clients (0: any).
+func kvRoundsN(rs []Result, system, op, consistency string, clients int) []*Result {
 	var out []*Result
 	for i := range rs {
-		if rs[i].System == system && rs[i].Op == op && rs[i].Consistency == consistency {
+		if rs[i].System == system && rs[i].Op == op && rs[i].Consistency == consistency &&
+			(clients == 0 || rs[i].Clients == clients) {
 			out = append(out, &rs[i])
 		}
 	}
@@ -94,12 +103,15 @@ func medianRound(rs []*Result) *Result {
 
 // pairedRatios returns, for each round both a and b measured, a's ops/s
 // over b's, in round order.
-func pairedRatios(a, b []*Result) []float64 {
+func pairedRatios(a, b []*Result) []float64 { return pairedRatiosOf(a, b, opsOf) }
+
+// pairedRatiosOf is pairedRatios of the quantity f.
+func pairedRatiosOf(a, b []*Result, f func(*Result) float64) []float64 {
 	var out []float64
 	for _, x := range a {
 		for _, y := range b {
 			if x.Round == y.Round {
-				out = append(out, ratio(x.OpsPerSec, y.OpsPerSec))
+				out = append(out, ratio(f(x), f(y)))
 			}
 		}
 	}
@@ -108,8 +120,11 @@ func pairedRatios(a, b []*Result) []float64 {
 
 // pairedRatio is the median of pairedRatios (the mean of the middle two
 // for an even count); NaN for none.
-func pairedRatio(a, b []*Result) float64 {
-	r := pairedRatios(a, b)
+func pairedRatio(a, b []*Result) float64 { return pairedRatioOf(a, b, opsOf) }
+
+// pairedRatioOf is pairedRatio of the quantity f.
+func pairedRatioOf(a, b []*Result, f func(*Result) float64) float64 {
+	r := pairedRatiosOf(a, b, f)
 	if len(r) == 0 {
 		return math.NaN()
 	}
@@ -121,8 +136,11 @@ func pairedRatio(a, b []*Result) float64 {
 }
 
 // ratioNote records each round's ratio next to the median.
-func ratioNote(rep *ScenarioReport, what string, a, b []*Result) {
-	r := pairedRatios(a, b)
+func ratioNote(rep *ScenarioReport, what string, a, b []*Result) { ratioNoteOf(rep, what, a, b, opsOf) }
+
+// ratioNoteOf is ratioNote of the quantity f.
+func ratioNoteOf(rep *ScenarioReport, what string, a, b []*Result, f func(*Result) float64) {
+	r := pairedRatiosOf(a, b, f)
 	if len(r) < 2 {
 		return
 	}
@@ -130,7 +148,7 @@ func ratioNote(rep *ScenarioReport, what string, a, b []*Result) {
 	for i, x := range r {
 		parts[i] = fmt.Sprintf("%.2f", x)
 	}
-	rep.Note("%s by round: %s (median %.2f).", what, strings.Join(parts, ", "), pairedRatio(a, b))
+	rep.Note("%s by round: %s (median %.2f).", what, strings.Join(parts, ", "), pairedRatioOf(a, b, f))
 }
 
 func opsOf(r *Result) float64 {
@@ -139,6 +157,9 @@ func opsOf(r *Result) float64 {
 	}
 	return r.OpsPerSec
 }
+
+// p50Of is r's median latency in ms, for pairedRatioOf.
+func p50Of(r *Result) float64 { return latOf(r, false) }
 
 func latOf(r *Result, p99 bool) float64 {
 	if r == nil || r.Ops == 0 {
@@ -153,7 +174,7 @@ func latOf(r *Result, p99 bool) float64 {
 func resultRows(rs []Result) Table {
 	t := Table{Columns: []string{"round", "system", "operation", "consistency", "ops/s", "p50", "p99", "ops", "errors"}}
 	for _, r := range rs {
-		t.Rows = append(t.Rows, []string{fmt.Sprint(max(r.Round, 1)), r.System, r.Op, orDash(r.Consistency),
+		t.Rows = append(t.Rows, []string{fmt.Sprint(max(r.Round, 1)), r.System, opLabel(r), orDash(r.Consistency),
 			formatValue(r.OpsPerSec, ""), fmtMicros(r.P50us), fmtMicros(r.P99us),
 			fmt.Sprint(r.Ops), fmt.Sprint(r.Errors)})
 	}
@@ -163,7 +184,7 @@ func resultRows(rs []Result) Table {
 func errorNotes(rep *ScenarioReport, rs []Result) {
 	for _, r := range rs {
 		if r.Errors > 0 {
-			rep.Note("round %d, %s %s %s: %d failed requests, first: %s", max(r.Round, 1), r.System, r.Op, r.Consistency, r.Errors, r.FirstError)
+			rep.Note("round %d, %s %s %s: %d failed requests, first: %s", max(r.Round, 1), r.System, opLabel(r), r.Consistency, r.Errors, r.FirstError)
 		}
 	}
 }
@@ -171,15 +192,19 @@ func errorNotes(rep *ScenarioReport, rs []Result) {
 func runKVPut(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep := e.kvReport()
 	rep.Measures = "Write throughput and latency of single-key puts: lambdadb (each put committed by its shard's " +
-		"Raft group, synced on a majority) against etcd 3.4 (one Raft group), same clients and values."
+		"Raft group, synced on a majority) against etcd 3.4 (one Raft group), same clients and values; and the " +
+		"latency of a put from one client alone, with nothing to queue behind."
 	all, err := e.kv(ctx)
 	rs := resultsOf(all, "put")
 	rep.Data = rs
 	if err != nil {
 		return rep, err
 	}
-	lr, er := kvRounds(rs, "lambdadb", "put", ""), kvRounds(rs, "etcd", "put", "")
+	n := max(e.Sizes.KVClients, 1)
+	lr, er := kvRoundsN(rs, "lambdadb", "put", "", n), kvRoundsN(rs, "etcd", "put", "", n)
 	l, et := medianRound(lr), medianRound(er)
+	l1r, e1r := kvRoundsN(rs, "lambdadb", "put", "", 1), kvRoundsN(rs, "etcd", "put", "", 1)
+	l1, e1 := medianRound(l1r), medianRound(e1r)
 	rep.Metric("put ops/s ratio lambdadb/etcd", pairedRatio(lr, er), "×")
 	ratioNote(rep, "put ops/s ratio lambdadb/etcd", lr, er)
 	rep.Metric("lambdadb put ops/s", opsOf(l), "ops/s")
@@ -188,10 +213,24 @@ func runKVPut(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep.Metric("etcd put ops/s", opsOf(et), "ops/s")
 	rep.Metric("etcd put p50", latOf(et, false), "ms")
 	rep.Metric("etcd put p99", latOf(et, true), "ms")
+	rep.Metric("1-client put ops/s ratio lambdadb/etcd", pairedRatio(l1r, e1r), "×")
+	rep.Metric("1-client put p50 ratio lambdadb/etcd (lower: lambdadb faster)", pairedRatioOf(l1r, e1r, p50Of), "×")
+	ratioNote(rep, "1-client put ops/s ratio lambdadb/etcd", l1r, e1r)
+	ratioNoteOf(rep, "1-client put p50 ratio lambdadb/etcd", l1r, e1r, p50Of)
+	rep.Metric("lambdadb 1-client put ops/s", opsOf(l1), "ops/s")
+	rep.Metric("lambdadb 1-client put p50", latOf(l1, false), "ms")
+	rep.Metric("lambdadb 1-client put p99", latOf(l1, true), "ms")
+	rep.Metric("etcd 1-client put ops/s", opsOf(e1), "ops/s")
+	rep.Metric("etcd 1-client put p50", latOf(e1, false), "ms")
+	rep.Metric("etcd 1-client put p99", latOf(e1, true), "ms")
 	rep.Tables = append(rep.Tables, resultRows(rs))
 	errorNotes(rep, rs)
-	if err := kvPlots(e, rep, "kv-put", []string{"put"}, [][2]*Result{{l, et}},
-		[]string{"lambdadb", "etcd"}, []*Result{l, et}); err != nil {
+	latCats, lat := []string{"lambdadb", "etcd"}, []*Result{l, et}
+	if n > 1 {
+		latCats = []string{"lambdadb, " + plural(n, "client"), "etcd, " + plural(n, "client"), "lambdadb, 1 client", "etcd, 1 client"}
+		lat = append(lat, l1, e1)
+	}
+	if err := kvPlots(e, rep, "kv-put", []string{"put"}, [][2]*Result{{l, et}}, latCats, lat); err != nil {
 		return rep, err
 	}
 	return rep, nil

@@ -27,6 +27,7 @@ type Scenario struct {
 var Scenarios = []Scenario{
 	{Name: "kv-put", Title: "KV puts: lambdadb vs etcd, 3 nodes each", Run: runKVPut},
 	{Name: "kv-get", Title: "KV gets by consistency level: lambdadb vs etcd, 3 nodes each", Run: runKVGet},
+	{Name: "idle", Title: "Idle cost of a 3-node lambdadb cluster by shard count", Run: runIdle},
 	{Name: "sandbox-start", Title: "Sandbox start latency by state (the paper's Figure 5)", Run: runSandboxStart},
 	{Name: "density", Title: "Paused sandboxes per GiB until the memory budget binds (the paper's Figure 6)", Run: runDensity},
 	{Name: "burst", Title: "100 outstanding 200 ms invocations (the paper's Figure 2)", Run: runBurst},
@@ -96,6 +97,11 @@ type Sizes struct {
 	KVShards   int           // lambdadb shards
 	KVRounds   int           // rounds of the whole comparison (fresh clusters each)
 
+	// idle
+	IdleShards []int         // shard counts, a fresh 3-node cluster each
+	IdleSettle time.Duration // wait after the cluster is ready, before sampling
+	IdleWindow time.Duration // sampling window
+
 	// sandbox-start
 	StartWarm    int // warm invocations
 	StartRestart int // restarts
@@ -130,6 +136,7 @@ type Sizes struct {
 // QuickSizes fit `make bench-quick` in 5 minutes on a 2-core machine.
 var QuickSizes = Sizes{
 	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 3 * time.Second, KVShards: 16, KVRounds: 3,
+	IdleShards: []int{16, 64}, IdleSettle: 5 * time.Second, IdleWindow: 10 * time.Second,
 	StartWarm: 100, StartRestart: 20, StartCold: 4, StartProcess: 50, StartPython: 10,
 	DensityBudgetMB:  256,
 	BurstOutstanding: 100, BurstDuration: 30 * time.Second, BurstSleepMS: 200,
@@ -141,6 +148,7 @@ var QuickSizes = Sizes{
 // FullSizes are `make bench`'s (well under 30 minutes).
 var FullSizes = Sizes{
 	KVClients: 64, KVValue: 256, KVKeys: 10000, KVDuration: 15 * time.Second, KVShards: 16, KVRounds: 3,
+	IdleShards: []int{16, 64, 256}, IdleSettle: 10 * time.Second, IdleWindow: 20 * time.Second,
 	StartWarm: 500, StartRestart: 50, StartCold: 10, StartProcess: 200, StartPython: 30,
 	DensityBudgetMB:  1024,
 	BurstOutstanding: 100, BurstDuration: 60 * time.Second, BurstSleepMS: 200,

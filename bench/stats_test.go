@@ -123,3 +123,30 @@ func TestKVRoundSummaries(t *testing.T) {
 		t.Fatal("median of nothing")
 	}
 }
+
+func TestKVOneClientRounds(t *testing.T) {
+	rs := []Result{
+		{System: "lambdadb", Op: "put", Round: 1, Clients: 64, OpsPerSec: 2000, P50us: 30000, Ops: 1},
+		{System: "lambdadb", Op: "put", Round: 1, Clients: 1, OpsPerSec: 400, P50us: 2000, Ops: 1},
+		{System: "etcd", Op: "put", Round: 1, Clients: 64, OpsPerSec: 1000, P50us: 60000, Ops: 1},
+		{System: "etcd", Op: "put", Round: 1, Clients: 1, OpsPerSec: 200, P50us: 5000, Ops: 1},
+		{System: "etcd", Op: "put", Round: 2, Clients: 1, OpsPerSec: 250, P50us: 4000, Ops: 1},
+		{System: "lambdadb", Op: "put", Round: 2, Clients: 1, OpsPerSec: 250, P50us: 3000, Ops: 1},
+	}
+	l1, e1 := kvRoundsN(rs, "lambdadb", "put", "", 1), kvRoundsN(rs, "etcd", "put", "", 1)
+	if len(l1) != 2 || len(e1) != 2 || len(kvRoundsN(rs, "lambdadb", "put", "", 64)) != 1 || len(kvRounds(rs, "etcd", "put", "")) != 3 {
+		t.Fatalf("rounds by clients: %d, %d", len(l1), len(e1))
+	}
+	if got := pairedRatio(l1, e1); got != 1.5 { // 2 and 1
+		t.Fatalf("1-client ops ratio %v", got)
+	}
+	if got := pairedRatioOf(l1, e1, p50Of); math.Abs(got-0.575) > 1e-12 { // 0.4 and 0.75
+		t.Fatalf("1-client p50 ratio %v", got)
+	}
+	if got := opLabel(*l1[0]); got != "put, 1 client" {
+		t.Fatalf("label %q", got)
+	}
+	if got := opLabel(rs[0]); got != "put" {
+		t.Fatalf("label %q", got)
+	}
+}
