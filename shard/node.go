@@ -26,6 +26,12 @@ type Peer struct {
 	Addr string
 }
 
+// Raft timing defaults (Config.TickInterval, Config.ElectionTimeout).
+const (
+	DefaultTickInterval    = 100 * time.Millisecond
+	DefaultElectionTimeout = 500 * time.Millisecond
+)
+
 // Config configures a Node. Zero values select the defaults in comments.
 type Config struct {
 	// ID names this node. Default "n1". Fixed once the data directory exists.
@@ -51,7 +57,8 @@ type Config struct {
 	// after the Node.
 	Mux *Mux
 	// TickInterval is the Raft engine's tick: heartbeats go out every
-	// tick and ElectionTimeout is counted in ticks. Default 50ms.
+	// tick and ElectionTimeout is counted in ticks. Default
+	// DefaultTickInterval.
 	TickInterval time.Duration
 	// ElectionTimeout is Raft's heartbeat and election timeout: a follower
 	// that hears nothing from its leader for a random time between one and
@@ -150,10 +157,10 @@ func (c *Config) setDefaults() error {
 		return errors.New("shard: a multi-node cluster needs Config.Mux")
 	}
 	if c.ElectionTimeout <= 0 {
-		c.ElectionTimeout = 500 * time.Millisecond
+		c.ElectionTimeout = DefaultElectionTimeout
 	}
 	if c.TickInterval <= 0 {
-		c.TickInterval = 50 * time.Millisecond
+		c.TickInterval = DefaultTickInterval
 	}
 	if c.MaxValueBytes <= 0 {
 		c.MaxValueBytes = 1 << 20

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -432,6 +433,59 @@ func TestScanPagingCoversEverything(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, keys) {
 			t.Fatalf("limit %d: %d keys in %d pages, want %d", limit, len(got), pages, len(keys))
+		}
+	}
+}
+
+// TestScanHashTagPrefix: a prefix holding a whole {hash tag} reads only the
+// tag's shard (its session token names no other) and still returns every
+// key under it, page by page; a prefix with an unfinished tag reads all.
+func TestScanHashTagPrefix(t *testing.T) {
+	n := open(t, shard.Config{Shards: 8})
+	var want []string
+	for i := 0; i < 40; i++ {
+		for _, k := range []string{fmt.Sprintf("{u1}o/%02d", i), fmt.Sprintf("{u2}o/%02d", i), fmt.Sprintf("{u1x}/%02d", i)} {
+			if _, err := n.Put(ctx, k, []byte(k), shard.Cond{}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want = append(want, fmt.Sprintf("{u1}o/%02d", i))
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+		shards int // shards the session token names
+	}{
+		{"{u1}", want, 1},
+		{"{u1}o/", want, 1},
+		{"{u1}o/1", want[10:20], 1},
+		{"{u1", nil, 8}, // also {u1x}: every shard
+	} {
+		var got []string
+		var shards int
+		req := shard.ScanRequest{Prefix: tc.prefix, Limit: 7}
+		for {
+			r, err := n.Scan(ctx, req, shard.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range r.Items {
+				got = append(got, it.Key)
+			}
+			shards = max(shards, len(r.Session))
+			if !r.More {
+				break
+			}
+			req.Start = r.Next
+		}
+		if tc.want != nil && !slices.Equal(got, tc.want) {
+			t.Fatalf("scan %q: %q\nwant %q", tc.prefix, got, tc.want)
+		}
+		if tc.want == nil && len(got) != 80 {
+			t.Fatalf("scan %q: %d keys; want 80", tc.prefix, len(got))
+		}
+		if shards != tc.shards {
+			t.Fatalf("scan %q: token names %d shards; want %d", tc.prefix, shards, tc.shards)
 		}
 	}
 }

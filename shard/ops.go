@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -406,6 +407,7 @@ type scanPart struct {
 	applied   uint64
 	truncated bool // stopped at MaxScanBytes: the shard may hold more
 	err       error
+	skipped   bool // holds no key of the scan's prefix: not read
 }
 
 func recordBytes(r Record) int { return len(r.Key) + len(r.Value) }
@@ -484,13 +486,20 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	// over the shards, so asking every shard for Limit records read up to
 	// Shards times more than a page returns. A shard that fills its quota
 	// bounds the page like one cut short by bytes (below).
+	// A prefix holding a whole {hash tag} names one shard: every key under
+	// it hashes by that tag.
+	only, single := prefixShard(req.Prefix, n.cfg.Shards)
 	quota := req.Limit + 1
-	if sh := n.cfg.Shards; sh > 1 {
+	if sh := n.cfg.Shards; sh > 1 && !single {
 		quota = min(quota, max(2*((req.Limit+sh-1)/sh)+1, minShardQuota))
 	}
 	parts := make([]scanPart, n.cfg.Shards)
 	var wg sync.WaitGroup
 	for s := 0; s < n.cfg.Shards; s++ {
+		if single && s != only {
+			parts[s].skipped = true
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -527,6 +536,9 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	// has not seen.
 	var bound *string
 	for s, p := range parts {
+		if p.skipped {
+			continue
+		}
 		if p.err != nil {
 			errs = append(errs, p.err)
 			continue
@@ -562,6 +574,19 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	res.Session = ro.Session.Merge(tok)
 	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
 	return res, nil
+}
+
+// prefixShard reports whether every key beginning with prefix maps to one
+// shard — the prefix holds a whole non-empty {hash tag} — and which.
+func prefixShard(prefix string, shards int) (int, bool) {
+	i := strings.IndexByte(prefix, '{')
+	if i < 0 {
+		return 0, false
+	}
+	if j := strings.IndexByte(prefix[i+1:], '}'); j > 0 {
+		return For(prefix, shards), true
+	}
+	return 0, false
 }
 
 // minShardQuota is the least a shard reads for one scan page.

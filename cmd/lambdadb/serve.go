@@ -43,6 +43,8 @@ var serveCommand = &command{
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
 		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
+		fs.DurationVar(&o.raftTick, "raft-tick", shard.DefaultTickInterval, "Raft `tick`: leaders send heartbeats every tick; the election timeout is counted in ticks")
+		fs.DurationVar(&o.electionTimeout, "election-timeout", shard.DefaultElectionTimeout, "Raft election `timeout`: a follower that hears nothing from its leader for a random time between one and two of these starts an election; at least twice --raft-tick")
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
@@ -53,6 +55,9 @@ var serveCommand = &command{
 				return usagef("unexpected argument %q", args[0])
 			}
 			o.addrSet = isSet(fs, "addr")
+			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
+				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
+			}
 			return c.serve(ctx, o)
 		}
 	},
@@ -64,6 +69,8 @@ type serveOptions struct {
 	shards, replicas       int
 	fnMemoryMB             int64
 	fnKeepAlive, billing   time.Duration
+	raftTick               time.Duration
+	electionTimeout        time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -160,15 +167,17 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			}
 			return 0
 		},
-		ID:         o.id,
-		Addr:       advertised,
-		Dir:        o.data,
-		Shards:     o.shards,
-		Replicas:   o.replicas,
-		Peers:      peers,
-		Mux:        mux,
-		Registerer: reg,
-		Logger:     log,
+		ID:              o.id,
+		Addr:            advertised,
+		Dir:             o.data,
+		Shards:          o.shards,
+		Replicas:        o.replicas,
+		Peers:           peers,
+		TickInterval:    o.raftTick,
+		ElectionTimeout: o.electionTimeout,
+		Mux:             mux,
+		Registerer:      reg,
+		Logger:          log,
 	})
 	if err != nil {
 		closeListener()
