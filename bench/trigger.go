@@ -140,6 +140,14 @@ type TriggerState struct {
 	StartsPer1k  float64           `json:"starts_per_1000_changes"`
 	ResumesPer1k float64           `json:"resumes_per_1000_changes"`
 
+	// Delivery of a backlog (paused state only): Changes puts under
+	// backlog/ are written first, then a trigger starting from the
+	// beginning of the feed delivers them.
+	BacklogChanges        int     `json:"backlog_changes,omitempty"`
+	BacklogSeconds        float64 `json:"backlog_seconds,omitempty"` // trigger created → all delivered
+	BacklogPerSec         float64 `json:"backlog_changes_per_sec,omitempty"`
+	BacklogInvocationsPer float64 `json:"backlog_invocations_per_1000_changes,omitempty"`
+
 	LatencyMS []float64 `json:"-"`
 }
 
@@ -282,7 +290,66 @@ func triggerState(cfg TriggerConfig, wasm []byte, state string, feed bool, res *
 	if err := streamDelivery(ctx, cfg, c.Addrs(), cl, &st, gap); err != nil {
 		return st, err
 	}
+	if state == "paused" {
+		if err := backlogDelivery(ctx, cfg, c.Addrs(), cl, &st); err != nil {
+			return st, err
+		}
+	}
 	return st, nil
+}
+
+// backlogDelivery writes cfg.Changes puts under backlog/ with 64 writers
+// spread over the nodes, then creates trigger "backlog" (batch_size 100,
+// max_wait_ms 200) from the beginning of the feed and times until its
+// status reports them all delivered.
+func backlogDelivery(ctx context.Context, cfg TriggerConfig, addrs []string, cl *client.Client, st *TriggerState) error {
+	const writers = 64
+	fmt.Fprintf(cfg.Progress, "backlog: writing %d changes under backlog/ (%d writers), then a trigger from the beginning\n", cfg.Changes, writers)
+	kv := NewLambdaKV(addrs, writers)
+	var next atomic.Int64
+	errc := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= cfg.Changes {
+					errc <- nil
+					return
+				}
+				if err := kv.Put(ctx, w, fmt.Sprintf("backlog/%08d", i), []byte("v")); err != nil {
+					errc <- fmt.Errorf("bench: backlog put: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	t0 := time.Now()
+	if _, err := cl.CreateTrigger(ctx, "backlog", client.Trigger{Function: "bench-indexer", Prefix: "backlog/",
+		BatchSize: 100, MaxWaitMS: 200, Start: "beginning"}); err != nil {
+		return fmt.Errorf("bench: create trigger: %w", err)
+	}
+	limit := 5 * time.Minute
+	for {
+		ts, err := cl.TriggerStatus(ctx, "backlog")
+		if err == nil && int(ts.Delivered) >= cfg.Changes {
+			st.BacklogChanges = cfg.Changes
+			st.BacklogSeconds = time.Since(t0).Seconds()
+			st.BacklogPerSec = float64(cfg.Changes) / st.BacklogSeconds
+			st.BacklogInvocationsPer = float64(ts.Invocations) * 1000 / float64(cfg.Changes)
+			fmt.Fprintf(cfg.Progress, "  backlog of %d delivered in %.2f s: %.0f changes/s, %.1f calls per 1,000 changes\n",
+				cfg.Changes, st.BacklogSeconds, st.BacklogPerSec, st.BacklogInvocationsPer)
+			return nil
+		}
+		if time.Since(t0) > limit {
+			return fmt.Errorf("bench: backlog: %d of %d delivered after %v (last error: %v)", ts.Delivered, cfg.Changes, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // streamDelivery creates trigger "rate" (batch_size 100, max_wait_ms 200,
