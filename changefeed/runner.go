@@ -327,10 +327,62 @@ func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats
 	return nil
 }
 
-// deliver calls the handler on batch until it succeeds, then commits its
-// writes and the checkpoint. A batch that keeps failing is split in two
-// to isolate the change that fails; that one becomes a dead letter.
+// MaxTriggerDepth bounds chains of triggers. A change written by a
+// trigger's handler is recorded one level deeper than the deepest change
+// the handler was given (a client's write is depth 0); a change at this
+// depth — 16 deliveries in a row, the bound of AWS Lambda's recursive loop
+// detection — is not delivered to any trigger but becomes a dead letter
+// that names the loop, so a trigger that feeds itself (or a ring of
+// triggers) stops by itself.
+const MaxTriggerDepth = 16
+
+// ErrTriggerLoop is the cause recorded in the dead letter of a change that
+// reached MaxTriggerDepth.
+var ErrTriggerLoop = errors.New("changefeed: recursive trigger loop")
+
+// deliver delivers batch in order: runs of changes below MaxTriggerDepth
+// through deliverBatch, runs at it as dead letters.
 func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState) error {
+	start := 0
+	for start < len(batch) {
+		loop := batch[start].Depth >= MaxTriggerDepth
+		end := start + 1
+		for end < len(batch) && (batch[end].Depth >= MaxTriggerDepth) == loop {
+			end++
+		}
+		if start == 0 && end == len(batch) && !loop {
+			return t.deliverBatch(ctx, d, s, st, batch, through, cs)
+		}
+		th := batch[end-1].Index
+		if end == len(batch) {
+			th = through
+		}
+		var err error
+		if loop {
+			err = t.deadLetter(ctx, d, s, st, batch[start:end], th, cs, fmt.Errorf(
+				"%w: written at trigger depth %d by trigger handlers (the limit is %d), not delivered: trigger %q feeds itself, or a chain of triggers feeds it",
+				ErrTriggerLoop, batch[start].Depth, MaxTriggerDepth, d.Name))
+		} else {
+			err = t.deliverBatch(ctx, d, s, st, batch[start:end], th, cs)
+		}
+		if err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// deliverBatch calls the handler on batch until it succeeds, then commits
+// its writes and the checkpoint. A batch that keeps failing is split in
+// two to isolate the change that fails; that one becomes a dead letter.
+// The handler's writes carry the batch's depth plus one.
+func (t *Triggers) deliverBatch(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState) error {
+	var depth uint8
+	for _, c := range batch {
+		depth = max(depth, c.Depth)
+	}
+	ctx = shard.WithTriggerDepth(ctx, depth+1)
 	backoff := 100 * time.Millisecond
 	var lastErr error
 	for attempt := 0; attempt <= d.MaxRetries; attempt++ {
@@ -378,10 +430,10 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 	}
 	// Bisect by whole entries.
 	if first := cut(batch, (len(batch)+1)/2); first < len(batch) {
-		if err := t.deliver(ctx, d, s, st, batch[:first], batch[first-1].Index, cs); err != nil {
+		if err := t.deliverBatch(ctx, d, s, st, batch[:first], batch[first-1].Index, cs); err != nil {
 			return err
 		}
-		return t.deliver(ctx, d, s, st, batch[first:], through, cs)
+		return t.deliverBatch(ctx, d, s, st, batch[first:], through, cs)
 	}
 	return t.deadLetter(ctx, d, s, st, batch, through, cs, lastErr)
 }

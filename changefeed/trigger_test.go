@@ -393,3 +393,43 @@ func TestCheckpointsOfEarlierVersions(t *testing.T) {
 		t.Fatalf("log/{o}1 = %q, want %q (the first change delivered again?)", got, want)
 	}
 }
+
+// TestTriggerLoopStops: a trigger whose handler writes under its own prefix
+// feeds itself (the faulty guest logs each change of K to log/K, and the
+// trigger watches log/). Each write is one level deeper; the change at
+// MaxTriggerDepth is not delivered but dead-lettered as a loop, and the
+// chain stops by itself.
+func TestTriggerLoopStops(t *testing.T) {
+	v := newTEnv(t, lambda.Config{})
+	ctx := context.Background()
+	if _, err := v.fns.Deploy(ctx, "rec", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.trg.Create(ctx, changefeed.Trigger{Name: "loop", Function: "rec", Prefix: "log/"}); err != nil {
+		t.Fatal(err)
+	}
+	v.put(t, "log/a", "x")
+	eventually(t, "the loop is dead-lettered", func() bool {
+		dl, err := v.trg.DeadLetters(ctx, "loop")
+		return err == nil && len(dl) == 1
+	})
+	dl, _ := v.trg.DeadLetters(ctx, "loop")
+	deepest := strings.Repeat("log/", changefeed.MaxTriggerDepth+1) + "a"
+	if dl[0].Key != deepest || !strings.Contains(dl[0].Error, "recursive trigger loop") || !strings.Contains(dl[0].Error, `"loop"`) {
+		t.Fatalf("dead letter %+v", dl[0])
+	}
+	time.Sleep(500 * time.Millisecond)
+	st := total(v, "loop")
+	if st.Delivered != changefeed.MaxTriggerDepth || st.DeadLetters != 1 {
+		t.Fatalf("stats %+v; want %d delivered (depths 0..%d) and 1 dead letter", st, changefeed.MaxTriggerDepth, changefeed.MaxTriggerDepth-1)
+	}
+	if got := v.get(t, "log/"+deepest); got != "" {
+		t.Fatalf("the change at the depth limit was delivered: log/%s = %q", deepest, got)
+	}
+	// A client's write under the prefix still starts a fresh chain.
+	v.put(t, "log/b", "y")
+	eventually(t, "a new chain runs to the limit too", func() bool {
+		dl, err := v.trg.DeadLetters(ctx, "loop")
+		return err == nil && len(dl) == 2
+	})
+}

@@ -14,6 +14,10 @@ import (
 //
 //	S<shard>f<index: 8 bytes BE><seq: 2 bytes BE> → op, time, key, value
 //
+// The op byte's low two bits are the operation and its high six bits the
+// trigger depth of the write (0 for a client's write; records written
+// before depths existed read as 0).
+//
 // Trimming deletes a prefix of the feed and records how far it went
 // (meta "feedtrim"), so a reader can tell a position that was trimmed away
 // from one where nothing happened.
@@ -30,9 +34,14 @@ type FeedRecord struct {
 	Seq   uint16 // position within the entry (batches hold several changes)
 	Op    byte   // FeedPut or FeedDelete
 	Time  int64  // when the leader appended the entry, Unix nanoseconds
+	Depth uint8  // trigger depth of the write, 0..MaxFeedDepth (0: not written by a trigger's handler)
 	Key   []byte
 	Value []byte // nil for a delete
 }
+
+// MaxFeedDepth is the largest depth a feed record holds; deeper writes are
+// recorded at it.
+const MaxFeedDepth = 63
 
 // ErrCorruptFeed reports a feed record that does not decode.
 var ErrCorruptFeed = errors.New("kv: corrupt feed record")
@@ -51,7 +60,7 @@ func feedKey(shard int, index uint64, seq uint16) []byte {
 // value.
 func encodeFeedValue(r FeedRecord) []byte {
 	b := make([]byte, 0, 1+8+binary.MaxVarintLen32+len(r.Key)+len(r.Value))
-	b = append(b, r.Op)
+	b = append(b, r.Op|min(r.Depth, MaxFeedDepth)<<2)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
 	b = binary.AppendUvarint(b, uint64(len(r.Key)))
 	b = append(b, r.Key...)
@@ -65,7 +74,8 @@ func decodeFeed(key, val []byte) (FeedRecord, error) {
 	r := FeedRecord{
 		Index: binary.BigEndian.Uint64(key[prefixLen:]),
 		Seq:   binary.BigEndian.Uint16(key[prefixLen+8:]),
-		Op:    val[0],
+		Op:    val[0] & 3,
+		Depth: val[0] >> 2,
 		Time:  int64(binary.BigEndian.Uint64(val[1:9])),
 	}
 	kl, n := binary.Uvarint(val[9:])

@@ -106,3 +106,30 @@ func FuzzDecodeFeed(f *testing.F) {
 		}
 	})
 }
+
+// TestFeedDepth: a record keeps its trigger depth (capped at MaxFeedDepth)
+// beside its operation, and a record written without one reads as depth 0.
+func TestFeedDepth(t *testing.T) {
+	e := newEngine(t)
+	apply(t, e, 2, 1, func(a *Apply) {
+		for seq, d := range []uint8{0, 1, 16, MaxFeedDepth, 200} {
+			op := FeedPut
+			if seq%2 == 1 {
+				op = FeedDelete
+			}
+			if err := a.AppendFeed(FeedRecord{Index: 1, Seq: uint16(seq), Op: op, Depth: d, Key: []byte("k")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	got := feedOf(t, e, 2, 0)
+	for i, want := range []uint8{0, 1, 16, MaxFeedDepth, MaxFeedDepth} {
+		wantOp := FeedPut
+		if i%2 == 1 {
+			wantOp = FeedDelete
+		}
+		if got[i].Depth != want || got[i].Op != wantOp {
+			t.Fatalf("record %d: depth %d op %d; want %d, %d", i, got[i].Depth, got[i].Op, want, wantOp)
+		}
+	}
+}

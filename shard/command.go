@@ -35,13 +35,14 @@ const (
 
 // command is one replicated write, msgpack-encoded as the array
 //
-//	[Op, Key, Value, Cond, Version, Space, Ops]
+//	[Op, Key, Value, Cond, Version, Space, Ops, Depth]
 //
-// in which the trailing Space and Ops are left out while they are zero: a
-// single UserSpace write or a no-op encodes exactly as the five-element
-// array of the versions before spaces and batches, so Raft logs they wrote
-// still decode, and they decode such writes. A decoder accepts five to
-// seven elements. New fields go at the end.
+// in which the trailing Space, Ops and Depth are left out while they are
+// zero (Ops as msgpack nil when only Depth follows): a single UserSpace
+// write or a no-op encodes exactly as the five-element array of the
+// versions before spaces and batches, so nodes of those versions decode
+// such writes. A decoder accepts five to eight elements; only a top-level
+// command carries Depth. New fields go at the end.
 type command struct {
 	Op      uint8
 	Key     string
@@ -50,13 +51,15 @@ type command struct {
 	Version uint64    // for condIfMatch
 	Space   uint8     // the Space of a put or delete
 	Ops     []command // opBatch: its puts and deletes
+	Depth   uint8     // trigger depth of the writer (WithTriggerDepth); top-level commands only
 }
 
 // Array lengths of an encoded command.
 const (
 	commandLegacyLen = 5 // without Space and Ops
 	commandSpaceLen  = 6 // without Ops
-	commandFullLen   = 7
+	commandOpsLen    = 7 // without Depth
+	commandFullLen   = 8
 )
 
 var _ msgpack.CustomEncoder = command{}
@@ -76,8 +79,10 @@ func newCommand(op uint8, key string, value []byte, c Cond) command {
 func (c command) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := commandLegacyLen
 	switch {
-	case c.Ops != nil:
+	case c.Depth != 0:
 		n = commandFullLen
+	case c.Ops != nil:
+		n = commandOpsLen
 	case c.Space != 0:
 		n = commandSpaceLen
 	}
@@ -91,7 +96,11 @@ func (c command) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeUint8(c.Space); err != nil || n == commandSpaceLen {
 		return err
 	}
-	if err := enc.EncodeArrayLen(len(c.Ops)); err != nil {
+	if c.Ops == nil {
+		if err := enc.EncodeNil(); err != nil {
+			return err
+		}
+	} else if err := enc.EncodeArrayLen(len(c.Ops)); err != nil {
 		return err
 	}
 	for _, op := range c.Ops {
@@ -99,7 +108,10 @@ func (c command) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	return nil
+	if n == commandOpsLen {
+		return nil
+	}
+	return enc.EncodeUint8(c.Depth)
 }
 
 // commandDecoder reads commands from one Raft entry. Every length a
@@ -153,7 +165,7 @@ func (d commandDecoder) decode(c *command, nested bool) error {
 	case err != nil:
 		return err
 	case k < 0: // nil: no ops
-		return nil
+		return d.depth(c, n, nested)
 	case nested && k > 0:
 		return errors.New("nested batch")
 	case k > MaxBatchOps:
@@ -167,7 +179,20 @@ func (d commandDecoder) decode(c *command, nested bool) error {
 			return fmt.Errorf("op %d: %w", i, err)
 		}
 	}
-	return nil
+	return d.depth(c, n, nested)
+}
+
+// depth reads the Depth element of an n-element command.
+func (d commandDecoder) depth(c *command, n int, nested bool) error {
+	if n < commandFullLen {
+		return nil
+	}
+	if nested {
+		return errors.New("depth on a nested op")
+	}
+	var err error
+	c.Depth, err = d.dec.DecodeUint8()
+	return err
 }
 
 // bytes reads a string or binary element (nil for a msgpack nil).

@@ -14,7 +14,7 @@ import (
 // (a nil and an empty value are equal).
 func commandsEqual(a, b command) bool {
 	if a.Op != b.Op || a.Key != b.Key || !bytes.Equal(a.Value, b.Value) || a.Cond != b.Cond ||
-		a.Version != b.Version || a.Space != b.Space || len(a.Ops) != len(b.Ops) {
+		a.Version != b.Version || a.Space != b.Space || a.Depth != b.Depth || len(a.Ops) != len(b.Ops) {
 		return false
 	}
 	for i := range a.Ops {
@@ -23,6 +23,11 @@ func commandsEqual(a, b command) bool {
 		}
 	}
 	return true
+}
+
+func withDepth(c command, d uint8) command {
+	c.Depth = d
+	return c
 }
 
 func systemCommand(op uint8, key string, value []byte, c Cond) command {
@@ -49,6 +54,9 @@ func TestCommandRoundTrip(t *testing.T) {
 			systemCommand(opPut, "{t}a", []byte("sys"), Cond{}),
 			systemCommand(opDelete, "{t}b", nil, Cond{}),
 		),
+		withDepth(newCommand(opPut, "k", []byte("v"), Cond{}), 3),
+		withDepth(systemCommand(opDelete, "k", nil, Cond{}), 1),
+		withDepth(batchCommand(newCommand(opPut, "{t}a", []byte("1"), Cond{})), 16),
 	}
 	for _, c := range cases {
 		b, err := encodeCommand(c)
@@ -134,7 +142,6 @@ func TestDecodeCommandRejects(t *testing.T) {
 		{"nil", enc(nil)},
 		{"empty array", enc([]any{})},
 		{"four elements", enc([]any{opPut, "k", nil, 0})},
-		{"eight elements", enc([]any{opPut, "k", nil, 0, 0, 0, nil, 0})},
 		{"unknown op", enc([]any{9, "k", nil, 0, 0})},
 		{"empty key", enc([]any{opPut, "", nil, 0, 0})},
 		{"bad utf8 key", enc([]any{opPut, "\xff", nil, 0, 0})},
@@ -157,6 +164,9 @@ func TestDecodeCommandRejects(t *testing.T) {
 		{"batch with a version", cmd(command{Op: opBatch, Version: 3, Ops: []command{put("k")}})},
 		{"batch with a space", cmd(command{Op: opBatch, Space: 1, Ops: []command{put("k")}})},
 		{"nested batch", cmd(batchCommand(put("a"), batchCommand(put("b"))))},
+		{"depth on a nested op", cmd(batchCommand(put("a"), withDepth(put("b"), 2)))},
+		{"depth of wrong type", enc([]any{opPut, "k", nil, 0, 0, 0, nil, "x"})},
+		{"nine elements", enc([]any{opPut, "k", nil, 0, 0, 0, nil, 1, 1})},
 		{"noop in a batch", cmd(batchCommand(put("a"), command{Op: opNoop}))},
 		{"unknown op in a batch", cmd(batchCommand(command{Op: 9, Key: "a"}))},
 		{"bad key in a batch", cmd(batchCommand(put("a"), put("")))},

@@ -20,6 +20,26 @@ type Change struct {
 	Delete  bool
 	Time    time.Time // when the shard's leader appended the entry
 	Version uint64    // == Index
+	// Depth is how many trigger deliveries led to this change: 0 for a
+	// client's write, d+1 for a write by a trigger's handler delivering
+	// changes of depth at most d (WithTriggerDepth).
+	Depth uint8
+}
+
+type depthKey struct{}
+
+// WithTriggerDepth returns ctx carrying a trigger depth: writes made with it
+// are recorded in the change feed at that depth (capped at
+// kv.MaxFeedDepth), so that a chain of triggers feeding each other can be
+// stopped (changefeed.MaxTriggerDepth).
+func WithTriggerDepth(ctx context.Context, depth uint8) context.Context {
+	return context.WithValue(ctx, depthKey{}, min(depth, kv.MaxFeedDepth))
+}
+
+// triggerDepth returns ctx's trigger depth (0 when none).
+func triggerDepth(ctx context.Context) uint8 {
+	d, _ := ctx.Value(depthKey{}).(uint8)
+	return d
 }
 
 // FeedPage is one read of a shard's feed.
@@ -106,7 +126,7 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 			}
 		}
 		c := Change{Shard: s, Index: fr.Index, Seq: fr.Seq, Key: string(fr.Key), Value: fr.Value,
-			Delete: fr.Op == kv.FeedDelete, Version: fr.Index}
+			Delete: fr.Op == kv.FeedDelete, Version: fr.Index, Depth: fr.Depth}
 		if fr.Time != 0 {
 			c.Time = time.Unix(0, fr.Time)
 		}

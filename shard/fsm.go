@@ -32,7 +32,8 @@ type fsm struct {
 
 	onApply func(n int) // metrics hook: entries applied, replays excluded
 
-	feedSeq uint16 // next feed sequence number within the entry being applied
+	feedSeq   uint16 // next feed sequence number within the entry being applied
+	feedDepth uint8  // trigger depth of the entry being applied
 }
 
 func newFSM(shard int, eng *kv.Engine) (*fsm, error) {
@@ -124,7 +125,7 @@ func (f *fsm) applyCommand(a *kv.Apply, l *entry) applyResult {
 		// Every replica rejects the same bytes the same way.
 		return applyResult{err: err}
 	}
-	f.feedSeq = 0
+	f.feedSeq, f.feedDepth = 0, cmd.Depth
 	switch cmd.Op {
 	case opNoop:
 		return applyResult{}
@@ -234,7 +235,7 @@ func (f *fsm) feed(a *kv.Apply, l *entry, sp kv.Space, op byte, key, value []byt
 	if sp != kv.UserData {
 		return
 	}
-	r := kv.FeedRecord{Index: l.Index, Seq: f.feedSeq, Op: op, Time: l.Time, Key: key, Value: value}
+	r := kv.FeedRecord{Index: l.Index, Seq: f.feedSeq, Op: op, Time: l.Time, Key: key, Value: value, Depth: f.feedDepth}
 	f.feedSeq++
 	if err := a.AppendFeed(r); err != nil {
 		panic(fmt.Sprintf("shard %d: feed at %d: %v", f.shard, l.Index, err))

@@ -45,6 +45,7 @@ func (n *Node) writeOne(ctx context.Context, cmd command, tok session.Token) (Wr
 	if cmd.Cond == condIfMatch && cmd.Version == 0 {
 		return res, errorf(ErrPrecondition, "no key has version 0")
 	}
+	cmd.Depth = triggerDepth(ctx)
 	b, err := encodeCommand(cmd)
 	if err != nil {
 		return res, err
@@ -81,6 +82,7 @@ func (n *Node) Batch(ctx context.Context, ops []Op, tok session.Token) (BatchRes
 		return res, err
 	}
 	res.Shard = s
+	cmd.Depth = triggerDepth(ctx)
 	b, err := encodeCommand(cmd)
 	if err != nil {
 		return res, err
