@@ -19,6 +19,10 @@ var (
 	ErrBadConsistency = errors.New("shard: unknown consistency level")
 	ErrInvalidScan    = errors.New("shard: invalid scan")
 	ErrInvalidBatch   = errors.New("shard: invalid batch")
+	// ErrOverloaded means the node has as many requests in flight as its
+	// admission limits allow (Config.MaxInflightWrites, MaxInflightReads):
+	// retry after a moment, or elsewhere. It also matches ErrUnavailable.
+	ErrOverloaded = errors.New("shard: node overloaded")
 	// ErrDataDir means the data directory cannot be opened as it is.
 	ErrDataDir = errors.New("shard: unusable data directory")
 )

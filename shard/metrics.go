@@ -12,6 +12,7 @@ type metrics struct {
 	readIndexReads   prometheus.Counter
 	sessionFallbacks prometheus.Counter
 	forwardBatch     prometheus.Histogram
+	shed             *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
@@ -26,6 +27,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 			Name: "lambdadb_read_index_reads_total", Help: "Read indexes this node handed out as leader (one per linearizable read, its own or a follower's); divided by lambdadb_multiraft_read_index_rounds_total, the coalescing factor."}),
 		sessionFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lambdadb_session_read_fallbacks_total", Help: "Reads (session, or linearizable through a follower) that waited past the bound for this replica to catch up and were served by the leader instead."}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lambdadb_requests_shed_total", Help: "Client requests refused as overloaded (beyond MaxInflightWrites / MaxInflightReads after AdmissionWait), by kind."}, []string{"kind"}),
 		forwardBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "lambdadb_forward_batch_writes", Help: "Writes per forwarding RPC this node sent to a shard leader on another node.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
@@ -37,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		Name: "lambdadb_shards_led", Help: "Shards this node currently leads."}, func() float64 {
 		return float64(n.ledCount())
 	})
-	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, leaders} {
+	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, m.shed, leaders} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -66,6 +66,15 @@ type Config struct {
 	ElectionTimeout time.Duration
 	// MaxValueBytes bounds a value's size. Default 1 MiB.
 	MaxValueBytes int
+	// MaxInflightWrites bounds the client writes (Put, Delete, Batch) this
+	// node has in flight, proposed here or forwarded; MaxInflightReads the
+	// client reads (Get). A request beyond the bound waits up to
+	// AdmissionWait for a slot, then fails with ErrOverloaded, so the
+	// latency of admitted requests stays bounded under a flood. Defaults
+	// 256 and 1024; AdmissionWait default 50ms.
+	MaxInflightWrites int
+	MaxInflightReads  int
+	AdmissionWait     time.Duration
 	// RequestTimeout bounds a request without a context deadline. Default 10s.
 	RequestTimeout time.Duration
 	// SessionWait bounds how long a session read waits for this replica to
@@ -168,6 +177,15 @@ func (c *Config) setDefaults() error {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Second
 	}
+	if c.MaxInflightWrites <= 0 {
+		c.MaxInflightWrites = 256
+	}
+	if c.MaxInflightReads <= 0 {
+		c.MaxInflightReads = 1024
+	}
+	if c.AdmissionWait <= 0 {
+		c.AdmissionWait = 50 * time.Millisecond
+	}
 	if c.SessionWait <= 0 {
 		c.SessionWait = 100 * time.Millisecond
 	}
@@ -207,20 +225,22 @@ type Node struct {
 	engMu     sync.RWMutex
 	engClosed bool
 
-	peerOf   map[string]string // address → node id
-	numOf    map[string]uint64 // node id → raft node number (position in Peers + 1)
-	mr       *multiraft.Engine // the Raft engine: every shard replica of this node
-	tr       *transport.Transport
-	rpc      *rpcClient
-	fwdMu    sync.Mutex
-	fwd      map[string]*forwarder // by leader address
-	internal *http.Server
-	imux     *http.ServeMux // internal RPC routes (rpc.go)
-	extMu    sync.Mutex
-	ext      map[string]http.Handler // HandleInternal's routes
-	peers    *peerTracker
-	stop     chan struct{}
-	bg       sync.WaitGroup
+	peerOf     map[string]string // address → node id
+	numOf      map[string]uint64 // node id → raft node number (position in Peers + 1)
+	mr         *multiraft.Engine // the Raft engine: every shard replica of this node
+	tr         *transport.Transport
+	rpc        *rpcClient
+	writeSlots chan struct{} // admission: one token per client write in flight
+	readSlots  chan struct{} // and per client read
+	fwdMu      sync.Mutex
+	fwd        map[string]*forwarder // by leader address
+	internal   *http.Server
+	imux       *http.ServeMux // internal RPC routes (rpc.go)
+	extMu      sync.Mutex
+	ext        map[string]http.Handler // HandleInternal's routes
+	peers      *peerTracker
+	stop       chan struct{}
+	bg         sync.WaitGroup
 }
 
 // Open opens the data directory, starts one Raft group per shard and waits
@@ -234,6 +254,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
 	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
+		writeSlots: make(chan struct{}, cfg.MaxInflightWrites), readSlots: make(chan struct{}, cfg.MaxInflightReads),
 		peerOf: map[string]string{}, numOf: map[string]uint64{}, imux: http.NewServeMux()}
 	for i, p := range cfg.Peers {
 		n.peerOf[p.Addr] = p.ID

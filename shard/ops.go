@@ -39,6 +39,11 @@ func (n *Node) writeOne(ctx context.Context, cmd command, tok session.Token) (Wr
 	if n.closed.Load() {
 		return res, ErrClosed
 	}
+	release, err := n.admit(ctx, n.writeSlots, "write")
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	if err := ValidateKey(cmd.Key); err != nil {
 		return res, err
 	}
@@ -77,6 +82,11 @@ func (n *Node) Batch(ctx context.Context, ops []Op, tok session.Token) (BatchRes
 	if n.closed.Load() {
 		return res, ErrClosed
 	}
+	release, err := n.admit(ctx, n.writeSlots, "write")
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	cmd, s, err := n.batchCommand(ops)
 	if err != nil {
 		return res, err
@@ -322,8 +332,14 @@ func (n *Node) linearizable(ctx context.Context, g *group) error {
 	return nil
 }
 
-// Get reads key at ro's consistency. It is GetIn(UserSpace).
+// Get reads key at ro's consistency. It is GetIn(UserSpace), admitted
+// under Config.MaxInflightReads.
 func (n *Node) Get(ctx context.Context, key string, ro ReadOptions) (GetResult, error) {
+	release, err := n.admit(ctx, n.readSlots, "read")
+	if err != nil {
+		return GetResult{Session: ro.Session}, err
+	}
+	defer release()
 	return n.GetIn(ctx, UserSpace, key, ro)
 }
 
