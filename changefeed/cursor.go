@@ -11,8 +11,8 @@ import (
 )
 
 // ErrBadCursor is a cursor that does not decode or does not fit the
-// cluster.
-var ErrBadCursor = errors.New("changefeed: malformed cursor")
+// cluster: malformed, or ahead of the cluster's log (Feed.CheckCursor).
+var ErrBadCursor = errors.New("changefeed: bad cursor")
 
 // Cursor is a position in every shard's feed: Cursor[s] is the Raft index
 // of shard s through which the reader has seen every change (absent = 0).

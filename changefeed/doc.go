@@ -7,7 +7,9 @@
 // everything); Feed.Read returns the changes after a cursor, filtered by
 // key prefix, waiting for new ones up to a bound (long poll), and the
 // cursor to continue from. Positions the feed no longer retains fail with
-// ErrExpired — never silent loss.
+// ErrExpired, and positions beyond what a shard has committed (a cursor
+// from another cluster, or kept across a rebuilt one) with ErrBadCursor —
+// never silent loss.
 //
 // Triggers (trigger.go) bind a function to a prefix: on each shard, the
 // shard's leader reads the feed from the trigger's replicated checkpoint,

@@ -213,33 +213,64 @@ func (r *record) DecodeMsgpack(d *msgpack.Decoder) error {
 		&r.Start, &r.StartCursor, &r.CreatedMS)
 }
 
+// TriggerSpec is a trigger definition as a client gives it. A nil
+// BatchSize, MaxWaitMS or MaxRetries is absent and takes its default; a
+// given value is taken as given, 0 included, and must be in range
+// (batch_size 1..MaxBatchSize, max_wait_ms 0..MaxMaxWaitMS, max_retries
+// 0..MaxMaxRetries). Nil Events selects put and delete; an empty list is
+// invalid. An empty Start is now.
+type TriggerSpec struct {
+	Name       string
+	Function   string
+	Prefix     string
+	Events     []string
+	BatchSize  *int
+	MaxWaitMS  *int
+	MaxRetries *int
+	Start      string
+}
+
 // Create validates and stores a trigger, replacing one of the same name.
+// Zero BatchSize, MaxWaitMS and MaxRetries (and empty Events) select
+// their defaults; to set max_wait_ms or max_retries to 0, use Define.
 func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
+	spec := TriggerSpec{Name: tr.Name, Function: tr.Function, Prefix: tr.Prefix, Events: tr.Events, Start: tr.Start}
+	if len(tr.Events) == 0 {
+		spec.Events = nil
+	}
+	for _, f := range []struct {
+		v   int
+		dst **int
+	}{{tr.BatchSize, &spec.BatchSize}, {tr.MaxWaitMS, &spec.MaxWaitMS}, {tr.MaxRetries, &spec.MaxRetries}} {
+		if f.v != 0 {
+			*f.dst = &f.v
+		}
+	}
+	return t.Define(ctx, spec)
+}
+
+// Define validates and stores a trigger, replacing one of the same name;
+// see TriggerSpec for what absent fields mean.
+func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, error) {
+	tr := Trigger{Name: spec.Name, Function: spec.Function, Prefix: spec.Prefix, Events: spec.Events, Start: spec.Start,
+		BatchSize: valueOr(spec.BatchSize, DefaultBatchSize), MaxWaitMS: valueOr(spec.MaxWaitMS, DefaultMaxWaitMS),
+		MaxRetries: valueOr(spec.MaxRetries, DefaultMaxRetries)}
 	if !triggerNameRE.MatchString(tr.Name) {
 		return nil, fmt.Errorf("%w: name %q (want 1-64 of A-Z a-z 0-9 _ . -)", ErrInvalidTrigger, tr.Name)
 	}
 	if tr.Function == "" {
 		return nil, fmt.Errorf("%w: function is required", ErrInvalidTrigger)
 	}
-	f, err := t.cfg.Functions.Get(ctx, tr.Function)
-	if err != nil {
-		return nil, fmt.Errorf("%w: function %q: %v", ErrInvalidTrigger, tr.Function, err)
-	}
-	if !f.Has("changes") {
-		return nil, fmt.Errorf("%w: function %q registers no OnChanges", ErrInvalidTrigger, tr.Function)
-	}
-	if len(tr.Events) == 0 {
+	switch {
+	case tr.Events == nil:
 		tr.Events = []string{"put", "delete"}
+	case len(tr.Events) == 0:
+		return nil, fmt.Errorf("%w: events is empty (want put, delete or both; absent: both)", ErrInvalidTrigger)
 	}
 	for _, e := range tr.Events {
 		if e != "put" && e != "delete" {
 			return nil, fmt.Errorf("%w: event %q (want put, delete)", ErrInvalidTrigger, e)
 		}
-	}
-	setDefault(&tr.BatchSize, DefaultBatchSize)
-	setDefault(&tr.MaxWaitMS, DefaultMaxWaitMS)
-	if tr.MaxRetries == 0 {
-		tr.MaxRetries = DefaultMaxRetries
 	}
 	switch {
 	case tr.BatchSize < 1 || tr.BatchSize > MaxBatchSize:
@@ -248,6 +279,13 @@ func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
 		return nil, fmt.Errorf("%w: max_wait_ms %d outside 0..%d", ErrInvalidTrigger, tr.MaxWaitMS, MaxMaxWaitMS)
 	case tr.MaxRetries < 0 || tr.MaxRetries > MaxMaxRetries:
 		return nil, fmt.Errorf("%w: max_retries %d outside 0..%d", ErrInvalidTrigger, tr.MaxRetries, MaxMaxRetries)
+	}
+	f, err := t.cfg.Functions.Get(ctx, tr.Function)
+	if err != nil {
+		return nil, fmt.Errorf("%w: function %q: %v", ErrInvalidTrigger, tr.Function, err)
+	}
+	if !f.Has("changes") {
+		return nil, fmt.Errorf("%w: function %q registers no OnChanges", ErrInvalidTrigger, tr.Function)
 	}
 	var start Cursor
 	switch tr.Start {
@@ -273,10 +311,12 @@ func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
 	return decodeTrigger(tr.Name, b, res.Index)
 }
 
-func setDefault(p *int, v int) {
-	if *p == 0 {
-		*p = v
+// valueOr returns *p, or def when p is nil (absent).
+func valueOr(p *int, def int) int {
+	if p == nil {
+		return def
 	}
+	return *p
 }
 
 func decodeTrigger(name string, b []byte, version uint64) (*Trigger, error) {

@@ -45,6 +45,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_scan"
 	case errors.Is(err, session.ErrInvalid):
 		return http.StatusBadRequest, "bad_session"
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout, "body_timeout"
 	case errors.Is(err, errBadBody):
 		return http.StatusBadRequest, "bad_body"
 	case errors.Is(err, errNotFound), errors.Is(err, lambda.ErrNotFound):
@@ -53,7 +55,7 @@ func errorStatus(err error) (int, string) {
 		return http.StatusGone, "cursor_expired"
 	case errors.Is(err, changefeed.ErrBadCursor):
 		return http.StatusBadRequest, "bad_cursor"
-	case errors.Is(err, errBadFeedParam):
+	case errors.Is(err, errBadParameter):
 		return http.StatusBadRequest, "bad_parameter"
 	case errors.Is(err, changefeed.ErrInvalidTrigger):
 		return http.StatusBadRequest, "invalid_trigger"
@@ -97,6 +99,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusNotImplemented, "no_functions"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case errors.Is(err, shard.ErrOverloaded):
+		return http.StatusServiceUnavailable, "overloaded"
 	case errors.Is(err, shard.ErrNotLeader):
 		return http.StatusServiceUnavailable, "not_leader"
 	case errors.Is(err, shard.ErrUnavailable):

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -44,12 +43,16 @@ func toFeedBody(res changefeed.Result) feedBody {
 	return out
 }
 
-var errBadFeedParam = errors.New("server: bad feed parameter")
+// feedParams are the parameters of GET /v1/feed.
+var feedParams = []string{"prefix", "cursor", "wait", "limit"}
 
 // feedRequest parses prefix, cursor (C, now, beginning; default now),
-// wait and limit.
+// wait (at most changefeed.MaxWait) and limit.
 func (s *Server) feedRequest(r *http.Request) (changefeed.Request, error) {
-	q := r.URL.Query()
+	q, err := queryParams(r, feedParams...)
+	if err != nil {
+		return changefeed.Request{}, err
+	}
 	req := changefeed.Request{Prefix: q.Get("prefix")}
 	switch c := q.Get("cursor"); c {
 	case "", "now":
@@ -70,14 +73,17 @@ func (s *Server) feedRequest(r *http.Request) (changefeed.Request, error) {
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return req, fmt.Errorf("%w: wait=%q is not a duration like 10s", errBadFeedParam, v)
+			return req, fmt.Errorf("%w: wait=%q is not a duration like 10s", errBadParameter, v)
 		}
-		req.Wait = min(d, changefeed.MaxWait)
+		if d > changefeed.MaxWait {
+			return req, fmt.Errorf("%w: wait=%q exceeds the maximum %s", errBadParameter, v, changefeed.MaxWait)
+		}
+		req.Wait = d
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > changefeed.MaxLimit {
-			return req, fmt.Errorf("%w: limit=%q is not in 1..%d", errBadFeedParam, v, changefeed.MaxLimit)
+			return req, fmt.Errorf("%w: limit=%q is not in 1..%d", errBadParameter, v, changefeed.MaxLimit)
 		}
 		req.Limit = n
 	}
@@ -91,6 +97,14 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if websocket.IsWebSocketUpgrade(r) {
+		// Refuse a cursor ahead of this cluster's log with a 400 before
+		// upgrading, as a long poll would; the stream then trusts the
+		// cursors its own reads return.
+		if err := s.feed.CheckCursor(r.Context(), req.Cursor); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		req.Checked = true
 		s.streamFeed(w, r, req)
 		return
 	}

@@ -56,7 +56,11 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	q := r.URL.Query()
+	q, err := queryParams(r, "memory_mb", "timeout_ms", "max_instances")
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	var o lambda.DeployOptions
 	for _, p := range []struct {
 		name string
@@ -90,12 +94,16 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
+	local, err := s.scopeParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	fns, err := s.fns.List(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	local := r.URL.Query().Get("scope") == "node"
 	out := make([]functionView, len(fns))
 	var wg sync.WaitGroup
 	for i, f := range fns {
@@ -117,18 +125,33 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
+	local, err := s.scopeParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	f, err := s.fns.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	v := functionView{Function: f}
-	if r.URL.Query().Get("scope") == "node" {
+	if local {
 		v.Stats = s.fns.Stats(f)
 	} else {
 		v.Stats, v.Nodes = s.clusterStats(r.Context(), f)
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// scopeParam parses the query of a route whose only parameter is scope
+// (scope=node: the receiving node's view only).
+func (s *Server) scopeParam(r *http.Request) (bool, error) {
+	q, err := queryParams(r, "scope")
+	if err != nil {
+		return false, err
+	}
+	return scopeNode(q)
 }
 
 // clusterStats merges the function's stats over every node that answers.
@@ -206,6 +229,10 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if _, err := queryParams(r); err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	tok2, err := s.fns.Remove(r.Context(), r.PathValue("name"), tok)
 	setSession(w, merged(tok2, tok))
 	if err != nil {
@@ -218,13 +245,18 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
+	local, err := s.scopeParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	name := r.PathValue("name")
 	if err := lambda.ValidateName(name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	var lines []lambda.LogLine
-	if r.URL.Query().Get("scope") == "node" {
+	if local {
 		lines = s.fns.Logs(name)
 	} else {
 		var mu sync.Mutex
@@ -262,7 +294,11 @@ func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	q := r.URL.Query()
+	q, err := queryParams(r, "key", "consistency", "placement")
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	key := q.Get("key")
 	// A handler's reads default to session consistency, covering the
 	// caller's token and the handler's own writes.
@@ -276,6 +312,12 @@ func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, tok, err)
 			return
 		}
+	}
+	switch p := q.Get("placement"); p {
+	case "", "leader", "replica":
+	default:
+		s.fail(w, r, tok, fmt.Errorf("%w: placement=%q (want leader or replica)", errBadParameter, p))
+		return
 	}
 	body, err := readBody(w, r, lambda.MaxMessageBytes, lambda.ErrRequestTooLarge)
 	if err != nil {

@@ -41,6 +41,10 @@ func (s *Server) writeArgs(w http.ResponseWriter, r *http.Request, allowNoneMatc
 		return nil, "", cond, false
 	}
 	s.hintLeader(w, key)
+	if _, err = queryParams(r); err != nil { // PUT and DELETE take none
+		s.fail(w, r, tok, err)
+		return nil, "", cond, false
+	}
 	if cond, err = parseCond(r.Header, allowNoneMatch); err != nil {
 		s.fail(w, r, tok, err)
 		return nil, "", cond, false
@@ -86,7 +90,12 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.hintLeader(w, key)
-	ro, err := readOptions(r.URL.Query(), tok, sent)
+	q, err := queryParams(r, "consistency")
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	ro, err := readOptions(q, tok, sent)
 	if err != nil {
 		s.fail(w, r, tok, err)
 		return
@@ -146,7 +155,11 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, nil, err)
 		return
 	}
-	q := r.URL.Query()
+	q, err := queryParams(r, "prefix", "start", "end", "limit", "consistency")
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	req := shard.ScanRequest{Prefix: q.Get("prefix"), Start: q.Get("start"), End: q.Get("end")}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -41,6 +41,11 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	params, err := queryParams(r, "consistency")
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	body, err := readBody(w, r, maxQueryBody, fmt.Errorf("%w: the query body is limited to %d bytes", lambda.ErrRequestTooLarge, maxQueryBody))
 	if err != nil {
 		s.fail(w, r, tok, err)
@@ -57,7 +62,6 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, fmt.Errorf("%w: trailing data after the JSON object", scatter.ErrInvalidQuery))
 		return
 	}
-	params := r.URL.Query()
 	if req.Consistency != "" {
 		params.Set("consistency", req.Consistency) // the body's wins
 	}

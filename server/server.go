@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -58,6 +59,28 @@ type Config struct {
 	// Default: a new registry.
 	Registry *prometheus.Registry
 
+	// BodyIdleTimeout fails the read of a request body that sends nothing
+	// for this long: the answer is 408 body_timeout and the connection is
+	// closed. Default: DefaultBodyIdleTimeout (10 s).
+	BodyIdleTimeout time.Duration
+
+	// BodyTimeout bounds the arrival of a whole request body, counted from
+	// its headers; beyond it, as BodyIdleTimeout.
+	// Default: DefaultBodyTimeout (2 min).
+	BodyTimeout time.Duration
+
+	// MaxInflightBodyBytes is the node's budget of request-body bytes in
+	// flight: a request with a body reserves its Content-Length (a chunked
+	// one its route's maximum, cut to its size once read) until its
+	// handler returns. A request that cannot reserve within
+	// InflightBodyWait gets 503 overloaded with Retry-After: 1.
+	// Default: DefaultMaxInflightBodyBytes (256 MiB).
+	MaxInflightBodyBytes int64
+
+	// InflightBodyWait is how long a request waits for budget.
+	// Default: DefaultInflightBodyWait (1 s).
+	InflightBodyWait time.Duration
+
 	// Logger receives request failures (5xx at Error level, others at
 	// Debug). Default: discard.
 	Logger *slog.Logger
@@ -72,6 +95,7 @@ type Server struct {
 	query    *scatter.Executor
 	peers    *http.Client
 	maxValue int
+	body     bodyLimits
 	log      *slog.Logger
 	mux      *http.ServeMux
 
@@ -108,6 +132,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PeerClient == nil {
 		cfg.PeerClient = &http.Client{}
 	}
+	body, err := newBodyLimits(&cfg, cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		node:     cfg.Node,
 		feed:     changefeed.New(cfg.Node),
@@ -115,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		fns:      cfg.Functions,
 		peers:    cfg.PeerClient,
 		maxValue: cfg.MaxValueBytes,
+		body:     body,
 		log:      cfg.Logger,
 		mux:      http.NewServeMux(),
 	}
@@ -172,9 +201,9 @@ func New(cfg Config) (*Server, error) {
 		routes = append(routes, route{p, "unmatched", http.HandlerFunc(s.unmatched)})
 	}
 	for _, rt := range routes {
-		s.mux.Handle(rt.pattern, s.instrument(rt.name, rt.h))
+		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.limitBody(s.maxBody(rt.name), rt.h)))
 	}
-	s.invalidPath = s.instrument("kv_invalid_path", http.HandlerFunc(s.rejectPath))
+	s.invalidPath = s.instrument("kv_invalid_path", s.limitBody(0, http.HandlerFunc(s.rejectPath)))
 	return s, nil
 }
 

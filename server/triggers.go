@@ -30,17 +30,24 @@ type triggerShard struct {
 	Lag uint64 `json:"lag"` // Raft entries between the checkpoint and the shard's applied index
 }
 
+// triggerBody is the body of PUT /v1/triggers/{name}. The numeric fields
+// are pointers so that an absent field (default) and a given 0 (taken as
+// given: no retries, no wait; batch_size 0 is out of range) differ.
 type triggerBody struct {
 	Function   string   `json:"function"`
 	Prefix     string   `json:"prefix"`
 	Events     []string `json:"events"`
-	BatchSize  int      `json:"batch_size"`
-	MaxWaitMS  int      `json:"max_wait_ms"`
-	MaxRetries int      `json:"max_retries"`
+	BatchSize  *int     `json:"batch_size"`
+	MaxWaitMS  *int     `json:"max_wait_ms"`
+	MaxRetries *int     `json:"max_retries"`
 	Start      string   `json:"start"`
 }
 
 func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	b, err := readBody(w, r, 1<<20, errBadBody)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -53,7 +60,11 @@ func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: body: %v", changefeed.ErrInvalidTrigger, err))
 		return
 	}
-	tr, err := s.triggers.Create(r.Context(), changefeed.Trigger{Name: r.PathValue("name"), Function: body.Function,
+	if dec.More() {
+		s.writeError(w, r, fmt.Errorf("%w: body: trailing data after the JSON object", changefeed.ErrInvalidTrigger))
+		return
+	}
+	tr, err := s.triggers.Define(r.Context(), changefeed.TriggerSpec{Name: r.PathValue("name"), Function: body.Function,
 		Prefix: body.Prefix, Events: body.Events, BatchSize: body.BatchSize, MaxWaitMS: body.MaxWaitMS,
 		MaxRetries: body.MaxRetries, Start: body.Start})
 	if err != nil {
@@ -64,6 +75,16 @@ func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
+	q, err := queryParams(r, "scope")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	local, err := scopeNode(q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	trs, err := s.triggers.List(r.Context(), shard.ReadOptions{Consistency: shard.Linearizable})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -71,7 +92,7 @@ func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]triggerView, len(trs))
 	for i, tr := range trs {
-		out[i] = s.triggerStatus(r.Context(), tr, r.URL.Query().Get("scope") == "node")
+		out[i] = s.triggerStatus(r.Context(), tr, local)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Triggers []triggerView `json:"triggers"`
@@ -79,19 +100,24 @@ func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
+	q, err := queryParams(r, "scope")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	local, err := scopeNode(q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	tr, err := s.triggers.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.triggerStatus(r.Context(), tr, r.URL.Query().Get("scope") == "node"))
+	writeJSON(w, http.StatusOK, s.triggerStatus(r.Context(), tr, local))
 }
 
-// triggerStatus gathers every node's counters: per shard, the node
-// running it (else the one that got furthest) speaks for it. Counters are
-// cumulative from the shard's checkpoint (each runner starts from the
-// counters there), so a shard's are the largest any node reports: a node
-// that ran the shard before a failover holds a smaller or equal copy.
 func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, local bool) triggerView {
 	v := triggerView{Trigger: tr}
 	var all []changefeed.ShardStats
@@ -157,6 +183,10 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 }
 
 func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if err := s.triggers.Delete(r.Context(), r.PathValue("name")); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -167,6 +197,10 @@ func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	dl, err := s.triggers.DeadLetters(r.Context(), r.PathValue("name"))
 	if err != nil {
 		s.writeError(w, r, err)

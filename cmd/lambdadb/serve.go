@@ -6,10 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,16 +27,28 @@ import (
 	"lambdadb/shard"
 )
 
-// HTTP server timeouts for serve.
+// HTTP server limits for serve. Request bodies are bounded by the
+// server package (--body-idle-timeout, --body-timeout, --max-inflight-body-mb),
+// not by http.Server.ReadTimeout, which would also cut long uploads that
+// make progress.
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute
 	shutdownTimeout   = 10 * time.Second
+	// maxHeaderBytes bounds a request's headers (net/http's 431 beyond):
+	// keys are at most 1 KiB; X-Session tokens take up to
+	// sessionBytesPerShard per shard on top.
+	maxHeaderBytes       = 64 << 10
+	sessionBytesPerShard = 16
 )
+
+// headerLimit is http.Server.MaxHeaderBytes for a node with shards shards:
+// room for an X-Session token that covers every shard.
+func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*max(shards, 0) }
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -48,6 +65,12 @@ var serveCommand = &command{
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
+		fs.Int64Var(&o.memoryLimitMB, "memory-limit-mb", 0, "soft memory limit of the Go runtime in `MiB` (debug.SetMemoryLimit); 0: $GOMEMLIMIT if set, else --fn-memory-mb + --max-inflight-body-mb + 1024, at most 90% of the cgroup's memory limit; -1: none")
+		fs.IntVar(&o.maxWrites, "max-inflight-writes", 256, "client writes in flight on this node (proposed here or forwarded); beyond, a write waits 50 ms for a slot, then gets 503 overloaded")
+		fs.IntVar(&o.maxReads, "max-inflight-reads", 1024, "client reads (GET of a key) in flight on this node; beyond, as --max-inflight-writes")
+		fs.Int64Var(&o.inflightBodyMB, "max-inflight-body-mb", server.DefaultMaxInflightBodyBytes>>20, "budget of request-body bytes in flight on this node, in `MiB`; a request that finds it full for 1 s gets 503 overloaded")
+		fs.DurationVar(&o.bodyIdle, "body-idle-timeout", server.DefaultBodyIdleTimeout, "fail a request whose body sends nothing for this `long` (408 body_timeout)")
+		fs.DurationVar(&o.bodyTotal, "body-timeout", server.DefaultBodyTimeout, "fail a request whose body is not complete this `long` after its headers (408 body_timeout)")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -55,6 +78,13 @@ var serveCommand = &command{
 				return usagef("unexpected argument %q", args[0])
 			}
 			o.addrSet = isSet(fs, "addr")
+			o.memoryLimitSet = isSet(fs, "memory-limit-mb")
+			if o.memoryLimitMB < -1 || o.inflightBodyMB <= 0 || o.bodyIdle <= 0 || o.bodyTotal <= 0 {
+				return usagef("--max-inflight-body-mb, --body-idle-timeout and --body-timeout must be positive, --memory-limit-mb at least -1")
+			}
+			if o.maxWrites < 1 || o.maxReads < 1 {
+				return usagef("--max-inflight-writes and --max-inflight-reads must be at least 1")
+			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
 			}
@@ -70,7 +100,12 @@ type serveOptions struct {
 	fnMemoryMB             int64
 	fnKeepAlive, billing   time.Duration
 	raftTick               time.Duration
+	maxWrites, maxReads    int
 	electionTimeout        time.Duration
+	memoryLimitMB          int64
+	memoryLimitSet         bool
+	inflightBodyMB         int64
+	bodyIdle, bodyTotal    time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -107,6 +142,16 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
 	if o.faults && len(peers) < 2 {
 		return usagef("--unsafe-fault-injection needs a multi-node --peers list")
+	}
+	if limit, source := memoryLimit(o, c.getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit == 0 {
+		log.Info("memory limit", "source", source, "GOMEMLIMIT", c.getenv("GOMEMLIMIT"))
+	} else {
+		if limit < 0 {
+			limit = math.MaxInt64 // none
+		}
+		prev := debug.SetMemoryLimit(limit)
+		defer debug.SetMemoryLimit(prev)
+		log.Info("memory limit", "source", source, "mib", limit>>20)
 	}
 
 	ln, err := net.Listen("tcp", o.addr)
@@ -167,17 +212,19 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			}
 			return 0
 		},
-		ID:              o.id,
-		Addr:            advertised,
-		Dir:             o.data,
-		Shards:          o.shards,
-		Replicas:        o.replicas,
-		Peers:           peers,
-		TickInterval:    o.raftTick,
-		ElectionTimeout: o.electionTimeout,
-		Mux:             mux,
-		Registerer:      reg,
-		Logger:          log,
+		ID:                o.id,
+		Addr:              advertised,
+		Dir:               o.data,
+		Shards:            o.shards,
+		Replicas:          o.replicas,
+		Peers:             peers,
+		TickInterval:      o.raftTick,
+		MaxInflightWrites: o.maxWrites,
+		MaxInflightReads:  o.maxReads,
+		ElectionTimeout:   o.electionTimeout,
+		Mux:               mux,
+		Registerer:        reg,
+		Logger:            log,
 	})
 	if err != nil {
 		closeListener()
@@ -209,7 +256,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	trg.Start()
 	triggers.Store(trg)
-	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log})
+	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
+		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -231,6 +279,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    headerLimit(o.shards),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
@@ -265,6 +314,83 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// memoryLimit is the soft memory limit serve gives the Go runtime, in
+// bytes, and where it comes from: an explicit --memory-limit-mb, else
+// $GOMEMLIMIT (gomemlimit; the runtime has applied it: 0 is returned,
+// leave it), else the automatic limit: the node's memory budgets plus
+// 1 GiB, at most 90% of cgroup (the cgroup's memory limit, 0 if none).
+// -1 means no limit.
+func memoryLimit(o serveOptions, gomemlimit string, cgroup int64) (int64, string) {
+	switch {
+	case o.memoryLimitSet && o.memoryLimitMB < 0:
+		return -1, "--memory-limit-mb"
+	case o.memoryLimitSet && o.memoryLimitMB > 0:
+		return o.memoryLimitMB << 20, "--memory-limit-mb"
+	case gomemlimit != "":
+		return 0, "GOMEMLIMIT"
+	}
+	limit := (o.fnMemoryMB + o.inflightBodyMB + 1024) << 20
+	if cgroup > 0 && cgroup/10*9 < limit {
+		return cgroup / 10 * 9, "cgroup"
+	}
+	return limit, "auto"
+}
+
+// cgroupMemoryLimit is the memory limit of this process's cgroup (v2, or
+// v1's memory controller), 0 if there is none or it cannot be read.
+func cgroupMemoryLimit() int64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	return cgroupLimit(string(b), "/sys/fs/cgroup")
+}
+
+// cgroupLimit finds the memory limit of the cgroup described by
+// procCgroup (the contents of /proc/self/cgroup) under the cgroup file
+// system mounted at root: the smallest limit of the cgroup and its
+// ancestors, 0 if none.
+func cgroupLimit(procCgroup, root string) int64 {
+	var limit int64
+	consider := func(file string) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || v <= 0 || v >= 1<<60 { // "max", or v1's "unlimited"
+			return
+		}
+		if limit == 0 || v < limit {
+			limit = v
+		}
+	}
+	for _, line := range strings.Split(procCgroup, "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		dir, file := "", ""
+		switch {
+		case parts[0] == "0" && parts[1] == "": // v2
+			dir, file = root, "memory.max"
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
+			dir, file = filepath.Join(root, "memory"), "memory.limit_in_bytes"
+		default:
+			continue
+		}
+		// In a container the path may not be visible: the root is then
+		// the container's cgroup.
+		for p := filepath.Clean("/" + parts[2]); ; p = filepath.Dir(p) {
+			consider(filepath.Join(dir, p, file))
+			if p == "/" {
+				break
+			}
+		}
+	}
+	return limit
 }
 
 // withPprof serves net/http/pprof under /debug/pprof/ in front of h.

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startServe runs "lambdadb serve" with args on a loopback port and a
+// temporary directory; it returns the address and a function that stops
+// the node and returns its logs.
+func startServe(t *testing.T, args ...string) (addr string, stop func() string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, _, stderr := testCLI(nil, "")
+	c.notifyContext = func(context.Context) (context.Context, context.CancelFunc) {
+		return context.WithCancel(ctx)
+	}
+	addrs := make(chan string, 1)
+	c.ready = func(addr string) { addrs <- addr }
+	done := make(chan int, 1)
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "data"), "--shards", "2"}, args...)
+	go func() { done <- c.run(args) }()
+	select {
+	case addr = <-addrs:
+	case code := <-done:
+		cancel()
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	case <-time.After(time.Minute):
+		cancel()
+		t.Fatal("serve did not start")
+	}
+	stopped := false
+	stop = func() string {
+		t.Helper()
+		if stopped {
+			return ""
+		}
+		stopped = true
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("serve exited %d: %s", code, stderr)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("serve did not stop")
+		}
+		return stderr.String()
+	}
+	t.Cleanup(func() { stop() })
+	return addr, stop
+}
+
+// TestServeLimits checks serve's HTTP limits: a stalled request body is
+// cut after --body-idle-timeout with 408 body_timeout, oversized headers
+// get 431, and --memory-limit-mb sets the runtime's soft limit while the
+// node runs.
+func TestServeLimits(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	addr, stop := startServe(t, "--body-idle-timeout", "200ms", "--max-inflight-body-mb", "1", "--memory-limit-mb", "3000")
+	if got := debug.SetMemoryLimit(-1); got != 3000<<20 {
+		t.Errorf("memory limit while serving = %d, want %d", got, 3000<<20)
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "PUT /v1/kv/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n%s", strings.Repeat("x", 500))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("stalled body: no answer within 5 s: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	var e struct{ Code string }
+	_ = json.Unmarshal(b, &e)
+	if resp.StatusCode != http.StatusRequestTimeout || e.Code != "body_timeout" {
+		t.Fatalf("stalled body: %d %s, want 408 body_timeout", resp.StatusCode, b)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection not closed after the stalled body: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cut after %v", d)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("h", 100<<10))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("100 KiB header: %d, want 431", resp.StatusCode)
+	}
+	req.Header.Set("X-Big", strings.Repeat("h", 32<<10))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("32 KiB header: %d, want 200", resp.StatusCode)
+	}
+
+	logs := stop()
+	if !strings.Contains(logs, "memory limit") || !strings.Contains(logs, "mib=3000") {
+		t.Errorf("log lacks the memory limit:\n%s", logs)
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("memory limit after serve = %d, want %d as before", got, before)
+	}
+}
+
+func TestServeLimitUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--body-idle-timeout", "0"},
+		{"--body-timeout", "-1s"},
+		{"--max-inflight-body-mb", "0"},
+		{"--memory-limit-mb", "-2"},
+	} {
+		r := runCLI(nil, "", append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
+		if r.code != 2 {
+			t.Errorf("serve %v: exit %d, want 2 (%s)", args, r.code, r.stderr)
+		}
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	base := serveOptions{fnMemoryMB: 1024, inflightBodyMB: 256}
+	with := func(mb int64) serveOptions { o := base; o.memoryLimitMB, o.memoryLimitSet = mb, true; return o }
+	cases := []struct {
+		name       string
+		o          serveOptions
+		gomemlimit string
+		cgroup     int64
+		want       int64
+		source     string
+	}{
+		{"auto", base, "", 0, 2304 << 20, "auto"},
+		{"auto, large cgroup", base, "", 8 << 30, 2304 << 20, "auto"},
+		{"auto, small cgroup", base, "", 1 << 30, (1 << 30) / 10 * 9, "cgroup"},
+		{"GOMEMLIMIT", base, "1GiB", 1 << 30, 0, "GOMEMLIMIT"},
+		{"flag", with(512), "1GiB", 1 << 30, 512 << 20, "--memory-limit-mb"},
+		{"flag 0 is auto", with(0), "", 0, 2304 << 20, "auto"},
+		{"flag 0 keeps GOMEMLIMIT", with(0), "1GiB", 0, 0, "GOMEMLIMIT"},
+		{"none", with(-1), "1GiB", 1 << 30, -1, "--memory-limit-mb"},
+	}
+	for _, tc := range cases {
+		got, source := memoryLimit(tc.o, tc.gomemlimit, tc.cgroup)
+		if got != tc.want || source != tc.source {
+			t.Errorf("%s: memoryLimit = %d, %s; want %d, %s", tc.name, got, source, tc.want, tc.source)
+		}
+	}
+}
+
+func TestCgroupLimit(t *testing.T) {
+	root := t.TempDir()
+	write := func(path, content string) {
+		t.Helper()
+		p := filepath.Join(root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// v2: the smallest limit on the path from the cgroup to the root.
+	write("memory.max", "max\n")
+	write("a/memory.max", "4294967296\n")
+	write("a/b/memory.max", "max\n")
+	if got := cgroupLimit("0::/a/b\n", root); got != 4<<30 {
+		t.Errorf("v2 = %d, want 4 GiB", got)
+	}
+	// A path that is not visible (a container): the root's.
+	if got := cgroupLimit("0::/elsewhere\n", root); got != 0 {
+		t.Errorf("v2 unlimited = %d, want 0", got)
+	}
+	// v1's memory controller; its "unlimited" is a huge number.
+	write("memory/memory.limit_in_bytes", "9223372036854771712\n")
+	write("memory/c/memory.limit_in_bytes", "1073741824\n")
+	if got := cgroupLimit("4:memory:/c\n3:cpuset:/\n", root); got != 1<<30 {
+		t.Errorf("v1 = %d, want 1 GiB", got)
+	}
+	if got := cgroupLimit("4:memory:/d\n", root); got != 0 {
+		t.Errorf("v1 unlimited = %d, want 0", got)
+	}
+	if got := cgroupLimit("garbage", root); got != 0 {
+		t.Errorf("garbage = %d", got)
+	}
+}
