@@ -330,7 +330,7 @@ func backlogDelivery(ctx context.Context, cfg TriggerConfig, addrs []string, cl 
 	}
 	t0 := time.Now()
 	if _, err := cl.CreateTrigger(ctx, "backlog", client.Trigger{Function: "bench-indexer", Prefix: "backlog/",
-		BatchSize: 100, MaxWaitMS: 200, Start: "beginning"}); err != nil {
+		BatchSize: client.Int(100), MaxWaitMS: client.Int(200), Start: "beginning"}); err != nil {
 		return fmt.Errorf("bench: create trigger: %w", err)
 	}
 	limit := 5 * time.Minute
@@ -360,7 +360,7 @@ func backlogDelivery(ctx context.Context, cfg TriggerConfig, addrs []string, cl 
 func streamDelivery(ctx context.Context, cfg TriggerConfig, addrs []string, cl *client.Client, st *TriggerState, gap time.Duration) error {
 	state := st.State
 	if _, err := cl.CreateTrigger(ctx, "rate", client.Trigger{Function: "bench-indexer", Prefix: "rate/",
-		BatchSize: 100, MaxWaitMS: 200}); err != nil {
+		BatchSize: client.Int(100), MaxWaitMS: client.Int(200)}); err != nil {
 		return fmt.Errorf("bench: create trigger: %w", err)
 	}
 	// The trigger's runners start on the shards' leaders; wait until every

@@ -55,7 +55,7 @@ func (t *TriggerWorkload) Setup(ctx context.Context) error {
 	}
 	for i := 0; i < 10; i++ {
 		if _, lastErr = cl.CreateTrigger(ctx, "chaos", client.Trigger{Function: "chaos-indexer", Prefix: triggerPrefix,
-			BatchSize: 50, MaxWaitMS: 50, MaxRetries: 100}); lastErr == nil {
+			BatchSize: client.Int(50), MaxWaitMS: client.Int(50), MaxRetries: client.Int(100)}); lastErr == nil {
 			return nil
 		}
 		time.Sleep(time.Second)

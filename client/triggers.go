@@ -14,9 +14,12 @@ type Trigger struct {
 	Function   string    `json:"function"`
 	Prefix     string    `json:"prefix"`
 	Events     []string  `json:"events,omitempty"`
-	BatchSize  int       `json:"batch_size,omitempty"`
-	MaxWaitMS  int       `json:"max_wait_ms,omitempty"`
-	MaxRetries int       `json:"max_retries,omitempty"`
+	// BatchSize, MaxWaitMS and MaxRetries: nil leaves the server's default
+	// (100, 200, 5) when creating; 0 is a value (deliver at once, never
+	// retry; a batch size of 0 is refused). Read back, they are set.
+	BatchSize  *int      `json:"batch_size,omitempty"`
+	MaxWaitMS  *int      `json:"max_wait_ms,omitempty"`
+	MaxRetries *int      `json:"max_retries,omitempty"`
 	Start      string    `json:"start,omitempty"` // "now" (default) or "beginning"
 	Version    uint64    `json:"version,omitempty"`
 	CreatedAt  time.Time `json:"created_at,omitempty"`
@@ -57,6 +60,9 @@ type DeadLetter struct {
 	Time    time.Time `json:"time"`
 }
 
+// Int returns a pointer to v, for Trigger's optional settings.
+func Int(v int) *int { return &v }
+
 // CreateTrigger creates (or replaces) trigger name.
 func (c *Client) CreateTrigger(ctx context.Context, name string, t Trigger) (Trigger, error) {
 	t.Name, t.Version, t.CreatedAt = "", 0, time.Time{}
@@ -64,9 +70,9 @@ func (c *Client) CreateTrigger(ctx context.Context, name string, t Trigger) (Tri
 		Function   string   `json:"function"`
 		Prefix     string   `json:"prefix"`
 		Events     []string `json:"events,omitempty"`
-		BatchSize  int      `json:"batch_size,omitempty"`
-		MaxWaitMS  int      `json:"max_wait_ms,omitempty"`
-		MaxRetries int      `json:"max_retries,omitempty"`
+		BatchSize  *int     `json:"batch_size,omitempty"`
+		MaxWaitMS  *int     `json:"max_wait_ms,omitempty"`
+		MaxRetries *int     `json:"max_retries,omitempty"`
 		Start      string   `json:"start,omitempty"`
 	}{t.Function, t.Prefix, t.Events, t.BatchSize, t.MaxWaitMS, t.MaxRetries, t.Start})
 	if err != nil {

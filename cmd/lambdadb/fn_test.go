@@ -109,6 +109,9 @@ func TestTriggerCommands(t *testing.T) {
 	}{
 		{args: []string{"fn", "deploy", "indexer", indexer}},
 		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "users/", "idx"}, stdout: `trigger idx version`},
+		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "zero/", "--max-retries", "0", "--max-wait-ms", "0", "zero"},
+			stdout: `batches of 100, wait 0 ms, 0 retries`},
+		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "zero/", "--batch-size", "0", "bad0"}, code: 1, stderr: "invalid_trigger"},
 		{args: []string{"trigger", "create", "idx"}, code: 2, stderr: "--function is required"},
 		{args: []string{"trigger", "create", "--function", "nope", "bad"}, code: 1, stderr: "invalid_trigger"},
 		{args: []string{"put", "users/ada", "Ada Lovelace"}},

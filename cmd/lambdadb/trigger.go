@@ -30,9 +30,9 @@ var triggerCreateCommand = &command{
 		fs.StringVar(&t.Function, "function", "", "the `function` to call")
 		fs.StringVar(&t.Prefix, "prefix", "", "key `prefix` to watch")
 		events := fs.String("events", "", "comma-separated `events`: put, delete (default both)")
-		fs.IntVar(&t.BatchSize, "batch-size", 0, "changes per call at most, `N` (default 100)")
-		fs.IntVar(&t.MaxWaitMS, "max-wait-ms", 0, "longest a change waits to fill a batch when no paused sandbox is ready, `ms` (default 200)")
-		fs.IntVar(&t.MaxRetries, "max-retries", 0, "retries before a failing change is dead-lettered, `N` (default 5)")
+		batchSize := fs.Int("batch-size", 100, "changes per call at most, `N`")
+		maxWait := fs.Int("max-wait-ms", 200, "longest a change waits to fill a batch when no paused sandbox is ready, `ms` (0: deliver at once)")
+		maxRetries := fs.Int("max-retries", 5, "retries before a failing change is dead-lettered, `N` (0: none)")
 		fs.StringVar(&t.Start, "start", "", "start at `now` (default) or beginning")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 1 {
@@ -44,6 +44,16 @@ var triggerCreateCommand = &command{
 			if *events != "" {
 				t.Events = strings.Split(*events, ",")
 			}
+			// Only what was given: the server applies its defaults to the rest.
+			if isSet(fs, "batch-size") {
+				t.BatchSize = batchSize
+			}
+			if isSet(fs, "max-wait-ms") {
+				t.MaxWaitMS = maxWait
+			}
+			if isSet(fs, "max-retries") {
+				t.MaxRetries = maxRetries
+			}
 			cl, err := newClient()
 			if err != nil {
 				return err
@@ -53,7 +63,7 @@ var triggerCreateCommand = &command{
 				return err
 			}
 			fmt.Fprintf(c.stdout, "trigger %s version %d: %s on %q (%s), batches of %d, wait %d ms, %d retries, from %s\n",
-				args[0], got.Version, got.Function, got.Prefix, strings.Join(got.Events, ","), got.BatchSize, got.MaxWaitMS, got.MaxRetries, got.Start)
+				args[0], got.Version, got.Function, got.Prefix, strings.Join(got.Events, ","), deref(got.BatchSize), deref(got.MaxWaitMS), deref(got.MaxRetries), got.Start)
 			return nil
 		}
 	},
@@ -90,7 +100,7 @@ var triggerShowCommand = &command{
 			return err
 		}
 		fmt.Fprintf(c.stdout, "%s: %s on %q (%s), batches of %d, wait %d ms, %d retries\n",
-			t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","), t.BatchSize, t.MaxWaitMS, t.MaxRetries)
+			t.Name, t.Function, t.Prefix, strings.Join(t.Events, ","), deref(t.BatchSize), deref(t.MaxWaitMS), deref(t.MaxRetries))
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SHARD\tNODE\tRUNNING\tCHECKPOINT\tLAG\tDELIVERED\tCALLS\tATOMIC\tRETRIES\tDEAD\tLAST ERROR")
 		for _, s := range t.Shards {
@@ -130,4 +140,12 @@ var triggerRmCommand = &command{
 		fmt.Fprintf(c.stdout, "deleted %s\n", name)
 		return nil
 	}),
+}
+
+// deref returns *p, or 0 for nil.
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
