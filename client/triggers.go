@@ -10,10 +10,10 @@ import (
 
 // Trigger binds a function's OnChanges to changes under a prefix.
 type Trigger struct {
-	Name       string    `json:"name,omitempty"`
-	Function   string    `json:"function"`
-	Prefix     string    `json:"prefix"`
-	Events     []string  `json:"events,omitempty"`
+	Name     string   `json:"name,omitempty"`
+	Function string   `json:"function"`
+	Prefix   string   `json:"prefix"`
+	Events   []string `json:"events,omitempty"`
 	// BatchSize, MaxWaitMS and MaxRetries: nil leaves the server's default
 	// (100, 200, 5) when creating; 0 is a value (deliver at once, never
 	// retry; a batch size of 0 is refused). Read back, they are set.
