@@ -48,7 +48,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
