@@ -201,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 		routes = append(routes, route{p, "unmatched", http.HandlerFunc(s.unmatched)})
 	}
 	for _, rt := range routes {
-		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.limitBody(s.maxBody(rt.name), rt.h)))
+		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.limitBody(s.maxBody(rt.name), clientRequest(rt.h))))
 	}
 	s.invalidPath = s.instrument("kv_invalid_path", s.limitBody(0, http.HandlerFunc(s.rejectPath)))
 	return s, nil
@@ -323,4 +323,14 @@ func (s *Server) rejectPath(w http.ResponseWriter, r *http.Request) {
 	setSession(w, tok)
 	s.writeError(w, r, fmt.Errorf(
 		"%w: empty, \".\" and \"..\" path segments must be escaped (%%2F, %%2E)", shard.ErrInvalidKey))
+}
+
+// clientRequest marks the request's context as a client's, so the node
+// admits the reads and writes it makes under its limits
+// (shard.Config.MaxInflightWrites and MaxInflightReads); the node's own
+// work (trigger deliveries, checkpoints) is not subject to them.
+func clientRequest(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(shard.AdmitAsClient(r.Context())))
+	})
 }

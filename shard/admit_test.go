@@ -20,12 +20,16 @@ func TestAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	ctx := context.Background()
+	ctx := AdmitAsClient(context.Background())
 	if _, err := n.Put(ctx, "k", []byte("v"), Cond{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	n.writeSlots <- struct{}{}
 	n.writeSlots <- struct{}{}
+	// The node's own writes (no client mark) are not limited.
+	if _, err := n.Put(context.Background(), "own", []byte("v"), Cond{}, nil); err != nil {
+		t.Fatalf("an unmarked write with every client slot taken: %v", err)
+	}
 	for name, write := range map[string]func() error{
 		"put":    func() error { _, err := n.Put(ctx, "k", []byte("v2"), Cond{}, nil); return err },
 		"delete": func() error { _, err := n.Delete(ctx, "k", Cond{}, nil); return err },

@@ -40,9 +40,11 @@ const (
 // in which the trailing Space, Ops and Depth are left out while they are
 // zero (Ops as msgpack nil when only Depth follows): a single UserSpace
 // write or a no-op encodes exactly as the five-element array of the
-// versions before spaces and batches, so nodes of those versions decode
-// such writes. A decoder accepts five to eight elements; only a top-level
-// command carries Depth. New fields go at the end.
+// versions before spaces and batches. A decoder accepts five to eight
+// elements; only a top-level command carries Depth. Nodes of a release
+// that decodes fewer elements refuse a longer command, so every node of a
+// cluster must run the same release (docs/operations.md, Upgrading). New
+// fields go at the end.
 type command struct {
 	Op      uint8
 	Key     string

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -89,9 +90,27 @@ func (f *forwarder) apply(ctx context.Context, req applyReq) (applyResp, error) 
 	case r := <-it.done:
 		return r.resp, r.err
 	case <-ctx.Done():
+		if f.unqueue(it) {
+			// Never sent: certainly not applied, and never will be.
+			return applyResp{}, fmt.Errorf("%w: %w: shard %d: %v before the write was sent to %s",
+				ErrUnavailable, errNotSent, req.Shard, ctx.Err(), f.addr)
+		}
 		return applyResp{}, errorf(ErrUnavailable, "shard %d: %v waiting for the leader at %s (the write may or may not have been applied)",
 			req.Shard, ctx.Err(), f.addr)
 	}
+}
+
+// unqueue removes it from the queue if it was not sent yet.
+func (f *forwarder) unqueue(it *fwdItem) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, q := range f.queue {
+		if q == it {
+			f.queue = append(f.queue[:i], f.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // send sends queued writes, batch after batch, until the queue is empty.
@@ -108,11 +127,22 @@ func (f *forwarder) send() {
 			size += len(f.queue[n].req.Cmd)
 			n++
 		}
-		batch := make([]*fwdItem, n)
-		copy(batch, f.queue)
+		// Writes whose deadline passed while queued are not sent: their
+		// callers have given up (apply unqueues them too).
+		now := time.Now()
+		batch := make([]*fwdItem, 0, n)
+		for _, it := range f.queue[:n] {
+			if it.deadline.After(now) {
+				batch = append(batch, it)
+			} else {
+				it.done <- fwdResult{err: fmt.Errorf("%w: %w: deadline passed before the write was sent to %s", ErrUnavailable, errNotSent, f.addr)}
+			}
+		}
 		f.queue = append(f.queue[:0], f.queue[n:]...)
 		f.mu.Unlock()
-		f.sendBatch(batch)
+		if len(batch) > 0 {
+			f.sendBatch(batch)
+		}
 	}
 }
 

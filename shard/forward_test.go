@@ -1,8 +1,10 @@
 package shard_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +31,9 @@ func TestForwardedWritesBatched(t *testing.T) {
 		regs[id] = prometheus.NewRegistry()
 		cfg.Registerer = regs[id]
 	}})
-	c.WaitLeaders(30 * time.Second)
+	// The balance loop moves leadership to the preferred replica
+	// (Members[0]); wait for it so the leader stays put.
+	c.Eventually(30*time.Second, "the preferred leader leads", func() bool { return c.LeaderOf(0) == c.Members[0] })
 	leader := c.LeaderOf(0)
 	var via *clustertest.Member
 	for _, m := range c.Members {
@@ -100,5 +104,56 @@ func TestForwardedWritesBatched(t *testing.T) {
 			t.Fatalf("%d writes forwarded in %d RPCs; want all of them in fewer RPCs", int(h.GetSampleSum()), h.GetSampleCount())
 		}
 		t.Logf("%d writes forwarded in %d RPCs", int(h.GetSampleSum()), h.GetSampleCount())
+	}
+}
+
+// TestForwardedWriteGivenUpIsNotSent: a forwarded write whose caller gives
+// up while it still waits behind the RPCs in flight to a slow leader is
+// taken out of the queue — reported as not sent, and never applied later.
+func TestForwardedWriteGivenUpIsNotSent(t *testing.T) {
+	t.Parallel()
+	c := clustertest.Start(t, clustertest.Options{Shards: 1})
+	// The balance loop moves leadership to the preferred replica
+	// (Members[0]); wait for it so the leader stays put.
+	c.Eventually(30*time.Second, "the preferred leader leads", func() bool { return c.LeaderOf(0) == c.Members[0] })
+	leader := c.LeaderOf(0)
+	var via *clustertest.Member
+	for _, m := range c.Members {
+		if m != leader {
+			via = m
+			break
+		}
+	}
+	ctx := opCtx(t, 60*time.Second)
+	if _, err := via.Node().Put(ctx, "warm", []byte("up"), shard.Cond{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Faults.Delay(via.ID, leader.ID, time.Second)
+	// Two writes occupy both RPCs the forwarder allows in flight.
+	var wg sync.WaitGroup
+	for _, k := range []string{"first", "second"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := via.Node().Put(ctx, k, []byte("v"), shard.Cond{}, nil); err != nil {
+				t.Errorf("put %s: %v", k, err)
+			}
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err := via.Node().Put(short, "given-up", []byte("v"), shard.Cond{}, nil)
+	if !errors.Is(err, shard.ErrUnavailable) || !strings.Contains(err.Error(), "before the write was sent") {
+		t.Fatalf("write given up while queued: %v", err)
+	}
+	wg.Wait()
+	c.Faults.Heal()
+	time.Sleep(500 * time.Millisecond)
+	for k, want := range map[string]bool{"first": true, "second": true, "given-up": false} {
+		res, err := leader.Node().Get(ctx, k, shard.ReadOptions{Consistency: shard.Linearizable})
+		if err != nil || res.Found != want {
+			t.Fatalf("%s: found %v, %v; want found %v", k, res.Found, err, want)
+		}
 	}
 }

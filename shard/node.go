@@ -66,9 +66,9 @@ type Config struct {
 	ElectionTimeout time.Duration
 	// MaxValueBytes bounds a value's size. Default 1 MiB.
 	MaxValueBytes int
-	// MaxInflightWrites bounds the client writes (Put, Delete, Batch) this
-	// node has in flight, proposed here or forwarded; MaxInflightReads the
-	// client reads (Get). A request beyond the bound waits up to
+	// MaxInflightWrites bounds the client writes (Put, Delete, Batch with a
+	// context marked by AdmitAsClient) this node has in flight, proposed
+	// here or forwarded; MaxInflightReads the client reads (Get). A request beyond the bound waits up to
 	// AdmissionWait for a slot, then fails with ErrOverloaded, so the
 	// latency of admitted requests stays bounded under a flood. Defaults
 	// 256 and 1024; AdmissionWait default 50ms.
