@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"lambdadb/internal/session"
 )
@@ -403,8 +404,40 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	return c.doAt(ctx, c.base, method, path, q, body, header)
 }
 
-// doAt is do against the server at base.
+// overloadRetries is how many times a request refused as overloaded (503
+// "overloaded": the node did not run it) is sent again, each after the
+// response's Retry-After (at most maxRetryAfter) or the context's end.
+const (
+	overloadRetries = 3
+	maxRetryAfter   = 5 * time.Second
+)
+
+// doAt is do against the server at base, sent again while the node answers
+// that it is overloaded (the request did not run there).
 func (c *Client) doAt(ctx context.Context, base, method, path string, q url.Values, body []byte,
+	header func(http.Header)) (*http.Response, []byte, error) {
+	for attempt := 0; ; attempt++ {
+		resp, b, err := c.send(ctx, base, method, path, q, body, header)
+		var e *Error
+		if attempt == overloadRetries || !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != "overloaded" {
+			return resp, b, err
+		}
+		wait := time.Second
+		if secs, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && secs >= 0 {
+			wait = min(time.Duration(secs)*time.Second, maxRetryAfter)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return resp, b, err
+		case <-t.C:
+		}
+	}
+}
+
+// send sends one request to the server at base.
+func (c *Client) send(ctx context.Context, base, method, path string, q url.Values, body []byte,
 	header func(http.Header)) (*http.Response, []byte, error) {
 	u := base + path
 	if len(q) > 0 {

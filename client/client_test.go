@@ -391,3 +391,52 @@ func TestNonJSONError(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", err.Error(), want)
 	}
 }
+
+// TestOverloadedRetried: a request the node refused as overloaded (503
+// "overloaded", Retry-After) did not run there, so the client sends it
+// again after Retry-After, a few times; other 503s are returned at once.
+func TestOverloadedRetried(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		calls int
+		shed  = 2 // refusals before success
+		code  = "overloaded"
+	)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls <= shed {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"error":"busy","code":%q}`, code)
+			return
+		}
+		w.Header().Set("ETag", `"3"`)
+		fmt.Fprint(w, `{"version":3}`)
+	}))
+	defer ts.Close()
+	c, err := client.New(ts.URL, client.WithoutRouting())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Put(t.Context(), "k", []byte("v")); err != nil || v != 3 || calls != 3 {
+		t.Fatalf("put after two refusals: %d, %v (%d calls)", v, err, calls)
+	}
+	// Beyond the retries, the refusal is returned.
+	mu.Lock()
+	calls, shed = 0, 100
+	mu.Unlock()
+	var e *client.Error
+	if _, err := c.Put(t.Context(), "k", []byte("v")); !errors.As(err, &e) || e.Code != "overloaded" || calls != 4 {
+		t.Fatalf("put refused every time: %v (%d calls)", err, calls)
+	}
+	// Another 503 may have run: not retried.
+	mu.Lock()
+	calls, code = 0, "unavailable"
+	mu.Unlock()
+	if _, err := c.Put(t.Context(), "k", []byte("v")); !errors.As(err, &e) || e.Code != "unavailable" || calls != 1 {
+		t.Fatalf("put unavailable: %v (%d calls)", err, calls)
+	}
+}

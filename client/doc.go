@@ -28,6 +28,14 @@
 // the nodes' advertised addresses (serve --addr) to be reachable from the
 // client.
 //
+// # Overload
+//
+// A node at its admission limits answers 503 with code "overloaded" and
+// Retry-After: the request did not run there. The Client sends such a
+// request again after Retry-After (at most 5 s, within the context), up to
+// three times, then returns the *Error. Other 503s (a shard without a
+// leader, a write whose outcome is unknown) are returned at once.
+//
 // # Errors
 //
 // Failed requests return a *Error with the HTTP status and the API's error
