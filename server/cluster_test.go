@@ -14,11 +14,10 @@ import (
 	"lambdadb/shard"
 )
 
-// TestSessionAcrossNodes writes through one node and reads through every
-// node — one of them lagging behind its leaders — carrying the session
-// token: each read must see the write.
-func TestSessionAcrossNodes(t *testing.T) {
-	t.Parallel()
+// laggingCluster starts three nodes serving the API, n3 hearing from the
+// others late by lag, so its replicas fall behind their leaders.
+func laggingCluster(t *testing.T, lag time.Duration) *clustertest.Cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
@@ -28,9 +27,17 @@ func TestSessionAcrossNodes(t *testing.T) {
 			return server.New(server.Config{Node: n})
 		},
 	})
-	// n3 hears from the others late, so its replicas lag.
-	c.Faults.Delay("n1", "n3", 100*time.Millisecond)
-	c.Faults.Delay("n2", "n3", 100*time.Millisecond)
+	c.Faults.Delay("n1", "n3", lag)
+	c.Faults.Delay("n2", "n3", lag)
+	return c
+}
+
+// TestSessionAcrossNodes writes through one node and reads through every
+// node — one of them lagging behind its leaders — carrying the session
+// token: each read must see the write.
+func TestSessionAcrossNodes(t *testing.T) {
+	t.Parallel()
+	c := laggingCluster(t, 100*time.Millisecond)
 
 	hc := &http.Client{Timeout: 30 * time.Second}
 	do := func(method, addr, path, body, tok string) (*http.Response, string) {

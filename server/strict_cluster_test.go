@@ -1,14 +1,12 @@
 package server_test
 
 import (
-	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
 	"lambdadb/changefeed"
 	"lambdadb/internal/clustertest"
-	"lambdadb/server"
 	"lambdadb/shard"
 )
 
@@ -18,18 +16,7 @@ import (
 // leader), while a cursor ahead of the leader too still is.
 func TestFeedCursorOnLaggingNode(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("starts a three-node cluster")
-	}
-	c := clustertest.Start(t, clustertest.Options{
-		Nodes: 3,
-		Handler: func(n *shard.Node) (http.Handler, error) {
-			return server.New(server.Config{Node: n})
-		},
-	})
-	// n3 hears from the others late, so its replicas lag.
-	c.Faults.Delay("n1", "n3", 150*time.Millisecond)
-	c.Faults.Delay("n2", "n3", 150*time.Millisecond)
+	c := laggingCluster(t, 150*time.Millisecond)
 	n3 := c.Member("n3")
 	shards := n3.Node().Shards()
 

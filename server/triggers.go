@@ -75,12 +75,7 @@ func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r, "scope")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	local, err := scopeNode(q)
+	local, err := s.scopeParam(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -100,12 +95,7 @@ func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r, "scope")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	local, err := scopeNode(q)
+	local, err := s.scopeParam(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
