@@ -17,6 +17,14 @@ var (
 	ErrExpired = errors.New("changefeed: cursor expired")
 	// ErrUnavailable is a shard this node cannot read the feed of.
 	ErrUnavailable = errors.New("changefeed: shard feed unavailable here")
+	// ErrOverloaded is a subscriber beyond the node's
+	// FeedConfig.MaxSubscribers (HTTP 503, retry later).
+	ErrOverloaded = errors.New("changefeed: too many feed subscribers on this node")
+	// ErrTooManySubscribers is a subscriber beyond its client's
+	// FeedConfig.MaxSubscribersPerClient (HTTP 429).
+	ErrTooManySubscribers = errors.New("changefeed: too many feed subscribers from this client")
+	// ErrClosed is a read of a closed Feed.
+	ErrClosed = errors.New("changefeed: feed closed")
 )
 
 // Source is what a Feed reads; *shard.Node satisfies it.
@@ -30,33 +38,121 @@ type Source interface {
 	GetIn(ctx context.Context, sp shard.Space, key string, ro shard.ReadOptions) (shard.GetResult, error)
 }
 
-// Feed serves change streams from one node's replicas.
-type Feed struct {
-	src Source
+// FeedConfig configures a Feed. Zero fields take their defaults.
+type FeedConfig struct {
+	// Source is the node whose feeds are read. Required.
+	Source Source
+	// MaxSubscribers bounds the reads (long polls and streams) open on
+	// the node at once; beyond it a read fails with ErrOverloaded.
+	// Default DefaultMaxSubscribers.
+	MaxSubscribers int
+	// MaxSubscribersPerClient bounds them per Request.Client; beyond it a
+	// read fails with ErrTooManySubscribers. Default
+	// DefaultMaxSubscribersPerClient.
+	MaxSubscribersPerClient int
+	// TailBytes bounds the recent changes the node's shared tails hold,
+	// all shards together (each shard gets an equal part, at least 64
+	// KiB). Default DefaultTailBytes.
+	TailBytes int
+	// CatchUpReads bounds the reads from storage running at once for
+	// subscribers older than the tails. Default DefaultCatchUpReads.
+	CatchUpReads int
+	// TailIdle is how long the tails keep following their shards after
+	// the last subscriber left. Default DefaultTailIdle.
+	TailIdle time.Duration
 }
 
-// New returns a Feed over src.
-func New(src Source) *Feed { return &Feed{src: src} }
+// FeedConfig defaults.
+const (
+	DefaultMaxSubscribers          = 4096
+	DefaultMaxSubscribersPerClient = 1024
+	DefaultTailBytes               = 32 << 20
+	DefaultCatchUpReads            = 8
+	DefaultTailIdle                = 10 * time.Second
+)
+
+// Feed serves change streams from one node's replicas: every subscriber
+// reads the node's shared tails (see tail.go), older positions from
+// storage.
+type Feed struct {
+	cfg FeedConfig
+	hub *hub
+}
+
+// New returns a Feed over src with the default FeedConfig.
+func New(src Source) *Feed { return NewFeed(FeedConfig{Source: src}) }
+
+// NewFeed returns a Feed configured by cfg.
+func NewFeed(cfg FeedConfig) *Feed {
+	if cfg.MaxSubscribers <= 0 {
+		cfg.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if cfg.MaxSubscribersPerClient <= 0 {
+		cfg.MaxSubscribersPerClient = DefaultMaxSubscribersPerClient
+	}
+	if cfg.TailBytes <= 0 {
+		cfg.TailBytes = DefaultTailBytes
+	}
+	if cfg.CatchUpReads <= 0 {
+		cfg.CatchUpReads = DefaultCatchUpReads
+	}
+	if cfg.TailIdle <= 0 {
+		cfg.TailIdle = DefaultTailIdle
+	}
+	f := &Feed{cfg: cfg}
+	f.hub = newHub(f, cfg.Source.Shards())
+	return f
+}
+
+// Close stops the tails; reads then fail with ErrClosed.
+func (f *Feed) Close() { f.hub.close() }
+
+// FeedStats are a Feed's gauges and counters.
+type FeedStats struct {
+	Subscribers  int    // open now
+	TailBytes    int64  // held by the tails now
+	TailReads    uint64 // reads of the shards' feeds by the tails
+	CatchUpReads uint64 // reads from storage for subscribers behind the tails
+}
+
+// Stats returns f's current figures.
+func (f *Feed) Stats() FeedStats {
+	f.hub.mu.Lock()
+	subs := f.hub.subs
+	f.hub.mu.Unlock()
+	return FeedStats{Subscribers: subs, TailBytes: f.hub.tailHeldNow.Load(),
+		TailReads: f.hub.tailReads.Load(), CatchUpReads: f.hub.catchUps.Load()}
+}
 
 // Limits of a read.
 const (
 	DefaultLimit = 1000
 	MaxLimit     = 10000
 	MaxWait      = 60 * time.Second
+	// DefaultMaxBytes bounds the keys and values one read returns (a
+	// whole entry is never split, so one entry may pass it).
+	DefaultMaxBytes = 1 << 20
 )
 
 // Request is one read of the feed.
 type Request struct {
 	Prefix string
 	Cursor Cursor
-	// Limit bounds the changes returned (per shard, a whole entry is never
+	// Limit bounds the changes returned per shard (a whole entry is never
 	// split). Default DefaultLimit.
 	Limit int
+	// MaxBytes bounds the bytes of keys and values returned, all shards
+	// together (a whole entry is never split). Default DefaultMaxBytes.
+	MaxBytes int
 	// Wait is how long to wait for a first change when there is none.
 	Wait time.Duration
 	// Checked skips the check that Cursor is not ahead of the cluster's
-	// log: set it when Cursor came from a Result (or passed CheckCursor).
+	// log: set it when Cursor came from a Result, Now or Beginning (or
+	// passed CheckCursor).
 	Checked bool
+	// Client names the caller for FeedConfig.MaxSubscribersPerClient (a
+	// remote address, say); "" is a client like any other.
+	Client string
 }
 
 // Result is what Read returns: Changes in commit order per key (grouped by
@@ -66,21 +162,46 @@ type Result struct {
 	Cursor  Cursor
 }
 
-// Now returns a cursor at the current end of every shard's feed on this
-// node.
-func (f *Feed) Now() Cursor {
+// Now returns a cursor at the current end of every shard's feed: this
+// node's applied index for the shards it holds a replica of, the leader's
+// for the others.
+func (f *Feed) Now(ctx context.Context) (Cursor, error) {
+	n := f.cfg.Source.Shards()
 	c := Cursor{}
-	for s := 0; s < f.src.Shards(); s++ {
-		c[s] = f.src.AppliedIndex(s)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for s := 0; s < n; s++ {
+		if a := f.cfg.Source.AppliedIndex(s); a > 0 {
+			c[s] = a
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := f.cfg.Source.ReadFeed(ctx, s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
+			if errors.Is(err, shard.ErrFeedTrimmed) {
+				err = nil
+			}
+			mu.Lock()
+			c[s], errs[s] = p.Applied, err
+			mu.Unlock()
+		}()
 	}
-	return c
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, mapErr(err)
+		}
+	}
+	return c, nil
 }
 
 // Beginning returns a cursor before the oldest change every shard retains.
 func (f *Feed) Beginning(ctx context.Context) (Cursor, error) {
 	c := Cursor{}
-	for s := 0; s < f.src.Shards(); s++ {
-		p, err := f.src.ReadFeed(ctx, s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
+	for s := 0; s < f.cfg.Source.Shards(); s++ {
+		p, err := f.cfg.Source.ReadFeed(ctx, s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil && !errors.Is(err, shard.ErrFeedTrimmed) {
 			return nil, mapErr(err)
 		}
@@ -89,23 +210,51 @@ func (f *Feed) Beginning(ctx context.Context) (Cursor, error) {
 	return c, nil
 }
 
-// Read returns the changes after req.Cursor whose keys start with
-// req.Prefix, waiting up to req.Wait for the first. Unless req.Checked, a
-// cursor position beyond what its shard has committed fails with
-// ErrBadCursor (see CheckCursor).
+// Open registers a subscriber under prefix for client, counted against the
+// node's limits until Close: ErrOverloaded past MaxSubscribers,
+// ErrTooManySubscribers past MaxSubscribersPerClient. A stream holds one
+// Subscription for its life and reads through it.
+func (f *Feed) Open(prefix, client string) (*Subscription, error) {
+	return f.hub.subscribe(prefix, client)
+}
+
+// Close releases the subscription.
+func (sub *Subscription) Close() { sub.f.hub.unsubscribe(sub) }
+
+// Read opens a subscription for req.Prefix and req.Client, reads once
+// through it and closes it.
 func (f *Feed) Read(ctx context.Context, req Request) (Result, error) {
+	sub, err := f.Open(req.Prefix, req.Client)
+	if err != nil {
+		return Result{}, err
+	}
+	defer sub.Close()
+	return sub.Read(ctx, req)
+}
+
+// Read returns the changes after req.Cursor whose keys start with the
+// subscription's prefix (req.Prefix is ignored), waiting up to req.Wait
+// for the first. Unless req.Checked, a cursor position beyond what its
+// shard has committed fails with ErrBadCursor (see CheckCursor).
+func (sub *Subscription) Read(ctx context.Context, req Request) (Result, error) {
+	f := sub.f
 	if req.Limit <= 0 {
 		req.Limit = DefaultLimit
 	}
 	req.Limit = min(req.Limit, MaxLimit)
+	if req.MaxBytes <= 0 {
+		req.MaxBytes = DefaultMaxBytes
+	}
 	req.Wait = min(req.Wait, MaxWait)
-	deadline := time.Now().Add(req.Wait)
+	timer := time.NewTimer(req.Wait)
+	defer timer.Stop()
+	expired := req.Wait <= 0
 	cur := Cursor{}
 	for s, p := range req.Cursor {
 		cur[s] = p
 	}
 	for {
-		res, progressed, behind, err := f.readOnce(ctx, req.Prefix, cur, req.Limit)
+		res, again, behind, err := f.collect(ctx, sub.prefix, cur, req.Limit, req.MaxBytes)
 		if err == nil && !req.Checked {
 			// Only the client's cursor needs the check: the positions Read
 			// moves on to are indexes some replica applied.
@@ -115,59 +264,127 @@ func (f *Feed) Read(ctx context.Context, req Request) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if len(res.Changes) > 0 || !time.Now().Before(deadline) {
+		if len(res.Changes) > 0 || expired {
 			return res, nil
 		}
 		cur = res.Cursor
-		if progressed {
-			continue // only changes outside the prefix: read on
+		if again {
+			continue // read from storage, and there is more: read on
 		}
-		wctx, cancel := context.WithDeadline(ctx, deadline)
-		f.waitAny(wctx, cur)
-		cancel()
-		if ctx.Err() != nil {
+		select {
+		case <-sub.wake:
+		case <-timer.C:
+			expired = true
+		case <-ctx.Done():
 			return res, ctx.Err()
 		}
 	}
 }
 
-// readOnce reads every shard once; progressed reports that some shard's
-// position moved, behind lists the shards whose page was read at an
-// applied index below cur's position.
-func (f *Feed) readOnce(ctx context.Context, prefix string, cur Cursor, limit int) (res Result, progressed bool, behind []int, err error) {
-	n := f.src.Shards()
-	pages := make([]shard.FeedPage, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for s := 0; s < n; s++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pages[s], errs[s] = f.src.ReadFeed(ctx, s, cur[s], limit, shard.ReadOptions{Consistency: shard.Stale})
-		}()
-	}
-	wg.Wait()
-	res = Result{Cursor: Cursor{}}
+// collect reads every shard once after cur: from its tail when the tail
+// holds that position, else from storage. again reports a shard read from
+// storage that has more to read; behind lists the shards whose position in
+// cur is beyond what was read of them (see checkAhead).
+func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, maxBytes int) (res Result, again bool, behind []int, err error) {
+	n := f.cfg.Source.Shards()
 	per := make([][]shard.Change, n)
+	next := make([]uint64, n)
+	var cold []int
 	for s := 0; s < n; s++ {
-		if errs[s] != nil {
-			return Result{}, false, nil, mapErr(errs[s])
+		t := f.hub.tails[s]
+		var ok bool
+		if per[s], next[s], ok = t.collect(cur[s], prefix, limit); !ok {
+			cold = append(cold, s)
+			continue
 		}
-		p := pages[s]
-		if p.Applied < cur[s] {
+		t.mu.Lock()
+		end := t.end
+		t.mu.Unlock()
+		if cur[s] > end && cur[s] > f.cfg.Source.AppliedIndex(s) {
 			behind = append(behind, s)
 		}
-		next := max(cur[s], p.Applied)
-		progressed = progressed || next > cur[s]
-		for _, c := range p.Changes {
-			if strings.HasPrefix(c.Key, prefix) {
-				per[s] = append(per[s], c)
+	}
+	if len(cold) > 0 {
+		pages := make([]shard.FeedPage, len(cold))
+		errs := make([]error, len(cold))
+		var wg sync.WaitGroup
+		for i, s := range cold {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pages[i], errs[i] = f.readStorage(ctx, s, cur[s], limit)
+			}()
+		}
+		wg.Wait()
+		for i, s := range cold {
+			if errs[i] != nil {
+				return Result{}, false, nil, mapErr(errs[i])
+			}
+			p := pages[i]
+			if p.Applied < cur[s] {
+				behind = append(behind, s)
+			}
+			next[s] = max(cur[s], p.Applied)
+			again = again || p.More
+			for _, c := range p.Changes {
+				if strings.HasPrefix(c.Key, prefix) {
+					per[s] = append(per[s], c)
+				}
 			}
 		}
-		res.Cursor[s] = next
 	}
-	res.Changes = mergeByTime(per)
-	return res, progressed, behind, nil
+	res.Changes, next = cutBytes(per, next, cur, maxBytes)
+	res.Cursor = Cursor{}
+	for s := 0; s < n; s++ {
+		res.Cursor[s] = next[s]
+	}
+	return res, again, behind, nil
+}
+
+// readStorage reads shard s's feed after position after through one of
+// the node's catch-up slots.
+func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int) (shard.FeedPage, error) {
+	select {
+	case f.hub.catchUp <- struct{}{}:
+	case <-ctx.Done():
+		return shard.FeedPage{}, ctx.Err()
+	}
+	defer func() { <-f.hub.catchUp }()
+	f.hub.catchUps.Add(1)
+	return f.cfg.Source.ReadFeed(ctx, s, after, limit, shard.ReadOptions{Consistency: shard.Stale})
+}
+
+// cutBytes merges the shards' changes by commit time and keeps about maxBytes
+// of them (whole entries; at least one). A shard whose changes were cut
+// resumes after the last one kept (or where it was, cur): next is adjusted
+// to match.
+func cutBytes(per [][]shard.Change, next []uint64, cur Cursor, maxBytes int) ([]shard.Change, []uint64) {
+	merged := mergeByTime(per)
+	bytes := 0
+	kept := make([]shard.Change, 0, len(merged))
+	lastKept := map[int]uint64{}
+	cutShards := map[int]bool{}
+	for _, c := range merged {
+		if cutShards[c.Shard] {
+			continue
+		}
+		last, ok := lastKept[c.Shard]
+		if len(kept) > 0 && bytes >= maxBytes && !(ok && last == c.Index) {
+			cutShards[c.Shard] = true
+			continue
+		}
+		kept = append(kept, c)
+		bytes += len(c.Key) + len(c.Value)
+		lastKept[c.Shard] = c.Index
+	}
+	for s := range cutShards {
+		if last, ok := lastKept[s]; ok {
+			next[s] = last
+		} else {
+			next[s] = cur[s]
+		}
+	}
+	return kept, next
 }
 
 // CheckCursor fails with ErrBadCursor when some position of c is beyond
@@ -177,8 +394,8 @@ func (f *Feed) readOnce(ctx context.Context, prefix string, cur Cursor, limit in
 // nothing for positions this node's replicas have applied.
 func (f *Feed) CheckCursor(ctx context.Context, c Cursor) error {
 	var behind []int
-	for s := 0; s < f.src.Shards(); s++ {
-		if c[s] > f.src.AppliedIndex(s) {
+	for s := 0; s < f.cfg.Source.Shards(); s++ {
+		if c[s] > f.cfg.Source.AppliedIndex(s) {
 			behind = append(behind, s)
 		}
 	}
@@ -237,8 +454,8 @@ const probeSuffix = "changefeed/log-end"
 // call: the applied index a linearizable read of the shard observed (the
 // session token a read returns records it).
 func (f *Feed) logEnd(ctx context.Context, s int) (uint64, error) {
-	key := shard.TagFor(s, f.src.Shards()) + probeSuffix
-	res, err := f.src.GetIn(ctx, shard.SystemSpace, key, shard.ReadOptions{Consistency: shard.Linearizable})
+	key := shard.TagFor(s, f.cfg.Source.Shards()) + probeSuffix
+	res, err := f.cfg.Source.GetIn(ctx, shard.SystemSpace, key, shard.ReadOptions{Consistency: shard.Linearizable})
 	if err != nil {
 		return 0, err
 	}
@@ -265,24 +482,6 @@ func mergeByTime(per [][]shard.Change) []shard.Change {
 		heads[best]++
 	}
 	return out
-}
-
-// waitAny returns when some shard applies an entry after cur, or ctx ends.
-func (f *Feed) waitAny(ctx context.Context, cur Cursor) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{}, f.src.Shards())
-	for s := 0; s < f.src.Shards(); s++ {
-		go func() {
-			if f.src.WaitFeed(ctx, s, cur[s]) == nil {
-				done <- struct{}{}
-			}
-		}()
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }
 
 func mapErr(err error) error {

@@ -290,7 +290,10 @@ func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, erro
 	var start Cursor
 	switch tr.Start {
 	case "", "now":
-		tr.Start, start = "now", t.feed.Now()
+		tr.Start = "now"
+		if start, err = t.feed.Now(ctx); err != nil {
+			return nil, err
+		}
 	case "beginning":
 		if start, err = t.feed.Beginning(ctx); err != nil {
 			return nil, err

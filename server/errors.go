@@ -61,6 +61,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_trigger"
 	case errors.Is(err, changefeed.ErrTriggerNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, changefeed.ErrOverloaded):
+		return http.StatusServiceUnavailable, "overloaded"
+	case errors.Is(err, changefeed.ErrTooManySubscribers):
+		return http.StatusTooManyRequests, "too_many_subscribers"
+	case errors.Is(err, changefeed.ErrClosed):
+		return http.StatusServiceUnavailable, "closed"
 	case errors.Is(err, changefeed.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, lambda.ErrInvalidName):
@@ -135,7 +141,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.log.Log(r.Context(), level, "request failed",
 		"method", r.Method, "path", r.URL.Path, "status", status, "code", code, "err", err)
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
 	body := apiError{Error: msg, Code: code}

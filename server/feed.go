@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -53,16 +55,20 @@ func (s *Server) feedRequest(r *http.Request) (changefeed.Request, error) {
 	if err != nil {
 		return changefeed.Request{}, err
 	}
-	req := changefeed.Request{Prefix: q.Get("prefix")}
+	req := changefeed.Request{Prefix: q.Get("prefix"), Client: clientAddr(r)}
 	switch c := q.Get("cursor"); c {
 	case "", "now":
-		req.Cursor = s.feed.Now()
+		cur, err := s.feed.Now(r.Context())
+		if err != nil {
+			return req, err
+		}
+		req.Cursor, req.Checked = cur, true
 	case "beginning":
 		cur, err := s.feed.Beginning(r.Context())
 		if err != nil {
 			return req, err
 		}
-		req.Cursor = cur
+		req.Cursor, req.Checked = cur, true
 	default:
 		cur, err := changefeed.DecodeCursor(c, s.node.Shards())
 		if err != nil {
@@ -90,6 +96,16 @@ func (s *Server) feedRequest(r *http.Request) (changefeed.Request, error) {
 	return req, nil
 }
 
+// clientAddr names a request's client for per-client limits: the host of
+// its remote address.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
 func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 	req, err := s.feedRequest(r)
 	if err != nil {
@@ -100,12 +116,20 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 		// Refuse a cursor ahead of this cluster's log with a 400 before
 		// upgrading, as a long poll would; the stream then trusts the
 		// cursors its own reads return.
-		if err := s.feed.CheckCursor(r.Context(), req.Cursor); err != nil {
+		if !req.Checked {
+			if err := s.feed.CheckCursor(r.Context(), req.Cursor); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			req.Checked = true
+		}
+		sub, err := s.feed.Open(req.Prefix, req.Client)
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		req.Checked = true
-		s.streamFeed(w, r, req)
+		defer sub.Close()
+		s.streamFeed(w, r, sub, req)
 		return
 	}
 	res, err := s.feed.Read(r.Context(), req)
@@ -116,17 +140,29 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toFeedBody(res))
 }
 
+// DefaultFeedWriteTimeout is Config.FeedWriteTimeout's default.
+const DefaultFeedWriteTimeout = 10 * time.Second
+
+// streamMaxBytes bounds the keys and values of one WebSocket message, so
+// a consumer that stops reading holds at most one such message here.
+const streamMaxBytes = 256 << 10
+
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1 << 10,
 	WriteBufferSize: 64 << 10,
+	// Write buffers are held only while a message is written.
+	WriteBufferPool: &sync.Pool{},
 	// Feeds carry no cookies or credentials; any origin may read them.
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
 // streamFeed sends feed bodies as WebSocket text messages, one per batch
 // of changes, until the client goes away. An expired cursor closes the
-// socket with an error message and close code 4410.
-func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, req changefeed.Request) {
+// socket with an error message and close code 4410. A message that cannot
+// be sent within the write timeout (a consumer that stopped reading)
+// drops the connection; the consumer resumes from the cursor of the last
+// message it read.
+func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changefeed.Subscription, req changefeed.Request) {
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade answered the client
@@ -143,14 +179,16 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, req changefe
 		}
 	}()
 	req.Wait = 30 * time.Second
+	req.MaxBytes = streamMaxBytes
 	for ctx.Err() == nil {
-		res, err := s.feed.Read(ctx, req)
+		res, err := sub.Read(ctx, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			status, code := errorStatus(err)
 			msg, _ := json.Marshal(apiError{Error: err.Error(), Code: code})
+			_ = conn.SetWriteDeadline(time.Now().Add(s.feedSend))
 			_ = conn.WriteMessage(websocket.TextMessage, msg)
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000+status, code), time.Now().Add(time.Second))
 			return
@@ -163,8 +201,9 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, req changefe
 		if err != nil {
 			return
 		}
-		_ = conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_ = conn.SetWriteDeadline(time.Now().Add(s.feedSend))
 		if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+			s.slowConsumers.Inc()
 			return
 		}
 	}

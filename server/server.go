@@ -77,6 +77,23 @@ type Config struct {
 	// Default: DefaultMaxInflightBodyBytes (256 MiB).
 	MaxInflightBodyBytes int64
 
+	// MaxFeedSubscribers bounds the feed reads (long polls and WebSocket
+	// streams) open on the node at once; beyond it a read gets 503
+	// overloaded with Retry-After.
+	// Default: changefeed.DefaultMaxSubscribers (4096).
+	MaxFeedSubscribers int
+
+	// MaxFeedSubscribersPerClient bounds them per client address; beyond
+	// it a read gets 429 too_many_subscribers.
+	// Default: changefeed.DefaultMaxSubscribersPerClient (1024).
+	MaxFeedSubscribersPerClient int
+
+	// FeedWriteTimeout bounds how long one WebSocket message may take to
+	// leave: a consumer that does not read for this long is disconnected
+	// (it resumes from the cursor of the last message it read).
+	// Default: DefaultFeedWriteTimeout (10 s).
+	FeedWriteTimeout time.Duration
+
 	// InflightBodyWait is how long a request waits for budget.
 	// Default: DefaultInflightBodyWait (1 s).
 	InflightBodyWait time.Duration
@@ -90,14 +107,17 @@ type Config struct {
 type Server struct {
 	node     *shard.Node
 	feed     *changefeed.Feed
-	triggers *changefeed.Triggers
-	fns      *lambda.Engine
-	query    *scatter.Executor
-	peers    *http.Client
-	maxValue int
-	body     bodyLimits
-	log      *slog.Logger
-	mux      *http.ServeMux
+	feedSend time.Duration // FeedWriteTimeout
+
+	slowConsumers prometheus.Counter // streams dropped on a failed send
+	triggers      *changefeed.Triggers
+	fns           *lambda.Engine
+	query         *scatter.Executor
+	peers         *http.Client
+	maxValue      int
+	body          bodyLimits
+	log           *slog.Logger
+	mux           *http.ServeMux
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -105,6 +125,10 @@ type Server struct {
 	// invalidPath answers /v1/kv/ paths that path cleaning would rewrite.
 	invalidPath http.Handler
 }
+
+// Close stops what the server runs in the background (the feed's shared
+// tails); call it after the HTTP server has shut down.
+func (s *Server) Close() { s.feed.Close() }
 
 // Metric names exported by a Server.
 const (
@@ -132,13 +156,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PeerClient == nil {
 		cfg.PeerClient = &http.Client{}
 	}
+	if cfg.FeedWriteTimeout <= 0 {
+		cfg.FeedWriteTimeout = DefaultFeedWriteTimeout
+	}
 	body, err := newBodyLimits(&cfg, cfg.Registry)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		node:     cfg.Node,
-		feed:     changefeed.New(cfg.Node),
+		node: cfg.Node,
+		feed: changefeed.NewFeed(changefeed.FeedConfig{Source: cfg.Node,
+			MaxSubscribers: cfg.MaxFeedSubscribers, MaxSubscribersPerClient: cfg.MaxFeedSubscribersPerClient}),
+		feedSend: cfg.FeedWriteTimeout,
 		triggers: cfg.Triggers,
 		fns:      cfg.Functions,
 		peers:    cfg.PeerClient,
@@ -242,10 +271,37 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) error {
 	if err != nil {
 		return err
 	}
-	var ok1, ok2 bool
+	feed := s.feed
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lambdadb_feed_subscribers",
+			Help: "Feed reads (long polls and WebSocket streams) open on this node."},
+			func() float64 { return float64(feed.Stats().Subscribers) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lambdadb_feed_tail_bytes",
+			Help: "Bytes of recent changes held by this node's shared feed tails."},
+			func() float64 { return float64(feed.Stats().TailBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lambdadb_feed_tail_reads_total",
+			Help: "Reads of the shards' feeds by this node's shared tails."},
+			func() float64 { return float64(feed.Stats().TailReads) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lambdadb_feed_catchup_reads_total",
+			Help: "Feed reads from storage for subscribers older than the shared tails."},
+			func() float64 { return float64(feed.Stats().CatchUpReads) }),
+	} {
+		if _, err := register(reg, c); err != nil {
+			return err
+		}
+	}
+	dropped, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lambdadb_feed_streams_dropped_total",
+		Help: "WebSocket feed streams dropped because a message could not be sent in time (the consumer stopped reading or went away).",
+	}))
+	if err != nil {
+		return err
+	}
+	var ok1, ok2, ok3 bool
+	s.slowConsumers, ok3 = dropped.(prometheus.Counter)
 	s.requests, ok1 = requests.(*prometheus.CounterVec)
 	s.duration, ok2 = duration.(*prometheus.HistogramVec)
-	if !ok1 || !ok2 {
+	if !ok1 || !ok2 || !ok3 {
 		return errors.New("server: registry holds incompatible request metrics")
 	}
 	return nil

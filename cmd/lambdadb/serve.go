@@ -48,7 +48,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -71,6 +71,9 @@ var serveCommand = &command{
 		fs.Int64Var(&o.inflightBodyMB, "max-inflight-body-mb", server.DefaultMaxInflightBodyBytes>>20, "budget of request-body bytes in flight on this node, in `MiB`; a request that finds it full for 1 s gets 503 overloaded")
 		fs.DurationVar(&o.bodyIdle, "body-idle-timeout", server.DefaultBodyIdleTimeout, "fail a request whose body sends nothing for this `long` (408 body_timeout)")
 		fs.DurationVar(&o.bodyTotal, "body-timeout", server.DefaultBodyTimeout, "fail a request whose body is not complete this `long` after its headers (408 body_timeout)")
+		fs.IntVar(&o.maxFeedSubs, "max-feed-subscribers", changefeed.DefaultMaxSubscribers, "feed reads (long polls and WebSocket streams) open on this node; beyond, 503 overloaded")
+		fs.IntVar(&o.maxFeedSubsClient, "max-feed-subscribers-per-client", changefeed.DefaultMaxSubscribersPerClient, "feed reads open on this node per client address; beyond, 429 too_many_subscribers")
+		fs.DurationVar(&o.feedWrite, "feed-write-timeout", server.DefaultFeedWriteTimeout, "drop a WebSocket feed stream whose consumer does not take a message within this `long`")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -84,6 +87,9 @@ var serveCommand = &command{
 			}
 			if o.maxWrites < 1 || o.maxReads < 1 {
 				return usagef("--max-inflight-writes and --max-inflight-reads must be at least 1")
+			}
+			if o.maxFeedSubs < 1 || o.maxFeedSubsClient < 1 || o.feedWrite <= 0 {
+				return usagef("--max-feed-subscribers and --max-feed-subscribers-per-client must be at least 1, --feed-write-timeout positive")
 			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
@@ -106,6 +112,9 @@ type serveOptions struct {
 	memoryLimitSet         bool
 	inflightBodyMB         int64
 	bodyIdle, bodyTotal    time.Duration
+	maxFeedSubs            int
+	maxFeedSubsClient      int
+	feedWrite              time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -257,7 +266,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	trg.Start()
 	triggers.Store(trg)
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
-		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20})
+		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
+		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -302,6 +312,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			err = fmt.Errorf("serve: shutdown: %w", err)
 		}
 	}
+	handler.Close()
 	trg.Close()
 	if cerr := fns.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("serve: close functions: %w", cerr))
