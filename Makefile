@@ -13,7 +13,7 @@ CHAOS_OUT   ?= bin/chaos
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
+.PHONY: help build run test race lint fuzz chaos chaos-quick soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -102,11 +102,24 @@ chaos: $(NEMESIS) examples
 chaos-quick: $(NEMESIS) examples
 	$(NEMESIS) -bin $(BIN) -duration 100s -hold 5s -quiet 2s -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)/quick
 
+# The soak: every flood of careless and hostile clients at once against one
+# `lambdadb serve` (idle long polls, never-reading WebSockets, stalled
+# uploads, writers), then 1,000 writers against three; asserts the node's
+# memory bound and that every acknowledged write reads back (soak/).
+# SOAK_DURATION: how long the one-node floods last (default 3m; the
+# three-node flood lasts half as long).
+SOAK_DURATION ?= 3m
+soak: build
+	LAMBDADB_BIN=$(abspath $(BIN)) SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -count=1 -timeout 60m -v ./soak/
+
+soak-quick: build
+	LAMBDADB_BIN=$(abspath $(BIN)) SOAK_DURATION=40s $(GO) test -tags soak -count=1 -timeout 15m -v ./soak/
+
 clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz chaos chaos-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
+	@echo "targets: build run test race lint fuzz chaos chaos-quick soak soak-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
 	@echo "  test   go test ./... (fuzz seed corpora included)"

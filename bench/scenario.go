@@ -34,6 +34,7 @@ var Scenarios = []Scenario{
 	{Name: "trigger", Title: "Change delivery to handlers by sandbox state; etcd watch as reference", Run: runTrigger},
 	{Name: "scatter", Title: "Aggregate next to the data vs pulling every record", Run: runScatter},
 	{Name: "billing", Title: "Billing a Gmail-shaped RPC mix at 100 ms vs 1 ms granularity", Run: runBilling},
+	{Name: "hostile", Title: "Careless and hostile clients: idle long polls, dead WebSockets, stalled uploads, 1,000 writers", Run: runHostile},
 }
 
 // Lookup returns the registered scenario called name.
@@ -131,6 +132,17 @@ type Sizes struct {
 	BillingCalls       int   // invocations per granularity
 	BillingConcurrency int   // concurrent callers
 	BillingSeed        int64 // seed of the Gmail-shaped sampler
+
+	// hostile
+	HostileDuration     time.Duration // writes per phase
+	HostileWriters      int           // writers of the 1-node phases
+	HostileValue        int           // their value size, bytes
+	HostilePolls        int           // idle long polls
+	HostilePollWait     time.Duration // their wait
+	HostileSockets      int           // never-reading WebSocket streams
+	HostileUploads      int           // stalled uploads
+	HostileUploadMB     int           // their declared size
+	HostileFloodWriters int           // writers on 3 nodes
 }
 
 // QuickSizes fit `make bench-quick` in 5 minutes on a 2-core machine.
@@ -143,6 +155,9 @@ var QuickSizes = Sizes{
 	TriggerChanges: 5000, TriggerSamples: 100, TriggerStoppedSamples: 20,
 	ScatterRecords: 100_000, ScatterValueBytes: 200, ScatterRuns: 3,
 	BillingCalls: 400, BillingConcurrency: 32, BillingSeed: 1,
+	HostileDuration: 5 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
+	HostilePollWait: 3 * time.Second, HostileSockets: 500, HostileUploads: 100, HostileUploadMB: 32,
+	HostileFloodWriters: 1000,
 }
 
 // FullSizes are `make bench`'s (well under 30 minutes).
@@ -155,6 +170,9 @@ var FullSizes = Sizes{
 	TriggerChanges: 20000, TriggerSamples: 300, TriggerStoppedSamples: 50,
 	ScatterRecords: 1_000_000, ScatterValueBytes: 200, ScatterRuns: 5,
 	BillingCalls: 2000, BillingConcurrency: 32, BillingSeed: 1,
+	HostileDuration: 15 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
+	HostilePollWait: 10 * time.Second, HostileSockets: 500, HostileUploads: 100, HostileUploadMB: 32,
+	HostileFloodWriters: 1000,
 }
 
 // Env is what scenarios run with. One goroutine runs the scenarios, one

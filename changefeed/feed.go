@@ -31,6 +31,9 @@ var (
 type Source interface {
 	Shards() int
 	ReadFeed(ctx context.Context, s int, after uint64, limit int, ro shard.ReadOptions) (shard.FeedPage, error)
+	// ReadFeedPrefix reads a page of a shard's feed, the changes under a
+	// prefix only (shard.Node.ReadFeedPrefix).
+	ReadFeedPrefix(ctx context.Context, s int, after uint64, limit int, prefix string, ro shard.ReadOptions) (shard.FeedPage, error)
 	WaitFeed(ctx context.Context, s int, after uint64) error
 	AppliedIndex(s int) uint64
 	// GetIn serves the linearizable probe that bounds a shard's log (see
@@ -179,7 +182,7 @@ func (f *Feed) Now(ctx context.Context) (Cursor, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := f.cfg.Source.ReadFeed(ctx, s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
+			p, err := f.cfg.Source.ReadFeedPrefix(ctx, s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
 			if errors.Is(err, shard.ErrFeedTrimmed) {
 				err = nil
 			}
@@ -201,7 +204,7 @@ func (f *Feed) Now(ctx context.Context) (Cursor, error) {
 func (f *Feed) Beginning(ctx context.Context) (Cursor, error) {
 	c := Cursor{}
 	for s := 0; s < f.cfg.Source.Shards(); s++ {
-		p, err := f.cfg.Source.ReadFeed(ctx, s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
+		p, err := f.cfg.Source.ReadFeedPrefix(ctx, s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil && !errors.Is(err, shard.ErrFeedTrimmed) {
 			return nil, mapErr(err)
 		}
@@ -312,7 +315,7 @@ func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, ma
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				pages[i], errs[i] = f.readStorage(ctx, s, cur[s], limit)
+				pages[i], errs[i] = f.readStorage(ctx, s, cur[s], limit, prefix)
 			}()
 		}
 		wg.Wait()
@@ -341,9 +344,9 @@ func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, ma
 	return res, again, behind, nil
 }
 
-// readStorage reads shard s's feed after position after through one of
-// the node's catch-up slots.
-func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int) (shard.FeedPage, error) {
+// readStorage reads shard s's feed after position after, the changes
+// under prefix, through one of the node's catch-up slots.
+func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int, prefix string) (shard.FeedPage, error) {
 	select {
 	case f.hub.catchUp <- struct{}{}:
 	case <-ctx.Done():
@@ -351,7 +354,7 @@ func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int) 
 	}
 	defer func() { <-f.hub.catchUp }()
 	f.hub.catchUps.Add(1)
-	return f.cfg.Source.ReadFeed(ctx, s, after, limit, shard.ReadOptions{Consistency: shard.Stale})
+	return f.cfg.Source.ReadFeedPrefix(ctx, s, after, limit, prefix, shard.ReadOptions{Consistency: shard.Stale})
 }
 
 // cutBytes merges the shards' changes by commit time and keeps about maxBytes

@@ -20,9 +20,9 @@ type countingSource struct {
 	reads atomic.Int64
 }
 
-func (c *countingSource) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro shard.ReadOptions) (shard.FeedPage, error) {
+func (c *countingSource) ReadFeedPrefix(ctx context.Context, s int, after uint64, limit int, prefix string, ro shard.ReadOptions) (shard.FeedPage, error) {
 	c.reads.Add(1)
-	return c.Node.ReadFeed(ctx, s, after, limit, ro)
+	return c.Node.ReadFeedPrefix(ctx, s, after, limit, prefix, ro)
 }
 
 func newFeed(t *testing.T, cfg changefeed.FeedConfig) (*shard.Node, *countingSource, *changefeed.Feed) {

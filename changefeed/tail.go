@@ -324,7 +324,7 @@ func (h *hub) follow(t *tail) {
 		if !ready {
 			// Start at the shard's current end: older positions are read
 			// from storage by the subscribers that need them.
-			p, err := src.ReadFeed(ctx, t.s, ^uint64(0)-1, 1, shard.ReadOptions{Consistency: shard.Stale})
+			p, err := src.ReadFeedPrefix(ctx, t.s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
 			if err != nil && !errors.Is(err, shard.ErrFeedTrimmed) {
 				if errors.Is(err, shard.ErrClosed) || !pause() {
 					return
@@ -348,7 +348,7 @@ func (h *hub) follow(t *tail) {
 		if err != nil {
 			continue // nothing new within tailPoll: still wanted?
 		}
-		p, err := src.ReadFeed(ctx, t.s, end, DefaultLimit, shard.ReadOptions{Consistency: shard.Stale})
+		p, err := src.ReadFeedPrefix(ctx, t.s, end, DefaultLimit, "", shard.ReadOptions{Consistency: shard.Stale})
 		h.tailReads.Add(1)
 		switch {
 		case errors.Is(err, shard.ErrFeedTrimmed):

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -68,10 +69,24 @@ func encodeFeedValue(r FeedRecord) []byte {
 }
 
 func decodeFeed(key, val []byte) (FeedRecord, error) {
-	if len(key) != prefixLen+10 || len(val) < 10 {
-		return FeedRecord{}, fmt.Errorf("%w: %d-byte key, %d-byte value", ErrCorruptFeed, len(key), len(val))
+	r, k, v, err := decodeFeedParts(key, val)
+	if err != nil {
+		return r, err
 	}
-	r := FeedRecord{
+	r.Key = append([]byte(nil), k...)
+	if r.Op == FeedPut {
+		r.Value = append([]byte{}, v...)
+	}
+	return r, nil
+}
+
+// decodeFeedParts decodes a record's fixed fields and returns its key and
+// value as slices of val (not copied).
+func decodeFeedParts(key, val []byte) (r FeedRecord, k, v []byte, err error) {
+	if len(key) != prefixLen+10 || len(val) < 10 {
+		return FeedRecord{}, nil, nil, fmt.Errorf("%w: %d-byte key, %d-byte value", ErrCorruptFeed, len(key), len(val))
+	}
+	r = FeedRecord{
 		Index: binary.BigEndian.Uint64(key[prefixLen:]),
 		Seq:   binary.BigEndian.Uint16(key[prefixLen+8:]),
 		Op:    val[0] & 3,
@@ -80,14 +95,10 @@ func decodeFeed(key, val []byte) (FeedRecord, error) {
 	}
 	kl, n := binary.Uvarint(val[9:])
 	if n <= 0 || kl > uint64(len(val)-9-n) || (r.Op != FeedPut && r.Op != FeedDelete) {
-		return FeedRecord{}, fmt.Errorf("%w: index %d", ErrCorruptFeed, r.Index)
+		return FeedRecord{}, nil, nil, fmt.Errorf("%w: index %d", ErrCorruptFeed, r.Index)
 	}
 	rest := val[9+n:]
-	r.Key = append([]byte(nil), rest[:kl]...)
-	if r.Op == FeedPut {
-		r.Value = append([]byte{}, rest[kl:]...)
-	}
-	return r, nil
+	return r, rest[:kl], rest[kl:], nil
 }
 
 // AppendFeed records a change in the batch's feed. Index and Seq must be
@@ -132,6 +143,14 @@ func (a *Apply) TrimFeed(through uint64) error {
 type FeedFunc func(r FeedRecord) bool
 
 func scanFeed(src iterable, shard int, after uint64, fn FeedFunc) error {
+	return scanFeedPrefix(src, shard, after, nil, func(r FeedRecord, _ bool) bool { return fn(r) })
+}
+
+// FeedPrefixFunc receives the records ScanFeedPrefix reads: whole for a
+// key under the prefix (match), else without Key and Value.
+type FeedPrefixFunc func(r FeedRecord, match bool) bool
+
+func scanFeedPrefix(src iterable, shard int, after uint64, prefix []byte, fn FeedPrefixFunc) error {
 	lo := feedKey(shard, after+1, 0)
 	if after == ^uint64(0) {
 		return nil
@@ -147,12 +166,19 @@ func scanFeed(src iterable, shard int, after uint64, fn FeedFunc) error {
 			it.Close()
 			return fmt.Errorf("kv: scan feed: %w", err)
 		}
-		r, err := decodeFeed(it.Key(), v)
+		r, key, val, err := decodeFeedParts(it.Key(), v)
 		if err != nil {
 			it.Close()
 			return err
 		}
-		if !fn(r) {
+		match := bytes.HasPrefix(key, prefix)
+		if match {
+			r.Key = append([]byte(nil), key...)
+			if r.Op == FeedPut {
+				r.Value = append([]byte{}, val...)
+			}
+		}
+		if !fn(r, match) {
 			break
 		}
 	}
@@ -160,6 +186,16 @@ func scanFeed(src iterable, shard int, after uint64, fn FeedFunc) error {
 		return fmt.Errorf("kv: scan feed: %w", err)
 	}
 	return nil
+}
+
+// ScanFeedPrefix is ScanFeed for the records whose key starts with
+// prefix: the others reach fn without their key and value, which are not
+// copied (a reader interested in a few keys does not pay for the rest).
+func (r *Reader) ScanFeedPrefix(shard int, after uint64, prefix []byte, fn FeedPrefixFunc) error {
+	if err := checkShard(shard); err != nil {
+		return err
+	}
+	return scanFeedPrefix(r.snap, shard, after, prefix, fn)
 }
 
 // ScanFeed calls fn for each feed record of shard with index > after, in

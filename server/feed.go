@@ -147,6 +147,29 @@ const DefaultFeedWriteTimeout = 10 * time.Second
 // a consumer that stops reading holds at most one such message here.
 const streamMaxBytes = 256 << 10
 
+// streamSendBuffer is the kernel send buffer of a stream's socket
+// (SO_SNDBUF): what a consumer that stops reading holds in the kernel,
+// and how soon its stream's sends block (then --feed-write-timeout drops
+// it).
+const streamSendBuffer = 256 << 10
+
+// setSendBuffer sets c's socket send buffer, through the wrappers the
+// node's listener adds (NetConn); a connection that is not TCP keeps its
+// own.
+func setSendBuffer(c net.Conn, n int) {
+	for range 4 {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			_ = v.SetWriteBuffer(n)
+			return
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return
+		}
+	}
+}
+
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1 << 10,
 	WriteBufferSize: 64 << 10,
@@ -168,6 +191,7 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changef
 		return // Upgrade answered the client
 	}
 	defer conn.Close()
+	setSendBuffer(conn.NetConn(), streamSendBuffer)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() { // the client closing (or any read) ends the stream

@@ -75,6 +75,19 @@ const (
 // trimmed. ro's Session consistency makes the replica first catch up with
 // the caller's token for the shard.
 func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro ReadOptions) (FeedPage, error) {
+	return n.ReadFeedPrefix(ctx, s, after, limit, "", ro)
+}
+
+// feedScanLimit bounds the records one feed page examines, so a read for
+// a prefix little is written under returns (More, with Applied at the last
+// entry examined) instead of scanning the whole backlog at once.
+const feedScanLimit = 16384
+
+// ReadFeedPrefix is ReadFeed for the changes to keys starting with prefix:
+// limit and MaxFeedBytes count those only, and the others are skipped
+// without copying their keys and values. A page that stops early (More)
+// sets Applied to the last entry it examined.
+func (n *Node) ReadFeedPrefix(ctx context.Context, s int, after uint64, limit int, prefix string, ro ReadOptions) (FeedPage, error) {
 	if n.closed.Load() {
 		return FeedPage{}, ErrClosed
 	}
@@ -86,7 +99,7 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 	}
 	g := n.hosted(s)
 	if g == nil {
-		return n.forwardFeed(ctx, s, after, limit)
+		return n.forwardFeed(ctx, s, after, limit, prefix)
 	}
 	if ro.Consistency != Stale {
 		ctx, cancel := n.ctx(ctx)
@@ -116,14 +129,22 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 	if after < page.Trimmed {
 		return page, fmt.Errorf("%w: shard %d position %d, the feed starts after %d", ErrFeedTrimmed, s, after, page.Trimmed)
 	}
-	bytes := 0
-	err = r.ScanFeed(s, after, func(fr kv.FeedRecord) bool {
-		if len(page.Changes) >= limit || (bytes >= MaxFeedBytes && len(page.Changes) > 0) {
-			// Never split an entry: a reader resumes after an index.
-			if last := page.Changes[len(page.Changes)-1]; last.Index != fr.Index {
+	bytes, examined := 0, 0
+	var last uint64 // the entry of the last record examined
+	err = r.ScanFeedPrefix(s, after, []byte(prefix), func(fr kv.FeedRecord, match bool) bool {
+		if fr.Index != last && last != 0 {
+			// Entry last is complete: stop here if the page is full. (An
+			// entry is never split: a reader resumes after an index.)
+			full := len(page.Changes) >= limit || (bytes >= MaxFeedBytes && len(page.Changes) > 0)
+			if full || examined >= feedScanLimit {
 				page.More = true
 				return false
 			}
+		}
+		last = fr.Index
+		examined++
+		if !match {
+			return true
 		}
 		c := Change{Shard: s, Index: fr.Index, Seq: fr.Seq, Key: string(fr.Key), Value: fr.Value,
 			Delete: fr.Op == kv.FeedDelete, Version: fr.Index, Depth: fr.Depth}
@@ -138,8 +159,8 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 		return page, fmt.Errorf("shard: read feed of shard %d: %w", s, err)
 	}
 	if page.More {
-		// Everything through the last returned index was seen.
-		page.Applied = page.Changes[len(page.Changes)-1].Index
+		// Everything through the last entry examined was seen.
+		page.Applied = last
 	}
 	return page, nil
 }
@@ -169,7 +190,7 @@ const feedPoll = 100 * time.Millisecond
 // forwardFeed reads the feed of a shard this node holds no replica of
 // from its leader (any replica would do; the leader has applied the
 // most).
-func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int) (FeedPage, error) {
+func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int, prefix string) (FeedPage, error) {
 	if n.rpc == nil {
 		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
 	}
@@ -183,7 +204,7 @@ func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int) 
 		resp = feedResp{}
 		tctx, cancel := n.readTryCtx(ctx)
 		defer cancel()
-		if err := n.rpc.call(tctx, "POST", leader, rpcFeed, feedReq{Shard: s, After: after, Limit: limit}, &resp); err != nil {
+		if err := n.rpc.call(tctx, "POST", leader, rpcFeed, feedReq{Shard: s, After: after, Limit: limit, Prefix: prefix}, &resp); err != nil {
 			return fmt.Errorf("%w: %v", errReadRPC, err)
 		}
 		return resp.rpcError.err()

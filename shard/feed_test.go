@@ -193,3 +193,61 @@ func TestScanShard(t *testing.T) {
 		t.Fatalf("canceled scan: %v", err)
 	}
 }
+
+// TestReadFeedPrefix: a prefix read returns only the keys under it, counts
+// its limit in those, never splits a batch, and pages through a backlog of
+// other keys (More, with Applied at the last entry examined) without
+// skipping any of its own.
+func TestReadFeedPrefix(t *testing.T) {
+	n := open(t, shard.Config{Shards: 1})
+	ctx := context.Background()
+	var want []string
+	for i := range 20000 {
+		k := fmt.Sprintf("other/%d", i)
+		if i%1000 == 999 {
+			k = fmt.Sprintf("mine/%d", i)
+			want = append(want, k)
+		}
+		if i == 5000 { // a batch holding both
+			if _, err := n.Batch(ctx, []shard.Op{{Key: "mine/batch-a", Value: []byte("a")}, {Key: "other/batch", Value: []byte("o")},
+				{Key: "mine/batch-b", Value: []byte("b")}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, "mine/batch-a", "mine/batch-b")
+		}
+		if _, err := n.Put(ctx, k, []byte("v"), shard.Cond{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	after, pages := uint64(0), 0
+	for {
+		p, err := n.ReadFeedPrefix(ctx, 0, after, 1, "mine/", shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, c := range p.Changes {
+			if c.Index <= after {
+				t.Fatalf("change at %d after position %d", c.Index, after)
+			}
+			got = append(got, c.Key)
+		}
+		if len(p.Changes) > 1 && p.Changes[0].Index != p.Changes[len(p.Changes)-1].Index {
+			t.Fatalf("limit 1 returned %d entries", len(p.Changes))
+		}
+		if p.Applied < after {
+			t.Fatalf("position went back from %d to %d", after, p.Applied)
+		}
+		after = p.Applied
+		if !p.More {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	if pages < 20000/16384+1 {
+		t.Fatalf("%d pages: a page examined more than the scan limit", pages)
+	}
+}

@@ -271,6 +271,9 @@ type bufConn struct {
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// NetConn returns the connection c wraps (to set socket options on it).
+func (c *bufConn) NetConn() net.Conn { return c.Conn }
+
 // faultConn applies Faults between self and peer on every read and write.
 type faultConn struct {
 	net.Conn
@@ -278,6 +281,9 @@ type faultConn struct {
 	self, peer string
 	raft       bool // carries Raft traffic
 }
+
+// NetConn returns the connection c wraps.
+func (c *faultConn) NetConn() net.Conn { return c.Conn }
 
 func (c *faultConn) Write(p []byte) (int, error) {
 	if c.faults != nil {

@@ -115,6 +115,9 @@ type feedReq struct {
 	Shard int    `msgpack:"shard"`
 	After uint64 `msgpack:"after"`
 	Limit int    `msgpack:"limit"`
+	// Prefix restricts the page to keys under it (a node that predates it
+	// ignores it; readers filter again).
+	Prefix string `msgpack:"prefix,omitempty"`
 }
 
 type feedResp struct {
@@ -270,7 +273,7 @@ func (n *Node) internalHandler() http.Handler {
 			writeRPC(w, feedResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
 			return
 		}
-		p, err := n.ReadFeed(r.Context(), req.Shard, req.After, min(max(req.Limit, 1), 10*DefaultFeedLimit), ReadOptions{Consistency: Stale})
+		p, err := n.ReadFeedPrefix(r.Context(), req.Shard, req.After, min(max(req.Limit, 1), 10*DefaultFeedLimit), req.Prefix, ReadOptions{Consistency: Stale})
 		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
