@@ -69,7 +69,7 @@ type FeedConfig struct {
 const (
 	DefaultMaxSubscribers          = 4096
 	DefaultMaxSubscribersPerClient = 1024
-	DefaultTailBytes               = 32 << 20
+	DefaultTailBytes               = 16 << 20
 	DefaultCatchUpReads            = 8
 	DefaultTailIdle                = 10 * time.Second
 )

@@ -137,7 +137,10 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toFeedBody(res))
+	msg := append(s.feedEnc.feedMessage(res, 1), '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(msg)
 }
 
 // DefaultFeedWriteTimeout is Config.FeedWriteTimeout's default.
@@ -145,7 +148,20 @@ const DefaultFeedWriteTimeout = 10 * time.Second
 
 // streamMaxBytes bounds the keys and values of one WebSocket message, so
 // a consumer that stops reading holds at most one such message here.
-const streamMaxBytes = 256 << 10
+const streamMaxBytes = 64 << 10
+
+// DefaultStreamSendBytes is Config.MaxStreamSendBytes's default.
+const DefaultStreamSendBytes = 16 << 20
+
+// messageCost estimates the bytes of the JSON message res becomes (values
+// are base64), to reserve them before encoding it.
+func messageCost(res changefeed.Result) int64 {
+	n := int64(256)
+	for _, c := range res.Changes {
+		n += int64(len(c.Key)) + int64(len(c.Value))*4/3 + 160
+	}
+	return n
+}
 
 // streamSendBuffer is the kernel send buffer of a stream's socket
 // (SO_SNDBUF): what a consumer that stops reading holds in the kernel,
@@ -172,7 +188,7 @@ func setSendBuffer(c net.Conn, n int) {
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1 << 10,
-	WriteBufferSize: 64 << 10,
+	WriteBufferSize: 16 << 10,
 	// Write buffers are held only while a message is written.
 	WriteBufferPool: &sync.Pool{},
 	// Feeds carry no cookies or credentials; any origin may read them.
@@ -221,12 +237,21 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changef
 		if len(res.Changes) == 0 {
 			continue
 		}
-		msg, err := json.Marshal(toFeedBody(res))
-		if err != nil {
-			return
+		// Reserve the message in the node's budget of stream bytes in
+		// flight before encoding it: consumers that stop reading hold
+		// their messages until the write timeout drops them, and together
+		// they must not hold more than the budget.
+		cost := min(messageCost(res), s.streamSend.size)
+		for !s.streamSend.acquire(ctx, cost, time.Second) {
+			if ctx.Err() != nil {
+				return
+			}
 		}
+		msg := s.feedEnc.feedMessage(res, 0)
 		_ = conn.SetWriteDeadline(time.Now().Add(s.feedSend))
-		if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+		err = conn.WriteMessage(websocket.TextMessage, msg)
+		s.streamSend.release(cost)
+		if err != nil {
 			s.slowConsumers.Inc()
 			return
 		}

@@ -94,6 +94,13 @@ type Config struct {
 	// Default: DefaultFeedWriteTimeout (10 s).
 	FeedWriteTimeout time.Duration
 
+	// MaxStreamSendBytes is the node's budget of WebSocket feed message
+	// bytes being sent: a stream reserves its next message before encoding
+	// it and waits while the budget is full, so consumers that stop
+	// reading hold at most this much until --feed-write-timeout drops
+	// them. Default: DefaultStreamSendBytes (16 MiB).
+	MaxStreamSendBytes int64
+
 	// InflightBodyWait is how long a request waits for budget.
 	// Default: DefaultInflightBodyWait (1 s).
 	InflightBodyWait time.Duration
@@ -110,6 +117,8 @@ type Server struct {
 	feedSend time.Duration // FeedWriteTimeout
 
 	slowConsumers prometheus.Counter // streams dropped on a failed send
+	streamSend    *budget            // stream message bytes in flight
+	feedEnc       *encCache          // encoded changes shared by answers
 	triggers      *changefeed.Triggers
 	fns           *lambda.Engine
 	query         *scatter.Executor
@@ -159,6 +168,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.FeedWriteTimeout <= 0 {
 		cfg.FeedWriteTimeout = DefaultFeedWriteTimeout
 	}
+	if cfg.MaxStreamSendBytes <= 0 {
+		cfg.MaxStreamSendBytes = DefaultStreamSendBytes
+	}
 	body, err := newBodyLimits(&cfg, cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -167,14 +179,16 @@ func New(cfg Config) (*Server, error) {
 		node: cfg.Node,
 		feed: changefeed.NewFeed(changefeed.FeedConfig{Source: cfg.Node,
 			MaxSubscribers: cfg.MaxFeedSubscribers, MaxSubscribersPerClient: cfg.MaxFeedSubscribersPerClient}),
-		feedSend: cfg.FeedWriteTimeout,
-		triggers: cfg.Triggers,
-		fns:      cfg.Functions,
-		peers:    cfg.PeerClient,
-		maxValue: cfg.MaxValueBytes,
-		body:     body,
-		log:      cfg.Logger,
-		mux:      http.NewServeMux(),
+		feedSend:   cfg.FeedWriteTimeout,
+		streamSend: &budget{size: cfg.MaxStreamSendBytes},
+		feedEnc:    newEncCache(),
+		triggers:   cfg.Triggers,
+		fns:        cfg.Functions,
+		peers:      cfg.PeerClient,
+		maxValue:   cfg.MaxValueBytes,
+		body:       body,
+		log:        cfg.Logger,
+		mux:        http.NewServeMux(),
 	}
 	s.query = cfg.Query
 	if s.query == nil {
@@ -290,6 +304,18 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) error {
 			return err
 		}
 	}
+	sendGauge, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lambdadb_feed_stream_bytes_in_flight",
+		Help: "WebSocket feed message bytes reserved in the node's send budget.",
+	}))
+	if err != nil {
+		return err
+	}
+	sg, ok := sendGauge.(prometheus.Gauge)
+	if !ok {
+		return errors.New("server: registry holds an incompatible lambdadb_feed_stream_bytes_in_flight")
+	}
+	s.streamSend.gauge = sg
 	dropped, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lambdadb_feed_streams_dropped_total",
 		Help: "WebSocket feed streams dropped because a message could not be sent in time (the consumer stopped reading or went away).",

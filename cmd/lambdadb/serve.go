@@ -48,7 +48,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -74,6 +74,7 @@ var serveCommand = &command{
 		fs.IntVar(&o.maxFeedSubs, "max-feed-subscribers", changefeed.DefaultMaxSubscribers, "feed reads (long polls and WebSocket streams) open on this node; beyond, 503 overloaded")
 		fs.IntVar(&o.maxFeedSubsClient, "max-feed-subscribers-per-client", changefeed.DefaultMaxSubscribersPerClient, "feed reads open on this node per client address; beyond, 429 too_many_subscribers")
 		fs.DurationVar(&o.feedWrite, "feed-write-timeout", server.DefaultFeedWriteTimeout, "drop a WebSocket feed stream whose consumer does not take a message within this `long`")
+		fs.Int64Var(&o.feedSendMB, "max-feed-send-mb", server.DefaultStreamSendBytes>>20, "budget of WebSocket feed message bytes being sent on this node, in `MiB`; streams wait for it")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -88,8 +89,8 @@ var serveCommand = &command{
 			if o.maxWrites < 1 || o.maxReads < 1 {
 				return usagef("--max-inflight-writes and --max-inflight-reads must be at least 1")
 			}
-			if o.maxFeedSubs < 1 || o.maxFeedSubsClient < 1 || o.feedWrite <= 0 {
-				return usagef("--max-feed-subscribers and --max-feed-subscribers-per-client must be at least 1, --feed-write-timeout positive")
+			if o.maxFeedSubs < 1 || o.maxFeedSubsClient < 1 || o.feedWrite <= 0 || o.feedSendMB < 1 {
+				return usagef("--max-feed-subscribers, --max-feed-subscribers-per-client and --max-feed-send-mb must be at least 1, --feed-write-timeout positive")
 			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
@@ -115,6 +116,7 @@ type serveOptions struct {
 	maxFeedSubs            int
 	maxFeedSubsClient      int
 	feedWrite              time.Duration
+	feedSendMB             int64
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -267,7 +269,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	triggers.Store(trg)
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
 		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
-		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite})
+		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite,
+		MaxStreamSendBytes: o.feedSendMB << 20})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
