@@ -61,6 +61,10 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_trigger"
 	case errors.Is(err, changefeed.ErrTriggerNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, changefeed.ErrNotPaused):
+		return http.StatusConflict, "not_paused"
+	case errors.Is(err, changefeed.ErrConflict):
+		return http.StatusConflict, "conflict"
 	case errors.Is(err, changefeed.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, lambda.ErrInvalidName):

@@ -48,7 +48,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -71,6 +71,8 @@ var serveCommand = &command{
 		fs.Int64Var(&o.inflightBodyMB, "max-inflight-body-mb", server.DefaultMaxInflightBodyBytes>>20, "budget of request-body bytes in flight on this node, in `MiB`; a request that finds it full for 1 s gets 503 overloaded")
 		fs.DurationVar(&o.bodyIdle, "body-idle-timeout", server.DefaultBodyIdleTimeout, "fail a request whose body sends nothing for this `long` (408 body_timeout)")
 		fs.DurationVar(&o.bodyTotal, "body-timeout", server.DefaultBodyTimeout, "fail a request whose body is not complete this `long` after its headers (408 body_timeout)")
+		fs.IntVar(&o.pauseAfter, "trigger-pause-after", changefeed.DefaultPauseAfter, "pause a trigger once a shard has dead-lettered this many changes in a row, `N` (0: never); the default of triggers created without pause_after")
+		fs.DurationVar(&o.pausedRetention, "trigger-paused-retention", changefeed.DefaultPausedRetention, "how `long` a paused trigger's checkpoints hold back the trimming of the change feed")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -84,6 +86,9 @@ var serveCommand = &command{
 			}
 			if o.maxWrites < 1 || o.maxReads < 1 {
 				return usagef("--max-inflight-writes and --max-inflight-reads must be at least 1")
+			}
+			if o.pauseAfter < 0 || o.pauseAfter > changefeed.MaxPauseAfter || o.pausedRetention <= 0 {
+				return usagef("--trigger-pause-after must be in 0..%d, --trigger-paused-retention positive", changefeed.MaxPauseAfter)
 			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
@@ -106,6 +111,8 @@ type serveOptions struct {
 	memoryLimitSet         bool
 	inflightBodyMB         int64
 	bodyIdle, bodyTotal    time.Duration
+	pauseAfter             int
+	pausedRetention        time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -205,7 +212,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			return nil
 		},
 		// Never trim a shard's feed past a trigger's checkpoint (nothing is
-		// trimmed until the triggers are known).
+		// trimmed until the triggers are known), unless the trigger has been
+		// paused for longer than --trigger-paused-retention.
 		FeedTrimLimit: func(s int) uint64 {
 			if t := triggers.Load(); t != nil {
 				return t.TrimLimit(s)
@@ -247,7 +255,12 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	engine.Store(fns)
-	trg, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: node, Functions: fns, Logger: log})
+	pauseAfter := o.pauseAfter
+	if pauseAfter == 0 {
+		pauseAfter = -1 // never
+	}
+	trg, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: node, Functions: fns, Logger: log,
+		PauseAfter: pauseAfter, PausedRetention: o.pausedRetention})
 	if err != nil {
 		_ = fns.Close()
 		_ = node.Close()
