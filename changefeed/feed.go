@@ -13,7 +13,8 @@ import (
 
 // Errors returned by a Feed.
 var (
-	// ErrExpired is a cursor position the feed no longer retains (HTTP 410).
+	// ErrExpired is a cursor position the feed no longer retains (HTTP
+	// 410): a reader's, or a paused trigger's checkpoint (Triggers.Resume).
 	ErrExpired = errors.New("changefeed: cursor expired")
 	// ErrUnavailable is a shard this node cannot read the feed of.
 	ErrUnavailable = errors.New("changefeed: shard feed unavailable here")

@@ -19,7 +19,8 @@ import (
 // be committed in one Raft entry with the handler's writes to that shard:
 //
 //	<tag>trg/<name>                      checkpoint: msgpack [position, trigger version, delivered,
-//	                                     invocations, retries, dead letters, atomic batches]
+//	                                     invocations, retries, dead letters, atomic batches,
+//	                                     dead streak]
 //	<tag>dead/<name>/<index>.<seq>       dead letter: msgpack DeadLetter
 func checkpointKey(name string, s, n int) string { return shard.TagFor(s, n) + "trg/" + name }
 
@@ -33,12 +34,16 @@ type checkpointRec struct {
 	// The shard's counters through this checkpoint (0 in records written
 	// before they were kept).
 	Delivered, Invocations, Retries, DeadLetters, Atomic uint64
+	// DeadStreak is how many changes were dead-lettered since the last
+	// successful delivery (ShardStats.DeadStreak).
+	DeadStreak uint64
 }
 
 // DecodeMsgpack reads checkpoints of any length: those written before the
 // counters were appended hold only Position and Trigger.
 func (r *checkpointRec) DecodeMsgpack(d *msgpack.Decoder) error {
-	return tolerant.DecodeArray(d, &r.Position, &r.Trigger, &r.Delivered, &r.Invocations, &r.Retries, &r.DeadLetters, &r.Atomic)
+	return tolerant.DecodeArray(d, &r.Position, &r.Trigger, &r.Delivered, &r.Invocations, &r.Retries, &r.DeadLetters, &r.Atomic,
+		&r.DeadStreak)
 }
 
 // counters are a trigger's counters on one shard, kept in its checkpoint
@@ -60,30 +65,38 @@ func (c counters) setIn(st *ShardStats) {
 	st.Delivered, st.Invocations, st.Retries, st.DeadLetters, st.Atomic = c.Delivered, c.Invocations, c.Retries, c.DeadLetters, c.Atomic
 }
 
-// checkpoint returns the trigger's position on shard s, the record's
-// version (0 when there is none yet: the trigger's start position) and
-// the counters it holds.
-func (t *Triggers) checkpoint(ctx context.Context, d *Trigger, s int, c shard.Consistency) (pos, version uint64, cnt counters, err error) {
+// checkpointState is a trigger's checkpoint on one shard as read: its
+// position, the record's version (0 when there is none yet: the trigger's
+// start position), the counters and the dead streak it holds.
+type checkpointState struct {
+	pos, version uint64
+	cnt          counters
+	streak       uint64
+}
+
+// checkpoint returns the trigger's checkpoint on shard s.
+func (t *Triggers) checkpoint(ctx context.Context, d *Trigger, s int, c shard.Consistency) (checkpointState, error) {
 	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, checkpointKey(d.Name, s, t.cfg.Node.Shards()), shard.ReadOptions{Consistency: c})
 	if err != nil {
-		return 0, 0, cnt, err
+		return checkpointState{}, err
 	}
 	if res.Found {
 		var r checkpointRec
 		if err := msgpack.Unmarshal(res.Record.Value, &r); err == nil && r.Trigger == d.Version {
-			return r.Position, res.Record.Version, counters{r.Delivered, r.Invocations, r.Retries, r.DeadLetters, r.Atomic}, nil
+			return checkpointState{pos: r.Position, version: res.Record.Version,
+				cnt: counters{r.Delivered, r.Invocations, r.Retries, r.DeadLetters, r.Atomic}, streak: r.DeadStreak}, nil
 		}
 		// A checkpoint of an earlier definition of the same name: start over.
-		return d.startCursor[s], res.Record.Version, cnt, nil
+		return checkpointState{pos: d.startCursor[s], version: res.Record.Version}, nil
 	}
-	return d.startCursor[s], 0, cnt, nil
+	return checkpointState{pos: d.startCursor[s]}, nil
 }
 
-// checkpointOp writes position pos and the counters cnt if the checkpoint
-// record is still at version (0: absent).
-func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64, cnt counters) shard.Op {
+// checkpointOp writes position pos, the counters cnt and the dead streak
+// if the checkpoint record is still at version (0: absent).
+func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64, cnt counters, streak uint64) shard.Op {
 	b, _ := msgpack.Marshal(&checkpointRec{Position: pos, Trigger: d.Version, Delivered: cnt.Delivered,
-		Invocations: cnt.Invocations, Retries: cnt.Retries, DeadLetters: cnt.DeadLetters, Atomic: cnt.Atomic})
+		Invocations: cnt.Invocations, Retries: cnt.Retries, DeadLetters: cnt.DeadLetters, Atomic: cnt.Atomic, DeadStreak: streak})
 	op := shard.Op{Space: shard.SystemSpace, Key: checkpointKey(d.Name, s, t.cfg.Node.Shards()), Value: b}
 	if version == 0 {
 		op.Cond.IfNoneMatch = true
@@ -173,12 +186,31 @@ func (t *Triggers) matches(d *Trigger, c shard.Change) bool {
 // the reconciler decides again.
 var errStale = errors.New("changefeed: checkpoint moved by another runner")
 
+// errPaused means the runner paused its trigger: it delivers nothing more
+// and waits for the reconciler to start it again as a paused one.
+var errPaused = errors.New("changefeed: trigger paused")
+
 // run delivers shard s's changes to the trigger while ctx lives (while
-// this node leads s); r is the runner, the owner of st.
+// this node leads s); r is the runner, the owner of st. The runner of a
+// paused trigger only shows its checkpoint.
 func (t *Triggers) run(ctx context.Context, d *Trigger, s int, st *ShardStats, r *runner) {
+	if d.Paused() {
+		t.idle(ctx, d, s, st, r)
+		return
+	}
 	for first := true; ctx.Err() == nil; first = false {
 		err := t.runOnce(ctx, d, s, st, r, first)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errPaused) {
+			// Replaced as the pause record says, even if the trigger was
+			// resumed before the reconciler saw it paused.
+			t.mu.Lock()
+			r.halted = true
+			t.mu.Unlock()
+			t.reconcileSoon()
+			<-ctx.Done()
 			return
 		}
 		t.setErr(st, r, err)
@@ -207,6 +239,28 @@ func (t *Triggers) setErr(st *ShardStats, r *runner, err error) {
 	}
 }
 
+// idle shows the checkpoint of a paused trigger on shard s in st until
+// ctx ends.
+func (t *Triggers) idle(ctx context.Context, d *Trigger, s int, st *ShardStats, r *runner) {
+	for ctx.Err() == nil {
+		cp, err := t.checkpoint(ctx, d, s, shard.Linearizable)
+		if err == nil {
+			t.count(st, r, func() {
+				st.Position, st.Checkpoint, st.DeadStreak = cp.pos, cp.pos, cp.streak
+				cur := countersOf(st)
+				counters{max(cp.cnt.Delivered, cur.Delivered), max(cp.cnt.Invocations, cur.Invocations), max(cp.cnt.Retries, cur.Retries),
+					max(cp.cnt.DeadLetters, cur.DeadLetters), max(cp.cnt.Atomic, cur.Atomic)}.setIn(st)
+			})
+			<-ctx.Done()
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // runner state between deliveries.
 type cursorState struct {
 	owner   *runner
@@ -214,14 +268,16 @@ type cursorState struct {
 	version uint64 // checkpoint record version
 	read    uint64 // fed through this index
 	skipped int    // changes read but not matching since the checkpoint was written
+	streak  uint64 // changes dead-lettered since the last delivery, as committed
 	saved   time.Time
 }
 
 func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStats, r *runner, first bool) error {
-	pos, ver, cnt, err := t.checkpoint(ctx, d, s, shard.Linearizable)
+	cp, err := t.checkpoint(ctx, d, s, shard.Linearizable)
 	if err != nil {
 		return err
 	}
+	pos, ver, cnt := cp.pos, cp.version, cp.cnt
 	// A runner starts from the checkpoint's counters (what an earlier
 	// runner counted past its last checkpoint is not known); starting
 	// again after an error it keeps what it counted since.
@@ -232,13 +288,28 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 				max(cnt.DeadLetters, cur.DeadLetters), max(cnt.Atomic, cur.Atomic)}
 		}
 		cnt.setIn(st)
+		st.DeadStreak = cp.streak
 	})
-	cs := &cursorState{owner: r, pos: pos, version: ver, read: pos, saved: time.Now()}
+	cs := &cursorState{owner: r, pos: pos, version: ver, read: pos, streak: cp.streak, saved: time.Now()}
+	if d.PauseAfter > 0 && cs.streak >= uint64(d.PauseAfter) {
+		// An earlier runner reached the threshold but did not record the
+		// pause.
+		return t.pauseFor(ctx, d, fmt.Sprintf("paused after %d consecutive dead letters on shard %d", cs.streak, s))
+	}
 	var pending []shard.Change
 	var firstAt time.Time
 	maxWait := time.Duration(d.MaxWaitMS) * time.Millisecond
 	for ctx.Err() == nil {
 		page, err := t.cfg.Node.ReadFeed(ctx, s, cs.read, d.BatchSize, shard.ReadOptions{Consistency: shard.Stale})
+		if errors.Is(err, shard.ErrFeedTrimmed) {
+			// The checkpoint is gone (the trigger was resumed as the feed
+			// was trimmed past it): never skip the gap in silence.
+			trimmed, _, berr := t.feedBounds(ctx, s, shard.Stale)
+			if berr != nil {
+				return berr
+			}
+			return t.pauseFor(ctx, d, "checkpoint expired: "+Gap{Shard: s, Checkpoint: cs.pos, Trimmed: trimmed}.String())
+		}
 		if err != nil {
 			return err
 		}
@@ -279,7 +350,7 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 		if len(pending) == 0 && cs.skipped > 0 && cs.read > cs.pos && (cs.skipped >= 1000 || time.Since(cs.saved) > 5*time.Second) {
 			// Only changes the trigger ignores: record the progress so the
 			// feed can be trimmed.
-			if err := t.commit(ctx, d, s, st, nil, cs.read, cs, counters{}); err != nil {
+			if err := t.commit(ctx, d, s, st, nil, cs.read, cs, counters{}, cs.streak); err != nil {
 				return err
 			}
 		}
@@ -309,12 +380,12 @@ func cut(pending []shard.Change, size int) int {
 
 // commit writes the checkpoint (with writes, atomically) and advances cs;
 // the checkpoint holds st's counters plus add, which st gains once the
-// checkpoint commits.
-func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, through uint64, cs *cursorState, add counters) error {
+// checkpoint commits, and the dead streak streak.
+func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats, writes []shard.Op, through uint64, cs *cursorState, add counters, streak uint64) error {
 	t.mu.Lock()
 	cnt := countersOf(st).plus(add)
 	t.mu.Unlock()
-	ops := append(writes, t.checkpointOp(d, s, through, cs.version, cnt))
+	ops := append(writes, t.checkpointOp(d, s, through, cs.version, cnt, streak))
 	res, err := t.cfg.Node.Batch(ctx, ops, nil)
 	if errors.Is(err, shard.ErrPrecondition) {
 		return errStale
@@ -322,8 +393,11 @@ func (t *Triggers) commit(ctx context.Context, d *Trigger, s int, st *ShardStats
 	if err != nil {
 		return err
 	}
-	cs.pos, cs.version, cs.skipped, cs.saved = through, res.Index, 0, time.Now()
-	t.count(st, cs.owner, func() { countersOf(st).plus(add).setIn(st) })
+	cs.pos, cs.version, cs.skipped, cs.streak, cs.saved = through, res.Index, 0, streak, time.Now()
+	t.count(st, cs.owner, func() {
+		countersOf(st).plus(add).setIn(st)
+		st.DeadStreak = streak
+	})
 	return nil
 }
 
@@ -361,7 +435,7 @@ func (t *Triggers) deliver(ctx context.Context, d *Trigger, s int, st *ShardStat
 		if loop {
 			err = t.deadLetter(ctx, d, s, st, batch[start:end], th, cs, fmt.Errorf(
 				"%w: written at trigger depth %d by trigger handlers (the limit is %d), not delivered: trigger %q feeds itself, or a chain of triggers feeds it",
-				ErrTriggerLoop, batch[start].Depth, MaxTriggerDepth, d.Name))
+				ErrTriggerLoop, batch[start].Depth, MaxTriggerDepth, d.Name), false)
 		} else {
 			err = t.deliverBatch(ctx, d, s, st, batch[start:end], th, cs)
 		}
@@ -435,7 +509,7 @@ func (t *Triggers) deliverBatch(ctx context.Context, d *Trigger, s int, st *Shar
 		}
 		return t.deliverBatch(ctx, d, s, st, batch[first:], through, cs)
 	}
-	return t.deadLetter(ctx, d, s, st, batch, through, cs, lastErr)
+	return t.deadLetter(ctx, d, s, st, batch, through, cs, lastErr, true)
 }
 
 // handlerFault reports errors that a batch's changes may cause — the
@@ -461,17 +535,21 @@ func (t *Triggers) commitDelivery(ctx context.Context, d *Trigger, s int, st *Sh
 			local = false
 		}
 	}
+	// A delivery ends the dead streak.
 	if local && len(writes) > 0 {
-		return t.commit(ctx, d, s, st, writes, through, cs, counters{Delivered: delivered, Atomic: 1})
+		return t.commit(ctx, d, s, st, writes, through, cs, counters{Delivered: delivered, Atomic: 1}, 0)
 	}
 	if err := t.applyWrites(ctx, writes); err != nil {
 		return err
 	}
-	return t.commit(ctx, d, s, st, nil, through, cs, counters{Delivered: delivered})
+	return t.commit(ctx, d, s, st, nil, through, cs, counters{Delivered: delivered}, 0)
 }
 
 // deadLetter records the (single-entry) batch as dead and moves past it.
-func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState, cause error) error {
+// A batch the handler failed on (failed) adds to the dead streak, and
+// pauses the trigger when the streak reaches pause_after (errPaused); a
+// change of a trigger loop neither adds to it nor ends it.
+func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardStats, batch []shard.Change, through uint64, cs *cursorState, cause error, failed bool) error {
 	n := t.cfg.Node.Shards()
 	var ops []shard.Op
 	msg := "unknown error"
@@ -486,10 +564,17 @@ func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardS
 		b, _ := msgpack.Marshal(&deadRec{Key: c.Key, Op: op, Version: c.Version, Value: c.Value, Error: msg, TimeMS: time.Now().UnixMilli()})
 		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: fmt.Sprintf("%s%020d.%05d", deadPrefix(d.Name, s, n), c.Index, c.Seq), Value: b})
 	}
-	if err := t.commit(ctx, d, s, st, ops, through, cs, counters{DeadLetters: uint64(len(batch))}); err != nil {
+	streak := cs.streak
+	if failed {
+		streak += uint64(len(batch))
+	}
+	if err := t.commit(ctx, d, s, st, ops, through, cs, counters{DeadLetters: uint64(len(batch))}, streak); err != nil {
 		return err
 	}
 	t.log.Warn("trigger dead-lettered a change", "trigger", d.Name, "shard", s, "key", batch[0].Key, "version", batch[0].Version, "err", msg)
+	if failed && d.PauseAfter > 0 && streak >= uint64(d.PauseAfter) {
+		return t.pauseFor(ctx, d, fmt.Sprintf("paused after %d consecutive dead letters on shard %d: %s", streak, s, msg))
+	}
 	return nil
 }
 

@@ -24,6 +24,9 @@ import (
 var (
 	ErrInvalidTrigger  = errors.New("changefeed: invalid trigger")
 	ErrTriggerNotFound = errors.New("changefeed: trigger not found")
+	// ErrNotPaused is a resume that moves the checkpoints of a trigger
+	// that is running (HTTP 409): pause it first.
+	ErrNotPaused = errors.New("changefeed: trigger not paused")
 )
 
 // Trigger defaults and bounds.
@@ -34,6 +37,18 @@ const (
 	MaxMaxWaitMS      = 60000
 	DefaultMaxRetries = 5
 	MaxMaxRetries     = 100
+	// DefaultPauseAfter is TriggersConfig.PauseAfter's default: a trigger
+	// pauses after this many consecutive dead letters on a shard.
+	DefaultPauseAfter = 100
+	MaxPauseAfter     = 1000000
+	// DefaultPausedRetention is TriggersConfig.PausedRetention's default.
+	DefaultPausedRetention = 24 * time.Hour
+)
+
+// Trigger states (Trigger.State).
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
 )
 
 // Trigger binds a function's OnChanges to the changes of keys under a
@@ -46,14 +61,30 @@ type Trigger struct {
 	BatchSize  int      `json:"batch_size"`
 	MaxWaitMS  int      `json:"max_wait_ms"`
 	MaxRetries int      `json:"max_retries"`
-	Start      string   `json:"start"` // "now" or "beginning"
+	// PauseAfter pauses the trigger once a shard has dead-lettered this
+	// many changes in a row (0: never).
+	PauseAfter int    `json:"pause_after"`
+	Start      string `json:"start"` // "now" or "beginning"
 	// Version is the Raft index of the definition; re-creating a trigger
 	// restarts it from its new start.
 	Version   uint64    `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
 
+	// State is StateRunning or StatePaused; a paused trigger delivers
+	// nothing until it is resumed (Triggers.Resume). PausedSince and
+	// PausedReason say since when and why.
+	State        string     `json:"state"`
+	PausedSince  *time.Time `json:"paused_since,omitempty"`
+	PausedReason string     `json:"paused_reason,omitempty"`
+
 	startCursor Cursor
+	// stateVersion is the version of the record that pauses the trigger
+	// (0: running).
+	stateVersion uint64
 }
+
+// Paused reports whether the trigger is paused.
+func (d *Trigger) Paused() bool { return d.stateVersion != 0 }
 
 // Node is what triggers need from the data layer; *shard.Node satisfies it.
 type Node interface {
@@ -87,6 +118,18 @@ type TriggersConfig struct {
 	Concurrency int
 	// Logger receives trigger events. Default: discard.
 	Logger *slog.Logger
+	// PauseAfter is the pause_after of a trigger defined without one (and
+	// of triggers defined before pause_after existed): a trigger pauses
+	// once one of its shards has dead-lettered this many changes in a row,
+	// with no successful delivery between them. Default DefaultPauseAfter
+	// (100), at most MaxPauseAfter; negative: never pause.
+	PauseAfter int
+	// PausedRetention bounds how long a paused trigger holds back the
+	// trimming of the feed: past it (counted from the pause), the feed is
+	// trimmed by its own retention as if the trigger did not exist, and a
+	// resume from the checkpoint reports what was trimmed (ErrExpired).
+	// Default DefaultPausedRetention (24h).
+	PausedRetention time.Duration
 }
 
 // Triggers runs, on one node, the triggers of the shards it leads.
@@ -104,6 +147,7 @@ type Triggers struct {
 
 	calls chan struct{} // handler call slots
 
+	kick chan struct{} // reconcile now (a pause or resume made here)
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -114,7 +158,9 @@ type runnerKey struct {
 }
 
 type runner struct {
-	version uint64
+	version uint64 // of the definition
+	state   uint64 // of the pause record (0: running)
+	halted  bool   // it paused the trigger: the reconciler replaces it
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -133,15 +179,25 @@ type ShardStats struct {
 	Retries     uint64 `json:"retries"`
 	DeadLetters uint64 `json:"dead_letters"`
 	Atomic      uint64 `json:"atomic_batches"` // batches committed with their writes in one entry
-	LastError   string `json:"last_error,omitempty"`
+	// DeadStreak counts the changes dead-lettered since the last
+	// successful delivery; the trigger pauses when it reaches pause_after.
+	DeadStreak uint64 `json:"dead_streak"`
+	LastError  string `json:"last_error,omitempty"`
 
 	// owner is the runner that updates these stats; a runner still
 	// stopping after another took over does not.
 	owner *runner
 }
 
+// Trigger definitions and pause records are system records under the
+// {trg} hash tag (one shard, so a definition and its pause record change
+// in one batch):
+//
+//	{trg}t/<name>   definition: msgpack record
+//	{trg}s/<name>   present while the trigger is paused: msgpack pauseRec
 const (
-	defPrefix = "{trg}t/"
+	defPrefix   = "{trg}t/"
+	statePrefix = "{trg}s/"
 )
 
 var triggerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -160,8 +216,18 @@ func NewTriggers(cfg TriggersConfig) (*Triggers, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = runtime.GOMAXPROCS(0)
 	}
+	switch {
+	case cfg.PauseAfter == 0:
+		cfg.PauseAfter = DefaultPauseAfter
+	case cfg.PauseAfter < 0:
+		cfg.PauseAfter = 0
+	}
+	cfg.PauseAfter = min(cfg.PauseAfter, MaxPauseAfter)
+	if cfg.PausedRetention <= 0 {
+		cfg.PausedRetention = DefaultPausedRetention
+	}
 	return &Triggers{cfg: cfg, feed: New(cfg.Node), log: cfg.Logger, defs: map[string]*Trigger{}, calls: make(chan struct{}, cfg.Concurrency),
-		runners: map[runnerKey]*runner{}, stats: map[runnerKey]*ShardStats{}, stop: make(chan struct{})}, nil
+		runners: map[runnerKey]*runner{}, stats: map[runnerKey]*ShardStats{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 // Start runs the reconciliation loop.
@@ -204,21 +270,41 @@ type record struct {
 	Start       string
 	StartCursor map[int]uint64
 	CreatedMS   int64
+	// PauseAfter is nil in definitions written before it existed: they
+	// take the node's TriggersConfig.PauseAfter.
+	PauseAfter *int
 }
 
 // DecodeMsgpack reads definitions of any length, so that fields can be
 // appended later.
 func (r *record) DecodeMsgpack(d *msgpack.Decoder) error {
 	return tolerant.DecodeArray(d, &r.Function, &r.Prefix, &r.Events, &r.BatchSize, &r.MaxWaitMS, &r.MaxRetries,
-		&r.Start, &r.StartCursor, &r.CreatedMS)
+		&r.Start, &r.StartCursor, &r.CreatedMS, &r.PauseAfter)
+}
+
+// pauseRec is the record of a paused trigger.
+type pauseRec struct {
+	//lint:ignore U1000 read by msgpack through its tag
+	_msgpack struct{} `msgpack:",as_array"`
+	Trigger  uint64   // the definition's version it pauses
+	SinceMS  int64
+	Reason   string
+}
+
+// DecodeMsgpack reads pause records of any length, so that fields can be
+// appended later.
+func (r *pauseRec) DecodeMsgpack(d *msgpack.Decoder) error {
+	return tolerant.DecodeArray(d, &r.Trigger, &r.SinceMS, &r.Reason)
 }
 
 // TriggerSpec is a trigger definition as a client gives it. A nil
-// BatchSize, MaxWaitMS or MaxRetries is absent and takes its default; a
-// given value is taken as given, 0 included, and must be in range
-// (batch_size 1..MaxBatchSize, max_wait_ms 0..MaxMaxWaitMS, max_retries
-// 0..MaxMaxRetries). Nil Events selects put and delete; an empty list is
-// invalid. An empty Start is now.
+// BatchSize, MaxWaitMS, MaxRetries or PauseAfter is absent and takes its
+// default (PauseAfter: the node's TriggersConfig.PauseAfter); a given
+// value is taken as given, 0 included, and must be in range (batch_size
+// 1..MaxBatchSize, max_wait_ms 0..MaxMaxWaitMS, max_retries
+// 0..MaxMaxRetries, pause_after 0..MaxPauseAfter, 0: never pause). Nil
+// Events selects put and delete; an empty list is invalid. An empty Start
+// is now.
 type TriggerSpec struct {
 	Name       string
 	Function   string
@@ -227,12 +313,13 @@ type TriggerSpec struct {
 	BatchSize  *int
 	MaxWaitMS  *int
 	MaxRetries *int
+	PauseAfter *int
 	Start      string
 }
 
 // Create validates and stores a trigger, replacing one of the same name.
-// Zero BatchSize, MaxWaitMS and MaxRetries (and empty Events) select
-// their defaults; to set max_wait_ms or max_retries to 0, use Define.
+// Zero BatchSize, MaxWaitMS, MaxRetries and PauseAfter (and empty Events)
+// select their defaults; to set any of them to 0, use Define.
 func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
 	spec := TriggerSpec{Name: tr.Name, Function: tr.Function, Prefix: tr.Prefix, Events: tr.Events, Start: tr.Start}
 	if len(tr.Events) == 0 {
@@ -241,7 +328,7 @@ func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
 	for _, f := range []struct {
 		v   int
 		dst **int
-	}{{tr.BatchSize, &spec.BatchSize}, {tr.MaxWaitMS, &spec.MaxWaitMS}, {tr.MaxRetries, &spec.MaxRetries}} {
+	}{{tr.BatchSize, &spec.BatchSize}, {tr.MaxWaitMS, &spec.MaxWaitMS}, {tr.MaxRetries, &spec.MaxRetries}, {tr.PauseAfter, &spec.PauseAfter}} {
 		if f.v != 0 {
 			*f.dst = &f.v
 		}
@@ -249,12 +336,13 @@ func (t *Triggers) Create(ctx context.Context, tr Trigger) (*Trigger, error) {
 	return t.Define(ctx, spec)
 }
 
-// Define validates and stores a trigger, replacing one of the same name;
-// see TriggerSpec for what absent fields mean.
+// Define validates and stores a trigger, replacing one of the same name
+// (a paused one is replaced by a running one); see TriggerSpec for what
+// absent fields mean.
 func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, error) {
 	tr := Trigger{Name: spec.Name, Function: spec.Function, Prefix: spec.Prefix, Events: spec.Events, Start: spec.Start,
 		BatchSize: valueOr(spec.BatchSize, DefaultBatchSize), MaxWaitMS: valueOr(spec.MaxWaitMS, DefaultMaxWaitMS),
-		MaxRetries: valueOr(spec.MaxRetries, DefaultMaxRetries)}
+		MaxRetries: valueOr(spec.MaxRetries, DefaultMaxRetries), PauseAfter: valueOr(spec.PauseAfter, t.cfg.PauseAfter)}
 	if !triggerNameRE.MatchString(tr.Name) {
 		return nil, fmt.Errorf("%w: name %q (want 1-64 of A-Z a-z 0-9 _ . -)", ErrInvalidTrigger, tr.Name)
 	}
@@ -279,6 +367,8 @@ func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, erro
 		return nil, fmt.Errorf("%w: max_wait_ms %d outside 0..%d", ErrInvalidTrigger, tr.MaxWaitMS, MaxMaxWaitMS)
 	case tr.MaxRetries < 0 || tr.MaxRetries > MaxMaxRetries:
 		return nil, fmt.Errorf("%w: max_retries %d outside 0..%d", ErrInvalidTrigger, tr.MaxRetries, MaxMaxRetries)
+	case tr.PauseAfter < 0 || tr.PauseAfter > MaxPauseAfter:
+		return nil, fmt.Errorf("%w: pause_after %d outside 0..%d", ErrInvalidTrigger, tr.PauseAfter, MaxPauseAfter)
 	}
 	f, err := t.cfg.Functions.Get(ctx, tr.Function)
 	if err != nil {
@@ -302,16 +392,20 @@ func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, erro
 		return nil, fmt.Errorf("%w: start %q (want now or beginning)", ErrInvalidTrigger, tr.Start)
 	}
 	rec := record{Function: tr.Function, Prefix: tr.Prefix, Events: tr.Events, BatchSize: tr.BatchSize,
-		MaxWaitMS: tr.MaxWaitMS, MaxRetries: tr.MaxRetries, Start: tr.Start, StartCursor: start, CreatedMS: time.Now().UnixMilli()}
+		MaxWaitMS: tr.MaxWaitMS, MaxRetries: tr.MaxRetries, Start: tr.Start, StartCursor: start, CreatedMS: time.Now().UnixMilli(),
+		PauseAfter: &tr.PauseAfter}
 	b, err := msgpack.Marshal(&rec)
 	if err != nil {
 		return nil, err
 	}
-	res, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + tr.Name, Value: b}}, nil)
+	// The new definition starts running: a pause record of the old one
+	// goes with it.
+	res, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + tr.Name, Value: b},
+		{Space: shard.SystemSpace, Key: statePrefix + tr.Name, Delete: true}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("changefeed: store trigger %q: %w", tr.Name, err)
 	}
-	return decodeTrigger(tr.Name, b, res.Index)
+	return t.decodeTrigger(tr.Name, b, res.Index)
 }
 
 // valueOr returns *p, or def when p is nil (absent).
@@ -322,49 +416,100 @@ func valueOr(p *int, def int) int {
 	return *p
 }
 
-func decodeTrigger(name string, b []byte, version uint64) (*Trigger, error) {
+func (t *Triggers) decodeTrigger(name string, b []byte, version uint64) (*Trigger, error) {
 	var r record
 	if err := msgpack.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("changefeed: corrupt trigger %q: %w", name, err)
 	}
 	return &Trigger{Name: name, Function: r.Function, Prefix: r.Prefix, Events: r.Events, BatchSize: r.BatchSize,
-		MaxWaitMS: r.MaxWaitMS, MaxRetries: r.MaxRetries, Start: r.Start, Version: version,
-		CreatedAt: time.UnixMilli(r.CreatedMS).UTC(), startCursor: r.StartCursor}, nil
+		MaxWaitMS: r.MaxWaitMS, MaxRetries: r.MaxRetries, PauseAfter: valueOr(r.PauseAfter, t.cfg.PauseAfter), Start: r.Start,
+		Version: version, CreatedAt: time.UnixMilli(r.CreatedMS).UTC(), State: StateRunning, startCursor: r.StartCursor}, nil
 }
 
-// List returns every trigger in name order.
+// setState applies a pause record (value b at version) to d, unless it
+// belongs to an earlier definition of the name.
+func setState(d *Trigger, b []byte, version uint64) {
+	var r pauseRec
+	if err := msgpack.Unmarshal(b, &r); err != nil || r.Trigger != d.Version {
+		return
+	}
+	since := time.UnixMilli(r.SinceMS).UTC()
+	d.State, d.PausedSince, d.PausedReason, d.stateVersion = StatePaused, &since, r.Reason, version
+}
+
+// List returns every trigger in name order, with its state.
 func (t *Triggers) List(ctx context.Context, ro shard.ReadOptions) ([]*Trigger, error) {
 	var out []*Trigger
-	req := shard.ScanRequest{Prefix: defPrefix, Limit: shard.MaxScanLimit}
+	byName := map[string]*Trigger{}
+	err := t.scan(ctx, defPrefix, ro, func(name string, rec shard.Record) error {
+		tr, err := t.decodeTrigger(name, rec.Value, rec.Version)
+		if err != nil {
+			return err
+		}
+		out = append(out, tr)
+		byName[name] = tr
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The pause records are read after the definitions: one of a
+	// definition not listed is a later definition's, or left by a
+	// deleted one.
+	err = t.scan(ctx, statePrefix, ro, func(name string, rec shard.Record) error {
+		if tr := byName[name]; tr != nil {
+			setState(tr, rec.Value, rec.Version)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// scan calls f with every system record under prefix, by name.
+func (t *Triggers) scan(ctx context.Context, prefix string, ro shard.ReadOptions, f func(name string, rec shard.Record) error) error {
+	req := shard.ScanRequest{Prefix: prefix, Limit: shard.MaxScanLimit}
 	for {
 		res, err := t.cfg.Node.ScanIn(ctx, shard.SystemSpace, req, ro)
 		if err != nil {
-			return nil, fmt.Errorf("changefeed: list triggers: %w", err)
+			return fmt.Errorf("changefeed: list triggers: %w", err)
 		}
 		for _, rec := range res.Items {
-			tr, err := decodeTrigger(strings.TrimPrefix(rec.Key, defPrefix), rec.Value, rec.Version)
-			if err != nil {
-				return nil, err
+			if err := f(strings.TrimPrefix(rec.Key, prefix), rec); err != nil {
+				return err
 			}
-			out = append(out, tr)
 		}
 		if !res.More {
-			return out, nil
+			return nil
 		}
 		req.Start = res.Next
 	}
 }
 
-// Get returns one trigger.
+// Get returns one trigger, with its state.
 func (t *Triggers) Get(ctx context.Context, name string) (*Trigger, error) {
-	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, defPrefix+name, shard.ReadOptions{Consistency: shard.Linearizable})
+	ro := shard.ReadOptions{Consistency: shard.Linearizable}
+	res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, defPrefix+name, ro)
 	if err != nil {
 		return nil, fmt.Errorf("changefeed: read trigger: %w", err)
 	}
 	if !res.Found {
 		return nil, fmt.Errorf("%w: %q", ErrTriggerNotFound, name)
 	}
-	return decodeTrigger(name, res.Record.Value, res.Record.Version)
+	tr, err := t.decodeTrigger(name, res.Record.Value, res.Record.Version)
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, statePrefix+name, ro)
+	if err != nil {
+		return nil, fmt.Errorf("changefeed: read trigger state: %w", err)
+	}
+	if st.Found {
+		setState(tr, st.Record.Value, st.Record.Version)
+	}
+	return tr, nil
 }
 
 // Delete removes a trigger; its runners stop within a poll interval.
@@ -372,7 +517,9 @@ func (t *Triggers) Delete(ctx context.Context, name string) error {
 	if _, err := t.Get(ctx, name); err != nil {
 		return err
 	}
-	if _, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + name, Delete: true}}, nil); err != nil {
+	ops := []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + name, Delete: true},
+		{Space: shard.SystemSpace, Key: statePrefix + name, Delete: true}}
+	if _, err := t.cfg.Node.Batch(ctx, ops, nil); err != nil {
 		return fmt.Errorf("changefeed: delete trigger %q: %w", name, err)
 	}
 	return nil
@@ -389,6 +536,7 @@ func (t *Triggers) loop() {
 		case <-t.stop:
 			return
 		case <-tick.C:
+		case <-t.kick:
 		}
 	}
 }
@@ -420,7 +568,9 @@ func (t *Triggers) reconcile() {
 	t.loaded = true
 	var stop []*runner
 	for k, r := range t.runners {
-		if d, ok := want[k]; !ok || d.Version != r.version {
+		// A pause or a resume starts the shard's runner again, in the
+		// other mode.
+		if d, ok := want[k]; !ok || d.Version != r.version || d.stateVersion != r.state || r.halted {
 			stop = append(stop, r)
 			delete(t.runners, k)
 			if st := t.stats[k]; st != nil {
@@ -433,17 +583,17 @@ func (t *Triggers) reconcile() {
 			continue
 		}
 		rctx, rcancel := context.WithCancel(context.Background())
-		r := &runner{version: d.Version, cancel: rcancel, done: make(chan struct{})}
+		r := &runner{version: d.Version, state: d.stateVersion, cancel: rcancel, done: make(chan struct{})}
 		t.runners[k] = r
 		st := t.stats[k]
 		if st == nil || st.Node == "" {
 			st = &ShardStats{Shard: k.shard, Node: t.cfg.Node.ID()}
 			t.stats[k] = st
 		}
-		st.Running = true
+		st.Running = !d.Paused()
 		if st.Definition != d.Version {
 			// A new definition of the name counts from its own checkpoints.
-			*st = ShardStats{Shard: st.Shard, Node: st.Node, Running: true, Definition: d.Version}
+			*st = ShardStats{Shard: st.Shard, Node: st.Node, Running: !d.Paused(), Definition: d.Version}
 		}
 		st.owner = r
 		go func() {
@@ -477,7 +627,8 @@ func (t *Triggers) Status(name string) []ShardStats {
 }
 
 // TrimLimit is the lowest checkpoint of any trigger on shard s, as this
-// node's replica holds them: the feed must not be trimmed past it.
+// node's replica holds them: the feed must not be trimmed past it. A
+// trigger paused for longer than PausedRetention no longer counts.
 func (t *Triggers) TrimLimit(s int) uint64 {
 	t.mu.Lock()
 	if !t.loaded {
@@ -491,11 +642,14 @@ func (t *Triggers) TrimLimit(s int) uint64 {
 	t.mu.Unlock()
 	limit := ^uint64(0)
 	for _, d := range defs {
-		pos, _, _, err := t.checkpoint(context.Background(), d, s, shard.Stale)
+		if d.Paused() && time.Since(*d.PausedSince) > t.cfg.PausedRetention {
+			continue
+		}
+		cp, err := t.checkpoint(context.Background(), d, s, shard.Stale)
 		if err != nil {
 			return 0
 		}
-		limit = min(limit, pos)
+		limit = min(limit, cp.pos)
 	}
 	return limit
 }

@@ -38,20 +38,31 @@ type tenv struct {
 
 func newTEnv(t testing.TB, lcfg lambda.Config) *tenv {
 	t.Helper()
+	return newTEnvWith(t, lcfg, shard.Config{}, changefeed.TriggersConfig{})
+}
+
+// newTEnvWith is newTEnv with base configurations for the node (its
+// FeedTrimLimit asks the triggers unless scfg sets one) and the triggers.
+func newTEnvWith(t testing.TB, lcfg lambda.Config, scfg shard.Config, tcfg changefeed.TriggersConfig) *tenv {
+	t.Helper()
 	var trgp atomic.Pointer[changefeed.Triggers]
-	n := testnode.NewWithConfig(t, shard.Config{FeedTrimLimit: func(s int) uint64 {
-		if tr := trgp.Load(); tr != nil {
-			return tr.TrimLimit(s)
+	if scfg.FeedTrimLimit == nil {
+		scfg.FeedTrimLimit = func(s int) uint64 {
+			if tr := trgp.Load(); tr != nil {
+				return tr.TrimLimit(s)
+			}
+			return 0
 		}
-		return 0
-	}})
+	}
+	n := testnode.NewWithConfig(t, scfg)
 	lcfg.Store, lcfg.NodeID, lcfg.CacheDir = n, n.ID(), cacheDir
 	e, err := lambda.New(lcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
-	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 50 * time.Millisecond})
+	tcfg.Node, tcfg.Functions, tcfg.Poll = n, e, 50*time.Millisecond
+	tr, err := changefeed.NewTriggers(tcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +380,7 @@ func TestCheckpointsOfEarlierVersions(t *testing.T) {
 		_msgpack                      struct{} `msgpack:",as_array"`
 		Position, Trigger             uint64
 		Delivered, Invocations, Retry uint64
-		Dead, Atomic                  uint64
+		Dead, Atomic, DeadStreak      uint64
 	}
 	if err := msgpack.Unmarshal(cur.Record.Value, &full); err != nil {
 		t.Fatal(err)

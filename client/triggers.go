@@ -14,15 +14,27 @@ type Trigger struct {
 	Function string   `json:"function"`
 	Prefix   string   `json:"prefix"`
 	Events   []string `json:"events,omitempty"`
-	// BatchSize, MaxWaitMS and MaxRetries: nil leaves the server's default
-	// (100, 200, 5) when creating; 0 is a value (deliver at once, never
-	// retry; a batch size of 0 is refused). Read back, they are set.
+	// BatchSize, MaxWaitMS, MaxRetries and PauseAfter: nil leaves the
+	// server's default (100, 200, 5, and the node's --trigger-pause-after,
+	// 100 by default) when creating; 0 is a value (deliver at once, never
+	// retry, never pause; a batch size of 0 is refused). Read back, they
+	// are set.
 	BatchSize  *int      `json:"batch_size,omitempty"`
 	MaxWaitMS  *int      `json:"max_wait_ms,omitempty"`
 	MaxRetries *int      `json:"max_retries,omitempty"`
+	PauseAfter *int      `json:"pause_after,omitempty"`
 	Start      string    `json:"start,omitempty"` // "now" (default) or "beginning"
 	Version    uint64    `json:"version,omitempty"`
 	CreatedAt  time.Time `json:"created_at,omitempty"`
+
+	// State is "running" or "paused" (read back). A paused trigger
+	// delivers nothing until ResumeTrigger; PausedSince and PausedReason
+	// say since when and why, and CheckpointExpired, when set, says which
+	// changes the feed trimmed while it was paused.
+	State             string     `json:"state,omitempty"`
+	PausedSince       *time.Time `json:"paused_since,omitempty"`
+	PausedReason      string     `json:"paused_reason,omitempty"`
+	CheckpointExpired string     `json:"checkpoint_expired,omitempty"`
 
 	// Status, when read back.
 	Shards      []TriggerShard `json:"shards,omitempty"`
@@ -46,6 +58,7 @@ type TriggerShard struct {
 	Retries     uint64 `json:"retries"`
 	DeadLetters uint64 `json:"dead_letters"`
 	Atomic      uint64 `json:"atomic_batches"`
+	DeadStreak  uint64 `json:"dead_streak"` // dead letters since the last delivery
 	LastError   string `json:"last_error,omitempty"`
 }
 
@@ -73,8 +86,9 @@ func (c *Client) CreateTrigger(ctx context.Context, name string, t Trigger) (Tri
 		BatchSize  *int     `json:"batch_size,omitempty"`
 		MaxWaitMS  *int     `json:"max_wait_ms,omitempty"`
 		MaxRetries *int     `json:"max_retries,omitempty"`
+		PauseAfter *int     `json:"pause_after,omitempty"`
 		Start      string   `json:"start,omitempty"`
-	}{t.Function, t.Prefix, t.Events, t.BatchSize, t.MaxWaitMS, t.MaxRetries, t.Start})
+	}{t.Function, t.Prefix, t.Events, t.BatchSize, t.MaxWaitMS, t.MaxRetries, t.PauseAfter, t.Start})
 	if err != nil {
 		return Trigger{}, err
 	}
@@ -113,4 +127,41 @@ func (c *Client) DeadLetters(ctx context.Context, name string) ([]DeadLetter, er
 	}
 	_, err := c.doJSON(ctx, http.MethodGet, "/v1/triggers/"+url.PathEscape(name)+"/dead", nil, nil, nil, &out)
 	return out.Dead, err
+}
+
+// Where ResumeTrigger starts each shard of a paused trigger.
+const (
+	// ResumeFromCheckpoint goes on from the trigger's checkpoints. When the
+	// change feed was trimmed past one while the trigger was paused, the
+	// resume fails with status 410 (code "cursor_expired", the message
+	// naming the trimmed changes) and the trigger stays paused.
+	ResumeFromCheckpoint = "checkpoint"
+	// ResumeFromNow skips every change up to now.
+	ResumeFromNow = "now"
+	// ResumeFromBeginning goes on from the checkpoint where the feed still
+	// holds it, else from the oldest change it holds: only what was
+	// trimmed is skipped.
+	ResumeFromBeginning = "beginning"
+)
+
+// PauseTrigger pauses a trigger: it delivers nothing until resumed.
+// Pausing a paused trigger changes nothing.
+func (c *Client) PauseTrigger(ctx context.Context, name string) (Trigger, error) {
+	var out Trigger
+	_, err := c.doJSON(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(name)+"/pause", nil, nil, nil, &out)
+	return out, err
+}
+
+// ResumeTrigger resumes a paused trigger from where from says
+// (ResumeFromCheckpoint when empty). Moving the checkpoints of a running
+// trigger (from now or beginning) fails with status 409 (code
+// "not_paused").
+func (c *Client) ResumeTrigger(ctx context.Context, name, from string) (Trigger, error) {
+	var q url.Values
+	if from != "" {
+		q = url.Values{"from": {from}}
+	}
+	var out Trigger
+	_, err := c.doJSON(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(name)+"/resume", q, nil, nil, &out)
+	return out, err
 }

@@ -215,6 +215,32 @@ func (r *Reader) ScanFeed(shard int, after uint64, fn FeedFunc) error {
 	return scanFeed(r.snap, shard, after, fn)
 }
 
+// LastFeedIndex returns the index of the shard's last feed record with
+// index <= through (0: none): one seek, whatever the feed holds.
+func (e *Engine) LastFeedIndex(shard int, through uint64) (uint64, error) {
+	if err := checkShard(shard); err != nil {
+		return 0, err
+	}
+	lo, hi := kindRange(shard, kindFeed)
+	if through < ^uint64(0) {
+		hi = feedKey(shard, through+1, 0)
+	}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, fmt.Errorf("kv: last feed index: %w", err)
+	}
+	var index uint64
+	if it.Last() {
+		if k := it.Key(); len(k) == prefixLen+10 {
+			index = binary.BigEndian.Uint64(k[prefixLen:])
+		}
+	}
+	if err := it.Close(); err != nil {
+		return 0, fmt.Errorf("kv: last feed index: %w", err)
+	}
+	return index, nil
+}
+
 // FeedTrimmed returns the index through which the shard's feed was
 // trimmed (0: never).
 func (e *Engine) FeedTrimmed(shard int) (uint64, error) {

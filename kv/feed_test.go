@@ -48,6 +48,14 @@ func TestFeedAppendScanTrim(t *testing.T) {
 	if got := feedOf(t, e, 3, 3); len(got) != 4 || got[0].Index != 4 {
 		t.Fatalf("after 3: %+v", got)
 	}
+	for _, tt := range []struct{ through, want uint64 }{{0, 0}, {1, 1}, {4, 4}, {5, 5}, {99, 5}, {^uint64(0), 5}} {
+		if got, err := e.LastFeedIndex(3, tt.through); err != nil || got != tt.want {
+			t.Fatalf("LastFeedIndex(3, %d) = %d, %v; want %d", tt.through, got, err, tt.want)
+		}
+	}
+	if got, err := e.LastFeedIndex(5, 99); err != nil || got != 0 {
+		t.Fatalf("LastFeedIndex of an empty feed = %d, %v", got, err)
+	}
 	apply(t, e, 3, 6, func(a *Apply) {
 		if err := a.TrimFeed(2); err != nil {
 			t.Fatal(err)

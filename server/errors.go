@@ -67,6 +67,10 @@ func errorStatus(err error) (int, string) {
 		return http.StatusTooManyRequests, "too_many_subscribers"
 	case errors.Is(err, changefeed.ErrClosed):
 		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, changefeed.ErrNotPaused):
+		return http.StatusConflict, "not_paused"
+	case errors.Is(err, changefeed.ErrConflict):
+		return http.StatusConflict, "conflict"
 	case errors.Is(err, changefeed.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, lambda.ErrInvalidName):

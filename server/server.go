@@ -226,6 +226,8 @@ func New(cfg Config) (*Server, error) {
 			route{"GET /v1/triggers/{name}", "trigger_get", http.HandlerFunc(s.getTrigger)},
 			route{"DELETE /v1/triggers/{name}", "trigger_delete", http.HandlerFunc(s.deleteTrigger)},
 			route{"GET /v1/triggers/{name}/dead", "trigger_dead", http.HandlerFunc(s.deadLetters)},
+			route{"POST /v1/triggers/{name}/pause", "trigger_pause", http.HandlerFunc(s.pauseTrigger)},
+			route{"POST /v1/triggers/{name}/resume", "trigger_resume", http.HandlerFunc(s.resumeTrigger)},
 		)
 	}
 	if s.fns != nil {

@@ -241,6 +241,7 @@ func TestTriggerFieldsAsGiven(t *testing.T) {
 		MaxWaitMS  int      `json:"max_wait_ms"`
 		MaxRetries int      `json:"max_retries"`
 		Events     []string `json:"events"`
+		PauseAfter int      `json:"pause_after"`
 	}
 	for _, tt := range []struct {
 		name, body string
@@ -248,11 +249,11 @@ func TestTriggerFieldsAsGiven(t *testing.T) {
 		want       fields // for 201
 		msg        string // for 400
 	}{
-		{"defaults", `{"function":"rec"}`, 201, fields{100, 200, 5, []string{"put", "delete"}}, ""},
-		{"nulls are absent", `{"function":"rec","batch_size":null,"max_wait_ms":null,"max_retries":null,"events":null}`, 201, fields{100, 200, 5, []string{"put", "delete"}}, ""},
-		{"max_retries 0", `{"function":"rec","max_retries":0}`, 201, fields{100, 200, 0, []string{"put", "delete"}}, ""},
-		{"max_wait_ms 0", `{"function":"rec","max_wait_ms":0}`, 201, fields{100, 0, 5, []string{"put", "delete"}}, ""},
-		{"bounds", `{"function":"rec","batch_size":1000,"max_wait_ms":60000,"max_retries":100,"events":["delete"]}`, 201, fields{1000, 60000, 100, []string{"delete"}}, ""},
+		{"defaults", `{"function":"rec"}`, 201, fields{100, 200, 5, []string{"put", "delete"}, 100}, ""},
+		{"nulls are absent", `{"function":"rec","batch_size":null,"max_wait_ms":null,"max_retries":null,"events":null}`, 201, fields{100, 200, 5, []string{"put", "delete"}, 100}, ""},
+		{"max_retries 0", `{"function":"rec","max_retries":0}`, 201, fields{100, 200, 0, []string{"put", "delete"}, 100}, ""},
+		{"max_wait_ms 0", `{"function":"rec","max_wait_ms":0}`, 201, fields{100, 0, 5, []string{"put", "delete"}, 100}, ""},
+		{"bounds", `{"function":"rec","batch_size":1000,"max_wait_ms":60000,"max_retries":100,"events":["delete"]}`, 201, fields{1000, 60000, 100, []string{"delete"}, 100}, ""},
 		{"batch_size 0", `{"function":"rec","batch_size":0}`, 400, fields{}, "batch_size 0 outside 1..1000"},
 		{"batch_size 1001", `{"function":"rec","batch_size":1001}`, 400, fields{}, "batch_size 1001 outside 1..1000"},
 		{"batch_size negative", `{"function":"rec","batch_size":-1}`, 400, fields{}, "outside 1..1000"},
@@ -261,6 +262,10 @@ func TestTriggerFieldsAsGiven(t *testing.T) {
 		{"max_retries 101", `{"function":"rec","max_retries":101}`, 400, fields{}, "max_retries 101 outside 0..100"},
 		{"max_retries fraction", `{"function":"rec","max_retries":1.5}`, 400, fields{}, "max_retries"},
 		{"events empty", `{"function":"rec","events":[]}`, 400, fields{}, "events is empty"},
+		{"pause_after 0", `{"function":"rec","pause_after":0}`, 201, fields{100, 200, 5, []string{"put", "delete"}, 0}, ""},
+		{"pause_after max", `{"function":"rec","pause_after":1000000}`, 201, fields{100, 200, 5, []string{"put", "delete"}, 1000000}, ""},
+		{"pause_after -1", `{"function":"rec","pause_after":-1}`, 400, fields{}, "pause_after -1 outside 0..1000000"},
+		{"pause_after 1000001", `{"function":"rec","pause_after":1000001}`, 400, fields{}, "pause_after 1000001 outside 0..1000000"},
 		{"trailing data", `{"function":"rec"} {}`, 400, fields{}, "trailing data"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,7 +285,7 @@ func TestTriggerFieldsAsGiven(t *testing.T) {
 				if err := json.Unmarshal(r.body, &got); err != nil {
 					t.Fatal(err)
 				}
-				if got.BatchSize != tt.want.BatchSize || got.MaxWaitMS != tt.want.MaxWaitMS || got.MaxRetries != tt.want.MaxRetries ||
+				if got.BatchSize != tt.want.BatchSize || got.MaxWaitMS != tt.want.MaxWaitMS || got.MaxRetries != tt.want.MaxRetries || got.PauseAfter != tt.want.PauseAfter ||
 					strings.Join(got.Events, ",") != strings.Join(tt.want.Events, ",") {
 					t.Fatalf("trigger %s, want %+v", r.body, tt.want)
 				}
@@ -294,6 +299,10 @@ func TestTriggerFieldsAsGiven(t *testing.T) {
 		{"GET", "/v1/triggers/t?scope=node&scope=node"},
 		{"GET", "/v1/triggers/t/dead?limit=5"},
 		{"DELETE", "/v1/triggers/t?force=1"},
+		{"POST", "/v1/triggers/t/pause?now=1"},
+		{"POST", "/v1/triggers/t/resume?from=yesterday"},
+		{"POST", "/v1/triggers/t/resume?from=now&from=now"},
+		{"POST", "/v1/triggers/t/resume?start=now"},
 	} {
 		if r := do(t, tt.method, base+tt.path, []byte(`{"function":"rec"}`)); r.status != 400 || r.code() != "bad_parameter" {
 			t.Errorf("%s %s: %d %s, want 400 bad_parameter", tt.method, tt.path, r.status, r.body)

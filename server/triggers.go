@@ -23,6 +23,9 @@ type triggerView struct {
 	Retries     uint64         `json:"retries"`
 	DeadLetters uint64         `json:"dead_letters"`
 	Lag         uint64         `json:"lag"`
+	// CheckpointExpired, for a paused trigger, says which of its
+	// checkpoints the feed was trimmed past (see Resume).
+	CheckpointExpired string `json:"checkpoint_expired,omitempty"`
 }
 
 type triggerShard struct {
@@ -40,6 +43,7 @@ type triggerBody struct {
 	BatchSize  *int     `json:"batch_size"`
 	MaxWaitMS  *int     `json:"max_wait_ms"`
 	MaxRetries *int     `json:"max_retries"`
+	PauseAfter *int     `json:"pause_after"`
 	Start      string   `json:"start"`
 }
 
@@ -66,7 +70,7 @@ func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
 	}
 	tr, err := s.triggers.Define(r.Context(), changefeed.TriggerSpec{Name: r.PathValue("name"), Function: body.Function,
 		Prefix: body.Prefix, Events: body.Events, BatchSize: body.BatchSize, MaxWaitMS: body.MaxWaitMS,
-		MaxRetries: body.MaxRetries, Start: body.Start})
+		MaxRetries: body.MaxRetries, PauseAfter: body.PauseAfter, Start: body.Start})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -169,7 +173,51 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 	if v.Shards == nil {
 		v.Shards = []triggerShard{}
 	}
+	if tr.Paused() && !local {
+		if gaps, err := s.triggers.ExpiredCheckpoints(ctx, tr, shard.Stale); err == nil && len(gaps) > 0 {
+			v.CheckpointExpired = changefeed.ExpiredMessage(gaps)
+		}
+	}
 	return v
+}
+
+func (s *Server) pauseTrigger(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tr, err := s.triggers.Pause(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.triggerStatus(r.Context(), tr, false))
+}
+
+// resumeTrigger resumes a paused trigger; from (checkpoint, the default,
+// now or beginning) says where each shard goes on from.
+func (s *Server) resumeTrigger(w http.ResponseWriter, r *http.Request) {
+	q, err := queryParams(r, "from")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	from := changefeed.ResumeCheckpoint
+	if v, ok := q["from"]; ok {
+		from = v[0]
+	}
+	switch from {
+	case changefeed.ResumeCheckpoint, changefeed.ResumeNow, changefeed.ResumeBeginning:
+	default:
+		s.writeError(w, r, fmt.Errorf("%w: from=%q (want checkpoint, now or beginning)", errBadParameter, from))
+		return
+	}
+	tr, err := s.triggers.Resume(r.Context(), r.PathValue("name"), from)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.triggerStatus(r.Context(), tr, false))
 }
 
 func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {

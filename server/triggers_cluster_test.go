@@ -145,3 +145,55 @@ func parseLog(t *testing.T, b []byte) []uint64 {
 	}
 	return out
 }
+
+// TestTriggerPauseAcrossNodes: the pause is replicated state: a trigger
+// paused by the runner on its shard's leader shows paused on every node,
+// delivers nothing while paused, and resumed through another node goes on
+// with later changes.
+func TestTriggerPauseAcrossNodes(t *testing.T) {
+	c := fnCluster(t)
+	n1 := memberURL(c.Members[0])
+	if r := do(t, "PUT", n1+"/v1/functions/rec", wasmtest.Guest(t, "faulty")); r.status != 201 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	body := `{"function":"rec","prefix":"{c}","max_retries":0,"batch_size":1,"max_wait_ms":0,"pause_after":2}`
+	if r := do(t, "PUT", n1+"/v1/triggers/c", []byte(body)); r.status != 201 {
+		t.Fatalf("trigger: %d %s", r.status, r.body)
+	}
+	for i := 0; i < 3; i++ {
+		if r := do(t, "PUT", fmt.Sprintf("%s/v1/kv/{c}%d", n1, i), []byte("poison")); r.status != 200 {
+			t.Fatalf("put: %d %s", r.status, r.body)
+		}
+	}
+	for _, m := range c.Members {
+		st := waitTrig(t, memberURL(m)+"/v1/triggers/c", "paused on "+m.ID, func(st trigState) bool { return st.State == "paused" })
+		if !strings.HasPrefix(st.PausedReason, "paused after 2 consecutive dead letters") {
+			t.Fatalf("%s: %+v", m.ID, st)
+		}
+	}
+	n2, n3 := memberURL(c.Members[1]), memberURL(c.Members[2])
+	if r := do(t, "PUT", n2+"/v1/kv/{c}ok", []byte("fine")); r.status != 200 {
+		t.Fatalf("put: %d %s", r.status, r.body)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st := getTrigState(t, n3+"/v1/triggers/c"); st.DeadLetters != 2 || st.State != "paused" {
+		t.Fatalf("while paused: %+v", st)
+	}
+	if r := do(t, "GET", n1+"/v1/kv/log/{c}ok", nil); r.status != 404 {
+		t.Fatalf("a paused trigger delivered: %d %s", r.status, r.body)
+	}
+	if r := do(t, "POST", n3+"/v1/triggers/c/resume?from=now", nil); r.status != 200 || !strings.Contains(string(r.body), `"state":"running"`) {
+		t.Fatalf("resume: %d %s", r.status, r.body)
+	}
+	if r := do(t, "PUT", n2+"/v1/kv/{c}later", []byte("fine")); r.status != 200 {
+		t.Fatalf("put: %d %s", r.status, r.body)
+	}
+	c.Eventually(20*time.Second, "a later change is delivered", func() bool {
+		return doQuiet("GET", n1+"/v1/kv/log/{c}later", nil).status == 200
+	})
+	for _, m := range c.Members {
+		if st := getTrigState(t, memberURL(m)+"/v1/triggers/c"); st.State != "running" {
+			t.Fatalf("%s after resume: %+v", m.ID, st)
+		}
+	}
+}

@@ -282,6 +282,18 @@ func (n *Node) trimFeed(g *group) error {
 	if target <= trimmed {
 		return nil
 	}
+	// Trim through the last change at or before the target, not past it:
+	// the trim point is then always the index of a change that is gone,
+	// so a position after it lost nothing (a reader or a trigger whose
+	// position is followed only by entries without changes, such as
+	// checkpoints and trims, is not expired for nothing), and a trim,
+	// itself an entry, does not move the next one's target.
+	if target, err = n.eng.LastFeedIndex(g.id, target); err != nil {
+		return err
+	}
+	if target <= trimmed {
+		return nil
+	}
 	b, err := encodeCommand(command{Op: opTrimFeed, Version: target})
 	if err != nil {
 		return err

@@ -153,6 +153,48 @@ func TestFeedRetention(t *testing.T) {
 	}
 }
 
+// TestFeedTrimsThroughLastChange: the trim point is the index of the
+// last change trimmed, never an index past it where only entries without
+// changes (system writes, trims) follow: a position at the last change is
+// still readable however many such entries come after it.
+func TestFeedTrimsThroughLastChange(t *testing.T) {
+	n := open(t, shard.Config{Shards: 1, FeedRetainEntries: 5, FeedTrimInterval: 10 * time.Millisecond})
+	ctx := context.Background()
+	var last uint64
+	for i := 0; i < 10; i++ {
+		r, err := n.Put(ctx, fmt.Sprint("k", i), []byte("v"), shard.Cond{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.Version
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := n.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: fmt.Sprint("sys", i), Value: []byte("x")}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := n.ReadFeed(ctx, 0, last, 0, shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			t.Fatalf("reading from the last change (%d), %d entries later: %v", last, n.AppliedIndex(0)-last, err)
+		}
+		if p.Trimmed == last {
+			break
+		}
+		if p.Trimmed > last || time.Now().After(deadline) {
+			t.Fatalf("trimmed through %d, the last change is at %d", p.Trimmed, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Nothing more to trim: no trim entries keep coming.
+	applied := n.AppliedIndex(0)
+	time.Sleep(100 * time.Millisecond)
+	if got := n.AppliedIndex(0); got != applied {
+		t.Fatalf("applied went from %d to %d with nothing written", applied, got)
+	}
+}
+
 func TestScanShard(t *testing.T) {
 	n := open(t, shard.Config{Shards: 4})
 	ctx := context.Background()

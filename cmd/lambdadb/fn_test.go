@@ -137,6 +137,32 @@ func TestTriggerCommands(t *testing.T) {
 	if r := runCLI(env, "", "trigger", "dead", "idx"); r.code != 0 || r.stdout != "" {
 		t.Fatalf("dead: %d %q %q", r.code, r.stdout, r.stderr)
 	}
+	for _, s := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "p/", "--pause-after", "7", "p7"}, stdout: "paused after 7 dead letters in a row"},
+		{args: []string{"trigger", "create", "--function", "indexer", "--prefix", "p/", "--pause-after", "0", "p0"}, stdout: "never paused"},
+		{args: []string{"trigger", "pause", "idx"}, stdout: "idx paused since "},
+		{args: []string{"trigger", "show", "idx"}, stdout: "paused by request"},
+		{args: []string{"trigger", "list"}, stdout: "paused"},
+		{args: []string{"trigger", "resume", "--from", "sideways", "idx"}, code: 2, stderr: "--from"},
+		{args: []string{"trigger", "resume", "--from", "now", "p7"}, code: 1, stderr: "not_paused"},
+		{args: []string{"trigger", "resume", "idx"}, stdout: "idx running"},
+	} {
+		r := runCLI(env, "", s.args...)
+		if r.code != s.code || !strings.Contains(r.stdout, s.stdout) || !strings.Contains(r.stderr, s.stderr) {
+			t.Fatalf("%v: %d %q %q", s.args, r.code, r.stdout, r.stderr)
+		}
+	}
+	runCLI(env, "", "put", "users/bob", "Bob")
+	for runCLI(env, "", "get", "idx/users/bob").stdout != "Bob" {
+		if time.Now().After(deadline) {
+			t.Fatal("the resumed trigger did not index users/bob")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if r := runCLI(env, "", "trigger", "rm", "idx"); r.code != 0 || !strings.Contains(r.stdout, "deleted idx") {
 		t.Fatalf("rm: %d %q %q", r.code, r.stdout, r.stderr)
 	}

@@ -48,7 +48,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -75,6 +75,8 @@ var serveCommand = &command{
 		fs.IntVar(&o.maxFeedSubsClient, "max-feed-subscribers-per-client", changefeed.DefaultMaxSubscribersPerClient, "feed reads open on this node per client address; beyond, 429 too_many_subscribers")
 		fs.DurationVar(&o.feedWrite, "feed-write-timeout", server.DefaultFeedWriteTimeout, "drop a WebSocket feed stream whose consumer does not take a message within this `long`")
 		fs.Int64Var(&o.feedSendMB, "max-feed-send-mb", server.DefaultStreamSendBytes>>20, "budget of WebSocket feed message bytes being sent on this node, in `MiB`; streams wait for it")
+		fs.IntVar(&o.pauseAfter, "trigger-pause-after", changefeed.DefaultPauseAfter, "pause a trigger once a shard has dead-lettered this many changes in a row, `N` (0: never); the default of triggers created without pause_after")
+		fs.DurationVar(&o.pausedRetention, "trigger-paused-retention", changefeed.DefaultPausedRetention, "how `long` a paused trigger's checkpoints hold back the trimming of the change feed")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -91,6 +93,9 @@ var serveCommand = &command{
 			}
 			if o.maxFeedSubs < 1 || o.maxFeedSubsClient < 1 || o.feedWrite <= 0 || o.feedSendMB < 1 {
 				return usagef("--max-feed-subscribers, --max-feed-subscribers-per-client and --max-feed-send-mb must be at least 1, --feed-write-timeout positive")
+			}
+			if o.pauseAfter < 0 || o.pauseAfter > changefeed.MaxPauseAfter || o.pausedRetention <= 0 {
+				return usagef("--trigger-pause-after must be in 0..%d, --trigger-paused-retention positive", changefeed.MaxPauseAfter)
 			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
@@ -117,6 +122,8 @@ type serveOptions struct {
 	maxFeedSubsClient      int
 	feedWrite              time.Duration
 	feedSendMB             int64
+	pauseAfter             int
+	pausedRetention        time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -216,7 +223,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			return nil
 		},
 		// Never trim a shard's feed past a trigger's checkpoint (nothing is
-		// trimmed until the triggers are known).
+		// trimmed until the triggers are known), unless the trigger has been
+		// paused for longer than --trigger-paused-retention.
 		FeedTrimLimit: func(s int) uint64 {
 			if t := triggers.Load(); t != nil {
 				return t.TrimLimit(s)
@@ -258,7 +266,12 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	engine.Store(fns)
-	trg, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: node, Functions: fns, Logger: log})
+	pauseAfter := o.pauseAfter
+	if pauseAfter == 0 {
+		pauseAfter = -1 // never
+	}
+	trg, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: node, Functions: fns, Logger: log,
+		PauseAfter: pauseAfter, PausedRetention: o.pausedRetention})
 	if err != nil {
 		_ = fns.Close()
 		_ = node.Close()

@@ -136,6 +136,9 @@ func TestServeLimitUsageErrors(t *testing.T) {
 		{"--body-timeout", "-1s"},
 		{"--max-inflight-body-mb", "0"},
 		{"--memory-limit-mb", "-2"},
+		{"--trigger-pause-after", "-1"},
+		{"--trigger-pause-after", "1000001"},
+		{"--trigger-paused-retention", "0"},
 	} {
 		r := runCLI(nil, "", append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
 		if r.code != 2 {
