@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // The floods of the hostile scenario and of the soak test: careless or
@@ -514,3 +518,81 @@ func metricValue(ctx context.Context, addr, name string) (float64, error) {
 
 // RSS returns a process's resident memory (VmRSS), bytes.
 func RSS(pid int) (int64, error) { return rssBytes(pid) }
+
+// ServerLatency returns quantiles (histogram_quantile's interpolation) of
+// the handler time of route's 2xx answers, summed over the nodes at addrs,
+// from lambdadb_http_request_duration_seconds, in milliseconds; before is
+// the same histogram read earlier (nil: from zero), so a phase can be
+// measured alone.
+func ServerLatency(ctx context.Context, addrs []string, route string, before map[float64]float64, qs ...float64) (out []float64, now map[float64]float64, err error) {
+	now = map[float64]float64{}
+	for _, a := range addrs {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: metrics: %w", err)
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: metrics of %s: %w", a, err)
+		}
+		fam := fams["lambdadb_http_request_duration_seconds"]
+		if fam == nil {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			var r, code string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "route":
+					r = l.GetValue()
+				case "code":
+					code = l.GetValue()
+				}
+			}
+			if r != route || !strings.HasPrefix(code, "2") {
+				continue
+			}
+			for _, b := range m.GetHistogram().GetBucket() {
+				now[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+			}
+		}
+	}
+	var bounds []float64
+	for b := range now {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	delta := make([]float64, len(bounds))
+	for i, b := range bounds {
+		delta[i] = now[b] - before[b]
+	}
+	for _, q := range qs {
+		out = append(out, 1000*bucketQuantile(q, bounds, delta))
+	}
+	return out, now, nil
+}
+
+// bucketQuantile interpolates quantile q in cumulative bucket counts.
+func bucketQuantile(q float64, bounds, cum []float64) float64 {
+	if len(cum) == 0 || cum[len(cum)-1] == 0 {
+		return math.NaN()
+	}
+	rank := q * cum[len(cum)-1]
+	lower, prev := 0.0, 0.0
+	for i, b := range bounds {
+		if cum[i] >= rank {
+			if math.IsInf(b, 1) {
+				return lower
+			}
+			if cum[i] == prev {
+				return b
+			}
+			return lower + (b-lower)*(rank-prev)/(cum[i]-prev)
+		}
+		lower, prev = b, cum[i]
+	}
+	return bounds[len(bounds)-1]
+}

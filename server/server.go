@@ -282,7 +282,7 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) error {
 	duration, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricDuration,
 		Help:    "HTTP request latency in seconds, by route and status code.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs .. ~26s
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 19), // 100µs .. ~26s
 	}, []string{"route", "code"}))
 	if err != nil {
 		return err
