@@ -24,7 +24,18 @@ var (
 	ErrOverloaded      = errors.New("lambda: too many concurrent calls")
 	ErrClosed          = errors.New("lambda: engine closed")
 	ErrConflict        = errors.New("lambda: concurrent change to the function")
+	// ErrStackOverflow is a handler whose goroutine stack outgrew what the
+	// sandbox allows (deep or infinite recursion). It is a handler fault:
+	// errors.Is(err, ErrHandler) holds for it too.
+	ErrStackOverflow error = stackOverflowError{}
 )
+
+type stackOverflowError struct{}
+
+func (stackOverflowError) Error() string { return "lambda: stack overflow" }
+
+// Is makes a stack overflow match ErrHandler as well.
+func (stackOverflowError) Is(target error) bool { return target == ErrHandler }
 
 // Defaults and limits.
 const (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -461,6 +462,103 @@ func TestRequestTooLarge(t *testing.T) {
 	_, err := v.invoke("echo", string(bytes.Repeat([]byte("x"), lambda.MaxMessageBytes+1)))
 	if !errors.Is(err, lambda.ErrRequestTooLarge) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestMessageLimitIsThePayloads: MaxMessageBytes bounds what a handler
+// receives and returns, not the framing around it across the guest
+// boundary: echoing the largest request, returning the largest response
+// and combining parts of the largest total size succeed (framing used to
+// push each a few bytes over and fail it).
+func TestMessageLimitIsThePayloads(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	v.deploy(t, "echo", wasmtest.Example(t, "echo"), lambda.DeployOptions{})
+	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{})
+	const max = lambda.MaxMessageBytes
+	part := func(n int) []byte { return bytes.Repeat([]byte("p"), n) }
+	tests := []struct {
+		name    string
+		call    func() ([]byte, error)
+		wantLen int   // of the answer, when it succeeds
+		want    error // nil: succeeds
+	}{
+		{"echo max", func() ([]byte, error) {
+			res, err := v.invoke("echo", string(bytes.Repeat([]byte("e"), max)))
+			return res.Body, err
+		}, max, nil},
+		{"response max", func() ([]byte, error) {
+			res, err := v.invoke("faulty", fmt.Sprint("big ", max))
+			return res.Body, err
+		}, max, nil},
+		{"response max+1", func() ([]byte, error) {
+			res, err := v.invoke("faulty", fmt.Sprint("big ", max+1))
+			return res.Body, err
+		}, 0, lambda.ErrHandler},
+		{"combine max", func() ([]byte, error) {
+			res, err := v.e.CallCombine(context.Background(), lambda.CombineCall{Name: "faulty", Parts: [][]byte{part(max / 2), part(max - max/2)}})
+			return res.Body, err
+		}, len(fmt.Sprint(max)), nil}, // the guest answers the parts' total size
+		{"combine max+1", func() ([]byte, error) {
+			res, err := v.e.CallCombine(context.Background(), lambda.CombineCall{Name: "faulty", Parts: [][]byte{part(max / 2), part(max - max/2 + 1)}})
+			return res.Body, err
+		}, 0, lambda.ErrRequestTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := tt.call()
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), "limit") {
+					t.Fatalf("err = %v, want %v naming the limit", err, tt.want)
+				}
+				return
+			}
+			if err != nil || len(out) != tt.wantLen {
+				t.Fatalf("%d bytes, %v; want %d bytes", len(out), err, tt.wantLen)
+			}
+		})
+	}
+}
+
+// TestStackOverflow: a handler that recurses without end fails with
+// ErrStackOverflow (a handler fault), not as a timeout or a plain memory
+// cap. At the default memory a goroutine stack cannot double past 16 MiB.
+// The Go runtime's crash report walks every frame of every goroutine and
+// may take longer than the overflow itself: when the deadline passes
+// while it is printed, the call still failed by its overflow. (The
+// "parked" row makes the report long on purpose: goroutines 10,000
+// frames deep, parked by earlier calls of the same sandbox.)
+func TestStackOverflow(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	tests := []struct {
+		name    string
+		o       lambda.DeployOptions
+		prepare []string // calls before the overflow, in the same sandbox
+		req     string
+	}{
+		{"default memory", lambda.DeployOptions{TimeoutMS: 5000}, nil, "recurse"},
+		{"deadline during the report", lambda.DeployOptions{TimeoutMS: 300, MaxInstances: 1},
+			slices.Repeat([]string{"park 10000"}, 10), "recurse big"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprint("deep", i)
+			v.deploy(t, name, wasmtest.Guest(t, "faulty"), tt.o)
+			for _, req := range tt.prepare {
+				if _, err := v.invoke(name, req); err != nil {
+					t.Fatalf("%s: %v", req, err)
+				}
+			}
+			_, err := v.invoke(name, tt.req)
+			if !errors.Is(err, lambda.ErrStackOverflow) || !errors.Is(err, lambda.ErrHandler) || !strings.Contains(err.Error(), "recursion") {
+				t.Fatalf("err = %v, want a stack overflow", err)
+			}
+			if code := lambda.ErrorCode(err); code != "stack_overflow" {
+				t.Fatalf("code %q", code)
+			}
+			if res, err := v.invoke(name, "ok"); err != nil || string(res.Body) != "ok" {
+				t.Fatalf("after the overflow: %q %v", res.Body, err)
+			}
+		})
 	}
 }
 

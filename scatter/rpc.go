@@ -85,6 +85,7 @@ var fatalCodes = []struct {
 	code string
 	err  error
 }{
+	{"stack_overflow", lambda.ErrStackOverflow}, // before handler_error, which it matches too
 	{"handler_error", lambda.ErrHandler},
 	{"memory_limit", lambda.ErrMemoryLimit},
 	{"timeout", lambda.ErrTimeout},

@@ -79,6 +79,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, lambda.ErrOverloaded):
 		return http.StatusTooManyRequests, "too_many_requests"
+	case errors.Is(err, lambda.ErrStackOverflow): // before ErrHandler, which it matches too
+		return http.StatusInternalServerError, "stack_overflow"
 	case errors.Is(err, lambda.ErrHandler):
 		return http.StatusInternalServerError, "handler_error"
 	case errors.Is(err, lambda.ErrMemoryLimit):
