@@ -20,6 +20,13 @@ var (
 	errMethodNotAllowed = errors.New("server: method not allowed")
 	errBadPrecondition  = errors.New("server: malformed precondition")
 	errBadBody          = errors.New("server: reading request body")
+	errBadHandshake     = errors.New("server: bad WebSocket handshake")
+	// Requests net/http refuses before any route runs (plainerrors.go).
+	errBadRequest       = errors.New("server: bad request")
+	errHeadersTooLarge  = errors.New("server: request headers too large")
+	errTransferEncoding = errors.New("server: unsupported Transfer-Encoding")
+	errHTTPVersion      = errors.New("server: unsupported HTTP version")
+	errExpectation      = errors.New("server: unsupported Expect")
 )
 
 // statusClientClosed is the status recorded when the client went away
@@ -99,6 +106,18 @@ func errorStatus(err error) (int, string) {
 		return http.StatusTooManyRequests, "too_many_requests"
 	case errors.Is(err, scatter.ErrNoFunctions):
 		return http.StatusNotImplemented, "no_functions"
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, errBadHandshake):
+		return http.StatusBadRequest, "bad_handshake"
+	case errors.Is(err, errHeadersTooLarge):
+		return http.StatusRequestHeaderFieldsTooLarge, "headers_too_large"
+	case errors.Is(err, errTransferEncoding):
+		return http.StatusNotImplemented, "unsupported_transfer_encoding"
+	case errors.Is(err, errHTTPVersion):
+		return http.StatusHTTPVersionNotSupported, "unsupported_http_version"
+	case errors.Is(err, errExpectation):
+		return http.StatusExpectationFailed, "expectation_failed"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, shard.ErrOverloaded):

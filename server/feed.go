@@ -116,18 +116,29 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toFeedBody(res))
 }
 
-var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1 << 10,
-	WriteBufferSize: 64 << 10,
-	// Feeds carry no cookies or credentials; any origin may read them.
-	CheckOrigin: func(*http.Request) bool { return true },
+// newUpgrader returns the feed's WebSocket upgrader: a handshake it
+// refuses is answered with the API's JSON error.
+func (s *Server) newUpgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  1 << 10,
+		WriteBufferSize: 64 << 10,
+		// Feeds carry no cookies or credentials; any origin may read them.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			if status == http.StatusBadRequest {
+				s.writeError(w, r, fmt.Errorf("%w: %v", errBadHandshake, reason))
+				return
+			}
+			s.writeError(w, r, fmt.Errorf("server: WebSocket upgrade (%d): %w", status, reason))
+		},
+	}
 }
 
 // streamFeed sends feed bodies as WebSocket text messages, one per batch
 // of changes, until the client goes away. An expired cursor closes the
 // socket with an error message and close code 4410.
 func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, req changefeed.Request) {
-	conn, err := upgrader.Upgrade(w, r, nil)
+	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade answered the client
 	}

@@ -270,10 +270,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		h = withPprof(h)
 	}
 	if mux != nil && mux.Faults() != nil {
-		dm := http.NewServeMux()
-		dm.Handle("/debug/faults", mux.Faults().Handler())
-		dm.Handle("/", h)
-		h = dm
+		h = withRoute("/debug/faults", mux.Faults().Handler(), h)
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -282,6 +279,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MaxHeaderBytes:    headerLimit(o.shards),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// net/http's own answers to requests it cannot parse become JSON too.
+	public = handler.WrapListener(srv, public)
 	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
 		"shards", o.shards, "peers", max(len(peers), 1))
 	if c.ready != nil {
@@ -401,6 +400,20 @@ func withPprof(h http.Handler) http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.Handle("/", h)
-	return mux
+	return withRoute("/debug/pprof/", mux, h)
+}
+
+// withRoute serves requests for path (a prefix when it ends in "/") with
+// route and every other request with h. Unlike a ServeMux in front of h,
+// it leaves every other request to h as it came: a ServeMux would answer
+// some itself (redirecting paths it cleans, such as keys with empty
+// segments that h refuses, in plain text).
+func withRoute(path string, route, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path || strings.HasSuffix(path, "/") && strings.HasPrefix(r.URL.Path, path) {
+			route.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

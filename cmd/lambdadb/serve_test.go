@@ -66,11 +66,13 @@ func startServe(t *testing.T, args ...string) (addr string, stop func() string) 
 
 // TestServeLimits checks serve's HTTP limits: a stalled request body is
 // cut after --body-idle-timeout with 408 body_timeout, oversized headers
-// get 431, and --memory-limit-mb sets the runtime's soft limit while the
-// node runs.
+// get 431 (JSON, as every answer: net/http's own answers are wrapped), and
+// --memory-limit-mb sets the runtime's soft limit while the node runs.
+// With --pprof the profiler is served and the API's own answers are kept
+// (a ServeMux in front once redirected keys with empty segments).
 func TestServeLimits(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
-	addr, stop := startServe(t, "--body-idle-timeout", "200ms", "--max-inflight-body-mb", "1", "--memory-limit-mb", "3000")
+	addr, stop := startServe(t, "--body-idle-timeout", "200ms", "--max-inflight-body-mb", "1", "--memory-limit-mb", "3000", "--pprof")
 	if got := debug.SetMemoryLimit(-1); got != 3000<<20 {
 		t.Errorf("memory limit while serving = %d, want %d", got, 3000<<20)
 	}
@@ -107,9 +109,10 @@ func TestServeLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("100 KiB header: %d, want 431", resp.StatusCode)
+	if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || e.Code != "headers_too_large" {
+		t.Fatalf("100 KiB header: %d %s, want 431 headers_too_large", resp.StatusCode, b)
 	}
 	req.Header.Set("X-Big", strings.Repeat("h", 32<<10))
 	resp, err = http.DefaultClient.Do(req)
@@ -119,6 +122,29 @@ func TestServeLimits(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("32 KiB header: %d, want 200", resp.StatusCode)
+	}
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tt := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/debug/pprof/", 200, ""},
+		{"/v1/kv/a//b", 400, "invalid_key"},
+		{"/debug/pprof", 404, "not_found"},
+	} {
+		resp, err := noRedirect.Get("http://" + addr + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e.Code = ""
+		_ = json.Unmarshal(b, &e)
+		if resp.StatusCode != tt.status || e.Code != tt.code {
+			t.Fatalf("GET %s: %d %.200s, want %d %s", tt.path, resp.StatusCode, b, tt.status, tt.code)
+		}
 	}
 
 	logs := stop()
