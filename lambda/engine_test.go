@@ -432,6 +432,93 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// TestMaxFunctions: a deploy of a new name into a registry that holds
+// MaxFunctions functions is refused with ErrTooManyFunctions; redeploys
+// and removes always work, and a remove makes room. The count lives in the
+// replicated registry: another engine (as on another node) sees it,
+// concurrent deploys of new names never exceed it, and a registry written
+// before the count existed is counted.
+func TestMaxFunctions(t *testing.T) {
+	const max = 3
+	v := newEnv(t, lambda.Config{MaxFunctions: max})
+	ctx := context.Background()
+	echo := wasmtest.Example(t, "echo")
+	other, err := lambda.New(lambda.Config{Store: v.node, NodeID: "other", CacheDir: cacheDir, MaxFunctions: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	deploy := func(e *lambda.Engine, name string) error {
+		_, err := e.Deploy(ctx, name, echo, lambda.DeployOptions{}, nil)
+		return err
+	}
+	remove := func(e *lambda.Engine, name string) error {
+		_, err := e.Remove(ctx, name, nil)
+		return err
+	}
+	for i, step := range []struct {
+		op   func(*lambda.Engine, string) error
+		e    *lambda.Engine
+		name string
+		want error
+	}{
+		{deploy, v.e, "a", nil},
+		{deploy, v.e, "b", nil},
+		{deploy, other, "c", nil},
+		{deploy, v.e, "d", lambda.ErrTooManyFunctions},
+		{deploy, other, "d", lambda.ErrTooManyFunctions},
+		{deploy, v.e, "a", nil}, // a redeploy
+		{deploy, other, "c", nil},
+		{remove, other, "b", nil},
+		{deploy, v.e, "d", nil},
+		{deploy, other, "e", lambda.ErrTooManyFunctions},
+		{remove, v.e, "nope", lambda.ErrNotFound},
+		{deploy, v.e, "e", lambda.ErrTooManyFunctions},
+	} {
+		if err := step.op(step.e, step.name); !errors.Is(err, step.want) || (step.want == nil) != (err == nil) {
+			t.Fatalf("step %d (%s): %v, want %v", i, step.name, err, step.want)
+		}
+	}
+	// A registry from before the count: the functions are counted.
+	if _, err := v.node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: lambda.FnCountKey, Delete: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := deploy(v.e, "e"); !errors.Is(err, lambda.ErrTooManyFunctions) || !strings.Contains(err.Error(), "has 3, the limit is 3") {
+		t.Fatalf("without the count: %v", err)
+	}
+	if err := remove(other, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent deploys of new names fill the room left, no more.
+	names := []string{"p", "q", "r", "s", "t", "u"}
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := v.e
+			if i%2 == 1 {
+				e = other
+			}
+			errs[i] = deploy(e, name)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, lambda.ErrTooManyFunctions):
+			t.Fatalf("deploy %s: %v", names[i], err)
+		}
+	}
+	if fns, err := v.e.List(ctx); ok != 1 || err != nil || len(fns) != max {
+		t.Fatalf("%d concurrent deploys succeeded, registry holds %d functions (%v), want 1 and %d", ok, len(fns), err, max)
+	}
+}
+
 func TestEntrypointMissing(t *testing.T) {
 	v := newEnv(t, lambda.Config{})
 	v.deploy(t, "indexer", wasmtest.Example(t, "indexer"), lambda.DeployOptions{})

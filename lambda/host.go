@@ -25,7 +25,6 @@ const (
 
 // Limits of the host API.
 const (
-	maxLogLine    = 4 << 10
 	hostScanLimit = 1000
 	// maxResponseFraming is what the response envelope [error str,
 	// payload bin] adds around its payload (or its error) at most: a
@@ -105,8 +104,8 @@ func (cs *callState) output(p []byte) {
 		if i >= 0 {
 			chunk = p[:i]
 		}
-		// Lines are cut at maxLogLine; the rest of a long line is dropped.
-		if room := maxLogLine - len(cs.line); room > 0 {
+		// Lines are cut at LogLineBytes; the rest of a long line is dropped.
+		if room := cs.e.cfg.LogLineBytes - len(cs.line); room > 0 {
 			cs.line = append(cs.line, chunk[:min(len(chunk), room)]...)
 		}
 		if i < 0 {
@@ -187,8 +186,8 @@ func (e *Engine) instantiateHost(ctx context.Context, r wazero.Runtime) error {
 	def("log", func(ctx context.Context, m api.Module, stack []uint64) {
 		cs := stateOf(ctx)
 		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
-		if n > maxLogLine {
-			n = maxLogLine
+		if n > uint32(e.cfg.LogLineBytes) {
+			n = uint32(e.cfg.LogLineBytes)
 		}
 		line := cs.read(m, ptr, n, "log")
 		e.appendLog(cs.fn.Name, string(line))

@@ -84,6 +84,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "request_too_large"
 	case errors.Is(err, lambda.ErrConflict):
 		return http.StatusConflict, "conflict"
+	case errors.Is(err, lambda.ErrTooManyFunctions):
+		return http.StatusConflict, "too_many_functions"
 	case errors.Is(err, lambda.ErrOverloaded):
 		return http.StatusTooManyRequests, "too_many_requests"
 	case errors.Is(err, lambda.ErrStackOverflow): // before ErrHandler, which it matches too
@@ -96,6 +98,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, lambda.ErrClosed):
 		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, scatter.ErrTooManyGroups): // before ErrInvalidQuery, which it matches too
+		return http.StatusBadRequest, "too_many_groups"
 	case errors.Is(err, scatter.ErrInvalidQuery), errors.Is(err, scatter.ErrInvalidAggregate):
 		return http.StatusBadRequest, "invalid_query"
 	case errors.Is(err, scatter.ErrIncomplete) && errors.Is(err, context.DeadlineExceeded):

@@ -39,9 +39,20 @@ type Config struct {
 	Triggers *changefeed.Triggers
 
 	// Query runs POST /v1/query. Default: an executor over Node and
-	// Functions with scatter's defaults, its sub-query route registered on
-	// Node's internal RPC.
+	// Functions with scatter's defaults (but MaxQueries and
+	// MaxQueryGroups), its sub-query route registered on Node's internal
+	// RPC.
 	Query *scatter.Executor
+
+	// MaxQueries bounds the queries this node roots at once when Query is
+	// nil (scatter.Config.MaxQueries); more get 429 too_many_requests.
+	// Default: scatter.DefaultMaxQueries (32).
+	MaxQueries int
+
+	// MaxQueryGroups bounds the groups of a built-in aggregate's answer
+	// when Query is nil (scatter.Config.MaxGroups); a query with more gets
+	// 400 too_many_groups. Default: scatter.DefaultMaxGroups (10000).
+	MaxQueryGroups int
 
 	// PeerClient makes requests to other nodes' HTTP API (forwarded
 	// invocations, cluster-wide function stats); each request carries its
@@ -127,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxValueBytes == 0 {
 		cfg.MaxValueBytes = DefaultMaxValueBytes
 	}
+	if cfg.MaxQueries < 0 || cfg.MaxQueryGroups < 0 {
+		return nil, fmt.Errorf("server: negative MaxQueries %d or MaxQueryGroups %d", cfg.MaxQueries, cfg.MaxQueryGroups)
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -154,7 +168,8 @@ func New(cfg Config) (*Server, error) {
 	s.upgrader = s.newUpgrader()
 	s.query = cfg.Query
 	if s.query == nil {
-		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger, Registerer: cfg.Registry}
+		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger, Registerer: cfg.Registry,
+			MaxQueries: cfg.MaxQueries, MaxGroups: cfg.MaxQueryGroups}
 		if cfg.Functions != nil {
 			sc.Functions = cfg.Functions
 		}

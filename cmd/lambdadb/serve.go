@@ -23,6 +23,7 @@ import (
 
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
+	"lambdadb/scatter"
 	"lambdadb/server"
 	"lambdadb/shard"
 )
@@ -48,7 +49,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -65,6 +66,11 @@ var serveCommand = &command{
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
+		fs.IntVar(&o.maxFunctions, "max-functions", lambda.DefaultMaxFunctions, "functions the cluster's registry may hold; deploying a new name beyond gets 409 too_many_functions (give every node the same value)")
+		fs.IntVar(&o.logLines, "fn-log-lines", lambda.DefaultLogLines, "recent log lines this node keeps per function")
+		fs.IntVar(&o.logLineBytes, "fn-log-line-bytes", lambda.DefaultLogLineBytes, "longest function log line in `bytes`; the rest of a longer line is dropped")
+		fs.IntVar(&o.maxQueries, "max-queries", scatter.DefaultMaxQueries, "queries this node roots at once; more get 429 too_many_requests")
+		fs.IntVar(&o.maxQueryGroups, "max-query-groups", scatter.DefaultMaxGroups, "groups a built-in aggregate's answer may hold; more: 400 too_many_groups (give every node the same value)")
 		fs.Int64Var(&o.memoryLimitMB, "memory-limit-mb", 0, "soft memory limit of the Go runtime in `MiB` (debug.SetMemoryLimit); 0: $GOMEMLIMIT if set, else --fn-memory-mb + --max-inflight-body-mb + 1024, at most 90% of the cgroup's memory limit; -1: none")
 		fs.IntVar(&o.maxWrites, "max-inflight-writes", 256, "client writes in flight on this node (proposed here or forwarded); beyond, a write waits 50 ms for a slot, then gets 503 overloaded")
 		fs.IntVar(&o.maxReads, "max-inflight-reads", 1024, "client reads (GET of a key) in flight on this node; beyond, as --max-inflight-writes")
@@ -84,6 +90,12 @@ var serveCommand = &command{
 			}
 			if o.maxWrites < 1 || o.maxReads < 1 {
 				return usagef("--max-inflight-writes and --max-inflight-reads must be at least 1")
+			}
+			if o.maxFunctions < 1 || o.logLines < 1 || o.maxQueries < 1 || o.maxQueryGroups < 1 {
+				return usagef("--max-functions, --fn-log-lines, --max-queries and --max-query-groups must be at least 1")
+			}
+			if o.logLineBytes < 1 || o.logLineBytes > lambda.MaxLogLineBytes {
+				return usagef("--fn-log-line-bytes must be in 1..%d", lambda.MaxLogLineBytes)
 			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
@@ -106,6 +118,10 @@ type serveOptions struct {
 	memoryLimitSet         bool
 	inflightBodyMB         int64
 	bodyIdle, bodyTotal    time.Duration
+	maxFunctions           int
+	logLines, logLineBytes int
+	maxQueries             int
+	maxQueryGroups         int
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -237,6 +253,9 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MemoryBudget:       o.fnMemoryMB << 20,
 		KeepAlive:          o.fnKeepAlive,
 		BillingGranularity: o.billing,
+		MaxFunctions:       o.maxFunctions,
+		LogLines:           o.logLines,
+		LogLineBytes:       o.logLineBytes,
 		Meters:             node,
 		Registerer:         reg,
 		Logger:             log,
@@ -257,7 +276,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	trg.Start()
 	triggers.Store(trg)
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
-		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20})
+		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
+		MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lambdadb/internal/wasmtest"
 )
 
 // startServe runs "lambdadb serve" with args on a loopback port and a
@@ -156,12 +158,109 @@ func TestServeLimits(t *testing.T) {
 	}
 }
 
+// TestServeCaps: serve's caps are set by their flags and refused with
+// their JSON errors: --max-functions (a new name beyond it: 409
+// too_many_functions; a redeploy works), --max-query-groups (400
+// too_many_groups), --max-queries (429 too_many_requests while another
+// query runs), --fn-log-lines and --fn-log-line-bytes (what
+// GET /v1/functions/{name}/logs keeps).
+func TestServeCaps(t *testing.T) {
+	addr, _ := startServe(t, "--max-functions", "2", "--max-query-groups", "2", "--max-queries", "1",
+		"--fn-log-lines", "2", "--fn-log-line-bytes", "5")
+	base := "http://" + addr
+	faulty := wasmtest.Guest(t, "faulty")
+	probe := wasmtest.Guest(t, "leafprobe")
+	call := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var e struct{ Code string }
+		_ = json.Unmarshal(b, &e)
+		return resp.StatusCode, e.Code
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if st, _ := call("PUT", "/v1/kv/g/"+k, fmt.Sprintf(`{"g":%q}`, k)); st != 200 {
+			t.Fatalf("put: %d", st)
+		}
+	}
+	for i, tt := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"PUT", "/v1/functions/f", string(faulty), 201, ""},
+		{"PUT", "/v1/functions/p?timeout_ms=5000", string(probe), 201, ""},
+		{"PUT", "/v1/functions/g", string(faulty), 409, "too_many_functions"},
+		{"PUT", "/v1/functions/f", string(faulty), 201, ""},
+		{"POST", "/v1/query", `{"prefix":"g/a","aggregate":{"op":"count","group_by":"g"}}`, 200, ""},
+		{"POST", "/v1/query", `{"prefix":"g/","aggregate":{"op":"count","group_by":"g"}}`, 400, "too_many_groups"},
+		{"POST", "/v1/functions/f/invoke", "stdout", 200, ""},
+	} {
+		if st, code := call(tt.method, tt.path, tt.body); st != tt.status || code != tt.code {
+			t.Fatalf("step %d, %s %s: %d %s, want %d %s", i, tt.method, tt.path, st, code, tt.status, tt.code)
+		}
+	}
+	// A query whose leaves sleep holds the node's only query slot.
+	if st, _ := call("PUT", "/v1/kv/cfg/leaf_sleep_ms", "1500"); st != 200 {
+		t.Fatalf("put: %d", st)
+	}
+	slow := make(chan int, 1)
+	go func() {
+		st, _ := call("POST", "/v1/query", `{"prefix":"g/","function":"p"}`)
+		slow <- st
+	}()
+	refused := false
+	for !refused {
+		select {
+		case st := <-slow:
+			t.Fatalf("the slow query ended (%d) and no other was refused meanwhile", st)
+		case <-time.After(20 * time.Millisecond):
+		}
+		st, code := call("POST", "/v1/query", `{"prefix":"g/a","aggregate":{"op":"count"}}`)
+		switch {
+		case st == 429 && code == "too_many_requests":
+			refused = true
+		case st != 200:
+			t.Fatalf("query while another runs: %d %s", st, code)
+		}
+	}
+	if st := <-slow; st != 200 {
+		t.Fatalf("slow query: %d", st)
+	}
+
+	resp, err := http.Get(base + "/v1/functions/f/logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var logs struct{ Lines []struct{ Line string } }
+	if err := json.NewDecoder(resp.Body).Decode(&logs); err != nil {
+		t.Fatal(err)
+	}
+	// "stdout" logs "to stdout", "to stderr" and "via Log 42": the last
+	// two lines are kept, cut at 5 bytes.
+	if len(logs.Lines) != 2 || logs.Lines[0].Line != "to st" || logs.Lines[1].Line != "via L" {
+		t.Fatalf("logs %+v, want the last 2 lines of 5 bytes", logs.Lines)
+	}
+}
+
 func TestServeLimitUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--body-idle-timeout", "0"},
 		{"--body-timeout", "-1s"},
 		{"--max-inflight-body-mb", "0"},
 		{"--memory-limit-mb", "-2"},
+		{"--max-functions", "0"},
+		{"--max-query-groups", "0"},
+		{"--max-queries", "0"},
+		{"--fn-log-lines", "0"},
+		{"--fn-log-line-bytes", "0"},
+		{"--fn-log-line-bytes", "2000000"},
 	} {
 		r := runCLI(nil, "", append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
 		if r.code != 2 {
