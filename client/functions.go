@@ -150,8 +150,8 @@ type Invocation struct {
 
 // Invoke calls a function's Handle entry point. The client's session
 // covers the handler's writes afterwards. A handler error is an *Error
-// with Code "handler_error" (memory cap: "memory_limit", time cap:
-// "timeout").
+// with Code "handler_error" (memory cap: "memory_limit", a stack that
+// outgrew the sandbox: "stack_overflow", time cap: "timeout").
 func (c *Client) Invoke(ctx context.Context, name string, req []byte, opts ...InvokeOption) (Invocation, error) {
 	q := url.Values{}
 	for _, o := range opts {

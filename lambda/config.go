@@ -24,7 +24,21 @@ var (
 	ErrOverloaded      = errors.New("lambda: too many concurrent calls")
 	ErrClosed          = errors.New("lambda: engine closed")
 	ErrConflict        = errors.New("lambda: concurrent change to the function")
+	// ErrTooManyFunctions is a deploy of a new name into a registry that
+	// holds Config.MaxFunctions functions already.
+	ErrTooManyFunctions = errors.New("lambda: too many functions")
+	// ErrStackOverflow is a handler whose goroutine stack outgrew what the
+	// sandbox allows (deep or infinite recursion). It is a handler fault:
+	// errors.Is(err, ErrHandler) holds for it too.
+	ErrStackOverflow error = stackOverflowError{}
 )
+
+type stackOverflowError struct{}
+
+func (stackOverflowError) Error() string { return "lambda: stack overflow" }
+
+// Is makes a stack overflow match ErrHandler as well.
+func (stackOverflowError) Is(target error) bool { return target == ErrHandler }
 
 // Defaults and limits.
 const (
@@ -32,6 +46,11 @@ const (
 	DefaultTimeout      = time.Second
 	DefaultMaxInstances = 100
 	MaxModuleBytes      = 32 << 20
+	DefaultMaxFunctions = 1000
+	DefaultLogLines     = 500
+	DefaultLogLineBytes = 4 << 10
+	// MaxLogLineBytes bounds Config.LogLineBytes.
+	MaxLogLineBytes = 1 << 20
 	// MaxMessageBytes bounds an invocation's request and response and a
 	// host call's message.
 	MaxMessageBytes = 6 << 20
@@ -78,9 +97,22 @@ type Config struct {
 	// MaxInstancesLimit bounds a function's max_instances. Default: 1000.
 	MaxInstancesLimit int
 
+	// MaxFunctions bounds the functions in the cluster's registry: a
+	// deploy of a new name into a registry that holds this many fails
+	// with ErrTooManyFunctions (redeploying a name always works). The
+	// registry's count is replicated with it and checked in the deploy's
+	// Raft entry, so concurrent deploys through any nodes cannot exceed
+	// it; each node checks against its own value. Default: 1000.
+	MaxFunctions int
+
 	// LogLines is how many recent log lines each function keeps on each
-	// node. Default: 500.
+	// node. Default: DefaultLogLines (500).
 	LogLines int
+
+	// LogLineBytes bounds one log line (Ctx.Log, or a line the handler
+	// writes to stdout or stderr); the rest of a longer line is dropped.
+	// At most MaxLogLineBytes. Default: DefaultLogLineBytes (4 KiB).
+	LogLineBytes int
 
 	// Meters keeps this node's function meters across restarts (they are
 	// saved every MeterFlushInterval and on Close); *shard.Node satisfies
@@ -117,6 +149,7 @@ func (c *Config) setDefaults() error {
 		{"QueueLength", c.QueueLength < 0}, {"MaxMemoryMB", c.MaxMemoryMB < 0},
 		{"MaxTimeout", c.MaxTimeout < 0}, {"MaxInstancesLimit", c.MaxInstancesLimit < 0},
 		{"LogLines", c.LogLines < 0}, {"MeterFlushInterval", c.MeterFlushInterval < 0},
+		{"MaxFunctions", c.MaxFunctions < 0}, {"LogLineBytes", c.LogLineBytes < 0},
 	} {
 		if v.neg {
 			return fmt.Errorf("lambda: negative Config.%s", v.name)
@@ -130,7 +163,12 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxMemoryMB, 1024)
 	setDefault(&c.MaxTimeout, 5*time.Minute)
 	setDefault(&c.MaxInstancesLimit, 1000)
-	setDefault(&c.LogLines, 500)
+	setDefault(&c.LogLines, DefaultLogLines)
+	setDefault(&c.LogLineBytes, DefaultLogLineBytes)
+	setDefault(&c.MaxFunctions, DefaultMaxFunctions)
+	if c.LogLineBytes > MaxLogLineBytes {
+		return fmt.Errorf("lambda: Config.LogLineBytes %d exceeds %d", c.LogLineBytes, MaxLogLineBytes)
+	}
 	setDefault(&c.MeterFlushInterval, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

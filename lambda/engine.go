@@ -474,6 +474,12 @@ func (e *Engine) run(ctx context.Context, inst *instance, cs *callState, kind ui
 	if !cs.responded {
 		return nil, false, fmt.Errorf("%w: %q returned without a response (SDK mismatch?)", ErrHandler, f.Name)
 	}
+	if cs.respLen > MaxMessageBytes+maxResponseFraming {
+		// respond did not read a message that cannot hold a payload within
+		// the limit.
+		return nil, true, fmt.Errorf("%w: %q returned a response message of %d bytes, which exceeds the limit of %d bytes (plus %d of framing)",
+			ErrHandler, f.Name, cs.respLen, MaxMessageBytes, maxResponseFraming)
+	}
 	var r struct {
 		//lint:ignore U1000 read by msgpack through its tag
 		_msgpack struct{} `msgpack:",as_array"`
@@ -485,6 +491,12 @@ func (e *Engine) run(ctx context.Context, inst *instance, cs *callState, kind ui
 	}
 	switch ret[0] {
 	case statusOK:
+		// The limit applies to the payload; the framing around it never
+		// makes a response too large.
+		if len(r.Payload) > MaxMessageBytes {
+			return nil, true, fmt.Errorf("%w: %q returned a response of %d bytes, which exceeds the limit of %d bytes",
+				ErrHandler, f.Name, len(r.Payload), MaxMessageBytes)
+		}
 		if r.Payload == nil {
 			r.Payload = []byte{}
 		}
@@ -505,21 +517,33 @@ func (e *Engine) run(ctx context.Context, inst *instance, cs *callState, kind ui
 // classify explains a call that trapped or exited.
 func (e *Engine) classify(ctx, tctx context.Context, inst *instance, cs *callState, err error) error {
 	f := cs.fn
-	code, exited := exitCode(err)
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		return fmt.Errorf("lambda: %q: %w", f.Name, ctx.Err())
-	case (exited && code == sys.ExitCodeDeadlineExceeded) || tctx.Err() == context.DeadlineExceeded:
-		return fmt.Errorf("%w: %q ran longer than %v", ErrTimeout, f.Name, f.Timeout())
+	}
+	code, exited := exitCode(err)
+	timedOut := (exited && code == sys.ExitCodeDeadlineExceeded) || tctx.Err() == context.DeadlineExceeded
+	rep := inst.out.report()
+	if timedOut {
+		// A handler whose runtime reported running out of stack or memory
+		// within its time failed by that, even when printing the report (a
+		// deep stack's traceback walks every frame) ran into the deadline.
+		deadline, ok := tctx.Deadline()
+		if !ok || rep.fatalAt.IsZero() || !rep.fatalAt.Before(deadline) || !rep.stackOverflow() && !rep.oom {
+			return fmt.Errorf("%w: %q ran longer than %v", ErrTimeout, f.Name, f.Timeout())
+		}
+	}
+	switch {
 	case cs.fault != "":
 		return fmt.Errorf("%w: %q broke the host API: %s", ErrHandler, f.Name, cs.fault)
-	}
-	tail := inst.out.tail()
-	if inst.out.outOfMemory() {
+	case rep.stackLimit:
+		return fmt.Errorf("%w: %q: a goroutine stack reached the Go runtime's maximum size (deep or infinite recursion)", ErrStackOverflow, f.Name)
+	case rep.stackOverflow():
+		return fmt.Errorf("%w: %q: a goroutine stack could not grow within memory_mb=%d (deep or infinite recursion; a stack doubles as it grows)", ErrStackOverflow, f.Name, f.MemoryMB)
+	case rep.oom:
 		return fmt.Errorf("%w: %q exceeded memory_mb=%d", ErrMemoryLimit, f.Name, f.MemoryMB)
 	}
 	msg := err.Error()
-	if tail != "" {
+	if tail := inst.out.tail(); tail != "" {
 		msg += "; output: " + lastLines(tail, 5)
 	}
 	return fmt.Errorf("%w: %q crashed: %s", ErrHandler, f.Name, msg)

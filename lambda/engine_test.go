@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -431,6 +432,93 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// TestMaxFunctions: a deploy of a new name into a registry that holds
+// MaxFunctions functions is refused with ErrTooManyFunctions; redeploys
+// and removes always work, and a remove makes room. The count lives in the
+// replicated registry: another engine (as on another node) sees it,
+// concurrent deploys of new names never exceed it, and a registry written
+// before the count existed is counted.
+func TestMaxFunctions(t *testing.T) {
+	const max = 3
+	v := newEnv(t, lambda.Config{MaxFunctions: max})
+	ctx := context.Background()
+	echo := wasmtest.Example(t, "echo")
+	other, err := lambda.New(lambda.Config{Store: v.node, NodeID: "other", CacheDir: cacheDir, MaxFunctions: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	deploy := func(e *lambda.Engine, name string) error {
+		_, err := e.Deploy(ctx, name, echo, lambda.DeployOptions{}, nil)
+		return err
+	}
+	remove := func(e *lambda.Engine, name string) error {
+		_, err := e.Remove(ctx, name, nil)
+		return err
+	}
+	for i, step := range []struct {
+		op   func(*lambda.Engine, string) error
+		e    *lambda.Engine
+		name string
+		want error
+	}{
+		{deploy, v.e, "a", nil},
+		{deploy, v.e, "b", nil},
+		{deploy, other, "c", nil},
+		{deploy, v.e, "d", lambda.ErrTooManyFunctions},
+		{deploy, other, "d", lambda.ErrTooManyFunctions},
+		{deploy, v.e, "a", nil}, // a redeploy
+		{deploy, other, "c", nil},
+		{remove, other, "b", nil},
+		{deploy, v.e, "d", nil},
+		{deploy, other, "e", lambda.ErrTooManyFunctions},
+		{remove, v.e, "nope", lambda.ErrNotFound},
+		{deploy, v.e, "e", lambda.ErrTooManyFunctions},
+	} {
+		if err := step.op(step.e, step.name); !errors.Is(err, step.want) || (step.want == nil) != (err == nil) {
+			t.Fatalf("step %d (%s): %v, want %v", i, step.name, err, step.want)
+		}
+	}
+	// A registry from before the count: the functions are counted.
+	if _, err := v.node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: lambda.FnCountKey, Delete: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := deploy(v.e, "e"); !errors.Is(err, lambda.ErrTooManyFunctions) || !strings.Contains(err.Error(), "has 3, the limit is 3") {
+		t.Fatalf("without the count: %v", err)
+	}
+	if err := remove(other, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent deploys of new names fill the room left, no more.
+	names := []string{"p", "q", "r", "s", "t", "u"}
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := v.e
+			if i%2 == 1 {
+				e = other
+			}
+			errs[i] = deploy(e, name)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, lambda.ErrTooManyFunctions):
+			t.Fatalf("deploy %s: %v", names[i], err)
+		}
+	}
+	if fns, err := v.e.List(ctx); ok != 1 || err != nil || len(fns) != max {
+		t.Fatalf("%d concurrent deploys succeeded, registry holds %d functions (%v), want 1 and %d", ok, len(fns), err, max)
+	}
+}
+
 func TestEntrypointMissing(t *testing.T) {
 	v := newEnv(t, lambda.Config{})
 	v.deploy(t, "indexer", wasmtest.Example(t, "indexer"), lambda.DeployOptions{})
@@ -461,6 +549,103 @@ func TestRequestTooLarge(t *testing.T) {
 	_, err := v.invoke("echo", string(bytes.Repeat([]byte("x"), lambda.MaxMessageBytes+1)))
 	if !errors.Is(err, lambda.ErrRequestTooLarge) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestMessageLimitIsThePayloads: MaxMessageBytes bounds what a handler
+// receives and returns, not the framing around it across the guest
+// boundary: echoing the largest request, returning the largest response
+// and combining parts of the largest total size succeed (framing used to
+// push each a few bytes over and fail it).
+func TestMessageLimitIsThePayloads(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	v.deploy(t, "echo", wasmtest.Example(t, "echo"), lambda.DeployOptions{})
+	v.deploy(t, "faulty", wasmtest.Guest(t, "faulty"), lambda.DeployOptions{})
+	const max = lambda.MaxMessageBytes
+	part := func(n int) []byte { return bytes.Repeat([]byte("p"), n) }
+	tests := []struct {
+		name    string
+		call    func() ([]byte, error)
+		wantLen int   // of the answer, when it succeeds
+		want    error // nil: succeeds
+	}{
+		{"echo max", func() ([]byte, error) {
+			res, err := v.invoke("echo", string(bytes.Repeat([]byte("e"), max)))
+			return res.Body, err
+		}, max, nil},
+		{"response max", func() ([]byte, error) {
+			res, err := v.invoke("faulty", fmt.Sprint("big ", max))
+			return res.Body, err
+		}, max, nil},
+		{"response max+1", func() ([]byte, error) {
+			res, err := v.invoke("faulty", fmt.Sprint("big ", max+1))
+			return res.Body, err
+		}, 0, lambda.ErrHandler},
+		{"combine max", func() ([]byte, error) {
+			res, err := v.e.CallCombine(context.Background(), lambda.CombineCall{Name: "faulty", Parts: [][]byte{part(max / 2), part(max - max/2)}})
+			return res.Body, err
+		}, len(fmt.Sprint(max)), nil}, // the guest answers the parts' total size
+		{"combine max+1", func() ([]byte, error) {
+			res, err := v.e.CallCombine(context.Background(), lambda.CombineCall{Name: "faulty", Parts: [][]byte{part(max / 2), part(max - max/2 + 1)}})
+			return res.Body, err
+		}, 0, lambda.ErrRequestTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := tt.call()
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), "limit") {
+					t.Fatalf("err = %v, want %v naming the limit", err, tt.want)
+				}
+				return
+			}
+			if err != nil || len(out) != tt.wantLen {
+				t.Fatalf("%d bytes, %v; want %d bytes", len(out), err, tt.wantLen)
+			}
+		})
+	}
+}
+
+// TestStackOverflow: a handler that recurses without end fails with
+// ErrStackOverflow (a handler fault), not as a timeout or a plain memory
+// cap. At the default memory a goroutine stack cannot double past 16 MiB.
+// The Go runtime's crash report walks every frame of every goroutine and
+// may take longer than the overflow itself: when the deadline passes
+// while it is printed, the call still failed by its overflow. (The
+// "parked" row makes the report long on purpose: goroutines 10,000
+// frames deep, parked by earlier calls of the same sandbox.)
+func TestStackOverflow(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	tests := []struct {
+		name    string
+		o       lambda.DeployOptions
+		prepare []string // calls before the overflow, in the same sandbox
+		req     string
+	}{
+		{"default memory", lambda.DeployOptions{TimeoutMS: 5000}, nil, "recurse"},
+		{"deadline during the report", lambda.DeployOptions{TimeoutMS: 300, MaxInstances: 1},
+			slices.Repeat([]string{"park 10000"}, 10), "recurse big"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprint("deep", i)
+			v.deploy(t, name, wasmtest.Guest(t, "faulty"), tt.o)
+			for _, req := range tt.prepare {
+				if _, err := v.invoke(name, req); err != nil {
+					t.Fatalf("%s: %v", req, err)
+				}
+			}
+			_, err := v.invoke(name, tt.req)
+			if !errors.Is(err, lambda.ErrStackOverflow) || !errors.Is(err, lambda.ErrHandler) || !strings.Contains(err.Error(), "recursion") {
+				t.Fatalf("err = %v, want a stack overflow", err)
+			}
+			if code := lambda.ErrorCode(err); code != "stack_overflow" {
+				t.Fatalf("code %q", code)
+			}
+			if res, err := v.invoke(name, "ok"); err != nil || string(res.Body) != "ok" {
+				t.Fatalf("after the overflow: %q %v", res.Body, err)
+			}
+		})
 	}
 }
 

@@ -45,3 +45,6 @@ func UseDefaultAllocator(on bool) {
 // LiveMemories returns the sandbox memories allocated and not yet freed
 // (-1 where unknown).
 func LiveMemories() int64 { return liveMemoryCount() }
+
+// FnCountKey is the system-space key of the registry's function count.
+const FnCountKey = fnCountKey

@@ -25,8 +25,12 @@ const (
 
 // Limits of the host API.
 const (
-	maxLogLine    = 4 << 10
 	hostScanLimit = 1000
+	// maxResponseFraming is what the response envelope [error str,
+	// payload bin] adds around its payload (or its error) at most: a
+	// fixarray byte and str32 and bin32 headers. MaxMessageBytes bounds
+	// the payload itself.
+	maxResponseFraming = 1 + 5 + 5
 )
 
 // callState is one invocation as the host functions see it. It travels in
@@ -36,7 +40,8 @@ type callState struct {
 	fn *Function
 
 	req       []byte // the msgpack request message
-	resp      []byte // the msgpack response message
+	resp      []byte // the msgpack response message (unread when too large)
+	respLen   uint32 // its length
 	responded bool
 	pending   []byte // a host call result awaiting the "result" import
 
@@ -70,8 +75,13 @@ func (cs *callState) hostFault(format string, args ...any) {
 
 // read copies n bytes at ptr out of the guest's memory.
 func (cs *callState) read(m api.Module, ptr, n uint32, what string) []byte {
-	if n > MaxMessageBytes {
-		cs.hostFault("%s of %d bytes exceeds %d", what, n, MaxMessageBytes)
+	return cs.readUpTo(m, ptr, n, MaxMessageBytes, what)
+}
+
+// readUpTo is read of a message of at most limit bytes.
+func (cs *callState) readUpTo(m api.Module, ptr, n, limit uint32, what string) []byte {
+	if n > limit {
+		cs.hostFault("%s of %d bytes exceeds %d", what, n, limit)
 	}
 	b, ok := m.Memory().Read(ptr, n)
 	if !ok {
@@ -94,8 +104,8 @@ func (cs *callState) output(p []byte) {
 		if i >= 0 {
 			chunk = p[:i]
 		}
-		// Lines are cut at maxLogLine; the rest of a long line is dropped.
-		if room := maxLogLine - len(cs.line); room > 0 {
+		// Lines are cut at LogLineBytes; the rest of a long line is dropped.
+		if room := cs.e.cfg.LogLineBytes - len(cs.line); room > 0 {
 			cs.line = append(cs.line, chunk[:min(len(chunk), room)]...)
 		}
 		if i < 0 {
@@ -141,8 +151,12 @@ func (e *Engine) instantiateHost(ctx context.Context, r wazero.Runtime) error {
 	}, []api.ValueType{i32, i32}, nil)
 	def("respond", func(ctx context.Context, m api.Module, stack []uint64) {
 		cs := stateOf(ctx)
-		cs.resp = cs.read(m, api.DecodeU32(stack[0]), api.DecodeU32(stack[1]), "response")
-		cs.responded = true
+		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+		cs.responded, cs.respLen = true, n
+		if n > MaxMessageBytes+maxResponseFraming {
+			return // too large to hold a payload within the limit; run says so
+		}
+		cs.resp = cs.readUpTo(m, ptr, n, MaxMessageBytes+maxResponseFraming, "response")
 	}, []api.ValueType{i32, i32}, nil)
 	def("call", func(ctx context.Context, m api.Module, stack []uint64) {
 		cs := stateOf(ctx)
@@ -172,8 +186,8 @@ func (e *Engine) instantiateHost(ctx context.Context, r wazero.Runtime) error {
 	def("log", func(ctx context.Context, m api.Module, stack []uint64) {
 		cs := stateOf(ctx)
 		ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
-		if n > maxLogLine {
-			n = maxLogLine
+		if n > uint32(e.cfg.LogLineBytes) {
+			n = uint32(e.cfg.LogLineBytes)
 		}
 		line := cs.read(m, ptr, n, "log")
 		e.appendLog(cs.fn.Name, string(line))

@@ -132,6 +132,8 @@ func newFnStats(created int64) *fnStats {
 // ErrorCode is the API code of an invocation error (as in the HTTP API).
 func ErrorCode(err error) string {
 	switch {
+	case errors.Is(err, ErrStackOverflow):
+		return "stack_overflow"
 	case errors.Is(err, ErrHandler):
 		return "handler_error"
 	case errors.Is(err, ErrMemoryLimit):

@@ -98,7 +98,16 @@ type DeployOptions struct {
 const (
 	fnKeyPrefix  = "{fn}f/"
 	modKeyPrefix = "{fn}m/"
+	// fnCountKey holds the number of functions in the registry (msgpack),
+	// changed in the Raft entry of every deploy of a new name and every
+	// remove. A registry written before it existed lacks it: the first
+	// such change counts the functions and creates it.
+	fnCountKey = "{fn}n"
 )
+
+// registryAttempts bounds the tries of a deploy or remove that finds the
+// registry changed under it (each try reads it again).
+const registryAttempts = 10
 
 func fnKey(name string) string       { return fnKeyPrefix + name }
 func modKey(sha, name string) string { return modKeyPrefix + sha + "/" + name }
@@ -255,6 +264,9 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 	if err != nil {
 		return res, err
 	}
+	if err := e.checkRoom(ctx, name); err != nil {
+		return res, err // before compiling a module that cannot be registered
+	}
 	sha, entries, err := e.validate(ctx, module, o)
 	if err != nil {
 		return res, err
@@ -290,16 +302,22 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 				ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(oldSHA, name), Delete: true})
 			}
 		} else {
+			// A new name: one more function, if the registry has room.
 			ops[0].Cond.IfNoneMatch = true
+			count, err := e.countOp(ctx, 1)
+			if err != nil {
+				return res, err
+			}
+			ops = append(ops, count)
 		}
 		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(sha, name), Value: module})
 		br, err := e.cfg.Store.Batch(ctx, ops, tok)
 		res.Session = br.Session
-		if errors.Is(err, shard.ErrPrecondition) && attempt < 3 {
+		if errors.Is(err, shard.ErrPrecondition) && attempt < registryAttempts-1 {
 			continue
 		}
 		if errors.Is(err, shard.ErrPrecondition) {
-			return res, fmt.Errorf("%w: %q was redeployed concurrently, try again", ErrConflict, name)
+			return res, fmt.Errorf("%w: deploying %q: the registry changed concurrently %d times, try again", ErrConflict, name, registryAttempts)
 		}
 		if err != nil {
 			return res, fmt.Errorf("lambda: register %q: %w", name, err)
@@ -332,16 +350,89 @@ func (e *Engine) Remove(ctx context.Context, name string, tok session.Token) (se
 		if old, err := decodeRecord(cur.Record.Value); err == nil {
 			ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(old.SHA256, name), Delete: true})
 		}
+		count, err := e.countOp(ctx, -1)
+		if err != nil {
+			return tok, err
+		}
+		ops = append(ops, count)
 		br, err := e.cfg.Store.Batch(ctx, ops, tok)
 		tok = br.Session
-		if errors.Is(err, shard.ErrPrecondition) && attempt < 3 {
+		if errors.Is(err, shard.ErrPrecondition) && attempt < registryAttempts-1 {
 			continue
+		}
+		if errors.Is(err, shard.ErrPrecondition) {
+			return tok, fmt.Errorf("%w: removing %q: the registry changed concurrently %d times, try again", ErrConflict, name, registryAttempts)
 		}
 		if err != nil {
 			return tok, fmt.Errorf("lambda: remove %q: %w", name, err)
 		}
 		e.retire(name)
 		return tok, nil
+	}
+}
+
+// checkRoom refuses a deploy of name, if it is a new one, into a registry
+// without room for it (the deploy checks again as it registers).
+func (e *Engine) checkRoom(ctx context.Context, name string) error {
+	cur, err := e.cfg.Store.GetIn(ctx, shard.SystemSpace, fnKey(name), shard.ReadOptions{Consistency: shard.Linearizable})
+	if err != nil {
+		return fmt.Errorf("lambda: read registry: %w", err)
+	}
+	if cur.Found {
+		return nil
+	}
+	_, err = e.countOp(ctx, 1)
+	return err
+}
+
+// countOp reads the registry's function count and returns the op that
+// changes it by delta, for the batch that adds or removes the function:
+// conditioned on the count it read, so that concurrent changes retry
+// instead of miscounting. With delta > 0, a registry that holds
+// MaxFunctions already is ErrTooManyFunctions.
+func (e *Engine) countOp(ctx context.Context, delta int64) (shard.Op, error) {
+	op := shard.Op{Space: shard.SystemSpace, Key: fnCountKey}
+	res, err := e.cfg.Store.GetIn(ctx, shard.SystemSpace, fnCountKey, shard.ReadOptions{Consistency: shard.Linearizable})
+	if err != nil {
+		return op, fmt.Errorf("lambda: read registry: %w", err)
+	}
+	var n int64
+	if res.Found {
+		if err := msgpack.Unmarshal(res.Record.Value, &n); err != nil {
+			return op, fmt.Errorf("lambda: corrupt function count in the registry: %w", err)
+		}
+		v := res.Record.Version
+		op.Cond.IfMatch = &v
+	} else {
+		if n, err = e.countFunctions(ctx); err != nil {
+			return op, err
+		}
+		op.Cond.IfNoneMatch = true
+	}
+	if delta > 0 && n >= int64(e.cfg.MaxFunctions) {
+		return op, fmt.Errorf("%w: the cluster has %d, the limit is %d (redeploying an existing name is allowed; remove a function to deploy another)",
+			ErrTooManyFunctions, n, e.cfg.MaxFunctions)
+	}
+	if op.Value, err = msgpack.Marshal(max(n+delta, 0)); err != nil {
+		return op, fmt.Errorf("lambda: encode function count: %w", err)
+	}
+	return op, nil
+}
+
+// countFunctions counts the registry's functions, read linearizably.
+func (e *Engine) countFunctions(ctx context.Context) (int64, error) {
+	var n int64
+	req := shard.ScanRequest{Prefix: fnKeyPrefix, Limit: shard.MaxScanLimit}
+	for {
+		res, err := e.cfg.Store.ScanIn(ctx, shard.SystemSpace, req, shard.ReadOptions{Consistency: shard.Linearizable})
+		if err != nil {
+			return 0, fmt.Errorf("lambda: list registry: %w", err)
+		}
+		n += int64(len(res.Items))
+		if !res.More {
+			return n, nil
+		}
+		req.Start = res.Next
 	}
 }
 

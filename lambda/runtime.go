@@ -271,22 +271,51 @@ func (i *instance) close() {
 }
 
 // outputSink receives a sandbox's stdout and stderr: lines go to the
-// current call's log, and the last bytes are kept to explain a crash.
+// current call's log, the last bytes are kept to explain a crash, and what
+// the Go runtime's crash report says is noted.
 type outputSink struct {
 	mu   sync.Mutex
 	call *callState
 	last []byte
-	oom  bool // the Go runtime reported "out of memory" during the call
+	// carry is the end of the previous write: the runtime prints a report
+	// piece by piece, so a phrase may straddle two writes.
+	carry []byte
+	rep   crashReport
 }
 
 const outputTail = 2048
 
+// crashReport is what the guest's Go runtime reported during one call.
+type crashReport struct {
+	// fatalAt is when it printed "fatal error: " (zero: it did not). The
+	// report that follows can take long: a deep stack's traceback walks
+	// every frame.
+	fatalAt time.Time
+	oom     bool // "out of memory"
+	// stackLimit: a goroutine stack reached the runtime's maximum size
+	// ("goroutine stack exceeds N-byte limit", then "stack overflow").
+	stackLimit bool
+	// stackGrowth: runtime.newstack is in the fatal error's report, so
+	// memory ran out while a goroutine stack was growing.
+	stackGrowth bool
+}
+
+// stackOverflow reports a goroutine stack that outgrew the sandbox: its
+// maximum size, or the memory left to double it.
+func (r crashReport) stackOverflow() bool { return r.stackLimit || r.oom && r.stackGrowth }
+
+// Phrases of the Go runtime's crash reports (runtime/panic.go, stack.go).
+var (
+	phraseFatal      = []byte("fatal error: ")
+	phraseOOM        = []byte("out of memory")
+	phraseStackLimit = []byte("goroutine stack exceeds ")
+	phraseNewstack   = []byte("runtime.newstack(")
+)
+
 func (s *outputSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if bytes.Contains(p, []byte("out of memory")) {
-		s.oom = true
-	}
+	s.scan(p)
 	s.last = append(s.last, p...)
 	if len(s.last) > outputTail {
 		s.last = append(s.last[:0], s.last[len(s.last)-outputTail:]...)
@@ -297,18 +326,43 @@ func (s *outputSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// scan notes the crash report's phrases in p, and in the previous
+// write's end joined to p's start.
+func (s *outputSink) scan(p []byte) {
+	const keep = 32 // longer than every phrase
+	edge := append(s.carry, p[:min(len(p), keep)]...)
+	seen := func(phrase []byte) bool { return bytes.Contains(edge, phrase) || bytes.Contains(p, phrase) }
+	if s.rep.fatalAt.IsZero() && seen(phraseFatal) {
+		s.rep.fatalAt = time.Now()
+	}
+	if seen(phraseOOM) {
+		s.rep.oom = true
+	}
+	if seen(phraseStackLimit) {
+		s.rep.stackLimit = true
+	}
+	if !s.rep.fatalAt.IsZero() && seen(phraseNewstack) {
+		s.rep.stackGrowth = true
+	}
+	if len(p) >= keep {
+		edge = p
+	}
+	s.carry = append(s.carry[:0], edge[max(len(edge)-keep, 0):]...)
+}
+
 func (s *outputSink) setCall(c *callState) {
 	s.mu.Lock()
 	s.call = c
 	s.last = s.last[:0]
-	s.oom = false
+	s.carry = s.carry[:0]
+	s.rep = crashReport{}
 	s.mu.Unlock()
 }
 
-func (s *outputSink) outOfMemory() bool {
+func (s *outputSink) report() crashReport {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.oom
+	return s.rep
 }
 
 func (s *outputSink) tail() string {

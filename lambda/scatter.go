@@ -74,12 +74,17 @@ func (e *Engine) CallCombine(ctx context.Context, c CombineCall) (Result, error)
 	if !f.Has("combine") {
 		return res, fmt.Errorf("%w: %q registers no Combine (it has %s)", ErrNoEntrypoint, f.Name, strings.Join(f.Entrypoints, ", "))
 	}
+	// The limit applies to the parts themselves, not to their framing.
+	size := 0
+	for _, p := range c.Parts {
+		size += len(p)
+	}
+	if size > MaxMessageBytes {
+		return res, fmt.Errorf("%w: %d parts hold %d bytes, the limit is %d", ErrRequestTooLarge, len(c.Parts), size, MaxMessageBytes)
+	}
 	msg, err := msgpack.Marshal(c.Parts)
 	if err != nil {
 		return res, fmt.Errorf("lambda: encode combine request: %w", err)
-	}
-	if len(msg) > MaxMessageBytes {
-		return res, fmt.Errorf("%w: %d parts encode to %d bytes, the limit is %d", ErrRequestTooLarge, len(c.Parts), len(msg), MaxMessageBytes)
 	}
 	return e.callWith(ctx, f, kindCombine, msg, nil, shard.Linearizable, res, callExt{version: c.Version})
 }

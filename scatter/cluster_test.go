@@ -419,6 +419,64 @@ func TestRangeAndEmpty(t *testing.T) {
 	}
 }
 
+// TestTooManyGroups: a built-in aggregate whose group_by makes more groups
+// than Config.MaxGroups fails with ErrTooManyGroups — whether one leaf
+// already holds too many (on the root or another node) or only the merge
+// of several does — instead of answering with every group.
+func TestTooManyGroups(t *testing.T) {
+	const maxGroups = 50
+	qc := startQueryCluster(t, 3, 8, func(c *scatter.Config) { c.MaxGroups = maxGroups })
+	// at/: 50 groups. over/: 7 groups per shard, 56 in all. many/: a
+	// group per record.
+	var recs []rec
+	for i := 0; i < 1000; i++ {
+		over := fmt.Sprintf("over/%04d", i)
+		recs = append(recs,
+			rec{fmt.Sprintf("at/%04d", i), fmt.Sprintf(`{"g":%d,"n":1}`, i%maxGroups)},
+			rec{over, fmt.Sprintf(`{"g":%d,"n":1}`, shard.For(over, 8)*7+i%7)},
+			rec{fmt.Sprintf("many/%04d", i), fmt.Sprintf(`{"g":%d,"n":1}`, i)})
+	}
+	qc.load(t, qc.Members[1].Node(), recs)
+	x := qc.exec(qc.Members[0].ID)
+	for _, tt := range []struct {
+		prefix string
+		spec   scatter.Spec
+		groups int    // 0: refused
+		where  string // refused: by a leaf or by a merge
+	}{
+		{"at/", scatter.Spec{Op: "count", GroupBy: "g"}, maxGroups, ""},
+		{"at/", scatter.Spec{Op: "topk", Field: "n", K: 3, GroupBy: "g"}, maxGroups, ""},
+		{"over/", scatter.Spec{Op: "count", GroupBy: "g"}, 0, "merge"},
+		{"many/", scatter.Spec{Op: "sum", Field: "n", GroupBy: "g"}, 0, "leaf"},
+		{"many/", scatter.Spec{Op: "sum", Field: "n"}, 1, ""},        // no group_by: one value
+		{"many/", scatter.Spec{Op: "count", GroupBy: "none"}, 1, ""}, // every record in group null
+	} {
+		t.Run(tt.prefix+tt.spec.Op+"/"+tt.spec.GroupBy, func(t *testing.T) {
+			res, err := x.Run(context.Background(), scatter.Query{Prefix: tt.prefix, Aggregate: &tt.spec})
+			if tt.groups == 0 {
+				if !errors.Is(err, scatter.ErrTooManyGroups) || !errors.Is(err, scatter.ErrInvalidQuery) || !strings.Contains(err.Error(), "more than 50 groups") {
+					t.Fatalf("err = %v, want ErrTooManyGroups", err)
+				}
+				// A leaf stops as soon as it holds too many.
+				if byLeaf := strings.Contains(err.Error(), "leaf of shard"); byLeaf != (tt.where == "leaf") {
+					t.Fatalf("refused by the %s, not as expected: %v", tt.where, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 1
+			if m, ok := res.Result.(map[string]any); ok {
+				n = len(m)
+			}
+			if n != tt.groups {
+				t.Fatalf("%d groups, want %d", n, tt.groups)
+			}
+		})
+	}
+}
+
 // TestInvalidQueries are refused before anything runs.
 func TestInvalidQueries(t *testing.T) {
 	qc := startQueryCluster(t, 1, 2, nil)

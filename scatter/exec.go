@@ -45,6 +45,7 @@ const (
 	DefaultHedgeAfter   = time.Second
 	DefaultQueryTimeout = 2 * time.Minute
 	DefaultMaxQueries   = 32
+	DefaultMaxGroups    = 10000
 	// MaxQueryTimeout bounds a query's own timeout.
 	MaxQueryTimeout = time.Hour
 	// MaxPartBytes bounds one encoded partial result (a leaf's or a
@@ -80,6 +81,12 @@ type Config struct {
 	// runs at once; more are refused, and their senders read those
 	// shards elsewhere. Default 4 × MaxQueries.
 	MaxSubQueries int
+	// MaxGroups bounds the groups of a built-in aggregate's answer (its
+	// group_by values). A leaf or combine that holds more stops and the
+	// query fails with ErrTooManyGroups: the answer would be larger still.
+	// Every node checks its own leaves and combines against its own
+	// value. Default DefaultMaxGroups.
+	MaxGroups int
 	// Logger receives retries and hedges at debug level. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -112,6 +119,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxSubQueries <= 0 {
 		c.MaxSubQueries = 4 * c.MaxQueries
+	}
+	if c.MaxGroups <= 0 {
+		c.MaxGroups = DefaultMaxGroups
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -841,7 +851,7 @@ type accumulator interface {
 
 func (x *Executor) newAccumulator(q Query) (accumulator, error) {
 	if q.Aggregate != nil {
-		return &builtinAcc{spec: *q.Aggregate, p: NewPartial()}, nil
+		return &builtinAcc{spec: *q.Aggregate, p: NewPartial(), maxGroups: x.cfg.MaxGroups}, nil
 	}
 	if x.cfg.Functions == nil {
 		return nil, ErrNoFunctions
@@ -850,8 +860,9 @@ func (x *Executor) newAccumulator(q Query) (accumulator, error) {
 }
 
 type builtinAcc struct {
-	spec Spec
-	p    *Partial
+	spec      Spec
+	p         *Partial
+	maxGroups int
 }
 
 func (b *builtinAcc) add(part []byte) error {
@@ -860,7 +871,17 @@ func (b *builtinAcc) add(part []byte) error {
 		return err
 	}
 	b.p.Merge(b.spec, p)
+	if len(b.p.Groups) > b.maxGroups {
+		return tooManyGroups(b.spec, b.maxGroups)
+	}
 	return nil
+}
+
+// tooManyGroups is the error of an answer that would hold more than max
+// groups.
+func tooManyGroups(s Spec, max int) error {
+	return fmt.Errorf("%w: group_by %q makes more than %d groups, the most an answer holds; narrow the prefix or range, or group by a coarser field",
+		ErrTooManyGroups, s.GroupBy, max)
 }
 
 func (b *builtinAcc) result(context.Context) ([]byte, error) { return encodePartial(b.p) }
@@ -938,8 +959,13 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) (out outcome) 
 		p := NewPartial()
 		err = snap.Scan(ctx, lo, hi, func(k, v []byte) bool {
 			p.Add(*q.Aggregate, k, v)
-			return true
+			return len(p.Groups) <= x.cfg.MaxGroups
 		})
+		if err == nil && len(p.Groups) > x.cfg.MaxGroups {
+			// Another replica would find as many: the query fails.
+			out.fatal = fmt.Errorf("scatter: leaf of shard %d on %s: %w", s, self, tooManyGroups(*q.Aggregate, x.cfg.MaxGroups))
+			return out
+		}
 		stat.Records, stat.Bytes = p.Scanned, p.BytesScanned
 		if err == nil {
 			part, err = encodePartial(p)

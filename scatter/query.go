@@ -22,6 +22,10 @@ var (
 	// ErrNoFunctions is a function query on a node without a function
 	// engine.
 	ErrNoFunctions = errors.New("scatter: functions are not enabled on this node")
+	// ErrTooManyGroups is a built-in aggregate whose group_by makes more
+	// groups than an answer may hold (Config.MaxGroups). It is an
+	// ErrInvalidQuery too.
+	ErrTooManyGroups = fmt.Errorf("%w: too many groups", ErrInvalidQuery)
 )
 
 // IncompleteError names the shards a query could not read. It wraps

@@ -85,6 +85,7 @@ var fatalCodes = []struct {
 	code string
 	err  error
 }{
+	{"stack_overflow", lambda.ErrStackOverflow}, // before handler_error, which it matches too
 	{"handler_error", lambda.ErrHandler},
 	{"memory_limit", lambda.ErrMemoryLimit},
 	{"timeout", lambda.ErrTimeout},
@@ -92,6 +93,7 @@ var fatalCodes = []struct {
 	{"conflict", lambda.ErrConflict},
 	{"no_entrypoint", lambda.ErrNoEntrypoint},
 	{"request_too_large", lambda.ErrRequestTooLarge},
+	{"too_many_groups", ErrTooManyGroups}, // before invalid_query, which it matches too
 	{"invalid_query", ErrInvalidQuery},
 	{"no_functions", ErrNoFunctions},
 }
@@ -176,7 +178,7 @@ func (x *Executor) InternalHandler() http.Handler {
 			x.m.subs.WithLabelValues("ok").Inc()
 		case codeBusy:
 			x.m.subs.WithLabelValues("refused").Inc()
-		case "invalid_query":
+		case "invalid_query", "too_many_groups":
 			x.m.subs.WithLabelValues("invalid").Inc()
 		default:
 			x.m.subs.WithLabelValues("failed").Inc()

@@ -32,6 +32,8 @@
 //
 // Errors are JSON {"error": message, "code": code}; the mapping from errors
 // to status and code lives in one function, errorStatus. See docs/api.md.
+// net/http answers requests it cannot parse itself, in plain text, before
+// any handler runs; Server.WrapListener makes those answers JSON too.
 //
 // # Concurrency
 //

@@ -20,6 +20,13 @@ var (
 	errMethodNotAllowed = errors.New("server: method not allowed")
 	errBadPrecondition  = errors.New("server: malformed precondition")
 	errBadBody          = errors.New("server: reading request body")
+	errBadHandshake     = errors.New("server: bad WebSocket handshake")
+	// Requests net/http refuses before any route runs (plainerrors.go).
+	errBadRequest       = errors.New("server: bad request")
+	errHeadersTooLarge  = errors.New("server: request headers too large")
+	errTransferEncoding = errors.New("server: unsupported Transfer-Encoding")
+	errHTTPVersion      = errors.New("server: unsupported HTTP version")
+	errExpectation      = errors.New("server: unsupported Expect")
 )
 
 // statusClientClosed is the status recorded when the client went away
@@ -87,8 +94,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "request_too_large"
 	case errors.Is(err, lambda.ErrConflict):
 		return http.StatusConflict, "conflict"
+	case errors.Is(err, lambda.ErrTooManyFunctions):
+		return http.StatusConflict, "too_many_functions"
 	case errors.Is(err, lambda.ErrOverloaded):
 		return http.StatusTooManyRequests, "too_many_requests"
+	case errors.Is(err, lambda.ErrStackOverflow): // before ErrHandler, which it matches too
+		return http.StatusInternalServerError, "stack_overflow"
 	case errors.Is(err, lambda.ErrHandler):
 		return http.StatusInternalServerError, "handler_error"
 	case errors.Is(err, lambda.ErrMemoryLimit):
@@ -97,6 +108,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, lambda.ErrClosed):
 		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, scatter.ErrTooManyGroups): // before ErrInvalidQuery, which it matches too
+		return http.StatusBadRequest, "too_many_groups"
 	case errors.Is(err, scatter.ErrInvalidQuery), errors.Is(err, scatter.ErrInvalidAggregate):
 		return http.StatusBadRequest, "invalid_query"
 	case errors.Is(err, scatter.ErrIncomplete) && errors.Is(err, context.DeadlineExceeded):
@@ -107,6 +120,18 @@ func errorStatus(err error) (int, string) {
 		return http.StatusTooManyRequests, "too_many_requests"
 	case errors.Is(err, scatter.ErrNoFunctions):
 		return http.StatusNotImplemented, "no_functions"
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, errBadHandshake):
+		return http.StatusBadRequest, "bad_handshake"
+	case errors.Is(err, errHeadersTooLarge):
+		return http.StatusRequestHeaderFieldsTooLarge, "headers_too_large"
+	case errors.Is(err, errTransferEncoding):
+		return http.StatusNotImplemented, "unsupported_transfer_encoding"
+	case errors.Is(err, errHTTPVersion):
+		return http.StatusHTTPVersionNotSupported, "unsupported_http_version"
+	case errors.Is(err, errExpectation):
+		return http.StatusExpectationFailed, "expectation_failed"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, shard.ErrOverloaded):

@@ -186,13 +186,24 @@ func setSendBuffer(c net.Conn, n int) {
 	}
 }
 
-var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1 << 10,
-	WriteBufferSize: 16 << 10,
-	// Write buffers are held only while a message is written.
-	WriteBufferPool: &sync.Pool{},
-	// Feeds carry no cookies or credentials; any origin may read them.
-	CheckOrigin: func(*http.Request) bool { return true },
+// newUpgrader returns the feed's WebSocket upgrader: a handshake it
+// refuses is answered with the API's JSON error.
+func (s *Server) newUpgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  1 << 10,
+		WriteBufferSize: 16 << 10,
+		// Write buffers are held only while a message is written.
+		WriteBufferPool: &sync.Pool{},
+		// Feeds carry no cookies or credentials; any origin may read them.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			if status == http.StatusBadRequest {
+				s.writeError(w, r, fmt.Errorf("%w: %v", errBadHandshake, reason))
+				return
+			}
+			s.writeError(w, r, fmt.Errorf("server: WebSocket upgrade (%d): %w", status, reason))
+		},
+	}
 }
 
 // streamFeed sends feed bodies as WebSocket text messages, one per batch
@@ -202,7 +213,7 @@ var upgrader = websocket.Upgrader{
 // drops the connection; the consumer resumes from the cursor of the last
 // message it read.
 func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changefeed.Subscription, req changefeed.Request) {
-	conn, err := upgrader.Upgrade(w, r, nil)
+	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade answered the client
 	}

@@ -156,6 +156,8 @@ func TestFunctionAPIErrors(t *testing.T) {
 		{"panic", "POST", "faulty/invoke", []byte("panic"), 500, "handler_error", "boom"},
 		{"memory cap", "POST", "faulty/invoke", []byte("alloc"), 500, "memory_limit", ""},
 		{"time cap", "POST", "faulty/invoke", []byte("loop"), 504, "timeout", ""},
+		{"stack overflow", "POST", "faulty/invoke", []byte("recurse"), 500, "stack_overflow", "recursion"},
+		{"response too large", "POST", "faulty/invoke", []byte(fmt.Sprint("big ", lambda.MaxMessageBytes+1)), 500, "handler_error", "exceeds the limit"},
 		{"request too large", "POST", "faulty/invoke", make([]byte, lambda.MaxMessageBytes+1), 413, "request_too_large", ""},
 		{"bad key", "POST", "faulty/invoke?key=", nil, 400, "invalid_key", ""},
 		{"bad consistency", "POST", "faulty/invoke?consistency=eventual", nil, 400, "bad_consistency", ""},
@@ -172,6 +174,23 @@ func TestFunctionAPIErrors(t *testing.T) {
 				t.Fatalf("after: %d %s", r.status, r.body)
 			}
 		})
+	}
+}
+
+// TestInvokeLargestRequest: echoing a request of the largest size allowed
+// succeeds (the framing across the guest boundary once pushed the
+// response over the limit: 500 handler_error).
+func TestInvokeLargestRequest(t *testing.T) {
+	ts := fnServer(t)
+	if r := do(t, "PUT", ts.URL+"/v1/functions/echo", wasmtest.Example(t, "echo")); r.status != 201 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	for _, n := range []int{0, 1, lambda.MaxMessageBytes - 1, lambda.MaxMessageBytes} {
+		body := bytes.Repeat([]byte{'e'}, n)
+		r := do(t, "POST", ts.URL+"/v1/functions/echo/invoke", body)
+		if r.status != 200 || !bytes.Equal(r.body, body) {
+			t.Fatalf("%d bytes: %d, %d bytes back %.200s", n, r.status, len(r.body), r.body)
+		}
 	}
 }
 

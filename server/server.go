@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,9 +39,20 @@ type Config struct {
 	Triggers *changefeed.Triggers
 
 	// Query runs POST /v1/query. Default: an executor over Node and
-	// Functions with scatter's defaults, its sub-query route registered on
-	// Node's internal RPC.
+	// Functions with scatter's defaults (but MaxQueries and
+	// MaxQueryGroups), its sub-query route registered on Node's internal
+	// RPC.
 	Query *scatter.Executor
+
+	// MaxQueries bounds the queries this node roots at once when Query is
+	// nil (scatter.Config.MaxQueries); more get 429 too_many_requests.
+	// Default: scatter.DefaultMaxQueries (32).
+	MaxQueries int
+
+	// MaxQueryGroups bounds the groups of a built-in aggregate's answer
+	// when Query is nil (scatter.Config.MaxGroups); a query with more gets
+	// 400 too_many_groups. Default: scatter.DefaultMaxGroups (10000).
+	MaxQueryGroups int
 
 	// PeerClient makes requests to other nodes' HTTP API (forwarded
 	// invocations, cluster-wide function stats); each request carries its
@@ -127,12 +139,15 @@ type Server struct {
 	body          bodyLimits
 	log           *slog.Logger
 	mux           *http.ServeMux
+	upgrader      *websocket.Upgrader
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
 	// invalidPath answers /v1/kv/ paths that path cleaning would rewrite.
 	invalidPath http.Handler
+	// unmatchedRoute answers what no route matches.
+	unmatchedRoute http.Handler
 }
 
 // Close stops what the server runs in the background (the feed's shared
@@ -155,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxValueBytes == 0 {
 		cfg.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if cfg.MaxQueries < 0 || cfg.MaxQueryGroups < 0 {
+		return nil, fmt.Errorf("server: negative MaxQueries %d or MaxQueryGroups %d", cfg.MaxQueries, cfg.MaxQueryGroups)
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -190,9 +208,11 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		mux:        http.NewServeMux(),
 	}
+	s.upgrader = s.newUpgrader()
 	s.query = cfg.Query
 	if s.query == nil {
-		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger, Registerer: cfg.Registry}
+		sc := scatter.Config{Cluster: cfg.Node, Logger: cfg.Logger, Registerer: cfg.Registry,
+			MaxQueries: cfg.MaxQueries, MaxGroups: cfg.MaxQueryGroups}
 		if cfg.Functions != nil {
 			sc.Functions = cfg.Functions
 		}
@@ -249,18 +269,24 @@ func New(cfg Config) (*Server, error) {
 		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.limitBody(s.maxBody(rt.name), clientRequest(rt.h))))
 	}
 	s.invalidPath = s.instrument("kv_invalid_path", s.limitBody(0, http.HandlerFunc(s.rejectPath)))
+	s.unmatchedRoute = s.instrument("unmatched", s.limitBody(0, http.HandlerFunc(s.unmatched)))
 	return s, nil
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if isKeyPath(r.URL.EscapedPath()) && !isCleanPath(r.URL.EscapedPath()) {
+	switch {
+	case r.Method == http.MethodConnect || r.RequestURI == "*":
+		// ServeMux answers these itself, in plain text (a 404 for
+		// CONNECT, an empty 400 for the target "*").
+		s.unmatchedRoute.ServeHTTP(w, r)
+	case isKeyPath(r.URL.EscapedPath()) && !isCleanPath(r.URL.EscapedPath()):
 		// ServeMux would redirect to the cleaned path, which names a
 		// different key; refuse instead.
 		s.invalidPath.ServeHTTP(w, r)
-		return
+	default:
+		s.mux.ServeHTTP(w, r)
 	}
-	s.mux.ServeHTTP(w, r)
 }
 
 func (s *Server) registerMetrics(reg *prometheus.Registry) error {
@@ -353,6 +379,8 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(labels), h))
 }
 
+// healthz takes no query parameters but, unlike the API routes, ignores
+// any it is given: probes and scrapers may add their own (as /metrics).
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct {
 		Status string `json:"status"`
@@ -361,6 +389,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, s.node.Cluster())
 }
 
@@ -382,6 +414,14 @@ var probeMethods = []string{
 // unmatched answers requests no route matched: 405 with an Allow header
 // when the path has routes for other methods, else 404.
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	if r.RequestURI == "*" {
+		s.writeError(w, r, fmt.Errorf("%w: the request target * names no resource", errBadRequest))
+		return
+	}
+	if r.Method == http.MethodConnect {
+		s.writeError(w, r, fmt.Errorf("%w: no route for CONNECT %s", errNotFound, r.RequestURI))
+		return
+	}
 	var allow []string
 	for _, m := range probeMethods {
 		probe := r.Clone(r.Context())

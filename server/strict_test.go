@@ -74,6 +74,14 @@ func TestStrictQueryKV(t *testing.T) {
 		{"query bad escape", "POST", "/v1/query?consistency=%zz", 400, "bad_parameter", "invalid URL escape"},
 		{"query unknown", "POST", "/v1/query?timeout_ms=5", 400, "bad_parameter", `unknown parameter "timeout_ms"`},
 		{"query ok", "POST", "/v1/query?consistency=stale", 200, "", ""},
+		// /v1/cluster is an API route like the others; /healthz and
+		// /metrics are for probes and scrapers, which may add their own
+		// parameters, and ignore any.
+		{"cluster unknown", "GET", "/v1/cluster?scope=node", 400, "bad_parameter", "takes no query parameters"},
+		{"cluster bad escape", "GET", "/v1/cluster?%zz", 400, "bad_parameter", "invalid URL escape"},
+		{"cluster ok", "GET", "/v1/cluster", 200, "", ""},
+		{"healthz lenient", "GET", "/healthz?probe=1&%zz", 200, "", ""},
+		{"metrics lenient", "GET", "/metrics?name[]=go_goroutines", 200, "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var body *strings.Reader

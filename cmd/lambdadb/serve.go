@@ -23,6 +23,7 @@ import (
 
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
+	"lambdadb/scatter"
 	"lambdadb/server"
 	"lambdadb/shard"
 )
@@ -48,7 +49,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--memory-limit-mb 0] [--max-inflight-writes 256] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -65,8 +66,13 @@ var serveCommand = &command{
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
+		fs.IntVar(&o.maxFunctions, "max-functions", lambda.DefaultMaxFunctions, "functions the cluster's registry may hold; deploying a new name beyond gets 409 too_many_functions (give every node the same value)")
+		fs.IntVar(&o.logLines, "fn-log-lines", lambda.DefaultLogLines, "recent log lines this node keeps per function")
+		fs.IntVar(&o.logLineBytes, "fn-log-line-bytes", lambda.DefaultLogLineBytes, "longest function log line in `bytes`; the rest of a longer line is dropped")
+		fs.IntVar(&o.maxQueries, "max-queries", scatter.DefaultMaxQueries, "queries this node roots at once; more get 429 too_many_requests")
+		fs.IntVar(&o.maxQueryGroups, "max-query-groups", scatter.DefaultMaxGroups, "groups a built-in aggregate's answer may hold; more: 400 too_many_groups (give every node the same value)")
 		fs.Int64Var(&o.memoryLimitMB, "memory-limit-mb", 0, "soft memory limit of the Go runtime in `MiB` (debug.SetMemoryLimit); 0: $GOMEMLIMIT if set, else --fn-memory-mb + --max-inflight-body-mb + 1024, at most 90% of the cgroup's memory limit; -1: none")
-		fs.IntVar(&o.maxWrites, "max-inflight-writes", 256, "client writes in flight on this node (proposed here or forwarded); beyond, a write waits 50 ms for a slot, then gets 503 overloaded")
+		fs.IntVar(&o.maxWrites, "max-inflight-writes", shard.DefaultMaxInflightWrites, "client writes in flight on this node (proposed here or forwarded); beyond, a write waits 50 ms for a slot, then gets 503 overloaded")
 		fs.IntVar(&o.maxReads, "max-inflight-reads", 1024, "client reads (GET of a key) in flight on this node; beyond, as --max-inflight-writes")
 		fs.Int64Var(&o.inflightBodyMB, "max-inflight-body-mb", server.DefaultMaxInflightBodyBytes>>20, "budget of request-body bytes in flight on this node, in `MiB`; a request that finds it full for 1 s gets 503 overloaded")
 		fs.DurationVar(&o.bodyIdle, "body-idle-timeout", server.DefaultBodyIdleTimeout, "fail a request whose body sends nothing for this `long` (408 body_timeout)")
@@ -97,6 +103,12 @@ var serveCommand = &command{
 			if o.pauseAfter < 0 || o.pauseAfter > changefeed.MaxPauseAfter || o.pausedRetention <= 0 {
 				return usagef("--trigger-pause-after must be in 0..%d, --trigger-paused-retention positive", changefeed.MaxPauseAfter)
 			}
+			if o.maxFunctions < 1 || o.logLines < 1 || o.maxQueries < 1 || o.maxQueryGroups < 1 {
+				return usagef("--max-functions, --fn-log-lines, --max-queries and --max-query-groups must be at least 1")
+			}
+			if o.logLineBytes < 1 || o.logLineBytes > lambda.MaxLogLineBytes {
+				return usagef("--fn-log-line-bytes must be in 1..%d", lambda.MaxLogLineBytes)
+			}
 			if o.raftTick <= 0 || o.electionTimeout < 2*o.raftTick {
 				return usagef("--election-timeout (%v) must be at least twice --raft-tick (%v), and both positive", o.electionTimeout, o.raftTick)
 			}
@@ -124,6 +136,10 @@ type serveOptions struct {
 	feedSendMB             int64
 	pauseAfter             int
 	pausedRetention        time.Duration
+	maxFunctions           int
+	logLines, logLineBytes int
+	maxQueries             int
+	maxQueryGroups         int
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -256,6 +272,9 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MemoryBudget:       o.fnMemoryMB << 20,
 		KeepAlive:          o.fnKeepAlive,
 		BillingGranularity: o.billing,
+		MaxFunctions:       o.maxFunctions,
+		LogLines:           o.logLines,
+		LogLineBytes:       o.logLineBytes,
 		Meters:             node,
 		Registerer:         reg,
 		Logger:             log,
@@ -283,7 +302,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
 		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
 		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite,
-		MaxStreamSendBytes: o.feedSendMB << 20})
+		MaxStreamSendBytes: o.feedSendMB << 20, MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -296,10 +315,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		h = withPprof(h)
 	}
 	if mux != nil && mux.Faults() != nil {
-		dm := http.NewServeMux()
-		dm.Handle("/debug/faults", mux.Faults().Handler())
-		dm.Handle("/", h)
-		h = dm
+		h = withRoute("/debug/faults", mux.Faults().Handler(), h)
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -308,6 +324,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MaxHeaderBytes:    headerLimit(o.shards),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// net/http's own answers to requests it cannot parse become JSON too.
+	public = handler.WrapListener(srv, public)
 	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
 		"shards", o.shards, "peers", max(len(peers), 1))
 	if c.ready != nil {
@@ -428,6 +446,20 @@ func withPprof(h http.Handler) http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.Handle("/", h)
-	return mux
+	return withRoute("/debug/pprof/", mux, h)
+}
+
+// withRoute serves requests for path (a prefix when it ends in "/") with
+// route and every other request with h. Unlike a ServeMux in front of h,
+// it leaves every other request to h as it came: a ServeMux would answer
+// some itself (redirecting paths it cleans, such as keys with empty
+// segments that h refuses, in plain text).
+func withRoute(path string, route, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path || strings.HasSuffix(path, "/") && strings.HasPrefix(r.URL.Path, path) {
+			route.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -41,6 +41,14 @@ func init() {
 		}
 		return nil
 	})
+	// Combine answers the total size of its parts.
+	fn.Combine(func(parts [][]byte) ([]byte, error) {
+		n := 0
+		for _, p := range parts {
+			n += len(p)
+		}
+		return []byte(strconv.Itoa(n)), nil
+	})
 	fn.Handle(func(c *fn.Ctx, req []byte) ([]byte, error) {
 		cmd, arg, _ := strings.Cut(string(req), " ")
 		switch cmd {
@@ -99,12 +107,51 @@ func init() {
 			n, _ := strconv.Atoi(arg)
 			fmt.Println(strings.Repeat("x", n))
 			return nil, nil
+		case "recurse":
+			if arg == "big" {
+				return []byte(fmt.Sprint(recurseBig(0))), nil
+			}
+			return []byte(fmt.Sprint(recurse(0))), nil
+		case "park":
+			n, _ := strconv.Atoi(arg)
+			ready := make(chan struct{})
+			go park(n, ready)
+			<-ready
+			return []byte("parked"), nil
 		case "big":
 			n, _ := strconv.Atoi(arg)
 			return make([]byte, n), nil
 		}
 		return req, nil
 	})
+}
+
+// recurse never returns: each frame holds a little stack, so the
+// goroutine's stack grows until the runtime gives up.
+func recurse(n int) int {
+	var pad [16]int
+	pad[n%16] = n
+	return recurse(n+1) + pad[(n+1)%16]
+}
+
+// recurseBig is recurse with 8 KiB frames: it overflows in few frames.
+func recurseBig(n int) int {
+	var pad [1024]int
+	pad[n%1024] = n
+	return recurseBig(n+1) + pad[(n+1)%1024]
+}
+
+// park leaves a goroutine n frames deep waiting for ever (it lives as
+// long as the sandbox): the crash report of a later fatal error walks
+// its frames.
+func park(n int, ready chan struct{}) int {
+	var pad [16]int
+	if n == 0 {
+		close(ready)
+		select {}
+	}
+	pad[n%16] = n
+	return park(n-1, ready) + pad[(n+1)%16]
 }
 
 func main() {}
