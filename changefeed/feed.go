@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -32,9 +33,9 @@ var (
 type Source interface {
 	Shards() int
 	ReadFeed(ctx context.Context, s int, after uint64, limit int, ro shard.ReadOptions) (shard.FeedPage, error)
-	// ReadFeedPrefix reads a page of a shard's feed, the changes under a
-	// prefix only (shard.Node.ReadFeedPrefix).
-	ReadFeedPrefix(ctx context.Context, s int, after uint64, limit int, prefix string, ro shard.ReadOptions) (shard.FeedPage, error)
+	// ReadFeedQuery reads a page of a shard's feed, the changes under a
+	// prefix only (shard.Node.ReadFeedQuery).
+	ReadFeedQuery(ctx context.Context, s int, q shard.FeedQuery, ro shard.ReadOptions) (shard.FeedPage, error)
 	WaitFeed(ctx context.Context, s int, after uint64) error
 	AppliedIndex(s int) uint64
 	// GetIn serves the linearizable probe that bounds a shard's log (see
@@ -183,7 +184,7 @@ func (f *Feed) Now(ctx context.Context) (Cursor, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := f.cfg.Source.ReadFeedPrefix(ctx, s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
+			p, err := f.cfg.Source.ReadFeedQuery(ctx, s, shard.FeedQuery{After: ^uint64(0) - 1, Limit: 1}, shard.ReadOptions{Consistency: shard.Stale})
 			if errors.Is(err, shard.ErrFeedTrimmed) {
 				err = nil
 			}
@@ -205,7 +206,7 @@ func (f *Feed) Now(ctx context.Context) (Cursor, error) {
 func (f *Feed) Beginning(ctx context.Context) (Cursor, error) {
 	c := Cursor{}
 	for s := 0; s < f.cfg.Source.Shards(); s++ {
-		p, err := f.cfg.Source.ReadFeedPrefix(ctx, s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
+		p, err := f.cfg.Source.ReadFeedQuery(ctx, s, shard.FeedQuery{After: ^uint64(0) - 1, Limit: 1}, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil && !errors.Is(err, shard.ErrFeedTrimmed) {
 			return nil, mapErr(err)
 		}
@@ -308,32 +309,39 @@ func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, ma
 			behind = append(behind, s)
 		}
 	}
-	if len(cold) > 0 {
-		pages := make([]shard.FeedPage, len(cold))
-		errs := make([]error, len(cold))
-		var wg sync.WaitGroup
-		for i, s := range cold {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pages[i], errs[i] = f.readStorage(ctx, s, cur[s], limit, prefix)
-			}()
+	// Shards behind their tails are read from storage one after another,
+	// each within what the answer still has room for, starting at a
+	// random one so none is always last: a reader holds about maxBytes
+	// at a time, however many shards it is behind on.
+	room := maxBytes
+	for s := 0; s < n; s++ {
+		for _, c := range per[s] {
+			room -= len(c.Key) + len(c.Value)
 		}
-		wg.Wait()
-		for i, s := range cold {
-			if errs[i] != nil {
-				return Result{}, false, nil, mapErr(errs[i])
-			}
-			p := pages[i]
-			if p.Applied < cur[s] {
-				behind = append(behind, s)
-			}
-			next[s] = max(cur[s], p.Applied)
-			again = again || p.More
-			for _, c := range p.Changes {
-				if strings.HasPrefix(c.Key, prefix) {
-					per[s] = append(per[s], c)
-				}
+	}
+	first := 0
+	if len(cold) > 1 {
+		first = rand.IntN(len(cold))
+	}
+	for k := range cold {
+		s := cold[(first+k)%len(cold)]
+		if room <= 0 {
+			next[s], again = cur[s], true // read it next time
+			continue
+		}
+		p, err := f.readStorage(ctx, s, cur[s], limit, prefix, room)
+		if err != nil {
+			return Result{}, false, nil, mapErr(err)
+		}
+		if p.Applied < cur[s] {
+			behind = append(behind, s)
+		}
+		next[s] = max(cur[s], p.Applied)
+		again = again || p.More
+		for _, c := range p.Changes {
+			if strings.HasPrefix(c.Key, prefix) {
+				per[s] = append(per[s], c)
+				room -= len(c.Key) + len(c.Value)
 			}
 		}
 	}
@@ -347,7 +355,7 @@ func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, ma
 
 // readStorage reads shard s's feed after position after, the changes
 // under prefix, through one of the node's catch-up slots.
-func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int, prefix string) (shard.FeedPage, error) {
+func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int, prefix string, maxBytes int) (shard.FeedPage, error) {
 	select {
 	case f.hub.catchUp <- struct{}{}:
 	case <-ctx.Done():
@@ -355,7 +363,8 @@ func (f *Feed) readStorage(ctx context.Context, s int, after uint64, limit int, 
 	}
 	defer func() { <-f.hub.catchUp }()
 	f.hub.catchUps.Add(1)
-	return f.cfg.Source.ReadFeedPrefix(ctx, s, after, limit, prefix, shard.ReadOptions{Consistency: shard.Stale})
+	return f.cfg.Source.ReadFeedQuery(ctx, s, shard.FeedQuery{After: after, Limit: limit, Prefix: prefix, MaxBytes: maxBytes},
+		shard.ReadOptions{Consistency: shard.Stale})
 }
 
 // cutBytes merges the shards' changes by commit time and keeps about maxBytes

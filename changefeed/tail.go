@@ -34,21 +34,36 @@ import (
 // tailEntries bounds the changes one tail holds, whatever their size.
 const tailEntries = 4096
 
+// heldChange is a change a tail holds. Past the tail's byte budget the
+// oldest changes are kept thin — key and position, no value — so readers
+// of other prefixes still find the tail covering them (an idle long poll
+// never reads storage); a reader for whose prefix a thin change matters
+// reads that shard from storage.
+type heldChange struct {
+	shard.Change
+	thin bool
+}
+
+func (h *heldChange) size() int {
+	if h.thin {
+		return len(h.Key) + 96
+	}
+	return len(h.Key) + len(h.Value) + 96
+}
+
 // tail follows one shard's feed for the node's subscribers.
 type tail struct {
 	s int
 
 	mu      sync.Mutex
 	running bool
-	ready   bool           // start and end are known
-	start   uint64         // changes holds every change with index in (start, end]
-	end     uint64         //
-	changes []shard.Change // in index order
+	ready   bool         // start and end are known
+	start   uint64       // changes holds every change with index in (start, end]
+	end     uint64       //
+	changes []heldChange // in index order
+	thinned int          // changes[:thinned] are thin
 	bytes   int
 }
-
-// changeSize is what a held change costs, roughly.
-func changeSize(c *shard.Change) int { return len(c.Key) + len(c.Value) + 96 }
 
 // covers reports whether the tail holds every change after position cur.
 // Call with t.mu held.
@@ -56,7 +71,8 @@ func (t *tail) covers(cur uint64) bool { return t.ready && cur >= t.start }
 
 // collect returns the changes after cur under prefix, at most limit (never
 // splitting an entry), and the position a reader has then seen through.
-// ok is false when the tail does not hold everything after cur.
+// ok is false when the tail does not hold everything after cur that the
+// reader needs.
 func (t *tail) collect(cur uint64, prefix string, limit int) (out []shard.Change, next uint64, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -72,21 +88,26 @@ func (t *tail) collect(cur uint64, prefix string, limit int) (out []shard.Change
 			break
 		}
 		if strings.HasPrefix(c.Key, prefix) {
-			out = append(out, *c)
+			if c.thin {
+				return nil, cur, false
+			}
+			out = append(out, c.Change)
 		}
 	}
 	return out, next, true
 }
 
-// appendPage adds a page read after t.end and drops the oldest entries
-// past the budget. Call with t.mu held.
+// appendPage adds a page read after t.end, thins the oldest changes past
+// the byte budget and drops the oldest entries past tailEntries. Call
+// with t.mu held.
 func (t *tail) appendPage(p shard.FeedPage, budget int) {
 	for _, c := range p.Changes {
 		if c.Index <= t.end {
 			continue // a page from a replica that had applied less
 		}
-		t.changes = append(t.changes, c)
-		t.bytes += changeSize(&c)
+		h := heldChange{Change: c}
+		t.bytes += h.size()
+		t.changes = append(t.changes, h)
 	}
 	if n := len(p.Changes); n > 0 {
 		t.end = max(t.end, p.Changes[n-1].Index)
@@ -97,26 +118,33 @@ func (t *tail) appendPage(p shard.FeedPage, budget int) {
 	t.start = max(t.start, min(p.Trimmed, t.end))
 	drop := 0
 	for drop < len(t.changes) && t.changes[drop].Index <= t.start {
-		t.bytes -= changeSize(&t.changes[drop])
+		t.bytes -= t.changes[drop].size()
 		drop++
 	}
-	for drop < len(t.changes) && (t.bytes > budget || len(t.changes)-drop > tailEntries) {
+	for t.thinned = max(t.thinned, drop); t.bytes > budget && t.thinned < len(t.changes); t.thinned++ {
+		h := &t.changes[t.thinned]
+		t.bytes -= h.size()
+		h.Value, h.thin = nil, true
+		t.bytes += h.size()
+	}
+	for drop < len(t.changes) && (len(t.changes)-drop > tailEntries || t.bytes > budget) {
 		idx := t.changes[drop].Index // drop whole entries only
 		for drop < len(t.changes) && t.changes[drop].Index == idx {
-			t.bytes -= changeSize(&t.changes[drop])
+			t.bytes -= t.changes[drop].size()
 			drop++
 		}
 		t.start = idx
 	}
 	if drop > 0 {
-		// Copy rather than reslice, so the dropped values can be freed.
-		t.changes = append([]shard.Change(nil), t.changes[drop:]...)
+		// Copy rather than reslice, so the dropped keys can be freed.
+		t.changes = append([]heldChange(nil), t.changes[drop:]...)
+		t.thinned = max(t.thinned-drop, 0)
 	}
 }
 
 // reset forgets what the tail holds. Call with t.mu held.
 func (t *tail) reset() {
-	t.ready, t.start, t.end, t.changes, t.bytes = false, 0, 0, nil, 0
+	t.ready, t.start, t.end, t.changes, t.thinned, t.bytes = false, 0, 0, nil, 0, 0
 }
 
 // hub holds a node's tails and its subscribers.
@@ -195,6 +223,11 @@ func (h *hub) subscribe(prefix, client string) (*Subscription, error) {
 		t.mu.Lock()
 		if !t.running {
 			t.running = true
+			if a := h.f.cfg.Source.AppliedIndex(t.s); a > 0 && !t.ready {
+				// A replica here: start at its applied index now, so this
+				// subscriber's first read finds the tail ready.
+				t.ready, t.start, t.end = true, a, a
+			}
 			h.wg.Add(1)
 			go h.follow(t)
 		}
@@ -324,7 +357,7 @@ func (h *hub) follow(t *tail) {
 		if !ready {
 			// Start at the shard's current end: older positions are read
 			// from storage by the subscribers that need them.
-			p, err := src.ReadFeedPrefix(ctx, t.s, ^uint64(0)-1, 1, "", shard.ReadOptions{Consistency: shard.Stale})
+			p, err := src.ReadFeedQuery(ctx, t.s, shard.FeedQuery{After: ^uint64(0) - 1, Limit: 1}, shard.ReadOptions{Consistency: shard.Stale})
 			if err != nil && !errors.Is(err, shard.ErrFeedTrimmed) {
 				if errors.Is(err, shard.ErrClosed) || !pause() {
 					return
@@ -348,7 +381,7 @@ func (h *hub) follow(t *tail) {
 		if err != nil {
 			continue // nothing new within tailPoll: still wanted?
 		}
-		p, err := src.ReadFeedPrefix(ctx, t.s, end, DefaultLimit, "", shard.ReadOptions{Consistency: shard.Stale})
+		p, err := src.ReadFeedQuery(ctx, t.s, shard.FeedQuery{After: end, Limit: DefaultLimit}, shard.ReadOptions{Consistency: shard.Stale})
 		h.tailReads.Add(1)
 		switch {
 		case errors.Is(err, shard.ErrFeedTrimmed):

@@ -99,6 +99,9 @@ type plainConn struct {
 	inRequest atomic.Bool
 }
 
+// NetConn returns the connection c wraps (to set socket options on it).
+func (c *plainConn) NetConn() net.Conn { return c.Conn }
+
 func (c *plainConn) Write(p []byte) (int, error) {
 	if c.inRequest.Load() {
 		return c.Conn.Write(p)

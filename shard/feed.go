@@ -75,7 +75,7 @@ const (
 // trimmed. ro's Session consistency makes the replica first catch up with
 // the caller's token for the shard.
 func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro ReadOptions) (FeedPage, error) {
-	return n.ReadFeedPrefix(ctx, s, after, limit, "", ro)
+	return n.ReadFeedQuery(ctx, s, FeedQuery{After: after, Limit: limit}, ro)
 }
 
 // feedScanLimit bounds the records one feed page examines, so a read for
@@ -83,11 +83,28 @@ func (n *Node) ReadFeed(ctx context.Context, s int, after uint64, limit int, ro 
 // entry examined) instead of scanning the whole backlog at once.
 const feedScanLimit = 16384
 
-// ReadFeedPrefix is ReadFeed for the changes to keys starting with prefix:
-// limit and MaxFeedBytes count those only, and the others are skipped
-// without copying their keys and values. A page that stops early (More)
-// sets Applied to the last entry it examined.
-func (n *Node) ReadFeedPrefix(ctx context.Context, s int, after uint64, limit int, prefix string, ro ReadOptions) (FeedPage, error) {
+// FeedQuery is one page to read of a shard's feed.
+type FeedQuery struct {
+	After uint64 // read the changes after this position
+	// Limit bounds the changes returned. Default DefaultFeedLimit.
+	Limit int
+	// Prefix restricts the page to keys under it: Limit and MaxBytes
+	// count those only, and the others are skipped without copying their
+	// keys and values.
+	Prefix string
+	// MaxBytes bounds the keys and values returned (an entry is never
+	// split). Default and maximum MaxFeedBytes.
+	MaxBytes int
+}
+
+// ReadFeedQuery is ReadFeed for a FeedQuery. A page that stops early
+// (More) sets Applied to the last entry it examined.
+func (n *Node) ReadFeedQuery(ctx context.Context, s int, q FeedQuery, ro ReadOptions) (FeedPage, error) {
+	after, limit, prefix := q.After, q.Limit, q.Prefix
+	maxBytes := MaxFeedBytes
+	if q.MaxBytes > 0 {
+		maxBytes = min(q.MaxBytes, MaxFeedBytes)
+	}
 	if n.closed.Load() {
 		return FeedPage{}, ErrClosed
 	}
@@ -99,7 +116,7 @@ func (n *Node) ReadFeedPrefix(ctx context.Context, s int, after uint64, limit in
 	}
 	g := n.hosted(s)
 	if g == nil {
-		return n.forwardFeed(ctx, s, after, limit, prefix)
+		return n.forwardFeed(ctx, s, FeedQuery{After: after, Limit: limit, Prefix: prefix, MaxBytes: maxBytes})
 	}
 	if ro.Consistency != Stale {
 		ctx, cancel := n.ctx(ctx)
@@ -135,7 +152,7 @@ func (n *Node) ReadFeedPrefix(ctx context.Context, s int, after uint64, limit in
 		if fr.Index != last && last != 0 {
 			// Entry last is complete: stop here if the page is full. (An
 			// entry is never split: a reader resumes after an index.)
-			full := len(page.Changes) >= limit || (bytes >= MaxFeedBytes && len(page.Changes) > 0)
+			full := len(page.Changes) >= limit || (bytes >= maxBytes && len(page.Changes) > 0)
 			if full || examined >= feedScanLimit {
 				page.More = true
 				return false
@@ -190,7 +207,7 @@ const feedPoll = 100 * time.Millisecond
 // forwardFeed reads the feed of a shard this node holds no replica of
 // from its leader (any replica would do; the leader has applied the
 // most).
-func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int, prefix string) (FeedPage, error) {
+func (n *Node) forwardFeed(ctx context.Context, s int, q FeedQuery) (FeedPage, error) {
 	if n.rpc == nil {
 		return FeedPage{}, fmt.Errorf("%w: shard %d", ErrNotHosted, s)
 	}
@@ -204,7 +221,7 @@ func (n *Node) forwardFeed(ctx context.Context, s int, after uint64, limit int, 
 		resp = feedResp{}
 		tctx, cancel := n.readTryCtx(ctx)
 		defer cancel()
-		if err := n.rpc.call(tctx, "POST", leader, rpcFeed, feedReq{Shard: s, After: after, Limit: limit, Prefix: prefix}, &resp); err != nil {
+		if err := n.rpc.call(tctx, "POST", leader, rpcFeed, feedReq{Shard: s, After: q.After, Limit: q.Limit, Prefix: q.Prefix, MaxBytes: q.MaxBytes}, &resp); err != nil {
 			return fmt.Errorf("%w: %v", errReadRPC, err)
 		}
 		return resp.rpcError.err()

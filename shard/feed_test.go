@@ -236,11 +236,11 @@ func TestScanShard(t *testing.T) {
 	}
 }
 
-// TestReadFeedPrefix: a prefix read returns only the keys under it, counts
+// TestReadFeedQuery: a prefix read returns only the keys under it, counts
 // its limit in those, never splits a batch, and pages through a backlog of
 // other keys (More, with Applied at the last entry examined) without
 // skipping any of its own.
-func TestReadFeedPrefix(t *testing.T) {
+func TestReadFeedQuery(t *testing.T) {
 	n := open(t, shard.Config{Shards: 1})
 	ctx := context.Background()
 	var want []string
@@ -264,7 +264,7 @@ func TestReadFeedPrefix(t *testing.T) {
 	var got []string
 	after, pages := uint64(0), 0
 	for {
-		p, err := n.ReadFeedPrefix(ctx, 0, after, 1, "mine/", shard.ReadOptions{Consistency: shard.Stale})
+		p, err := n.ReadFeedQuery(ctx, 0, shard.FeedQuery{After: after, Limit: 1, Prefix: "mine/"}, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -118,6 +118,8 @@ type feedReq struct {
 	// Prefix restricts the page to keys under it (a node that predates it
 	// ignores it; readers filter again).
 	Prefix string `msgpack:"prefix,omitempty"`
+	// MaxBytes bounds the page's keys and values (0: MaxFeedBytes).
+	MaxBytes int `msgpack:"max_bytes,omitempty"`
 }
 
 type feedResp struct {
@@ -273,7 +275,8 @@ func (n *Node) internalHandler() http.Handler {
 			writeRPC(w, feedResp{rpcError: toRPCError(errorf(ErrUnavailable, "shard %d is not hosted here", req.Shard))})
 			return
 		}
-		p, err := n.ReadFeedPrefix(r.Context(), req.Shard, req.After, min(max(req.Limit, 1), 10*DefaultFeedLimit), req.Prefix, ReadOptions{Consistency: Stale})
+		p, err := n.ReadFeedQuery(r.Context(), req.Shard, FeedQuery{After: req.After, Limit: min(max(req.Limit, 1), 10*DefaultFeedLimit),
+			Prefix: req.Prefix, MaxBytes: req.MaxBytes}, ReadOptions{Consistency: Stale})
 		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
