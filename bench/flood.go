@@ -295,11 +295,20 @@ type DeadSockets struct {
 	conns []*websocket.Conn
 }
 
-// OpenDeadSockets dials the streams; those the node refuses are counted
-// in refused.
-func OpenDeadSockets(ctx context.Context, addr string, n int, prefix string) (d *DeadSockets, refused int, err error) {
+// OpenDeadSockets dials the streams from the loopback address from ("":
+// any), so that they count as another client than floods from elsewhere;
+// those the node refuses are counted in refused.
+func OpenDeadSockets(ctx context.Context, addr, from string, n int, prefix string) (d *DeadSockets, refused int, err error) {
+	nd := &net.Dialer{}
+	if from != "" {
+		ip := net.ParseIP(from)
+		if ip == nil || !ip.IsLoopback() {
+			return nil, 0, fmt.Errorf("bench: %q is not a loopback address", from)
+		}
+		nd.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, a)
+		c, err := nd.DialContext(ctx, network, a)
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetReadBuffer(128 << 10)
 		}

@@ -130,7 +130,7 @@ func runHostile(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		return nil
 	})
 	sockets := run("writers + never-reading WebSockets (1 node)", 1, func(ctx context.Context, c *Cluster, p *hostilePhase) error {
-		ds, refused, err := OpenDeadSockets(ctx, c.Addrs()[0], sz.HostileSockets, "w/")
+		ds, refused, err := OpenDeadSockets(ctx, c.Addrs()[0], "", sz.HostileSockets, "w/")
 		if err != nil {
 			return err
 		}

@@ -252,9 +252,9 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changef
 		// flight before encoding it: consumers that stop reading hold
 		// their messages until the write timeout drops them, and together
 		// they must not hold more than the budget.
-		cost := min(messageCost(res), s.streamSend.size)
-		for !s.streamSend.acquire(ctx, cost, time.Second) {
-			if ctx.Err() != nil {
+		cost, ok := int64(0), false
+		for !ok {
+			if cost, ok = s.streamSend.acquire(ctx, messageCost(res), time.Second); !ok && ctx.Err() != nil {
 				return
 			}
 		}

@@ -138,7 +138,8 @@ func (s *Server) limitBody(maxBody int64, h http.Handler) http.Handler {
 			b.end = start.Add(s.body.total)
 		}
 		if need := s.bodyNeed(r, maxBody); need > 0 {
-			if !s.body.budget.acquire(r.Context(), need, s.body.wait) {
+			need, ok := s.body.budget.acquire(r.Context(), need, s.body.wait)
+			if !ok {
 				// The body stays unread: bound the server's discarding of it.
 				b.setDeadline()
 				s.overloaded(w, r)
@@ -357,19 +358,37 @@ type budgetWaiter struct {
 	ready chan struct{} // closed once granted
 }
 
-// acquire reserves n bytes (at most size), waiting up to wait behind
-// earlier requests; it reports whether it did.
-func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) bool {
+// smallBody is the largest reservation that counts as small: small ones
+// may use the whole budget (a KV value is at most 1 MiB), larger ones
+// leave it a reserve.
+const smallBody = 1 << 20
+
+// limit is how much of the budget a reservation of n may fill: all of it
+// for a small one, all but the reserve (an eighth) for a large one, so
+// that large uploads — stalled ones too — never shut out small writes.
+func (b *budget) limit(n int64) int64 {
+	if n <= smallBody {
+		return b.size
+	}
+	return b.size - b.size/8
+}
+
+// acquire reserves n bytes — at most what its limit allows: it returns
+// what it reserved, to be released — waiting up to wait behind earlier
+// requests; ok reports whether it did. A small reservation that fits goes
+// ahead of waiting ones.
+func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) (reserved int64, ok bool) {
+	n = min(n, b.limit(n))
 	b.mu.Lock()
-	if b.waiters.Len() == 0 && b.used+n <= b.size {
+	if (b.waiters.Len() == 0 || n <= smallBody) && b.used+n <= b.limit(n) {
 		b.used += n
 		b.mu.Unlock()
 		b.gauge.Add(float64(n))
-		return true
+		return n, true
 	}
 	if wait <= 0 {
 		b.mu.Unlock()
-		return false
+		return 0, false
 	}
 	w := &budgetWaiter{n: n, ready: make(chan struct{})}
 	e := b.waiters.PushBack(w)
@@ -379,7 +398,7 @@ func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) bool 
 	defer t.Stop()
 	select {
 	case <-w.ready:
-		return true
+		return n, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -387,7 +406,7 @@ func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) bool 
 	defer b.mu.Unlock()
 	select {
 	case <-w.ready:
-		return true // granted meanwhile
+		return n, true // granted meanwhile
 	default:
 	}
 	front := b.waiters.Front() == e
@@ -395,7 +414,7 @@ func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) bool 
 	if front {
 		b.grantLocked() // it may have held back smaller requests
 	}
-	return false
+	return 0, false
 }
 
 // release gives back n bytes.
@@ -411,7 +430,7 @@ func (b *budget) release(n int64) {
 func (b *budget) grantLocked() {
 	for e := b.waiters.Front(); e != nil; e = b.waiters.Front() {
 		w := e.Value.(*budgetWaiter)
-		if b.used+w.n > b.size {
+		if b.used+w.n > b.limit(w.n) {
 			return
 		}
 		b.used += w.n

@@ -340,3 +340,41 @@ func TestNewRejectsNegativeBodyLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeUploadsLeaveRoomForSmall: bodies over 1 MiB may fill the budget
+// only up to seven eighths, so stalled large uploads never shut out small
+// writes: with an 8 MiB budget and a stalled 4 MiB upload, a second 4 MiB
+// upload (which would fill the budget) is refused while a 512 KiB value is
+// written.
+func TestLargeUploadsLeaveRoomForSmall(t *testing.T) {
+	t.Parallel()
+	ts, _, reg := limitServer(t, server.Config{
+		MaxInflightBodyBytes: 8 << 20,
+		MaxValueBytes:        8 << 20,
+		InflightBodyWait:     100 * time.Millisecond,
+		BodyIdleTimeout:      20 * time.Second,
+	})
+	const large = 4 << 20
+	stalled := dialRaw(t, ts)
+	fmt.Fprintf(stalled, "PUT /v1/kv/large HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", large)
+	if _, err := stalled.Write(make([]byte, large/2)); err != nil {
+		t.Fatal(err)
+	}
+	waitInFlight(t, reg, large)
+
+	second := dialRaw(t, ts)
+	fmt.Fprintf(second, "PUT /v1/kv/large2 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", large)
+	resp, code := rawResponse(t, second, bufio.NewReader(second))
+	if resp.StatusCode != http.StatusServiceUnavailable || code != "overloaded" {
+		t.Fatalf("second large upload: %d %q, want 503 overloaded", resp.StatusCode, code)
+	}
+	req, _ := http.NewRequest(http.MethodPut, ts.URL+"/v1/kv/small", bytes.NewReader(make([]byte, 512<<10)))
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode/100 != 2 {
+		t.Fatalf("small value beside the stalled upload: %d, want 2xx", resp2.StatusCode)
+	}
+}
