@@ -12,13 +12,16 @@ import (
 	"lambdadb/bench"
 )
 
-// The bounds the soak asserts. One node under every flood at once —
+// The bound the soak asserts. One node under every flood at once —
 // idle long polls, never-reading WebSockets on the written prefix, stalled
 // module uploads and writers of 10 KB values — must stay within
-// maxGrowth of its resident size before the floods. (Before the feed
-// tails, body budgets and stream deadlines, the same node grew by 10 GiB
-// and more.)
-const maxGrowth = 768 << 20
+// maxGrowth of its resident size before the floods. Measured: +440 to
+// +670 MiB over 40 s (Pebble's memtables, the admitted halves of the
+// stalled modules, the feed's tails, encodings and messages in flight,
+// and the garbage collector's headroom). Before the feed tails, body
+// budgets and stream deadlines, the floods one at a time grew a node by
+// 1.7 to 15 GiB.
+const maxGrowth = 1 << 30
 
 func binPath(t *testing.T) string {
 	if p := os.Getenv("LAMBDADB_BIN"); p != "" {
