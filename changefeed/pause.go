@@ -184,7 +184,10 @@ func (t *Triggers) Resume(ctx context.Context, name, from string) (*Trigger, err
 	}
 	t.log.Info("trigger resumed", "trigger", name, "from", from)
 	t.reconcileSoon()
-	return t.Get(ctx, name)
+	// The definition as resumed (its handler may fail again, and pause it
+	// again, before a read could see it running).
+	d.State, d.PausedSince, d.PausedReason, d.stateVersion = StateRunning, nil, "", 0
+	return d, nil
 }
 
 // resumePosition returns shard s's checkpoint and the position a resume

@@ -253,7 +253,18 @@ func TestTriggerPausesWhenItsCheckpointIsTrimmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.put(t, "{g}late", "x")
-	eventually(t, "a later change is delivered", func() bool { return v.get(t, "log/{g}late") != "" })
+	eventually(t, "a later change is delivered", func() bool {
+		if v.trigger(t, "g").Paused() {
+			// A trim computed before protect was set may commit after the
+			// resume read the trim point: the runner then finds its
+			// checkpoint trimmed and pauses again (never skipping), and
+			// is resumed again, as an operator would.
+			if _, err := v.trg.Resume(ctx, "g", changefeed.ResumeBeginning); err != nil && !errors.Is(err, changefeed.ErrConflict) {
+				t.Fatal(err)
+			}
+		}
+		return v.get(t, "log/{g}late") != ""
+	})
 	if got := v.get(t, "log/{g}0"); got != "" {
 		t.Fatalf("a trimmed change was delivered: %q", got)
 	}
