@@ -65,7 +65,9 @@ type Entry struct {
 	// for configuration changes.
 	Data []byte
 	// Result is set by Apply and handed to the proposer when it waits on
-	// this node.
+	// this node. A configuration change arrives with Result already set to
+	// the configuration it made (ChangeMembership's answer): Apply leaves
+	// it.
 	Result any
 }
 

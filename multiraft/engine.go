@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"lambdadb/kv"
 )
@@ -38,6 +39,10 @@ type GroupConfig struct {
 	// when the replica has no state yet. It must name this node and be the
 	// same on every initial replica.
 	Voters []uint64
+	// Join starts a replica without state and without Voters: one being
+	// added to an existing group (ChangeMembership on its leader), which
+	// receives the group's state as a snapshot from the leader.
+	Join bool
 }
 
 // Status is a group replica's view of its group.
@@ -118,7 +123,7 @@ func (e *Engine) AddGroup(gc GroupConfig) error {
 	if err != nil {
 		return fmt.Errorf("multiraft: group %d: %w", gc.ID, err)
 	}
-	if last == 0 && gc.SM.Applied() == 0 {
+	if last == 0 && gc.SM.Applied() == 0 && !gc.Join {
 		if len(gc.Voters) == 0 {
 			return fmt.Errorf("multiraft: group %d has no state and no voters", gc.ID)
 		}
@@ -214,6 +219,50 @@ func (e *Engine) Propose(ctx context.Context, group uint64, data []byte) (uint64
 		return res.index, res.result, res.err
 	case <-ctx.Done():
 		return 0, nil, fmt.Errorf("multiraft: group %d: proposal: %w", group, ctx.Err())
+	case <-e.stop:
+		return 0, nil, ErrClosed
+	}
+}
+
+// ChangeMembership proposes a change of group's configuration on its
+// leader and waits until this node has applied it, returning the entry's
+// index and the configuration it made. Raft allows one change pending at a
+// time: a second one proposed meanwhile is dropped (ErrDropped; retry).
+// A change of several voters at once enters a joint configuration; with
+// cc.Transition left at its default the leader leaves it by itself once
+// it applies. change.Context is the engine's.
+//
+// Adding a replica: start it on its node with GroupConfig.Join, add it as
+// a learner (ConfChangeAddLearnerNode), wait until it has caught up
+// (Progress), then promote it (ConfChangeAddNode) — so the group never
+// counts a voter with an empty log.
+func (e *Engine) ChangeMembership(ctx context.Context, group uint64, change *pb.ConfChangeV2) (uint64, *pb.ConfState, error) {
+	r, err := e.group(group)
+	if err != nil {
+		return 0, nil, err
+	}
+	seq := e.seq.Add(1)
+	cc := proto.Clone(change).(*pb.ConfChangeV2)
+	cc.Context = encodeEnvelope(e.cfg.NodeID, seq, nil)
+	p := &proposal{seq: seq, cc: cc, done: make(chan propResult, 1)}
+	if dl, ok := ctx.Deadline(); ok {
+		p.expires = dl
+	} else {
+		p.expires = time.Now().Add(time.Minute)
+	}
+	r.mu.Lock()
+	r.props = append(r.props, p)
+	r.mu.Unlock()
+	e.sched.enqueue(r)
+	select {
+	case res := <-p.done:
+		if res.err != nil {
+			return 0, nil, res.err
+		}
+		cs, _ := res.result.(*pb.ConfState)
+		return res.index, cs, nil
+	case <-ctx.Done():
+		return 0, nil, fmt.Errorf("multiraft: group %d: configuration change: %w", group, ctx.Err())
 	case <-e.stop:
 		return 0, nil, ErrClosed
 	}

@@ -26,6 +26,7 @@ const maxReadyRounds = 4
 type proposal struct {
 	seq     uint64
 	data    []byte
+	cc      *pb.ConfChangeV2 // a configuration change instead of data
 	done    chan propResult
 	expires time.Time
 	index   uint64 // set once the entry is seen in an append
@@ -167,7 +168,13 @@ func (r *replica) propose(props []*proposal) {
 			p.done <- propResult{err: r.notLeader()}
 			continue
 		}
-		if err := r.rn.Propose(p.data); err != nil {
+		var err error
+		if p.cc != nil {
+			err = r.rn.ProposeConfChange(p.cc)
+		} else {
+			err = r.rn.Propose(p.data)
+		}
+		if err != nil {
 			r.e.m.dropped.Inc()
 			p.done <- propResult{err: fmt.Errorf("%w: group %d: %v", ErrDropped, r.id, err)}
 			continue
@@ -306,8 +313,8 @@ func (e *Engine) handleReady(r *replica) {
 func (r *replica) trackAppend(ents []*pb.Entry) {
 	for _, ent := range ents {
 		idx := ent.GetIndex()
-		node, seq, _, ok := decodeEnvelope(ent.GetData())
-		mine := ok && node == r.e.cfg.NodeID && ent.GetType() == pb.EntryNormal
+		node, seq, ok := entryOrigin(ent)
+		mine := ok && node == r.e.cfg.NodeID
 		if old := r.byIndex[idx]; old != nil && (!mine || old.seq != seq) {
 			r.drop(old)
 		}
@@ -359,16 +366,41 @@ func (r *replica) apply(ents []*pb.Entry) {
 			batch, seqs = append(batch, en), append(seqs, seq)
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
 			cc, err := decodeConfChange(ent)
-			batch, seqs = append(batch, en), append(seqs, 0)
+			if node, s, ok := entryOrigin(ent); ok && node == r.e.cfg.NodeID {
+				seq = s
+			}
 			if err != nil {
 				// Every replica decodes the same bytes the same way.
+				batch, seqs = append(batch, en), append(seqs, seq)
 				r.e.cfg.Logger.Error("undecodable configuration change", "group", r.id, "index", en.Index, "err", err)
 				continue
 			}
-			flush(r.rn.ApplyConfChange(cc))
+			cs := r.rn.ApplyConfChange(cc)
+			en.Result = cs // the proposer's answer: the configuration now
+			batch, seqs = append(batch, en), append(seqs, seq)
+			flush(cs)
 		}
 	}
 	flush(nil)
+}
+
+// entryOrigin returns the node and sequence number of the proposal that
+// made ent: from its envelope, or for a configuration change proposed by
+// ChangeMembership from the envelope in its context.
+func entryOrigin(ent *pb.Entry) (node, seq uint64, ok bool) {
+	switch ent.GetType() {
+	case pb.EntryNormal:
+		node, seq, _, ok = decodeEnvelope(ent.GetData())
+		return node, seq, ok
+	case pb.EntryConfChangeV2:
+		var cc pb.ConfChangeV2
+		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
+			return 0, 0, false
+		}
+		node, seq, _, ok = decodeEnvelope(cc.GetContext())
+		return node, seq, ok
+	}
+	return 0, 0, false
 }
 
 func decodeConfChange(ent *pb.Entry) (pb.ConfChangeI, error) {

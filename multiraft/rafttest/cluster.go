@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/raft/v3/raftpb"
 
 	"lambdadb/kv"
 	"lambdadb/multiraft"
@@ -25,6 +27,10 @@ type Options struct {
 	// Crashable gives each node a vfs.NewCrashableMem so Crash can drop
 	// what was not synced.
 	Crashable bool
+	// Voters are the groups' initial voters; the other nodes start their
+	// replicas empty (multiraft.GroupConfig.Join), to be added with
+	// ChangeMembership. Default: every node.
+	Voters []uint64
 }
 
 // Node is one member of a Cluster.
@@ -111,10 +117,13 @@ func (c *Cluster) Start(id uint64) error {
 		return err
 	}
 	n := &Node{ID: id, FS: fs, Storage: st, Engine: e, Reg: reg}
-	var voters []uint64
-	for v := uint64(1); v <= uint64(c.opts.Nodes); v++ {
-		voters = append(voters, v)
+	voters := c.opts.Voters
+	if len(voters) == 0 {
+		for v := uint64(1); v <= uint64(c.opts.Nodes); v++ {
+			voters = append(voters, v)
+		}
 	}
+	join := !slices.Contains(voters, id)
 	for g := 0; g < c.opts.Groups; g++ {
 		rs, err := st.RaftStorage(g)
 		if err != nil {
@@ -124,7 +133,11 @@ func (c *Cluster) Start(id uint64) error {
 		if err != nil {
 			return err
 		}
-		if err := e.AddGroup(multiraft.GroupConfig{ID: uint64(g), Storage: rs, SM: sm, Voters: voters}); err != nil {
+		gc := multiraft.GroupConfig{ID: uint64(g), Storage: rs, SM: sm, Voters: voters, Join: join}
+		if join {
+			gc.Voters = nil
+		}
+		if err := e.AddGroup(gc); err != nil {
 			return err
 		}
 		n.SMs = append(n.SMs, sm)
@@ -160,7 +173,7 @@ func (c *Cluster) Crash(id uint64) {
 	if n == nil {
 		return
 	}
-	c.Net.Attach(id, nil)
+	c.Net.Down(id)
 	cm := n.FS.(*vfs.MemFS)
 	// The clone is taken while the node is still running: whatever was
 	// not synced by then is gone, as after a power cut.
@@ -258,4 +271,29 @@ func (c *Cluster) WaitApplied(g, index uint64) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	c.t.Fatalf("group %d: not every node applied %d", g, index)
+}
+
+// ChangeMembership proposes cc in group g through its leader, retrying on
+// leader changes and drops (one change may be pending at a time), and
+// returns the configuration it made.
+func (c *Cluster) ChangeMembership(ctx context.Context, g uint64, cc *pb.ConfChangeV2) (*pb.ConfState, error) {
+	for {
+		if lead := c.leaderNow(g); lead != nil {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, cs, err := lead.Engine.ChangeMembership(pctx, g, cc)
+			cancel()
+			if err == nil {
+				return cs, nil
+			}
+			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrDropped) &&
+				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, multiraft.ErrClosed) {
+				return nil, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("change membership of group %d: %w", g, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

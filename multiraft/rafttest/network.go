@@ -17,13 +17,14 @@ type Network struct {
 	mu      sync.Mutex
 	engines map[uint64]*multiraft.Engine
 	cut     map[[2]uint64]bool
+	down    map[uint64]bool // crashed: nothing from or to them
 	links   map[[2]uint64]*link
 	closed  bool
 }
 
 // NewNetwork returns an empty network.
 func NewNetwork() *Network {
-	return &Network{engines: map[uint64]*multiraft.Engine{}, cut: map[[2]uint64]bool{}, links: map[[2]uint64]*link{}}
+	return &Network{engines: map[uint64]*multiraft.Engine{}, cut: map[[2]uint64]bool{}, down: map[uint64]bool{}, links: map[[2]uint64]*link{}}
 }
 
 // Attach connects node id's engine (nil detaches it: messages to it drop).
@@ -34,7 +35,20 @@ func (n *Network) Attach(id uint64, e *multiraft.Engine) {
 		delete(n.engines, id)
 		return
 	}
+	delete(n.down, id)
 	n.engines[id] = e
+}
+
+// Down cuts node id off at once, both ways, until it is attached again:
+// what it sends from now on — and what is still queued from it — is
+// dropped, as after a power cut. (Detaching alone stops only what is sent
+// to it; a node crashed in a test keeps running until it is closed, and
+// must not acknowledge what its crashed state will not have.)
+func (n *Network) Down(id uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.down[id] = true
+	delete(n.engines, id)
 }
 
 // Transport returns node from's view of the network.
@@ -79,7 +93,7 @@ func (n *Network) Close() {
 func (n *Network) target(from, to uint64) (*multiraft.Engine, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed || n.cut[[2]uint64{from, to}] {
+	if n.closed || n.cut[[2]uint64{from, to}] || n.down[from] || n.down[to] {
 		return nil, false
 	}
 	e := n.engines[to]
