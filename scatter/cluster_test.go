@@ -622,7 +622,7 @@ func TestNodeKilledMidQuery(t *testing.T) {
 // TestCancelStopsLeaves: cancelling a query ends its leaves on every node
 // long before they would have finished.
 func TestCancelStopsLeaves(t *testing.T) {
-	qc := startQueryCluster(t, 3, 6, nil)
+	qc := startQueryCluster(t, 3, 8, nil)
 	qc.load(t, qc.Members[0].Node(), []rec{{"p/1", "v"}, {"cfg/leaf_sleep_ms", "100000"}})
 	qc.deploy(t, qc.Members[0].ID, "probe", wasmtest.Guest(t, "leafprobe"), 200000)
 	ctx, cancel := context.WithCancel(context.Background())

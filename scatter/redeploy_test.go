@@ -56,7 +56,7 @@ func (f hooked) CallLeaf(ctx context.Context, c lambda.LeafCall) (lambda.Result,
 // versions (unpinned, the leaves after the first ran the new version).
 func TestRedeployMidQueryConflicts(t *testing.T) {
 	h := &redeployHook{gate: make(chan struct{})}
-	qc := startQueryCluster(t, 3, 6, func(c *scatter.Config) {
+	qc := startQueryCluster(t, 3, 8, func(c *scatter.Config) {
 		c.Functions = hooked{Engine: c.Functions.(*lambda.Engine), h: h}
 	})
 	wasm := wasmtest.Example(t, "wordcount")

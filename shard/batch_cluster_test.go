@@ -249,7 +249,7 @@ func scanSpace(t *testing.T, n *shard.Node, sp shard.Space, prefix string) map[s
 // restarted: every acknowledged batch is then wholly present through every
 // member, at its index, and every other batch is wholly present or absent.
 func TestClusterBatchLeaderKilled(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Shards: 6})
+	c := clustertest.Start(t, clustertest.Options{Shards: 8})
 	w := &batchWriter{acked: map[string]uint64{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

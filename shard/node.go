@@ -48,8 +48,10 @@ type Config struct {
 	Dir string
 	// FS is the filesystem for all state. Default vfs.Default.
 	FS vfs.FS
-	// Shards is the number of shards. Default 16. Fixed when the data
+	// Shards is the number of shards, a power of two. Fixed when the data
 	// directory is created; reopening with another value is an error.
+	// Default (0): the count the directory was created with, or
+	// DefaultShards (64) for a new one.
 	Shards int
 	// Replicas is the replication factor, capped at the number of nodes.
 	// Default 3.
@@ -134,10 +136,7 @@ func (c *Config) setDefaults() error {
 	if c.FS == nil {
 		c.FS = vfs.Default
 	}
-	if c.Shards == 0 {
-		c.Shards = 16
-	}
-	if c.Shards < 1 || c.Shards > kv.MaxShards {
+	if c.Shards < 0 || c.Shards > kv.MaxShards {
 		return fmt.Errorf("shard: Config.Shards must be 1..%d, got %d", kv.MaxShards, c.Shards)
 	}
 	if c.Replicas == 0 {
@@ -259,6 +258,10 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
+	if cfg.Shards, err = resolveShards(eng, cfg.Shards); err != nil {
+		eng.Close()
+		return nil, err
+	}
 	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
 		writeSlots: make(chan struct{}, cfg.MaxInflightWrites), readSlots: make(chan struct{}, cfg.MaxInflightReads),
 		peerOf: map[string]string{}, numOf: map[string]uint64{}, imux: http.NewServeMux()}
@@ -336,6 +339,43 @@ func (n *Node) hosted(s int) *group {
 		return nil
 	}
 	return n.groups[s]
+}
+
+// DefaultShards is the shard count of a new data directory when
+// Config.Shards is 0.
+const DefaultShards = 64
+
+// ErrShardCount is a shard count a new data directory cannot have.
+var ErrShardCount = errors.New("shard: the shard count must be a power of two")
+
+// resolveShards returns the shard count to open with: want, or when want
+// is 0 the count the data directory was created with, or DefaultShards
+// for a new one. A new directory's count must be a power of two, so that
+// a shard can later be split by doubling the count; a directory created
+// with another count by an earlier release keeps it (checkIdentity
+// refuses a different one).
+func resolveShards(eng *kv.Engine, want int) (int, error) {
+	have, found, err := eng.NodeMeta("shards")
+	if err != nil {
+		return 0, fmt.Errorf("shard: %w", err)
+	}
+	if found {
+		stored, err := strconv.Atoi(string(have))
+		if err != nil || stored < 1 {
+			return 0, fmt.Errorf("shard: data directory records shards=%q", have)
+		}
+		if want == 0 {
+			return stored, nil
+		}
+		return want, nil // checkIdentity compares
+	}
+	if want == 0 {
+		want = DefaultShards
+	}
+	if want&(want-1) != 0 {
+		return 0, fmt.Errorf("%w, not %d (a shard splits by doubling the count)", ErrShardCount, want)
+	}
+	return want, nil
 }
 
 // checkIdentity records the node id, shard count, peer list and replica

@@ -49,7 +49,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 16] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 64] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
 		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
@@ -59,7 +59,7 @@ var serveCommand = &command{
 		fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "`host:port` to listen on and advertise; with --peers, defaults to this node's address there")
 		fs.StringVar(&o.data, "data", "./data", "data `directory`")
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
-		fs.IntVar(&o.shards, "shards", 16, "number of shards, fixed when the data directory is created")
+		fs.IntVar(&o.shards, "shards", 0, "number of shards, a power of two, fixed when the data directory is created (default 64, or what the data directory was created with)")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
 		fs.DurationVar(&o.raftTick, "raft-tick", shard.DefaultTickInterval, "Raft `tick`: leaders send heartbeats every tick; the election timeout is counted in ticks")
 		fs.DurationVar(&o.electionTimeout, "election-timeout", shard.DefaultElectionTimeout, "Raft election `timeout`: a follower that hears nothing from its leader for a random time between one and two of these starts an election; at least twice --raft-tick")
@@ -321,13 +321,13 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    headerLimit(o.shards),
+		MaxHeaderBytes:    headerLimit(node.Shards()),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	// net/http's own answers to requests it cannot parse become JSON too.
 	public = handler.WrapListener(srv, public)
 	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
-		"shards", o.shards, "peers", max(len(peers), 1))
+		"shards", node.Shards(), "peers", max(len(peers), 1))
 	if c.ready != nil {
 		c.ready(ln.Addr().String())
 	}
