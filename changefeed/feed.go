@@ -287,8 +287,9 @@ func (sub *Subscription) Read(ctx context.Context, req Request) (Result, error) 
 }
 
 // collect reads every shard once after cur: from its tail when the tail
-// holds that position, else from storage. again reports a shard read from
-// storage that has more to read; behind lists the shards whose position in
+// holds what the reader needs, else from storage. again reports a shard
+// read from storage that has more to read, or left for the next read
+// because the answer was full; behind lists the shards whose position in
 // cur is beyond what was read of them (see checkAhead).
 func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, maxBytes int) (res Result, again bool, behind []int, err error) {
 	n := f.cfg.Source.Shards()
