@@ -53,8 +53,8 @@ fuzz:
 # LambdaBench (bench/, docs/benchmarks.md): every scenario, the paper's
 # experiments and the KV paths against etcd 3.4, in one run. Writes
 # bench/results/<UTC timestamp>/{report.json,report.md,*.svg}; progress on
-# stderr. bench: full sizes (about 12 minutes, at most 30); bench-quick: the
-# same scenarios at small sizes (under 5 minutes). BENCH_FLAGS adds flags,
+# stderr. bench: full sizes (about 14 minutes, at most 30); bench-quick: the
+# same scenarios at small sizes (about 6 minutes). BENCH_FLAGS adds flags,
 # e.g. BENCH_FLAGS='-scenarios burst,billing'.
 BENCH_FLAGS ?=
 bench: build examples etcd
@@ -129,7 +129,7 @@ help:
 	@echo "  chaos  nemesis run for DURATION (default 15m): faults, porcupine check, report in $(CHAOS_OUT)"
 	@echo "  chaos-quick  the same in CI time (100s of faults)"
 	@echo "  bench  LambdaBench, every scenario at full size (~10 min): report and plots in bench/results/<timestamp>"
-	@echo "  bench-quick  the same scenarios at small sizes (< 5 min)"
+	@echo "  bench-quick  the same scenarios at small sizes (~6 min)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"
 	@echo "  bench-fn  function benchmarks: sandbox starts by state, bursts, density, warm invoke over HTTP"
 	@echo "  bench-trigger  3 nodes: feed latency vs etcd watch, put→handler latency, trigger delivery rate"

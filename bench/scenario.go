@@ -145,7 +145,7 @@ type Sizes struct {
 	HostileFloodWriters int           // writers on 3 nodes
 }
 
-// QuickSizes fit `make bench-quick` in 5 minutes on a 2-core machine.
+// QuickSizes fit `make bench-quick` in about 6 minutes on a 2-core machine.
 var QuickSizes = Sizes{
 	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 3 * time.Second, KVShards: 16, KVRounds: 3,
 	IdleShards: []int{16, 64}, IdleSettle: 5 * time.Second, IdleWindow: 10 * time.Second,

@@ -300,7 +300,10 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 	var firstAt time.Time
 	maxWait := time.Duration(d.MaxWaitMS) * time.Millisecond
 	for ctx.Err() == nil {
-		page, err := t.cfg.Node.ReadFeed(ctx, s, cs.read, d.BatchSize, shard.ReadOptions{Consistency: shard.Stale})
+		// Only the trigger's prefix is read: other keys' values are not
+		// copied, and a page holds up to BatchSize changes of its own.
+		page, err := t.cfg.Node.ReadFeedQuery(ctx, s, shard.FeedQuery{After: cs.read, Limit: d.BatchSize, Prefix: d.Prefix},
+			shard.ReadOptions{Consistency: shard.Stale})
 		if errors.Is(err, shard.ErrFeedTrimmed) {
 			// The checkpoint is gone (the trigger was resumed as the feed
 			// was trimmed past it): never skip the gap in silence.
@@ -313,6 +316,7 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 		if err != nil {
 			return err
 		}
+		cs.skipped += page.Skipped
 		for _, c := range page.Changes {
 			if t.matches(d, c) {
 				if len(pending) == 0 {

@@ -53,6 +53,9 @@ type FeedPage struct {
 	Applied uint64
 	// More reports that the page stopped at its limit.
 	More bool
+	// Skipped counts the changes the page passed over because their keys
+	// are outside FeedQuery.Prefix.
+	Skipped int
 }
 
 // ErrFeedTrimmed is returned for a feed position older than what is
@@ -161,6 +164,7 @@ func (n *Node) ReadFeedQuery(ctx context.Context, s int, q FeedQuery, ro ReadOpt
 		last = fr.Index
 		examined++
 		if !match {
+			page.Skipped++
 			return true
 		}
 		c := Change{Shard: s, Index: fr.Index, Seq: fr.Seq, Key: string(fr.Key), Value: fr.Value,
@@ -229,7 +233,7 @@ func (n *Node) forwardFeed(ctx context.Context, s int, q FeedQuery) (FeedPage, e
 	if err != nil {
 		return FeedPage{}, err
 	}
-	return FeedPage{Changes: resp.Changes, Trimmed: resp.Trimmed, Applied: resp.Applied, More: resp.More}, nil
+	return FeedPage{Changes: resp.Changes, Trimmed: resp.Trimmed, Applied: resp.Applied, More: resp.More, Skipped: resp.Skipped}, nil
 }
 
 // Hosts reports whether this node holds a replica of shard s.

@@ -262,13 +262,14 @@ func TestReadFeedQuery(t *testing.T) {
 		}
 	}
 	var got []string
-	after, pages := uint64(0), 0
+	after, pages, skipped := uint64(0), 0, 0
 	for {
 		p, err := n.ReadFeedQuery(ctx, 0, shard.FeedQuery{After: after, Limit: 1, Prefix: "mine/"}, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pages++
+		skipped += p.Skipped
 		for _, c := range p.Changes {
 			if c.Index <= after {
 				t.Fatalf("change at %d after position %d", c.Index, after)
@@ -288,6 +289,9 @@ func TestReadFeedQuery(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	if others := 20000 + 3 - len(want); skipped != others {
+		t.Fatalf("pages report %d changes skipped, want %d", skipped, others)
 	}
 	if pages < 20000/16384+1 {
 		t.Fatalf("%d pages: a page examined more than the scan limit", pages)

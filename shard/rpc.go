@@ -128,6 +128,7 @@ type feedResp struct {
 	Trimmed uint64   `msgpack:"trimmed"`
 	Applied uint64   `msgpack:"applied"`
 	More    bool     `msgpack:"more"`
+	Skipped int      `msgpack:"skipped,omitempty"`
 }
 
 type applyReq struct {
@@ -277,7 +278,7 @@ func (n *Node) internalHandler() http.Handler {
 		}
 		p, err := n.ReadFeedQuery(r.Context(), req.Shard, FeedQuery{After: req.After, Limit: min(max(req.Limit, 1), 10*DefaultFeedLimit),
 			Prefix: req.Prefix, MaxBytes: req.MaxBytes}, ReadOptions{Consistency: Stale})
-		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More})
+		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More, Skipped: p.Skipped})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())
