@@ -3,6 +3,7 @@ package changefeed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -200,10 +201,10 @@ func (h *hub) subscribe(prefix, client string) (*Subscription, error) {
 		return nil, ErrClosed
 	}
 	if h.subs >= h.f.cfg.MaxSubscribers {
-		return nil, ErrOverloaded
+		return nil, fmt.Errorf("%w: %d open, the limit; retry later", ErrOverloaded, h.subs)
 	}
-	if h.perClient[client] >= h.f.cfg.MaxSubscribersPerClient {
-		return nil, ErrTooManySubscribers
+	if n := h.perClient[client]; n >= h.f.cfg.MaxSubscribersPerClient {
+		return nil, fmt.Errorf("%w: %d open from %s, the limit; close one or retry later", ErrTooManySubscribers, n, client)
 	}
 	sub := &Subscription{f: h.f, prefix: prefix, client: client, wake: make(chan struct{}, 1)}
 	h.subs++
