@@ -42,6 +42,18 @@ func put(t testing.TB, n *shard.Node, k, v string) {
 	}
 }
 
+// waitSubscribers waits until f has n subscribers open.
+func waitSubscribers(t *testing.T, f *changefeed.Feed, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for f.Stats().Subscribers != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers, want %d", f.Stats().Subscribers, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestIdleSubscribersShareTheTails: 200 long polls on prefixes nothing is
 // written to, while 100 changes are written, make the node read its feed
 // about as often as one poll would — not once per poll per change — and
@@ -69,8 +81,8 @@ func TestIdleSubscribersShareTheTails(t *testing.T) {
 			results[i], errs[i] = f.Read(ctx, changefeed.Request{Prefix: fmt.Sprintf("idle/%d/", i), Cursor: now, Checked: true, Wait: 3 * time.Second})
 		}()
 	}
-	// Let the polls subscribe and the tails start, then count.
-	time.Sleep(300 * time.Millisecond)
+	// Count once every poll has subscribed (and so the tails run).
+	waitSubscribers(t, f, polls)
 	before := src.reads.Load()
 	value := string(make([]byte, 8<<10))
 	for i := range writes {
@@ -129,7 +141,7 @@ func TestMatchingSubscriberWokenAtOnce(t *testing.T) {
 		}
 		done <- res
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitSubscribers(t, f, 1)
 	put(t, n, "cold/1", "x")
 	start := time.Now()
 	put(t, n, "hot/1", "y")

@@ -199,29 +199,9 @@ func (e *Engine) group(id uint64) (*replica, error) {
 // entry will never be applied. When ctx ends first the outcome is unknown:
 // the entry may still be applied.
 func (e *Engine) Propose(ctx context.Context, group uint64, data []byte) (uint64, any, error) {
-	r, err := e.group(group)
-	if err != nil {
-		return 0, nil, err
-	}
-	seq := e.seq.Add(1)
-	p := &proposal{seq: seq, data: encodeEnvelope(e.cfg.NodeID, seq, data), done: make(chan propResult, 1)}
-	if dl, ok := ctx.Deadline(); ok {
-		p.expires = dl
-	} else {
-		p.expires = time.Now().Add(time.Minute)
-	}
-	r.mu.Lock()
-	r.props = append(r.props, p)
-	r.mu.Unlock()
-	e.sched.enqueue(r)
-	select {
-	case res := <-p.done:
-		return res.index, res.result, res.err
-	case <-ctx.Done():
-		return 0, nil, fmt.Errorf("multiraft: group %d: proposal: %w", group, ctx.Err())
-	case <-e.stop:
-		return 0, nil, ErrClosed
-	}
+	return e.submit(ctx, group, "proposal", func(seq uint64) *proposal {
+		return &proposal{seq: seq, data: encodeEnvelope(e.cfg.NodeID, seq, data)}
+	})
 }
 
 // ChangeMembership proposes a change of group's configuration on its
@@ -237,14 +217,27 @@ func (e *Engine) Propose(ctx context.Context, group uint64, data []byte) (uint64
 // (Progress), then promote it (ConfChangeAddNode) — so the group never
 // counts a voter with an empty log.
 func (e *Engine) ChangeMembership(ctx context.Context, group uint64, change *pb.ConfChangeV2) (uint64, *pb.ConfState, error) {
+	idx, res, err := e.submit(ctx, group, "configuration change", func(seq uint64) *proposal {
+		cc := proto.Clone(change).(*pb.ConfChangeV2)
+		cc.Context = encodeEnvelope(e.cfg.NodeID, seq, nil)
+		return &proposal{seq: seq, cc: cc}
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	cs, _ := res.(*pb.ConfState)
+	return idx, cs, nil
+}
+
+// submit hands group's replica the proposal build makes for a fresh
+// sequence number and waits for its outcome (what is names it in errors).
+func (e *Engine) submit(ctx context.Context, group uint64, what string, build func(seq uint64) *proposal) (uint64, any, error) {
 	r, err := e.group(group)
 	if err != nil {
 		return 0, nil, err
 	}
-	seq := e.seq.Add(1)
-	cc := proto.Clone(change).(*pb.ConfChangeV2)
-	cc.Context = encodeEnvelope(e.cfg.NodeID, seq, nil)
-	p := &proposal{seq: seq, cc: cc, done: make(chan propResult, 1)}
+	p := build(e.seq.Add(1))
+	p.done = make(chan propResult, 1)
 	if dl, ok := ctx.Deadline(); ok {
 		p.expires = dl
 	} else {
@@ -256,13 +249,9 @@ func (e *Engine) ChangeMembership(ctx context.Context, group uint64, change *pb.
 	e.sched.enqueue(r)
 	select {
 	case res := <-p.done:
-		if res.err != nil {
-			return 0, nil, res.err
-		}
-		cs, _ := res.result.(*pb.ConfState)
-		return res.index, cs, nil
+		return res.index, res.result, res.err
 	case <-ctx.Done():
-		return 0, nil, fmt.Errorf("multiraft: group %d: configuration change: %w", group, ctx.Err())
+		return 0, nil, fmt.Errorf("multiraft: group %d: %s: %w", group, what, ctx.Err())
 	case <-e.stop:
 		return 0, nil, ErrClosed
 	}
