@@ -134,6 +134,10 @@ func errorStatus(err error) (int, string) {
 		return http.StatusExpectationFailed, "expectation_failed"
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case errors.Is(err, shard.ErrUnknownNode):
+		return http.StatusNotFound, "unknown_node"
+	case errors.Is(err, shard.ErrMembership), errors.Is(err, shard.ErrIdentity):
+		return http.StatusConflict, "conflict"
 	case errors.Is(err, shard.ErrOverloaded):
 		return http.StatusServiceUnavailable, "overloaded"
 	case errors.Is(err, shard.ErrNotLeader):

@@ -3,6 +3,7 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"lambdadb/internal/session"
 	"lambdadb/kv"
@@ -141,9 +142,14 @@ type ScanResult struct {
 
 // ClusterStatus describes the nodes and shards as this node sees them.
 type ClusterStatus struct {
-	Node   string        `json:"node"`
+	Node string `json:"node"`
+	// MapVersion is the version of the cluster map this node has.
+	MapVersion uint64 `json:"map_version"`
+	// Paused: the planner starts no new moves.
+	Paused bool          `json:"rebalance_paused"`
 	Nodes  []NodeStatus  `json:"nodes"`
 	Shards []ShardStatus `json:"shards"`
+	Moves  []MoveStatus  `json:"moves"`
 }
 
 // NodeStatus is one member node.
@@ -151,6 +157,38 @@ type NodeStatus struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
 	Up   bool   `json:"up"`
+	// State is joining, active, decommissioning, decommissioned or
+	// removed.
+	State string `json:"state"`
+	// Number is the node's Raft node number, never reused.
+	Number uint64 `json:"number"`
+	// Replicas counts the shard replicas the map places on the node
+	// (the metadata group's included); Leaders the shards it leads.
+	Replicas int `json:"replicas"`
+	Leaders  int `json:"leaders"`
+	// Moves counts the moves in flight to or from the node.
+	Moves int `json:"moves"`
+	// Since is when the node entered State.
+	Since time.Time `json:"since"`
+}
+
+// MoveStatus is one replica move in flight.
+type MoveStatus struct {
+	// Shard is the shard moved; "meta" for the metadata group.
+	Shard string `json:"shard"`
+	From  string `json:"from,omitempty"`
+	To    string `json:"to"`
+	// Phase is learner (being filled), promote, remove or cancel.
+	Phase string `json:"phase"`
+	// Applied and Target: the target replica's log position and the
+	// leader's (a learner has caught up when they meet).
+	Applied uint64 `json:"applied"`
+	Target  uint64 `json:"target"`
+	// BytesSent counts the snapshot bytes sent to the target so far.
+	BytesSent int64     `json:"bytes_sent"`
+	Started   time.Time `json:"started"`
+	// Waiting names what the move waits for, when it waits.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // ShardStatus is one shard's Raft group.

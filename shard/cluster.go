@@ -3,6 +3,7 @@ package shard
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,35 +11,44 @@ import (
 // peerTracker keeps what this node last heard from each peer's status
 // report: whether it is up, and its shards' applied indexes and leaders.
 type peerTracker struct {
-	self  string
-	peers []Peer
-
 	mu      sync.RWMutex
 	reports map[string]*peerState
 }
 
 type peerState struct {
 	up     bool
+	addr   string
 	seen   time.Time
 	report StatusReport
 }
 
-func newPeerTracker(peers []Peer, self string) *peerTracker {
-	t := &peerTracker{self: self, peers: peers, reports: map[string]*peerState{}}
-	for _, p := range peers {
-		t.reports[p.ID] = &peerState{}
-	}
-	return t
+func newPeerTracker() *peerTracker {
+	return &peerTracker{reports: map[string]*peerState{}}
 }
 
-func (t *peerTracker) set(id string, up bool, rep StatusReport) {
+func (t *peerTracker) set(id, addr string, up bool, rep StatusReport) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.reports[id]
-	st.up = up
+	if st == nil {
+		st = &peerState{}
+		t.reports[id] = st
+	}
+	st.up, st.addr = up, addr
 	if up {
 		st.seen = time.Now()
 		st.report = rep
+	}
+}
+
+// retain forgets the peers not in keep.
+func (t *peerTracker) retain(keep map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.reports {
+		if !keep[id] {
+			delete(t.reports, id)
+		}
 	}
 }
 
@@ -47,6 +57,16 @@ func (t *peerTracker) isUp(id string) bool {
 	defer t.mu.RUnlock()
 	st := t.reports[id]
 	return st != nil && st.up
+}
+
+// lastSeen returns when peer id last answered (zero if never).
+func (t *peerTracker) lastSeen(id string) time.Time {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if st := t.reports[id]; st != nil {
+		return st.seen
+	}
+	return time.Time{}
 }
 
 // leader returns the leader address of shard s that some up peer reports.
@@ -66,6 +86,21 @@ func (t *peerTracker) leader(s int) string {
 	return ""
 }
 
+// newestMap returns the address of an up peer with the highest map
+// version, and that version.
+func (t *peerTracker) newestMap() (string, uint64) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var addr string
+	var v uint64
+	for _, st := range t.reports {
+		if st.up && st.report.MapVersion > v {
+			addr, v = st.addr, st.report.MapVersion
+		}
+	}
+	return addr, v
+}
+
 // shardReport returns what peer id last reported about shard s.
 func (t *peerTracker) shardReport(id string, s int) (ShardReport, bool) {
 	t.mu.RLock()
@@ -80,6 +115,34 @@ func (t *peerTracker) shardReport(id string, s int) (ShardReport, bool) {
 		}
 	}
 	return ShardReport{}, false
+}
+
+// leaderReports returns, per shard, the report of a peer that leads it
+// (the one with the highest term).
+func (t *peerTracker) leaderReports() map[int]leaderReport {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := map[int]leaderReport{}
+	for id, st := range t.reports {
+		if !st.up {
+			continue
+		}
+		for _, sh := range st.report.Shards {
+			if sh.State != "leader" {
+				continue
+			}
+			if cur, ok := out[sh.ID]; !ok || sh.Term > cur.Term {
+				out[sh.ID] = leaderReport{ShardReport: sh, node: id, addr: st.addr}
+			}
+		}
+	}
+	return out
+}
+
+// leaderReport is a shard leader's report and who sent it.
+type leaderReport struct {
+	ShardReport
+	node, addr string
 }
 
 // info reports whether peer id is up and, if so, a copy of the StatusInfo
@@ -108,30 +171,42 @@ func (n *Node) statusInfo() []byte {
 
 // localStatus reports this node's hosted shards and its StatusInfo.
 func (n *Node) localStatus() StatusReport {
-	rep := StatusReport{Node: n.cfg.ID, Info: n.statusInfo()}
-	for _, g := range n.groups {
-		if g == nil {
-			continue
-		}
-		rep.Shards = append(rep.Shards, ShardReport{
+	rep := StatusReport{Node: n.cfg.ID, Info: n.statusInfo(), MapVersion: n.curMap().Version}
+	if !n.fresh.Load() {
+		rep.MapVersion = 0
+	}
+	for _, g := range n.localGroups(true) {
+		st := g.status()
+		sr := ShardReport{
 			ID:      g.id,
 			Applied: g.fsm.applied.Load(),
 			State:   g.stateName(),
 			Leader:  g.leaderAddr(),
-		})
+			Term:    st.Term,
+		}
+		if cs := g.fsm.conf.Load(); cs != nil && st.IsLeader() {
+			sr.Voters, sr.Learners, sr.Outgoing = cs.GetVoters(), cs.GetLearners(), cs.GetVotersOutgoing()
+		}
+		rep.Shards = append(rep.Shards, sr)
 	}
 	return rep
 }
 
-// probeLoop polls every peer's status twice a second.
+// probeLoop polls every member's status twice a second and keeps the
+// cluster map current.
 func (n *Node) probeLoop() {
 	defer n.bg.Done()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var wg sync.WaitGroup
-		for _, p := range n.cfg.Peers {
+		keep := map[string]bool{}
+		for _, p := range n.memberPeers() {
 			if p.ID == n.cfg.ID {
+				continue
+			}
+			keep[p.ID] = true
+			if n.rpc == nil {
 				continue
 			}
 			wg.Add(1)
@@ -144,10 +219,12 @@ func (n *Node) probeLoop() {
 				if len(rep.Info) > MaxStatusInfoBytes {
 					rep.Info = nil
 				}
-				n.peers.set(p.ID, err == nil && rep.Node == p.ID, rep)
+				n.peers.set(p.ID, p.Addr, err == nil && rep.Node == p.ID, rep)
 			}()
 		}
 		wg.Wait()
+		n.peers.retain(keep)
+		n.syncMap()
 		select {
 		case <-n.stop:
 			return
@@ -156,10 +233,9 @@ func (n *Node) probeLoop() {
 	}
 }
 
-// balanceLoop spreads leadership: a shard's preferred leader is its first
-// replica (placement rotates it across nodes), so each node that leads a
-// shard it is not preferred for hands it over once the preferred replica is
-// up and caught up.
+// balanceLoop spreads leadership: each node that leads a shard whose
+// preferred leader (the cluster map's, set by the planner) is another
+// member hands it over once that replica is up and caught up.
 func (n *Node) balanceLoop() {
 	defer n.bg.Done()
 	backoff := map[int]time.Time{}
@@ -171,49 +247,61 @@ func (n *Node) balanceLoop() {
 			return
 		case <-tick.C:
 		}
-		for _, g := range n.groups {
-			if g == nil || !g.isLeader() || time.Now().Before(backoff[g.id]) {
+		m := n.curMap()
+		for _, g := range n.localGroups(true) {
+			if !g.isLeader() || time.Now().Before(backoff[g.id]) {
 				continue
 			}
-			pref := g.replicas[0]
-			if pref.ID == n.cfg.ID || !n.peers.isUp(pref.ID) {
+			if _, _, moving := m.moveOf(g.id); moving {
 				continue
 			}
-			rep, ok := n.peers.shardReport(pref.ID, g.id)
+			i := m.slot(g.id)
+			if i < 0 {
+				continue
+			}
+			pref := m.Leaders[i]
+			if pref == "" || pref == n.cfg.ID || !n.peers.isUp(pref) {
+				continue
+			}
+			num, ok := n.numOf(pref)
+			if cs := g.fsm.conf.Load(); !ok || cs == nil || !slices.Contains(cs.GetVoters(), num) {
+				continue
+			}
+			rep, ok := n.peers.shardReport(pref, g.id)
 			if !ok || rep.Applied+64 < g.fsm.applied.Load() {
 				continue
 			}
-			err := g.transfer(pref)
+			err := g.transfer(Peer{ID: pref})
 			if err != nil {
 				backoff[g.id] = time.Now().Add(3 * time.Second)
-				n.cfg.Logger.Debug("leadership transfer failed", "shard", g.id, "to", pref.ID, "err", err)
+				n.cfg.Logger.Debug("leadership transfer failed", "shard", g.id, "to", pref, "err", err)
 			}
 		}
 	}
 }
 
-// Cluster reports the nodes and shards as this node sees them.
+// Cluster reports the nodes, shards and moves as this node sees them.
 func (n *Node) Cluster() ClusterStatus {
-	st := ClusterStatus{Node: n.cfg.ID}
+	m := n.curMap()
+	st := ClusterStatus{Node: n.cfg.ID, MapVersion: m.Version, Paused: m.Paused}
 	up := func(id string) bool {
 		if id == n.cfg.ID {
 			return !n.closed.Load()
 		}
 		return n.peers.isUp(id)
 	}
-	for _, p := range n.cfg.Peers {
-		st.Nodes = append(st.Nodes, NodeStatus{ID: p.ID, Addr: p.Addr, Up: up(p.ID)})
-	}
+	leaders := map[string]int{}
 	for s := 0; s < n.cfg.Shards; s++ {
 		ss := ShardStatus{ID: s}
 		leaderAddr := n.leaderOf(s)
 		for _, p := range n.replicasOf(s) {
 			if p.Addr == leaderAddr {
 				ss.Leader = p.ID
+				leaders[p.ID]++
 			}
 			rs := ReplicaStatus{Node: p.ID}
-			if p.ID == n.cfg.ID {
-				g := n.groups[s]
+			if p.ID == n.cfg.ID && n.hosted(s) != nil {
+				g := n.hosted(s)
 				rs.Applied = g.fsm.applied.Load()
 				rs.State = g.stateName()
 			} else if rep, ok := n.peers.shardReport(p.ID, s); ok {
@@ -225,6 +313,21 @@ func (n *Node) Cluster() ClusterStatus {
 		}
 		st.Shards = append(st.Shards, ss)
 	}
+	for _, nd := range m.Nodes {
+		reps, _ := m.replicaCount(nd.ID)
+		ns := NodeStatus{ID: nd.ID, Addr: nd.Addr, Up: nd.State != StateRemoved && up(nd.ID), State: nd.State,
+			Number: nd.Num, Replicas: reps, Leaders: leaders[nd.ID], Since: time.Unix(0, nd.Since).UTC()}
+		if nd.Since == 0 {
+			ns.Since = time.Time{}
+		}
+		for _, mv := range m.Moves {
+			if mv.From == nd.ID || mv.To == nd.ID {
+				ns.Moves++
+			}
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	st.Moves = n.Moves()
 	return st
 }
 
@@ -235,21 +338,22 @@ func (n *Node) Route(key string) (shard int, leader Peer, replicas []Peer) {
 	shard = For(key, n.cfg.Shards)
 	replicas = n.replicasOf(shard)
 	if addr := n.leaderOf(shard); addr != "" {
-		if id, ok := n.peerOf[addr]; ok {
+		if id := n.peerIDOf(addr); id != "" {
 			leader = Peer{ID: id, Addr: addr}
 		}
 	}
 	return shard, leader, replicas
 }
 
-// Peers returns the cluster's members (including this node), in the order
-// of Config.Peers, with whether this node currently sees each one up (this
+// Peers returns the cluster's members (including this node, excluding
+// removed ones), in the order of their Raft node numbers, with whether this node currently sees each one up (this
 // node is always up) and the latest StatusInfo bytes received from it (for
 // this node, Config.StatusInfo's at the call). The Info slices are the
 // caller's.
 func (n *Node) Peers() []PeerState {
-	out := make([]PeerState, 0, len(n.cfg.Peers))
-	for _, p := range n.cfg.Peers {
+	members := n.memberPeers()
+	out := make([]PeerState, 0, len(members))
+	for _, p := range members {
 		ps := PeerState{Peer: p}
 		if p.ID == n.cfg.ID {
 			ps.Up, ps.Info = true, n.statusInfo()

@@ -2,11 +2,16 @@ package shard
 
 import (
 	"context"
+	"sync/atomic"
+
+	"lambdadb/multiraft"
 )
 
 // consensus is one shard's replication on this node (mraft.go drives it
 // through the node's multiraft engine).
 type consensus interface {
+	// status is the replica's view of its group.
+	status() multiraft.Status
 	// isLeader reports whether this replica leads the shard.
 	isLeader() bool
 	// leaderAddr returns the leader's address as this replica knows it,
@@ -35,9 +40,11 @@ type consensus interface {
 
 // group is one shard replica on this node.
 type group struct {
-	id       int
-	replicas []Peer // replicas[0] is the preferred leader
-	fsm      *fsm
-	m        *metrics
+	id  int
+	fsm *fsm
+	m   *metrics
+	// removed is set before the replica's data is deleted (a move off
+	// this node completed): local reads that see it retry elsewhere.
+	removed atomic.Bool
 	consensus
 }

@@ -8,10 +8,7 @@ import (
 // SnapshotAll truncates every local shard's Raft log at its applied index,
 // so a follower that needs older entries must catch up by snapshot.
 func (n *Node) SnapshotAll() error {
-	for _, g := range n.groups {
-		if g == nil {
-			continue
-		}
+	for _, g := range n.localGroups(false) {
 		if err := n.mr.TruncateLog(context.Background(), uint64(g.id), g.fsm.applied.Load()); err != nil {
 			return err
 		}

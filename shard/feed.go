@@ -260,8 +260,8 @@ func (n *Node) feedTrimLoop() {
 			return
 		case <-tick.C:
 		}
-		for _, g := range n.groups {
-			if g == nil || !g.isLeader() {
+		for _, g := range n.localGroups(false) {
+			if !g.isLeader() {
 				continue
 			}
 			if err := n.trimFeed(g); err != nil && !n.closed.Load() {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"lambdadb/kv"
 )
 
@@ -31,6 +33,9 @@ type fsm struct {
 	changed chan struct{} // closed and replaced whenever applied advances
 
 	onApply func(n int) // metrics hook: entries applied, replays excluded
+
+	// conf is the shard's configuration as last applied here.
+	conf atomic.Pointer[pb.ConfState]
 
 	feedSeq   uint16 // next feed sequence number within the entry being applied
 	feedDepth uint8  // trigger depth of the entry being applied

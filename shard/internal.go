@@ -70,8 +70,8 @@ func (n *Node) Leader(s int) Peer {
 	if addr == "" {
 		return Peer{}
 	}
-	id, ok := n.peerOf[addr]
-	if !ok {
+	id := n.peerIDOf(addr)
+	if id == "" {
 		return Peer{}
 	}
 	return Peer{ID: id, Addr: addr}

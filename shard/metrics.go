@@ -13,6 +13,7 @@ type metrics struct {
 	sessionFallbacks prometheus.Counter
 	forwardBatch     prometheus.Histogram
 	shed             *prometheus.CounterVec
+	mapVersion       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
@@ -29,6 +30,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 			Name: "lambdadb_session_read_fallbacks_total", Help: "Reads (session, or linearizable through a follower) that waited past the bound for this replica to catch up and were served by the leader instead."}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lambdadb_requests_shed_total", Help: "Client requests refused as overloaded (beyond MaxInflightWrites / MaxInflightReads after AdmissionWait), by kind."}, []string{"kind"}),
+		mapVersion: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lambdadb_cluster_map_version", Help: "Version of the cluster map (membership and placement) this node has."}),
 		forwardBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "lambdadb_forward_batch_writes", Help: "Writes per forwarding RPC this node sent to a shard leader on another node.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
@@ -40,7 +43,18 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		Name: "lambdadb_shards_led", Help: "Shards this node currently leads."}, func() float64 {
 		return float64(n.ledCount())
 	})
-	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, m.shed, leaders} {
+	replicas := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lambdadb_replicas", Help: "Shard replicas this node holds (the metadata group's included)."}, func() float64 {
+		return float64(len(n.localGroups(true)))
+	})
+	moves := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lambdadb_replica_moves_in_flight", Help: "Replica moves in flight in the cluster, as this node's map records them."}, func() float64 {
+		if m := n.cmap.Load(); m != nil {
+			return float64(len(m.Moves))
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, m.shed, m.mapVersion, leaders, replicas, moves} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -93,7 +93,7 @@ func (g *mraft) readIndex(ctx context.Context) (uint64, error) {
 }
 
 func (g *mraft) transfer(p Peer) error {
-	num, ok := g.n.numOf[p.ID]
+	num, ok := g.n.numOf(p.ID)
 	if !ok {
 		return fmt.Errorf("shard: unknown node %s", p.ID)
 	}
@@ -131,11 +131,21 @@ const mraftBootstrapIndex = 5
 
 // mraftSM adapts the shard FSM to multiraft.StateMachine. An entry's
 // payload is the proposer's clock (8 bytes) and the command.
-type mraftSM struct{ f *fsm }
+type mraftSM struct {
+	f  *fsm
+	rs *kv.RaftStorage
+}
 
-func (s mraftSM) Applied() uint64 { return s.f.applied.Load() }
+// loadConf reads the applied configuration from storage.
+func (s *mraftSM) loadConf() {
+	if _, cs, err := s.rs.InitialState(); err == nil && cs != nil {
+		s.f.conf.Store(cs)
+	}
+}
 
-func (s mraftSM) Apply(ents []multiraft.Entry, cs *pb.ConfState) {
+func (s *mraftSM) Applied() uint64 { return s.f.applied.Load() }
+
+func (s *mraftSM) Apply(ents []multiraft.Entry, cs *pb.ConfState) {
 	in := make([]entry, len(ents))
 	for i, e := range ents {
 		in[i] = entry{Index: e.Index}
@@ -152,24 +162,20 @@ func (s mraftSM) Apply(ents []multiraft.Entry, cs *pb.ConfState) {
 			ents[i].Result = r
 		}
 	}
-}
-
-func (s mraftSM) Restored(index uint64) {
-	s.f.pending.Store(index)
-	s.f.setApplied(index)
-}
-
-// peerByNum returns the peer with raft node number num.
-func (n *Node) peerByNum(num uint64) (Peer, bool) {
-	if num == 0 || num > uint64(len(n.cfg.Peers)) {
-		return Peer{}, false
+	if cs != nil {
+		s.f.conf.Store(cs)
 	}
-	return n.cfg.Peers[num-1], true
+}
+
+func (s *mraftSM) Restored(index uint64) {
+	s.f.pending.Store(index)
+	s.loadConf()
+	s.f.setApplied(index)
 }
 
 // openMultiRaft starts the node's multiraft engine and its transport.
 func (n *Node) openMultiRaft() error {
-	self := n.numOf[n.cfg.ID]
+	self, _ := n.numOf(n.cfg.ID)
 	var tr *transport.Transport
 	var mt multiraft.Transport
 	if n.cfg.Mux != nil {
@@ -183,7 +189,8 @@ func (n *Node) openMultiRaft() error {
 				}
 				return n.cfg.Mux.dialMulti(ctx, p.Addr, p.ID, kind == transport.KindSnapshot)
 			},
-			Logger: n.cfg.Logger,
+			SnapshotBytesPerSec: max(n.cfg.SnapshotBytesPerSec, 0),
+			Logger:              n.cfg.Logger,
 		})
 		if err != nil {
 			return fmt.Errorf("shard: %w", err)
@@ -214,7 +221,7 @@ func (n *Node) openMultiRaft() error {
 	if tr != nil {
 		tr.SetHandler(e)
 		n.cfg.Mux.handleMulti(func(c net.Conn, peer string, snapshot bool) {
-			num, ok := n.numOf[peer]
+			num, ok := n.numOf(peer)
 			if !ok {
 				c.Close()
 				return
@@ -227,27 +234,6 @@ func (n *Node) openMultiRaft() error {
 		})
 	}
 	return nil
-}
-
-// startMultiRaftGroup adds shard s's replica to the engine.
-func (n *Node) startMultiRaftGroup(s int) (*group, error) {
-	f, err := newFSM(s, n.eng)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	f.onApply = func(k int) { n.m.applied.Add(float64(k)) }
-	rs, err := n.eng.RaftStorage(s)
-	if err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	var voters []uint64
-	for _, p := range n.replicasOf(s) {
-		voters = append(voters, n.numOf[p.ID])
-	}
-	if err := n.mr.AddGroup(multiraft.GroupConfig{ID: uint64(s), Storage: rs, SM: mraftSM{f}, Voters: voters}); err != nil {
-		return nil, fmt.Errorf("shard: %w", err)
-	}
-	return &group{id: s, fsm: f, m: n.m, replicas: n.replicasOf(s), consensus: &mraft{n: n, id: s}}, nil
 }
 
 // HaltRaft stops this node's Raft traffic in both directions at once. Crash simulations call it

@@ -53,12 +53,32 @@ type Config struct {
 	// Default (0): the count the directory was created with, or
 	// DefaultShards (64) for a new one.
 	Shards int
-	// Replicas is the replication factor, capped at the number of nodes.
-	// Default 3.
+	// Replicas is the replication factor R of a new cluster, capped at the
+	// number of nodes: the cluster map records it, and the cluster adds
+	// replicas up to R as nodes join. Reopening a directory with another
+	// value is an error; a joining node takes the cluster's. Default 3.
 	Replicas int
-	// Peers is the initial cluster (etcd's --initial-cluster). Default: this
-	// node alone. A cluster of more than one node needs Mux.
+	// Peers is the initial cluster (etcd's --initial-cluster), used only
+	// when the data directory is created: afterwards membership lives in
+	// the cluster map. Default: this node alone. A cluster of more than
+	// one node needs Mux.
 	Peers []Peer
+	// Join is the address of any member of a running cluster that a node
+	// with a new data directory joins through (--join). The node gets a
+	// new Raft node number and holds no replica until the cluster moves
+	// some to it. Ignored once the directory exists; exclusive with Peers.
+	Join string
+	// MoveConcurrency bounds the replica moves the cluster runs at once
+	// (read by the metadata group's leader). Default 2.
+	MoveConcurrency int
+	// SnapshotBytesPerSec limits the rate at which this node sends
+	// snapshots (replica moves, followers far behind). Default 64 MiB/s;
+	// negative: no limit.
+	SnapshotBytesPerSec int64
+	// OnReplicaRemoved, when set, is called after this node deleted its
+	// replica of a shard (a move off it completed), so components holding
+	// state about the shard (feed readers, trigger runners) let it go.
+	OnReplicaRemoved func(shard int)
 	// Mux carries Raft and internal RPC on the node's one address. Required
 	// when Peers names other nodes; a one-node cluster needs no transport.
 	// The caller runs Mux.Serve and closes the Mux
@@ -136,14 +156,29 @@ func (c *Config) setDefaults() error {
 	if c.FS == nil {
 		c.FS = vfs.Default
 	}
-	if c.Shards < 0 || c.Shards > kv.MaxShards {
-		return fmt.Errorf("shard: Config.Shards must be 1..%d, got %d", kv.MaxShards, c.Shards)
+	if c.Shards < 0 || c.Shards > MaxConfigShards {
+		return fmt.Errorf("shard: Config.Shards must be 1..%d, got %d", MaxConfigShards, c.Shards)
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 3
 	}
 	if c.Replicas < 1 {
 		return fmt.Errorf("shard: Config.Replicas must be positive, got %d", c.Replicas)
+	}
+	if err := ValidateNodeID(c.ID); err != nil {
+		return err
+	}
+	if c.Join != "" && len(c.Peers) > 0 {
+		return errors.New("shard: give Config.Peers to create a cluster or Config.Join to join one, not both")
+	}
+	if c.Join != "" && c.Mux == nil {
+		return errors.New("shard: joining a cluster needs Config.Mux")
+	}
+	if c.MoveConcurrency <= 0 {
+		c.MoveConcurrency = 2
+	}
+	if c.SnapshotBytesPerSec == 0 {
+		c.SnapshotBytesPerSec = 64 << 20
 	}
 	if len(c.Peers) == 0 {
 		c.Peers = []Peer{{ID: c.ID, Addr: c.Addr}}
@@ -218,10 +253,12 @@ func (c *Config) setDefaults() error {
 // Node is this process's share of the cluster: its storage engine and one
 // Raft group per shard it replicates.
 type Node struct {
-	cfg    Config
-	eng    *kv.Engine
-	groups []*group // by shard id; nil where this node holds no replica
-	m      *metrics
+	cfg Config
+	eng *kv.Engine
+	// slots holds this node's replicas by shard id, the metadata group's
+	// last; nil where it holds none. Replicas come and go with moves.
+	slots []atomic.Pointer[group]
+	m     *metrics
 	closed atomic.Bool
 	mu     sync.Mutex // serialises Close
 
@@ -230,8 +267,13 @@ type Node struct {
 	engMu     sync.RWMutex
 	engClosed bool
 
-	peerOf     map[string]string // address → node id
-	numOf      map[string]uint64 // node id → raft node number (position in Peers + 1)
+	cmap        atomic.Pointer[clusterMap] // the cluster map this node has
+	fresh       atomic.Bool                // cmap was read from the metadata group during this run
+	mapMu       sync.Mutex                 // serialises installMap
+	genesis     *clusterMap                // an initial node's first map (nil for joined nodes)
+	reconcileCh chan struct{}
+	ctl         *controller
+
 	mr         *multiraft.Engine // the Raft engine: every shard replica of this node
 	tr         *transport.Transport
 	rpc        *rpcClient
@@ -248,8 +290,10 @@ type Node struct {
 	bg         sync.WaitGroup
 }
 
-// Open opens the data directory, starts one Raft group per shard and waits
-// until every shard can serve linearizable requests.
+// Open opens the data directory, starts this node's replicas and, for a
+// one-node cluster, waits until every shard can serve linearizable
+// requests. A new data directory either creates a cluster (Config.Peers)
+// or joins one (Config.Join).
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -258,87 +302,174 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: %w", err)
 	}
-	if cfg.Shards, err = resolveShards(eng, cfg.Shards); err != nil {
-		eng.Close()
-		return nil, err
-	}
-	n := &Node{cfg: cfg, eng: eng, groups: make([]*group, cfg.Shards), stop: make(chan struct{}),
+	n := &Node{cfg: cfg, eng: eng, stop: make(chan struct{}), reconcileCh: make(chan struct{}, 1),
 		writeSlots: make(chan struct{}, cfg.MaxInflightWrites), readSlots: make(chan struct{}, cfg.MaxInflightReads),
-		peerOf: map[string]string{}, numOf: map[string]uint64{}, imux: http.NewServeMux()}
-	for i, p := range cfg.Peers {
-		n.peerOf[p.Addr] = p.ID
-		n.numOf[p.ID] = uint64(i + 1)
-	}
-	n.peers = newPeerTracker(cfg.Peers, cfg.ID)
-	if err := n.checkIdentity(); err != nil {
-		eng.Close()
-		return nil, err
-	}
+		imux: http.NewServeMux(), peers: newPeerTracker()}
+	n.cmap.Store(&clusterMap{})
 	if n.m, err = newMetrics(cfg.Registerer, n); err != nil {
 		eng.Close()
 		return nil, fmt.Errorf("shard: metrics: %w", err)
 	}
 	if cfg.Mux != nil {
-		n.rpc = newRPCClient(cfg.Mux, func(addr string) string { return n.peerOf[addr] })
+		n.rpc = newRPCClient(cfg.Mux, n.peerIDOf)
+	}
+	if err := n.loadMap(); err != nil {
+		eng.Close()
+		return nil, err
+	}
+	if err := n.checkIdentity(); err != nil {
+		eng.Close()
+		return nil, err
 	}
 	if err := n.openMultiRaft(); err != nil {
 		eng.Close()
 		return nil, err
 	}
-	for s := 0; s < cfg.Shards; s++ {
-		if !n.hosts(s) {
-			continue
+	m := n.curMap()
+	n.slots = make([]atomic.Pointer[group], n.cfg.Shards+1)
+	for i := range n.slots {
+		s := m.shardOfSlot(i)
+		has, err := n.hasState(s)
+		switch {
+		case err != nil:
+		case has:
+			err = n.startGroup(s, nil, false)
+		case m.Version == 0 && m.hostsShard(cfg.ID, s):
+			var voters []uint64
+			for _, id := range m.Placement[i] {
+				num, _ := n.numOf(id)
+				voters = append(voters, num)
+			}
+			err = n.startGroup(s, voters, false)
+		case m.shouldHost(cfg.ID, s):
+			err = n.startGroup(s, nil, true)
 		}
-		g, err := n.startMultiRaftGroup(s)
 		if err != nil {
 			n.Close()
 			return nil, err
 		}
-		n.groups[s] = g
 	}
 	if cfg.Mux != nil {
-		// Serve internal RPC only once n.groups is complete.
+		// Serve internal RPC only once the replicas are in place.
 		n.internal = &http.Server{Handler: n.internalHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go n.internal.Serve(cfg.Mux.InternalListener())
 	}
-	if len(cfg.Peers) == 1 {
+	if len(m.members()) == 1 && m.Nodes[0].ID == cfg.ID {
 		// A one-node cluster elects itself at once: wait so the first
 		// request succeeds.
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 		defer cancel()
-		for _, g := range n.groups {
+		for _, g := range n.localGroups(true) {
 			if err := g.waitLeader(ctx); err != nil {
 				n.Close()
 				return nil, err
 			}
 		}
-	} else {
-		n.bg.Add(2)
-		go n.probeLoop()
-		go n.balanceLoop()
 	}
-	n.bg.Add(1)
+	n.ctl = newController(n)
+	n.bg.Add(5)
+	go n.probeLoop()
+	go n.balanceLoop()
+	go n.reconcileLoop()
+	go n.ctl.run()
 	go n.feedTrimLoop()
-	cfg.Logger.Info("node started", "node", cfg.ID, "shards", cfg.Shards, "peers", len(cfg.Peers))
+	cfg.Logger.Info("node started", "node", cfg.ID, "shards", n.cfg.Shards, "members", len(m.members()), "map", m.Version)
 	return n, nil
 }
 
-// hosts reports whether this node holds a replica of shard s.
-func (n *Node) hosts(s int) bool {
-	for _, p := range n.replicasOf(s) {
-		if p.ID == n.cfg.ID {
-			return true
+// loadMap sets the node's cluster map, shard count and replica count: the
+// map persisted by an earlier run, or for a new data directory the map
+// got by joining (Config.Join) or the genesis map of Config.Peers.
+func (n *Node) loadMap() error {
+	cfg := &n.cfg
+	m, found, err := n.storedMap()
+	if err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	_, existing, err := n.eng.NodeMeta("id")
+	if err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	if !found {
+		switch {
+		case cfg.Join != "" && !existing:
+			if m, err = n.join(cfg.Join); err != nil {
+				return err
+			}
+			if cfg.Shards != 0 && cfg.Shards != m.Shards {
+				return fmt.Errorf("shard: the cluster has %d shards, not %d (leave --shards out when joining)", m.Shards, cfg.Shards)
+			}
+			cfg.Shards = m.Shards
+		default:
+			// A new directory, or one from a release before the cluster
+			// map: membership is the initial peer list.
+			if cfg.Shards, err = resolveShards(n.eng, cfg.Shards); err != nil {
+				return err
+			}
+			if existing {
+				if have, ok, _ := n.eng.NodeMeta("peers"); ok {
+					cfg.Peers = parsePeers(string(have))
+				}
+			} else if len(cfg.Peers) > 1 {
+				if err := n.wipedCheck(cfg.Peers); err != nil {
+					return err
+				}
+			}
+			m = genesisMap(cfg.Peers, cfg.Shards, cfg.Replicas)
+		}
+	} else {
+		if cfg.Shards != 0 && cfg.Shards != m.Shards {
+			return fmt.Errorf("shard: data directory %s was created with shards=%d, not %d", cfg.Dir, m.Shards, cfg.Shards)
+		}
+		cfg.Shards = m.Shards
+		if len(m.members()) > 1 {
+			if err := n.removedCheck(m); err != nil {
+				return err
+			}
 		}
 	}
-	return false
+	if have, ok, _ := n.eng.NodeMeta("peers"); ok && m.Version == 0 {
+		n.genesis = genesisMap(parsePeers(string(have)), m.Shards, m.Replicas)
+	} else if cfg.Join == "" && !existing {
+		n.genesis = m.clone()
+	}
+	self, ok := m.node(cfg.ID)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: node %s is not a member of the cluster its data directory belongs to", ErrIdentity, cfg.ID)
+	case self.State == StateRemoved:
+		return fmt.Errorf("%w: node %s was removed from the cluster; start it with a new --id, an empty data directory and --join", ErrIdentity, cfg.ID)
+	case self.Addr != cfg.Addr:
+		return fmt.Errorf("%w: node %s is a member at %s, not %s", ErrIdentity, cfg.ID, self.Addr, cfg.Addr)
+	}
+	n.cmap.Store(m)
+	if err := n.persistMap(m); err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	return nil
 }
 
-// hosted returns shard s's local group, or nil.
+// parsePeers parses "id=addr,id=addr".
+func parsePeers(s string) []Peer {
+	var out []Peer
+	for _, kv := range strings.Split(s, ",") {
+		if id, addr, ok := strings.Cut(kv, "="); ok {
+			out = append(out, Peer{ID: id, Addr: addr})
+		}
+	}
+	return out
+}
+
+// hosts reports whether this node holds a replica of shard s.
+func (n *Node) hosts(s int) bool { return n.hosted(s) != nil }
+
+// hosted returns shard s's local replica, or nil.
 func (n *Node) hosted(s int) *group {
-	if s < 0 || s >= len(n.groups) {
+	i := n.slotOf(s)
+	if i < 0 || i >= len(n.slots) {
 		return nil
 	}
-	return n.groups[s]
+	return n.slots[i].Load()
 }
 
 // DefaultShards is the shard count of a new data directory when
@@ -378,9 +509,10 @@ func resolveShards(eng *kv.Engine, want int) (int, error) {
 	return want, nil
 }
 
-// checkIdentity records the node id, shard count, peer list and replica
-// count on first open and refuses to open a directory made with other
-// values.
+// checkIdentity records the node id, shard count, initial peer list and
+// replica count on first open and refuses to open a directory made with
+// another id or shard count. Membership itself lives in the cluster map:
+// the recorded peer list is what created the cluster.
 func (n *Node) checkIdentity() error {
 	var peers []string
 	for _, p := range n.cfg.Peers {
@@ -389,14 +521,18 @@ func (n *Node) checkIdentity() error {
 	if err := n.checkEngine(); err != nil {
 		return err
 	}
-	// Placement is computed from the peer list (in order), the replica
-	// count and the shard count, so none of them may change.
-	for _, kvp := range []struct{ name, want string }{
-		{"id", n.cfg.ID},
-		{"shards", strconv.Itoa(n.cfg.Shards)},
-		{"peers", strings.Join(peers, ",")},
-		{"replicas", strconv.Itoa(n.cfg.Replicas)},
+	for _, kvp := range []struct {
+		name, want string
+		compare    bool
+	}{
+		{"id", n.cfg.ID, true},
+		{"shards", strconv.Itoa(n.cfg.Shards), true},
+		{"peers", strings.Join(peers, ","), false},
+		{"replicas", strconv.Itoa(n.cfg.Replicas), n.cfg.Join == ""},
 	} {
+		if kvp.name == "peers" && n.cfg.Join != "" {
+			continue
+		}
 		have, found, err := n.eng.NodeMeta(kvp.name)
 		if err != nil {
 			return fmt.Errorf("shard: %w", err)
@@ -407,7 +543,7 @@ func (n *Node) checkIdentity() error {
 			}
 			continue
 		}
-		if string(have) != kvp.want {
+		if kvp.compare && string(have) != kvp.want {
 			return fmt.Errorf("shard: data directory %s was created with %s=%s, not %s",
 				n.cfg.Dir, kvp.name, have, kvp.want)
 		}
@@ -450,18 +586,6 @@ func (n *Node) checkEngine() error {
 	return nil
 }
 
-// replicasOf places shard s on min(Replicas, len(Peers)) consecutive peers
-// starting at s mod len(Peers).
-func (n *Node) replicasOf(s int) []Peer {
-	peers := n.cfg.Peers
-	r := min(n.cfg.Replicas, len(peers))
-	out := make([]Peer, 0, r)
-	for i := 0; i < r; i++ {
-		out = append(out, peers[(s+i)%len(peers)])
-	}
-	return out
-}
-
 // ID returns the node id.
 func (n *Node) ID() string { return n.cfg.ID }
 
@@ -481,10 +605,7 @@ func (n *Node) Close() error {
 		n.internal.Close()
 	}
 	var errs []error
-	for _, g := range n.groups {
-		if g == nil {
-			continue
-		}
+	for _, g := range n.localGroups(true) {
 		if err := g.shutdown(); err != nil {
 			errs = append(errs, err)
 		}
@@ -510,8 +631,8 @@ func (n *Node) Close() error {
 
 func (n *Node) ledCount() int {
 	c := 0
-	for _, g := range n.groups {
-		if g != nil && g.isLeader() {
+	for _, g := range n.localGroups(false) {
+		if g.isLeader() {
 			c++
 		}
 	}

@@ -303,10 +303,11 @@ func TestRestartNoReapply(t *testing.T) {
 			t.Fatalf("after restart %s: %+v %v, want version %d", k, g, err, v)
 		}
 	}
-	// Each shard applies only its new leader's no-op after the restart.
+	// Each shard, and the metadata group, applies only its new leader's
+	// no-op after the restart.
 	applied := counterValue(t, reg, "lambdadb_raft_entries_applied_total")
-	if applied != float64(cfg.Shards) {
-		t.Fatalf("restart applied %v entries, want %d (one no-op per shard)", applied, cfg.Shards)
+	if applied != float64(cfg.Shards+1) {
+		t.Fatalf("restart applied %v entries, want %d (one no-op per group)", applied, cfg.Shards+1)
 	}
 }
 

@@ -45,6 +45,9 @@ const (
 	codeClosed       = "closed"
 	codeFeedTrimmed  = "feed_trimmed"
 	codeInternal     = "internal"
+	codeIdentity     = "identity"
+	codeMembership   = "membership"
+	codeUnknownNode  = "unknown_node"
 )
 
 type rpcError struct {
@@ -76,6 +79,12 @@ func (e rpcError) err() error {
 		sentinel = ErrBadCommand
 	case codeClosed:
 		sentinel = ErrClosed
+	case codeIdentity:
+		sentinel = ErrIdentity
+	case codeMembership:
+		sentinel = ErrMembership
+	case codeUnknownNode:
+		sentinel = ErrUnknownNode
 	default:
 		return fmt.Errorf("shard: remote: %s", e.Msg)
 	}
@@ -106,6 +115,12 @@ func toRPCError(err error) rpcError {
 		e.Code = codeClosed
 	case errors.Is(err, ErrFeedTrimmed):
 		e.Code = codeFeedTrimmed
+	case errors.Is(err, ErrIdentity):
+		e.Code = codeIdentity
+	case errors.Is(err, ErrMembership):
+		e.Code = codeMembership
+	case errors.Is(err, ErrUnknownNode):
+		e.Code = codeUnknownNode
 	}
 	return e
 }
@@ -177,6 +192,9 @@ type readResp struct {
 type StatusReport struct {
 	Node   string        `msgpack:"node"`
 	Shards []ShardReport `msgpack:"shards"`
+	// MapVersion is the version of the committed cluster map the node
+	// has (0 when it has none yet).
+	MapVersion uint64 `msgpack:"map_version,omitempty"`
 	// Info is the node's Config.StatusInfo bytes (nil when it has none or
 	// they exceed MaxStatusInfoBytes).
 	Info []byte `msgpack:"info,omitempty"`
@@ -188,6 +206,11 @@ type ShardReport struct {
 	Applied uint64 `msgpack:"applied"`
 	State   string `msgpack:"state"`
 	Leader  string `msgpack:"leader"`
+	Term    uint64 `msgpack:"term,omitempty"`
+	// The configuration the replica applied, reported by leaders.
+	Voters   []uint64 `msgpack:"voters,omitempty"`
+	Learners []uint64 `msgpack:"learners,omitempty"`
+	Outgoing []uint64 `msgpack:"outgoing,omitempty"`
 }
 
 // leaderError is the RPC error for err from local group g, with the
@@ -279,6 +302,41 @@ func (n *Node) internalHandler() http.Handler {
 		p, err := n.ReadFeedQuery(r.Context(), req.Shard, FeedQuery{After: req.After, Limit: min(max(req.Limit, 1), 10*DefaultFeedLimit),
 			Prefix: req.Prefix, MaxBytes: req.MaxBytes}, ReadOptions{Consistency: Stale})
 		writeRPC(w, feedResp{rpcError: toRPCError(err), Changes: p.Changes, Trimmed: p.Trimmed, Applied: p.Applied, More: p.More, Skipped: p.Skipped})
+	})
+	mux.HandleFunc("POST "+rpcMap, func(w http.ResponseWriter, r *http.Request) {
+		var req mapReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		writeRPC(w, n.serveMap())
+	})
+	mux.HandleFunc("POST "+rpcMetaGet, func(w http.ResponseWriter, r *http.Request) {
+		var req mapReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		writeRPC(w, mapResponse(n.metaGetLocal(r.Context())))
+	})
+	mux.HandleFunc("POST "+rpcJoin, func(w http.ResponseWriter, r *http.Request) {
+		var req joinReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		writeRPC(w, n.serveJoin(r.Context(), req))
+	})
+	mux.HandleFunc("POST "+rpcReconf, func(w http.ResponseWriter, r *http.Request) {
+		var req reconfReq
+		if !decodeRPC(w, r, &req) {
+			return
+		}
+		writeRPC(w, n.serveReconf(r.Context(), req))
+	})
+	mux.HandleFunc("GET "+rpcMoves, func(w http.ResponseWriter, r *http.Request) {
+		if g := n.hosted(MetaShard); g == nil || !g.isLeader() {
+			writeRPC(w, movesResp{rpcError: rpcError{Code: codeNotLeader, Msg: "not the metadata leader"}})
+			return
+		}
+		writeRPC(w, movesResp{Moves: n.localMoves()})
 	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())

@@ -32,22 +32,27 @@ func TestShardCount(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := vfs.NewMem()
-			if tc.stored > 0 {
+			switch {
+			case tc.stored == 8:
 				n, err := shard.Open(shard.Config{FS: fs, Dir: "/d", Shards: 8})
 				if err != nil {
 					t.Fatal(err)
 				}
 				n.Close()
-				if tc.stored != 8 { // an earlier release's directory
-					eng, err := kv.Open(kv.Config{Dir: "/d/db", FS: fs})
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := eng.SetNodeMeta("shards", []byte("12")); err != nil {
-						t.Fatal(err)
-					}
-					eng.Close()
+			case tc.stored > 0:
+				// An earlier release's directory: its identity records,
+				// no cluster map, no replica yet.
+				eng, err := kv.Open(kv.Config{Dir: "/d/db", FS: fs})
+				if err != nil {
+					t.Fatal(err)
 				}
+				for k, v := range map[string]string{"engine": "multiraft", "id": "n1", "shards": "12",
+					"peers": "n1=127.0.0.1:7070", "replicas": "3"} {
+					if err := eng.SetNodeMeta(k, []byte(v)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				eng.Close()
 			}
 			n, err := shard.Open(shard.Config{FS: fs, Dir: "/d", Shards: tc.want})
 			if tc.opened == 0 {

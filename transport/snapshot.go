@@ -2,12 +2,16 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -48,9 +52,10 @@ func (t *Transport) SendSnapshot(to uint64, m multiraft.Message, data func(io.Wr
 		go done(ErrClosed)
 		return
 	}
+	sent := t.snapshotCounter(m.Group, to)
 	go func() {
 		defer t.wg.Done()
-		err := t.sendSnapshot(to, hdr, data)
+		err := t.sendSnapshot(to, hdr, data, sent)
 		if err != nil {
 			t.log.Warn("transport: snapshot not delivered", "to", to, "group", m.Group, "err", err)
 		}
@@ -73,7 +78,31 @@ func snapshotHeader(to uint64, m multiraft.Message, data func(io.Writer) error) 
 	return hdr, nil
 }
 
-func (t *Transport) sendSnapshot(to uint64, hdr []byte, data func(io.Writer) error) error {
+// snapshotCounter returns the byte counter of the snapshot of group being
+// sent to node to, reset to zero.
+func (t *Transport) snapshotCounter(group, to uint64) *atomic.Int64 {
+	t.snapMu.Lock()
+	defer t.snapMu.Unlock()
+	if t.snapSent == nil {
+		t.snapSent = map[[2]uint64]*atomic.Int64{}
+	}
+	c := &atomic.Int64{}
+	t.snapSent[[2]uint64{group, to}] = c
+	return c
+}
+
+// SnapshotBytesSent returns the bytes of group's data sent to node to by
+// the latest snapshot started (0 when none was).
+func (t *Transport) SnapshotBytesSent(group, to uint64) int64 {
+	t.snapMu.Lock()
+	defer t.snapMu.Unlock()
+	if c := t.snapSent[[2]uint64{group, to}]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+func (t *Transport) sendSnapshot(to uint64, hdr []byte, data func(io.Writer) error, sent *atomic.Int64) error {
 	conn, err := t.dial(to, KindSnapshot)
 	if err != nil {
 		return err
@@ -111,7 +140,8 @@ func (t *Transport) sendSnapshot(to uint64, hdr []byte, data func(io.Writer) err
 	if _, err := conn.Write(hdr); err != nil {
 		return ackAfterFailure(fmt.Errorf("transport: snapshot to node %d: write header: %w", to, err))
 	}
-	cw := &chunkWriter{conn: conn, timeout: timeout, buf: make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+t.cfg.SnapshotChunk)}
+	cw := &chunkWriter{conn: conn, timeout: timeout, buf: make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+t.cfg.SnapshotChunk),
+		limit: t.snapLimit, sent: sent, stop: t.ctx}
 	err = data(cw)
 	if err == nil {
 		err = cw.finish()
@@ -140,6 +170,9 @@ type chunkWriter struct {
 	timeout time.Duration
 	buf     []byte // MaxVarintLen64 bytes of headroom, then the payload
 	err     error  // sticky write error
+	limit   *rate.Limiter
+	sent    *atomic.Int64
+	stop    context.Context
 }
 
 func (w *chunkWriter) Write(p []byte) (int, error) {
@@ -173,6 +206,15 @@ func (w *chunkWriter) flush() {
 }
 
 func (w *chunkWriter) write(b []byte) {
+	if w.limit != nil {
+		if err := w.limit.WaitN(w.stop, min(len(b), w.limit.Burst())); err != nil {
+			w.err = fmt.Errorf("rate limit: %w", err)
+			return
+		}
+	}
+	if w.sent != nil {
+		w.sent.Add(int64(len(b)))
+	}
 	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	if _, err := w.conn.Write(b); err != nil {
 		w.err = fmt.Errorf("write chunk: %w", err)

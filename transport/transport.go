@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"lambdadb/multiraft"
 )
@@ -85,6 +88,10 @@ type Config struct {
 	// for the ack after its last chunk, as the receiver syncs the data
 	// before answering. There is no whole-transfer deadline. Default 30s.
 	SnapshotChunkTimeout time.Duration
+	// SnapshotBytesPerSec limits the rate at which this node sends
+	// snapshot data, all snapshots together, so moving replicas leaves
+	// bandwidth and disk for client traffic. 0: no limit.
+	SnapshotBytesPerSec int64
 	// Logger receives connection events; never message payloads. Default:
 	// discard.
 	Logger *slog.Logger
@@ -115,6 +122,10 @@ type Transport struct {
 	wg      sync.WaitGroup
 
 	scratch sync.Pool // *[]byte: Send's encoding buffer
+
+	snapLimit *rate.Limiter // nil: no limit
+	snapMu    sync.Mutex
+	snapSent  map[[2]uint64]*atomic.Int64 // by (group, to): bytes of the latest snapshot
 }
 
 type handlerBox struct{ h Handler }
@@ -166,6 +177,9 @@ func New(cfg Config) (*Transport, error) {
 		inbound: map[uint64]*inboundConn{},
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if cfg.SnapshotBytesPerSec > 0 {
+		t.snapLimit = rate.NewLimiter(rate.Limit(cfg.SnapshotBytesPerSec), max(cfg.SnapshotChunk+binary.MaxVarintLen64, int(min(cfg.SnapshotBytesPerSec, 1<<30))))
+	}
 	if cfg.Handler != nil {
 		t.handler.Store(&handlerBox{cfg.Handler})
 	}

@@ -36,6 +36,7 @@ type Member struct {
 	ID   string
 	Addr string
 	FS   *vfs.MemFS
+	join string // the address it joined through; "" for initial members
 
 	node atomic.Pointer[shard.Node] // nil while killed
 
@@ -114,6 +115,9 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 		Shards: c.opts.Shards, Peers: c.peers, Mux: mux,
 		LogRetainEntries: c.opts.LogRetainEntries,
 	}
+	if m.join != "" {
+		cfg.Peers, cfg.Join, cfg.Shards = nil, m.join, 0
+	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(m.ID, &cfg)
 	}
@@ -133,6 +137,47 @@ func (c *Cluster) start(m *Member, ln net.Listener) error {
 		go m.http.Serve(mux.PublicListener())
 	}
 	return nil
+}
+
+// Join starts a new member id with an empty data directory that joins
+// the cluster through a running member (serve --join), and returns it.
+func (c *Cluster) Join(id string) *Member {
+	c.t.Helper()
+	m, err := c.JoinErr(id)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+// JoinErr is Join returning the node's start error; a member that failed
+// to start is not added.
+func (c *Cluster) JoinErr(id string) (*Member, error) {
+	run := c.Running()
+	if len(run) == 0 {
+		return nil, fmt.Errorf("clustertest: no running member to join through")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	m := &Member{ID: id, Addr: ln.Addr().String(), FS: vfs.NewCrashableMem(), join: run[0].Addr}
+	if err := c.start(m, ln); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	c.Members = append(c.Members, m)
+	return m, nil
+}
+
+// Wipe replaces stopped member id's filesystem with an empty one, as after
+// a lost disk.
+func (c *Cluster) Wipe(id string) {
+	m := c.Member(id)
+	if m.Node() != nil {
+		c.t.Fatalf("clustertest: %s is running", id)
+	}
+	m.FS = vfs.NewCrashableMem()
 }
 
 // Member returns the member with id.
@@ -168,9 +213,17 @@ func (c *Cluster) Kill(id string) {
 
 // Restart brings a killed member back with the same flags.
 func (c *Cluster) Restart(id string) {
+	c.t.Helper()
+	if err := c.RestartErr(id); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// RestartErr is Restart returning the node's start error.
+func (c *Cluster) RestartErr(id string) error {
 	m := c.Member(id)
 	if m.Node() != nil {
-		c.t.Fatalf("clustertest: %s is running", id)
+		return fmt.Errorf("clustertest: %s is running", id)
 	}
 	var ln net.Listener
 	var err error
@@ -181,11 +234,13 @@ func (c *Cluster) Restart(id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		c.t.Fatalf("clustertest: relisten %s: %v", m.Addr, err)
+		return fmt.Errorf("clustertest: relisten %s: %v", m.Addr, err)
 	}
 	if err := c.start(m, ln); err != nil {
-		c.t.Fatal(err)
+		ln.Close()
+		return err
 	}
+	return nil
 }
 
 // Close stops every member.

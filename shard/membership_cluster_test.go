@@ -1,0 +1,222 @@
+package shard_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"lambdadb/internal/clustertest"
+	"lambdadb/shard"
+)
+
+// settled waits until every running member has the same map version, no
+// move is in flight and the planner wants nothing more.
+func settled(t *testing.T, c *clustertest.Cluster, timeout time.Duration) shard.ClusterStatus {
+	t.Helper()
+	var st shard.ClusterStatus
+	c.Eventually(timeout, "membership settled", func() bool {
+		run := c.Running()
+		v := run[0].Node().Cluster().MapVersion
+		for _, m := range run {
+			n := m.Node()
+			if !n.MembershipSettled() || n.Cluster().MapVersion != v {
+				return false
+			}
+		}
+		st = run[0].Node().Cluster()
+		return true
+	})
+	return st
+}
+
+// replicaCounts returns the replicas each node holds by the cluster map.
+func replicaCounts(st shard.ClusterStatus) map[string]int {
+	out := map[string]int{}
+	for _, nd := range st.Nodes {
+		out[nd.ID] = nd.Replicas
+	}
+	return out
+}
+
+// hostedShards returns how many data-shard replicas member id really runs.
+func hostedShards(n *shard.Node) int {
+	k := 0
+	for s := 0; s < n.Shards(); s++ {
+		if n.RaftStats(s) != nil {
+			k++
+		}
+	}
+	return k
+}
+
+// startWriters runs writers against the cluster until the returned stop
+// is called, which returns what they had acknowledged.
+func startWriters(c *clustertest.Cluster, k int) func() (map[string]uint64, int) {
+	w := &writer{acked: map[string]uint64{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < k; i++ {
+		wg.Add(1)
+		go w.run(c, 100+i, stop, &wg)
+	}
+	return func() (map[string]uint64, int) {
+		close(stop)
+		wg.Wait()
+		return w.acked, w.fails
+	}
+}
+
+func TestJoinRebalancesAndLosesNothing(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 8})
+	stop := startWriters(c, 4)
+	time.Sleep(300 * time.Millisecond)
+
+	n4 := c.Join("n4")
+	st := settled(t, c, 90*time.Second)
+	acked, fails := stop()
+	counts := replicaCounts(st)
+	// 9 groups (8 shards and the metadata group) × 3 replicas on 4 nodes:
+	// every node within one of the mean 6.75.
+	for id, k := range counts {
+		if k < 6 || k > 7 {
+			t.Errorf("%s holds %d replicas, want 6 or 7 (%v)", id, k, counts)
+		}
+	}
+	for _, nd := range st.Nodes {
+		if nd.State != shard.StateActive {
+			t.Errorf("%s is %s, want active", nd.ID, nd.State)
+		}
+		if nd.Number == 0 {
+			t.Errorf("%s has no node number", nd.ID)
+		}
+	}
+	if nd := st.Nodes[len(st.Nodes)-1]; nd.ID != "n4" || nd.Number != 4 {
+		t.Errorf("the joined node is %+v, want n4 with number 4", nd)
+	}
+	// The replicas the map places are the replicas the nodes run.
+	c.Eventually(30*time.Second, "replicas deleted off the old nodes", func() bool {
+		for _, m := range c.Running() {
+			want := 0
+			for _, s := range m.Node().Cluster().Shards {
+				for _, r := range s.Replicas {
+					if r.Node == m.ID {
+						want++
+					}
+				}
+			}
+			if hostedShards(m.Node()) != want {
+				return false
+			}
+		}
+		return true
+	})
+	if len(acked) == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	t.Logf("%d writes acknowledged, %d failed during the join", len(acked), fails)
+	checkAll(t, c, acked)
+	_ = n4
+}
+
+func TestDecommissionMovesEverythingOff(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4})
+	// Three nodes and three replicas: nowhere to move n1's.
+	err := c.Member("n1").Node().Decommission(opCtx(t, 10*time.Second), "n1")
+	if !errors.Is(err, shard.ErrMembership) {
+		t.Fatalf("decommissioning one of 3 nodes with 3 replicas: %v, want ErrMembership", err)
+	}
+	if err := c.Member("n1").Node().Decommission(opCtx(t, 10*time.Second), "n9"); !errors.Is(err, shard.ErrUnknownNode) {
+		t.Fatalf("decommissioning an unknown node: %v, want ErrUnknownNode", err)
+	}
+	c.Join("n4")
+	settled(t, c, 60*time.Second)
+
+	stop := startWriters(c, 3)
+	if err := c.Member("n2").Node().Decommission(opCtx(t, 10*time.Second), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(90*time.Second, "n1 decommissioned", func() bool {
+		for _, nd := range c.Member("n2").Node().Cluster().Nodes {
+			if nd.ID == "n1" {
+				return nd.State == shard.StateDecommissioned
+			}
+		}
+		return false
+	})
+	c.Eventually(30*time.Second, "n1 holds no replica", func() bool {
+		n := c.Member("n1").Node()
+		return hostedShards(n) == 0 && n.RaftStats(shard.MetaShard) == nil
+	})
+	acked, _ := stop()
+	c.Kill("n1")
+	checkAll(t, c, acked)
+}
+
+func TestRemoveDeadNodeRebuildsReplicas(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4})
+	c.Join("n4")
+	settled(t, c, 60*time.Second)
+	stop := startWriters(c, 3)
+	time.Sleep(200 * time.Millisecond)
+	c.Kill("n2")
+	n1 := c.Member("n1").Node()
+	if err := n1.RemoveNode(opCtx(t, 10*time.Second), "n1"); !errors.Is(err, shard.ErrMembership) {
+		t.Fatalf("removing a live node that holds replicas: %v, want ErrMembership", err)
+	}
+	c.Eventually(10*time.Second, "n2 seen down", func() bool {
+		for _, nd := range n1.Cluster().Nodes {
+			if nd.ID == "n2" {
+				return !nd.Up
+			}
+		}
+		return false
+	})
+	if err := n1.RemoveNode(opCtx(t, 10*time.Second), "n2"); err != nil {
+		t.Fatal(err)
+	}
+	st := settled(t, c, 90*time.Second)
+	for _, s := range st.Shards {
+		if len(s.Replicas) != 3 {
+			t.Errorf("shard %d has %d replicas, want 3", s.ID, len(s.Replicas))
+		}
+		for _, r := range s.Replicas {
+			if r.Node == "n2" {
+				t.Errorf("shard %d still placed on the removed n2", s.ID)
+			}
+		}
+	}
+	acked, _ := stop()
+	checkAll(t, c, acked)
+
+	// The removed node's name is free, but its old number is never used
+	// again; its old data directory is refused.
+	if err := c.RestartErr("n2"); !errors.Is(err, shard.ErrIdentity) {
+		t.Fatalf("restarting the removed n2: %v, want ErrIdentity", err)
+	}
+}
+
+func TestWipedNodeCannotRejoinUnderItsName(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4})
+	settled(t, c, 30*time.Second)
+	c.Kill("n3")
+	c.Wipe("n3")
+	err := c.RestartErr("n3")
+	if !errors.Is(err, shard.ErrIdentity) {
+		t.Fatalf("a wiped initial node restarting with --peers: %v, want ErrIdentity", err)
+	}
+	if _, err := c.JoinErr("n2"); !errors.Is(err, shard.ErrIdentity) {
+		t.Fatalf("joining under a member's name: %v, want ErrIdentity", err)
+	}
+	// A new name joins fine and gets a new number.
+	m := c.Join("n5")
+	c.Eventually(10*time.Second, "n5 counted", func() bool {
+		for _, nd := range m.Node().Cluster().Nodes {
+			if nd.ID == "n5" {
+				return nd.Number == 4 && fmt.Sprint(nd.State) == shard.StateActive
+			}
+		}
+		return false
+	})
+}
