@@ -257,8 +257,8 @@ type Node struct {
 	eng *kv.Engine
 	// slots holds this node's replicas by shard id, the metadata group's
 	// last; nil where it holds none. Replicas come and go with moves.
-	slots []atomic.Pointer[group]
-	m     *metrics
+	slots  []atomic.Pointer[group]
+	m      *metrics
 	closed atomic.Bool
 	mu     sync.Mutex // serialises Close
 
