@@ -16,7 +16,7 @@ import (
 
 // Timing of the controller.
 const (
-	controllerInterval = 500 * time.Millisecond
+	controllerInterval = 250 * time.Millisecond
 	// moveTargetTimeout: a move whose target has been down this long
 	// before its promotion is cancelled (the learner removed).
 	moveTargetTimeout = 2 * time.Minute
@@ -200,34 +200,52 @@ func (c *controller) note(s int, why string) {
 	c.mu.Unlock()
 }
 
-// advance takes move mv one step further.
+// advance takes move mv as many steps further as it can without
+// waiting (a few at most).
 func (c *controller) advance(ctx context.Context, m *clusterMap, mv mapMove) error {
+	for i := 0; i < 4; i++ {
+		again, err := c.advanceOnce(ctx, m, &mv)
+		if err != nil || !again {
+			return err
+		}
+	}
+	return nil
+}
+
+// advanceOnce takes move mv one step further; again says another step
+// may follow at once (mv is then the move as recorded now).
+func (c *controller) advanceOnce(ctx context.Context, m *clusterMap, mv *mapMove) (again bool, err error) {
 	n := c.n
 	leader := n.leaderOf(mv.Shard)
 	if leader == "" {
-		return fmt.Errorf("shard %s has no leader", shardName(mv.Shard))
+		return false, fmt.Errorf("shard %s has no leader", shardName(mv.Shard))
 	}
 	to, _ := m.node(mv.To)
 	from, hasFrom := m.node(mv.From)
 	pr, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "progress"})
 	if err != nil {
-		return fmt.Errorf("asking the leader of shard %s: %v", shardName(mv.Shard), err)
+		return false, fmt.Errorf("asking the leader of shard %s: %v", shardName(mv.Shard), err)
 	}
 	isVoter := slices.Contains(pr.Voters, to.Num) || slices.Contains(pr.Outgoing, to.Num)
 	isLearner := slices.Contains(pr.Learners, to.Num)
 	c.mu.Lock()
 	c.progress[mv.Shard] = moveProgress{applied: pr.Match[to.Num], target: pr.Last}
 	c.mu.Unlock()
-	setPhase := func(phase string) error {
+	setPhase := func(phase string) (bool, error) {
+		changed := false
 		_, err := n.metaUpdate(ctx, func(x *clusterMap) error {
 			cur, i, ok := x.moveOf(mv.Shard)
-			if !ok || cur != mv {
+			if !ok || cur != *mv {
 				return errNoChange
 			}
 			x.Moves[i].Phase = phase
+			changed = true
 			return nil
 		})
-		return err
+		if changed && err == nil {
+			mv.Phase = phase
+		}
+		return changed, err
 	}
 	switch mv.Phase {
 	case PhaseLearner, PhasePromote:
@@ -248,7 +266,7 @@ func (c *controller) advance(ctx context.Context, m *clusterMap, mv mapMove) err
 			if time.Since(first) > moveTargetTimeout {
 				return setPhase(PhaseCancel)
 			}
-			return fmt.Errorf("waiting for the target %s, which is down", mv.To)
+			return false, fmt.Errorf("waiting for the target %s, which is down", mv.To)
 		}
 		c.mu.Lock()
 		delete(c.seenDown, mv.To)
@@ -256,21 +274,20 @@ func (c *controller) advance(ctx context.Context, m *clusterMap, mv mapMove) err
 		if !isLearner {
 			_, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "learner", Node: to.Num})
 			if err != nil {
-				return fmt.Errorf("adding %s as a learner: %v", mv.To, err)
+				return false, fmt.Errorf("adding %s as a learner: %v", mv.To, err)
 			}
-			return errors.New("target added as a learner; waiting for its snapshot")
+			return false, errors.New("target added as a learner; waiting for its snapshot")
 		}
 		if match := pr.Match[to.Num]; match == 0 || match+catchUpSlack < pr.Last {
-			return fmt.Errorf("target catching up: at %d of %d", match, pr.Last)
+			return false, fmt.Errorf("target catching up: at %d of %d", match, pr.Last)
 		}
 		if mv.Phase != PhasePromote {
-			if err := setPhase(PhasePromote); err != nil {
-				return err
+			if _, err := setPhase(PhasePromote); err != nil {
+				return false, err
 			}
-			mv.Phase = PhasePromote
 		}
 		if _, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "promote", Node: to.Num}); err != nil {
-			return fmt.Errorf("promoting %s: %v", mv.To, err)
+			return false, fmt.Errorf("promoting %s: %v", mv.To, err)
 		}
 		return setPhase(PhaseRemove)
 	case PhaseRemove:
@@ -279,34 +296,34 @@ func (c *controller) advance(ctx context.Context, m *clusterMap, mv mapMove) err
 			return setPhase(PhaseLearner)
 		}
 		if len(pr.Outgoing) > 0 {
-			return errors.New("waiting for the shard to leave its joint configuration")
+			return false, errors.New("waiting for the shard to leave its joint configuration")
 		}
 		fromIn := hasFrom && (slices.Contains(pr.Voters, from.Num) || slices.Contains(pr.Learners, from.Num))
 		if !fromIn {
-			return c.complete(ctx, mv)
+			return false, c.complete(ctx, *mv)
 		}
 		if n.peerIDOf(leader) == mv.From || (leader == n.cfg.Addr && mv.From == n.cfg.ID) {
 			if _, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "transfer", Node: to.Num}); err != nil {
-				return fmt.Errorf("handing leadership off %s: %v", mv.From, err)
+				return false, fmt.Errorf("handing leadership off %s: %v", mv.From, err)
 			}
-			return fmt.Errorf("handing leadership from %s to %s", mv.From, mv.To)
+			return false, fmt.Errorf("handing leadership from %s to %s", mv.From, mv.To)
 		}
 		if _, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "remove", Node: from.Num}); err != nil {
-			return fmt.Errorf("removing %s: %v", mv.From, err)
+			return false, fmt.Errorf("removing %s: %v", mv.From, err)
 		}
-		return nil
+		return true, nil
 	case PhaseCancel:
 		if isVoter {
 			return setPhase(PhaseRemove)
 		}
 		if isLearner {
 			if _, err := n.reconf(ctx, leader, reconfReq{Shard: mv.Shard, Op: "remove", Node: to.Num}); err != nil {
-				return fmt.Errorf("removing the learner %s: %v", mv.To, err)
+				return false, fmt.Errorf("removing the learner %s: %v", mv.To, err)
 			}
 		}
 		_, err := n.metaUpdate(ctx, func(x *clusterMap) error {
 			cur, i, ok := x.moveOf(mv.Shard)
-			if !ok || cur != mv {
+			if !ok || cur != *mv {
 				return errNoChange
 			}
 			x.Moves = slices.Delete(x.Moves, i, i+1)
@@ -315,9 +332,9 @@ func (c *controller) advance(ctx context.Context, m *clusterMap, mv mapMove) err
 		if err == nil {
 			n.cfg.Logger.Warn("replica move cancelled", "shard", shardName(mv.Shard), "from", mv.From, "to", mv.To)
 		}
-		return err
+		return false, err
 	}
-	return nil
+	return false, nil
 }
 
 // complete records a finished move: the target replaces the source in the

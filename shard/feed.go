@@ -183,6 +183,11 @@ func (n *Node) ReadFeedQuery(ctx context.Context, s int, q FeedQuery, ro ReadOpt
 		// Everything through the last entry examined was seen.
 		page.Applied = last
 	}
+	if g.removed.Load() {
+		// The replica was removed (and its data deleted) meanwhile: the
+		// shard's leader serves the page.
+		return n.forwardFeed(ctx, s, FeedQuery{After: after, Limit: limit, Prefix: prefix, MaxBytes: maxBytes})
+	}
 	return page, nil
 }
 

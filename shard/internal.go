@@ -114,6 +114,9 @@ func (n *Node) OpenShard(ctx context.Context, s int, ro ReadOptions) (*ShardSnap
 	}
 	r := n.eng.NewReader()
 	applied, err := r.Applied(s)
+	if err == nil && g.removed.Load() {
+		err = fmt.Errorf("%w: shard %d: the replica here was just removed", ErrNotHosted, s)
+	}
 	if err != nil {
 		r.Close()
 		n.engMu.RUnlock()

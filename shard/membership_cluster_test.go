@@ -220,3 +220,67 @@ func TestWipedNodeCannotRejoinUnderItsName(t *testing.T) {
 		return false
 	})
 }
+
+// TestMoveSurvivesCrashes crashes a node at a step of a replica move —
+// the target while it is a learner being filled, the shard's leader
+// then, the source while it is being removed, the metadata leader — and
+// restarts it: the moves finish, every shard ends with three voters where
+// the map places them, and no acknowledged write is lost.
+func TestMoveSurvivesCrashes(t *testing.T) {
+	for _, tc := range []struct {
+		phase, victim string
+	}{
+		{shard.PhaseLearner, "target"},
+		{shard.PhaseLearner, "shard-leader"},
+		{shard.PhaseRemove, "source"},
+		{shard.PhaseRemove, "meta-leader"},
+	} {
+		t.Run(tc.phase+"/"+tc.victim, func(t *testing.T) {
+			c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4,
+				Configure: func(id string, cfg *shard.Config) { cfg.MoveConcurrency = 1 }})
+			stop := startWriters(c, 3)
+			c.Join("n4")
+			var victim string
+			c.Eventually(60*time.Second, "a move in phase "+tc.phase, func() bool {
+				for _, m := range c.Running() {
+					for _, mv := range m.Node().Moves() {
+						if mv.Phase != tc.phase || mv.Shard == "meta" {
+							continue
+						}
+						switch tc.victim {
+						case "target":
+							victim = mv.To
+						case "source":
+							victim = mv.From
+						case "shard-leader":
+							var s int
+							fmt.Sscan(mv.Shard, &s)
+							if l := c.LeaderOf(s); l != nil {
+								victim = l.ID
+							}
+						case "meta-leader":
+							if l := c.LeaderOf(shard.MetaShard); l != nil {
+								victim = l.ID
+							}
+						}
+						return victim != ""
+					}
+				}
+				return false
+			})
+			t.Logf("crashing %s (%s) during a move's %s step", victim, tc.victim, tc.phase)
+			c.Kill(victim)
+			time.Sleep(700 * time.Millisecond)
+			c.Restart(victim)
+			st := settled(t, c, 90*time.Second)
+			acked, fails := stop()
+			t.Logf("%d writes acknowledged, %d failed", len(acked), fails)
+			for _, s := range st.Shards {
+				if len(s.Replicas) != 3 {
+					t.Errorf("shard %d has %d replicas, want 3", s.ID, len(s.Replicas))
+				}
+			}
+			checkAll(t, c, acked)
+		})
+	}
+}

@@ -382,6 +382,10 @@ func (n *Node) GetIn(ctx context.Context, sp Space, key string, ro ReadOptions) 
 	if err != nil {
 		return res, fmt.Errorf("shard: %w", err)
 	}
+	if g.removed.Load() {
+		// The replica was removed (and its data deleted) meanwhile.
+		return n.forwardGet(ctx, s, sp, key, ro)
+	}
 	// pending is at least the state the read observed.
 	res.Session = ro.Session.Merge(session.Token{s: g.fsm.pending.Load()})
 	n.m.reads.WithLabelValues(ro.Consistency.String()).Inc()
@@ -464,6 +468,10 @@ func (n *Node) scanLocal(ctx context.Context, g *group, sp Space, lo, hi []byte,
 	})
 	if err != nil {
 		return scanPart{}, fmt.Errorf("shard: %w", err)
+	}
+	if g.removed.Load() {
+		// The replica was removed (and its data deleted) meanwhile.
+		return scanPart{}, errForward
 	}
 	return p, nil
 }
