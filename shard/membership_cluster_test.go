@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,5 +283,96 @@ func TestMoveSurvivesCrashes(t *testing.T) {
 			}
 			checkAll(t, c, acked)
 		})
+	}
+}
+
+// TestFeedReadsFollowAMovedShard reads a shard's feed through n1 while
+// n1's replica of it moves to n4: the reads go on through the shard's
+// leader, from the same position, and miss no change and repeat none.
+func TestFeedReadsFollowAMovedShard(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4})
+	c.Join("n4")
+	settled(t, c, 60*time.Second)
+	n1 := c.Member("n1").Node()
+	// A shard n1 holds, which decommissioning n1 moves away.
+	s := -1
+	for i := 0; i < n1.Shards(); i++ {
+		if n1.RaftStats(i) != nil {
+			s = i
+			break
+		}
+	}
+	if s < 0 {
+		t.Fatal("n1 holds no shard")
+	}
+	var keys []string
+	for i := 0; len(keys) < 5000; i++ {
+		if k := fmt.Sprintf("f/%05d", i); shard.For(k, n1.Shards()) == s {
+			keys = append(keys, k)
+		}
+	}
+	// The writer goes on until 100 changes were written after n1's
+	// replica was removed.
+	var written atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		extra := 0
+		for i, k := range keys {
+			for {
+				if _, err := c.Member("n2").Node().Put(opCtx(t, 5*time.Second), k, []byte(k), shard.Cond{}, nil); err == nil {
+					break
+				}
+			}
+			written.Store(int64(i + 1))
+			if n1.RaftStats(s) == nil {
+				if extra++; extra == 100 {
+					return
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	if err := n1.Decommission(opCtx(t, 10*time.Second), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	var after uint64
+	deadline := time.Now().Add(120 * time.Second)
+	finished := false
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		if finished && len(seen) >= int(written.Load()) {
+			break
+		}
+		p, err := n1.ReadFeedQuery(opCtx(t, 5*time.Second), s, shard.FeedQuery{After: after, Limit: 50, Prefix: "f/"}, shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			t.Logf("feed read: %v", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		for _, ch := range p.Changes {
+			seen = append(seen, ch.Key)
+			after = ch.Index
+		}
+		if p.Applied > after {
+			after = p.Applied
+		}
+	}
+	if !finished {
+		t.Fatal("n1's replica was never removed")
+	}
+	n := int(written.Load())
+	if len(seen) != n {
+		t.Fatalf("read %d changes through n1, want %d", len(seen), n)
+	}
+	for i, k := range keys[:n] {
+		if seen[i] != k {
+			t.Fatalf("change %d is %s, want %s: out of order, missed or repeated", i, seen[i], k)
+		}
 	}
 }
