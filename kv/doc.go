@@ -44,6 +44,14 @@
 // write makes every earlier unsynced batch durable; callers must sync before
 // they discard Raft log entries the state machine may still need.
 //
+// # Dropping a shard
+//
+// Engine.DropShard deletes every key of one shard — every kind, the
+// replica's raft log and state included — with one range deletion in one
+// synced batch, for a node whose replica of the shard has moved away. The
+// shard then reads as never written. A RaftStorage of the shard opened
+// before is stale: raft writes through it fail with ErrStaleRaftStorage.
+//
 // # Concurrency
 //
 // An Engine is safe for concurrent use, and so is a RaftStorage. An Apply is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -61,6 +62,13 @@ type Record struct {
 type Engine struct {
 	db  *pebble.DB
 	cfg Config
+
+	// dropMu orders DropShard (exclusive) against raft writes through a
+	// RaftStorage (shared: RaftBatch.Commit, Bootstrap, the repair when
+	// one is opened), so that no RaftStorage opened before a drop writes
+	// after it.
+	dropMu sync.RWMutex
+	drops  map[int]uint64 // DropShard calls per shard; guarded by dropMu
 }
 
 // Open opens (creating if needed) the database in cfg.Dir.
@@ -88,7 +96,7 @@ func Open(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: open %s: %w", cfg.Dir, err)
 	}
-	return &Engine{db: db, cfg: cfg}, nil
+	return &Engine{db: db, cfg: cfg, drops: map[int]uint64{}}, nil
 }
 
 // Close closes the database. Pending unsynced writes are flushed by Pebble.
@@ -452,6 +460,42 @@ func (p pebbleLogger) Errorf(format string, args ...interface{}) {
 func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
 	p.l.Error(fmt.Sprintf(format, args...))
 	panic(fmt.Sprintf(format, args...))
+}
+
+// DropShard deletes everything shard holds on this node, in one synced
+// batch (one range deletion over the shard's key space): its replicated
+// state — records of both spaces, metadata (applied index, term,
+// ConfState), change feed, trigger checkpoints — and its replica's raft
+// log, hard state and truncated state. Afterwards the shard reads as never
+// written: Applied returns 0, and a RaftStorage opened now is empty
+// (LastIndex 0, no hard state), ready for a new replica.
+//
+// A RaftStorage of shard opened before DropShard is invalid afterwards:
+// its reads see stale bounds, and raft writes through it (RaftBatch,
+// Bootstrap) fail with ErrStaleRaftStorage. Open a new one. The caller
+// stops the shard's users first — its raft replica
+// (multiraft.Engine.RemoveGroup) and state machine: an Apply committed
+// after DropShard writes into the shard again. Open Readers and
+// ShardSnapshots keep their point-in-time view.
+func (e *Engine) DropShard(shard int) error {
+	if err := checkShard(shard); err != nil {
+		return err
+	}
+	lo, hi := shardRange(shard)
+	e.dropMu.Lock()
+	defer e.dropMu.Unlock()
+	// Storages opened before are stale from here, whether or not the
+	// commit below succeeds.
+	e.drops[shard]++
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return fmt.Errorf("kv: drop shard %d: %w", shard, err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("kv: drop shard %d: %w", shard, err)
+	}
+	return nil
 }
 
 // Node-level metadata lives outside every shard's key space, under 'N'.

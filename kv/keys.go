@@ -78,6 +78,12 @@ func checkSpace(sp Space) (byte, error) {
 	return k, nil
 }
 
+// shardRange returns [lo, hi) spanning every key of shard, of every kind.
+func shardRange(shard int) (lo, hi []byte) {
+	lo = []byte{shardTag, byte(shard >> 8), byte(shard)}
+	return lo, prefixEnd(lo)
+}
+
 // raftEntryKey is the key of the etcd raft log entry at index.
 func raftEntryKey(shard int, index uint64) []byte {
 	k := make([]byte, prefixLen+8)

@@ -30,6 +30,10 @@ import (
 // has raft state or an applied index.
 var ErrRaftBootstrapped = errors.New("kv: raft replica already initialised")
 
+// ErrStaleRaftStorage is returned for a raft write through a RaftStorage
+// opened before its shard was dropped (Engine.DropShard).
+var ErrStaleRaftStorage = errors.New("kv: raft storage opened before its shard was dropped")
+
 // errRaftBatchDone is returned by a RaftBatch used after Commit or Close.
 var errRaftBatchDone = errors.New("kv: raft batch already committed or closed")
 
@@ -39,10 +43,12 @@ var errRaftBatchDone = errors.New("kv: raft batch already committed or closed")
 //
 // Open at most one RaftStorage per shard: it caches the log bounds, and
 // only RaftBatch.Commit and Bootstrap of that RaftStorage update them. At
-// most one uncommitted RaftBatch may touch a storage at a time.
+// most one uncommitted RaftBatch may touch a storage at a time. Engine.DropShard
+// makes the shard's RaftStorage invalid: open a new one after it.
 type RaftStorage struct {
 	e     *Engine
 	shard int
+	gen   uint64 // e.drops[shard] when opened
 
 	mu         sync.Mutex
 	truncIndex uint64 // index of the last discarded entry (or snapshot point)
@@ -86,7 +92,9 @@ func (e *Engine) RaftStorage(shard int) (*RaftStorage, error) {
 	if err := checkShard(shard); err != nil {
 		return nil, err
 	}
-	s := &RaftStorage{e: e, shard: shard}
+	e.dropMu.RLock()
+	defer e.dropMu.RUnlock()
+	s := &RaftStorage{e: e, shard: shard, gen: e.drops[shard]}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -189,6 +197,15 @@ func (s *RaftStorage) resetToApplied(applied uint64) error {
 
 // Shard returns the shard id.
 func (s *RaftStorage) Shard() int { return s.shard }
+
+// checkFresh fails with ErrStaleRaftStorage if s's shard was dropped since
+// s was opened. The caller holds s.e.dropMu (shared or not).
+func (s *RaftStorage) checkFresh() error {
+	if s.e.drops[s.shard] != s.gen {
+		return fmt.Errorf("%w: shard %d", ErrStaleRaftStorage, s.shard)
+	}
+	return nil
+}
 
 // bounds returns the published bounds.
 func (s *RaftStorage) bounds() (trunc, truncTerm, last, lastTerm uint64) {
@@ -457,6 +474,11 @@ func (s *RaftStorage) Applied() (index, term uint64, err error) {
 // truncated state, a log entry or a non-zero applied index. All replicas of a
 // group bootstrap identically, so no snapshot is needed to start.
 func (s *RaftStorage) Bootstrap(index, term uint64, cs *pb.ConfState) error {
+	s.e.dropMu.RLock()
+	defer s.e.dropMu.RUnlock()
+	if err := s.checkFresh(); err != nil {
+		return err
+	}
 	db := s.e.db
 	snap := db.NewSnapshot()
 	defer snap.Close()
@@ -530,6 +552,9 @@ type RaftBatch struct {
 	e       *Engine
 	b       *pebble.Batch
 	pending map[*RaftStorage]*raftPending
+	// touched holds every storage passed to a method (check), for
+	// Commit's staleness check: SetHardState has no pending state.
+	touched map[*RaftStorage]struct{}
 	done    bool
 }
 
@@ -551,7 +576,7 @@ type raftPending struct {
 
 // NewRaftBatch starts an empty batch.
 func (e *Engine) NewRaftBatch() *RaftBatch {
-	return &RaftBatch{e: e, b: e.db.NewBatch(), pending: map[*RaftStorage]*raftPending{}}
+	return &RaftBatch{e: e, b: e.db.NewBatch(), pending: map[*RaftStorage]*raftPending{}, touched: map[*RaftStorage]struct{}{}}
 }
 
 func (b *RaftBatch) check(s *RaftStorage) error {
@@ -561,6 +586,13 @@ func (b *RaftBatch) check(s *RaftStorage) error {
 	if s == nil || s.e != b.e {
 		return errors.New("kv: raft batch: storage of another engine")
 	}
+	// Early notice; Commit checks again, atomically with the write.
+	b.e.dropMu.RLock()
+	defer b.e.dropMu.RUnlock()
+	if err := s.checkFresh(); err != nil {
+		return err
+	}
+	b.touched[s] = struct{}{}
 	return nil
 }
 
@@ -804,12 +836,21 @@ func (b *RaftBatch) Len() int {
 // Commit commits the batch (synced when sync is true) and then publishes the
 // new bounds of every touched storage: readers see the new entries only
 // after Commit returns. On error nothing is published and the caller must
-// treat the node as failed. The batch is closed afterwards.
+// treat the node as failed; it fails, writing nothing, with
+// ErrStaleRaftStorage if a touched storage's shard was dropped since the
+// storage was opened. The batch is closed afterwards.
 func (b *RaftBatch) Commit(sync bool) error {
 	if b.done {
 		return errRaftBatchDone
 	}
 	defer b.Close()
+	b.e.dropMu.RLock()
+	defer b.e.dropMu.RUnlock()
+	for s := range b.touched {
+		if err := s.checkFresh(); err != nil {
+			return fmt.Errorf("kv: raft commit: %w", err)
+		}
+	}
 	opts := pebble.NoSync
 	if sync {
 		opts = pebble.Sync
@@ -829,7 +870,7 @@ func (b *RaftBatch) Commit(sync bool) error {
 func (b *RaftBatch) Close() {
 	if !b.done {
 		b.done = true
-		b.pending = nil
+		b.pending, b.touched = nil, nil
 		_ = b.b.Close()
 	}
 }
