@@ -20,6 +20,13 @@ var (
 	// ErrDropped: the proposal was not appended, or another entry took its
 	// index; it was not and will not be applied. Retrying is safe.
 	ErrDropped = errors.New("multiraft: proposal dropped")
+	// ErrRemoved: the replica was removed from this node (RemoveGroup)
+	// while the call waited on it. For a proposal the outcome is unknown,
+	// as after a timeout — the group's other replicas may still apply
+	// it — unless the error also wraps ErrDropped: then it had not reached
+	// raft and never will. Calls made after RemoveGroup returned fail with
+	// ErrNoGroup instead.
+	ErrRemoved = errors.New("multiraft: replica removed from this node")
 )
 
 // NotLeaderError is ErrNotLeader with the leader this replica knows of

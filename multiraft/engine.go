@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,11 @@ type Engine struct {
 
 	mu     sync.RWMutex
 	groups map[uint64]*replica
-	list   []*replica // for the ticker
+	// list is for the ticker, which reads it outside mu: it is replaced,
+	// never changed in place, except by appends beyond its length.
+	list []*replica
+
+	removeMu sync.Mutex // serialises RemoveGroup
 
 	seq     atomic.Uint64 // proposal and read-request sequence numbers
 	closed  atomic.Bool
@@ -111,7 +116,11 @@ func Open(cfg Config) (*Engine, error) {
 func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
 
 // AddGroup starts a replica. A replica without state is bootstrapped with
-// gc.Voters; one with state resumes from it.
+// gc.Voters; one with state resumes from it. A group removed with
+// RemoveGroup may be added again once RemoveGroup has returned, with a
+// RaftStorage opened after the old replica's storage was deleted
+// (kv.Engine.DropShard) — usually with gc.Join, to be added back to the
+// group as a new replica.
 func (e *Engine) AddGroup(gc GroupConfig) error {
 	if e.closed.Load() {
 		return ErrClosed
@@ -180,6 +189,98 @@ func (e *Engine) AddGroup(gc GroupConfig) error {
 	return nil
 }
 
+// RemoveGroup stops this node's replica of group id for good, so that its
+// storage can be deleted (kv.Engine.DropShard) and a fresh replica of the
+// group may later be added again (AddGroup). Call it once the group has
+// committed the replica's removal (ChangeMembership on its leader) or is
+// being retired: the rest of the group is not told.
+//
+// When RemoveGroup returns:
+//   - no scheduler worker is processing the replica and none ever will
+//     again (a pass in progress was waited for), so its RawNode, Storage
+//     and StateMachine are no longer used by the engine;
+//   - the log writer holds no write of it: a batch holding one was waited
+//     for (written and delivered), writes still queued were discarded
+//     (a TruncateLog waiting on one fails with ErrRemoved), and later ones
+//     are refused;
+//   - the ticker no longer ticks it, and messages for the group are
+//     dropped (Receive) or refused (ReceiveSnapshot: ErrNoGroup);
+//   - every call that was waiting on it has returned with an error
+//     wrapping ErrRemoved: Propose and ChangeMembership (outcome unknown
+//     if raft had taken the proposal; also wrapping ErrDropped if it had
+//     not), ReadIndex, Progress, TruncateLog; calls arriving while
+//     RemoveGroup runs fail at once the same way, and calls made
+//     afterwards fail with ErrNoGroup;
+//   - snapshot files staged for it and not installed are deleted.
+//
+// A snapshot the replica was streaming to a peer goes on until the
+// Transport reports its outcome, which is then ignored; it reads a Pebble
+// snapshot, which deleting the shard does not disturb. Adding the group
+// back on this node reuses the node's raft id in the group: as for any
+// new replica, add it as a learner and promote it only once it has caught
+// up (ChangeMembership).
+//
+// It fails with an error wrapping ErrNoGroup when the node holds no
+// replica of id, and with ErrClosed once the engine is closed. Removals
+// run one at a time. It waits for the group's worker and the log writer,
+// so it must not be called from a StateMachine or Transport method.
+func (e *Engine) RemoveGroup(id uint64) error {
+	e.removeMu.Lock()
+	defer e.removeMu.Unlock()
+	r, err := e.group(id)
+	if err != nil {
+		return err
+	}
+	// From here every intake refuses r (see replica.removed); the replica
+	// stays registered until it is gone, so AddGroup of the same id fails
+	// meanwhile.
+	r.removed.Store(true)
+	e.sched.remove(r)
+	// No worker touches r any more: its worker-owned state is ours.
+	discarded := e.w.remove(r)
+	for _, it := range discarded {
+		e.w.release(it)
+	}
+
+	r.mu.Lock()
+	props, reads, progress, staged := r.props, r.newReads, r.progress, r.staged
+	r.inbox, r.ticks, r.props, r.newReads = nil, 0, nil, nil
+	r.snaps, r.transfers, r.progress, r.campaign, r.staged = nil, nil, nil, false, nil
+	r.mu.Unlock()
+
+	failedProps := len(props) + len(r.waiting)
+	for _, p := range props {
+		p.done <- propResult{err: fmt.Errorf("%w: group %d: not proposed: %w", ErrRemoved, id, ErrDropped)}
+	}
+	for seq, p := range r.waiting {
+		// Raft has it: it may still commit on the other replicas.
+		p.done <- propResult{err: fmt.Errorf("%w: group %d: outcome unknown", ErrRemoved, id)}
+		delete(r.waiting, seq)
+	}
+	clear(r.byIndex)
+	for _, ws := range r.reads {
+		reads = append(reads, ws...)
+	}
+	clear(r.reads)
+	for _, w := range reads {
+		w.done <- readResult{err: fmt.Errorf("%w: group %d: read index", ErrRemoved, id)}
+	}
+	for _, ch := range progress {
+		ch <- progressResult{err: fmt.Errorf("%w: group %d: progress", ErrRemoved, id)}
+	}
+	for _, path := range staged {
+		_ = e.cfg.FS.Remove(path)
+	}
+
+	e.mu.Lock()
+	delete(e.groups, id)
+	e.list = slices.DeleteFunc(slices.Clone(e.list), func(x *replica) bool { return x == r })
+	e.mu.Unlock()
+	e.cfg.Logger.Info("group replica removed", "group", id,
+		"proposals", failedProps, "reads", len(reads), "discarded writes", len(discarded))
+	return nil
+}
+
 func (e *Engine) group(id uint64) (*replica, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
@@ -244,6 +345,10 @@ func (e *Engine) submit(ctx context.Context, group uint64, what string, build fu
 		p.expires = time.Now().Add(time.Minute)
 	}
 	r.mu.Lock()
+	if r.removed.Load() {
+		r.mu.Unlock()
+		return 0, nil, fmt.Errorf("%w: group %d: %s not proposed: %w", ErrRemoved, group, what, ErrDropped)
+	}
 	r.props = append(r.props, p)
 	r.mu.Unlock()
 	e.sched.enqueue(r)
@@ -268,6 +373,10 @@ func (e *Engine) ReadIndex(ctx context.Context, group uint64) (uint64, error) {
 	}
 	w := &readWaiter{done: make(chan readResult, 1)}
 	r.mu.Lock()
+	if r.removed.Load() {
+		r.mu.Unlock()
+		return 0, fmt.Errorf("%w: group %d: read index", ErrRemoved, group)
+	}
 	r.newReads = append(r.newReads, w)
 	r.mu.Unlock()
 	e.sched.enqueue(r)
@@ -300,11 +409,18 @@ func (e *Engine) Progress(ctx context.Context, group uint64) (p map[uint64]uint6
 	}
 	ch := make(chan progressResult, 1)
 	r.mu.Lock()
+	if r.removed.Load() {
+		r.mu.Unlock()
+		return nil, 0, false, fmt.Errorf("%w: group %d: progress", ErrRemoved, group)
+	}
 	r.progress = append(r.progress, ch)
 	r.mu.Unlock()
 	e.sched.enqueue(r)
 	select {
 	case res := <-ch:
+		if res.err != nil {
+			return nil, 0, false, res.err
+		}
 		return res.match, res.last, res.ok, nil
 	case <-ctx.Done():
 		return nil, 0, false, ctx.Err()
@@ -322,6 +438,10 @@ func (e *Engine) TransferLeader(group, to uint64) error {
 		return err
 	}
 	r.mu.Lock()
+	if r.removed.Load() {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: group %d: leader transfer", ErrRemoved, group)
+	}
 	r.transfers = append(r.transfers, to)
 	r.mu.Unlock()
 	e.sched.enqueue(r)
@@ -329,7 +449,7 @@ func (e *Engine) TransferLeader(group, to uint64) error {
 }
 
 // Receive hands messages from other nodes to their groups. Messages for
-// groups this node does not hold are dropped.
+// groups this node does not hold (or is removing) are dropped.
 func (e *Engine) Receive(msgs []Message) {
 	if e.closed.Load() {
 		return
@@ -342,6 +462,10 @@ func (e *Engine) Receive(msgs []Message) {
 			continue
 		}
 		r.mu.Lock()
+		if r.removed.Load() {
+			r.mu.Unlock()
+			continue
+		}
 		if len(r.inbox) == 0 {
 			touched = append(touched, r)
 		}
@@ -354,11 +478,15 @@ func (e *Engine) Receive(msgs []Message) {
 
 // ReceiveSnapshot stages a snapshot's data read from data, then steps its
 // MsgSnap into the group. The data is installed, or discarded, by raft's
-// decision.
+// decision. It fails with ErrNoGroup for a group this node does not hold
+// or is removing (RemoveGroup).
 func (e *Engine) ReceiveSnapshot(m Message, data io.Reader) error {
 	r, err := e.group(m.Group)
 	if err != nil {
 		return err
+	}
+	if r.removed.Load() {
+		return fmt.Errorf("%w: %d (being removed)", ErrNoGroup, m.Group)
 	}
 	if m.Msg.GetType() != pb.MsgSnap || m.Msg.GetSnapshot() == nil {
 		return fmt.Errorf("multiraft: group %d: snapshot stream without a MsgSnap", m.Group)
@@ -374,6 +502,11 @@ func (e *Engine) ReceiveSnapshot(m Message, data io.Reader) error {
 	}
 	m.Msg.Snapshot.Data = []byte(path)
 	r.mu.Lock()
+	if r.removed.Load() {
+		r.mu.Unlock()
+		_ = e.cfg.FS.Remove(path)
+		return fmt.Errorf("%w: %d (being removed)", ErrNoGroup, m.Group)
+	}
 	// Older staged snapshots not yet handed to the writer are superseded.
 	for _, old := range r.staged {
 		_ = e.cfg.FS.Remove(old)
@@ -412,7 +545,9 @@ func (e *Engine) ReportUnreachable(to uint64) {
 	e.mu.RUnlock()
 	for _, r := range rs {
 		r.mu.Lock()
-		r.inbox = append(r.inbox, &pb.Message{Type: pb.MsgUnreachable.Enum(), From: new(to)})
+		if !r.removed.Load() {
+			r.inbox = append(r.inbox, &pb.Message{Type: pb.MsgUnreachable.Enum(), From: new(to)})
+		}
 		r.mu.Unlock()
 	}
 	e.sched.enqueueAll(rs)
@@ -432,7 +567,9 @@ func (e *Engine) tickLoop() {
 		e.mu.RUnlock()
 		for _, r := range rs {
 			r.mu.Lock()
-			r.ticks++
+			if !r.removed.Load() {
+				r.ticks++
+			}
 			r.mu.Unlock()
 		}
 		e.sched.enqueueAll(rs)
@@ -476,18 +613,19 @@ func (e *Engine) FirstIndex(group uint64) (uint64, error) {
 // TruncateLog discards group's log entries up to index (at most the
 // applied index) on this node now, as the engine does on its own once the
 // log outgrows Config.LogRetainEntries. Followers that need the discarded
-// entries get a snapshot.
+// entries get a snapshot. It fails with ErrRemoved when RemoveGroup
+// discards the truncation before it is written.
 func (e *Engine) TruncateLog(ctx context.Context, group, index uint64) error {
 	r, err := e.group(group)
 	if err != nil {
 		return err
 	}
 	index = min(index, r.sm.Applied())
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	e.w.enqueue(writeItem{r: r, truncate: index, done: done})
 	select {
-	case <-done:
-		return nil
+	case err := <-done:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-e.stop:

@@ -49,6 +49,7 @@ type progressResult struct {
 	match map[uint64]uint64
 	last  uint64
 	ok    bool
+	err   error // the replica was removed before it answered
 }
 
 type snapReport struct {
@@ -63,6 +64,13 @@ type replica struct {
 	storage *kv.RaftStorage
 	sm      StateMachine
 	sched   schedState // guarded by scheduler.mu
+
+	// removed is set once, first thing, by RemoveGroup. Every path that
+	// hands the replica work checks it under the lock guarding that work
+	// (mu for the inbox, scheduler.mu, writer.mu), and RemoveGroup takes
+	// each of those locks after setting it: work handed over before is
+	// seen and released by RemoveGroup, work offered after is refused.
+	removed atomic.Bool
 
 	// The inbox, guarded by mu: work handed to the replica by other
 	// goroutines, taken by the worker at the start of a pass.
@@ -456,6 +464,10 @@ func (e *Engine) sendSnapshot(r *replica, m *pb.Message) {
 	to := m.GetTo()
 	report := func(failed bool) {
 		r.mu.Lock()
+		if r.removed.Load() {
+			r.mu.Unlock() // nobody is left to tell
+			return
+		}
 		r.snaps = append(r.snaps, snapReport{to: to, failed: failed})
 		r.mu.Unlock()
 		e.sched.enqueue(r)

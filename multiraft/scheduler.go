@@ -5,10 +5,13 @@ import "sync"
 // scheduler hands queued groups to a fixed set of workers. A group is in
 // the queue at most once and never processed by two workers at once: work
 // that arrives while a worker holds it marks it to be queued again when the
-// worker lets go.
+// worker lets go. A removed replica (replica.removed) is never queued or
+// processed again: push refuses it and a worker that takes it from the
+// queue skips it; remove waits out a pass in progress.
 type scheduler struct {
 	mu     sync.Mutex
-	cond   *sync.Cond
+	cond   *sync.Cond // work queued, or closed
+	idle   *sync.Cond // a removed replica's pass ended
 	queue  []*replica // FIFO
 	head   int
 	closed bool
@@ -25,6 +28,7 @@ type schedState struct {
 func newScheduler() *scheduler {
 	s := &scheduler{}
 	s.cond = sync.NewCond(&s.mu)
+	s.idle = sync.NewCond(&s.mu)
 	return s
 }
 
@@ -68,7 +72,7 @@ func (s *scheduler) enqueueAll(rs []*replica) {
 // push queues r and reports whether it did; a replica being processed is
 // marked to be queued again instead. The caller holds s.mu.
 func (s *scheduler) push(r *replica) bool {
-	if s.closed {
+	if s.closed || r.removed.Load() {
 		return false
 	}
 	st := &r.sched
@@ -99,6 +103,10 @@ func (s *scheduler) worker(process func(*replica)) {
 		if s.head == len(s.queue) {
 			s.queue, s.head = s.queue[:0], 0
 		}
+		if r.removed.Load() {
+			r.sched.queued, r.sched.again = false, false
+			continue
+		}
 		r.sched.processing = true
 		s.mu.Unlock()
 
@@ -106,7 +114,11 @@ func (s *scheduler) worker(process func(*replica)) {
 
 		s.mu.Lock()
 		r.sched.processing = false
-		if r.sched.again {
+		if r.removed.Load() {
+			// remove may be waiting for this pass; never queue r again.
+			r.sched.queued, r.sched.again = false, false
+			s.idle.Broadcast()
+		} else if r.sched.again {
 			r.sched.again = false
 			s.queue = append(s.queue, r)
 			s.cond.Signal()
@@ -114,6 +126,18 @@ func (s *scheduler) worker(process func(*replica)) {
 			r.sched.queued = false
 		}
 	}
+}
+
+// remove returns once no worker processes r, and none ever will again: it
+// waits for a pass over r in progress to end. The caller has set
+// r.removed, so push refuses r from now on and a worker that takes r from
+// the queue skips it. It must not be called from a worker's pass.
+func (s *scheduler) remove(r *replica) {
+	s.mu.Lock()
+	for r.sched.processing {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
 }
 
 // close stops the workers after their current group and waits for them.

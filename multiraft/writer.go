@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -14,7 +15,9 @@ type writeItem struct {
 	r        *replica
 	m        *pb.Message
 	truncate uint64
-	done     chan struct{} // closed once a truncation is durable (TruncateLog)
+	// done (TruncateLog's, buffered) receives nil once a truncation is
+	// durable, or an error wrapping ErrRemoved when the item was discarded.
+	done chan error
 }
 
 func (it writeItem) size() int {
@@ -29,24 +32,80 @@ func (it writeItem) size() int {
 // them in one kv.RaftBatch, commits it with one sync, then delivers each
 // item's responses in queue order.
 type writer struct {
-	e      *Engine
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []writeItem
-	closed bool
+	e     *Engine
+	mu    sync.Mutex
+	cond  *sync.Cond // items queued, or closed
+	idle  *sync.Cond // a batch was written and delivered, or the writer stopped
+	queue []writeItem
+	// inflight names the replicas of the batch being written and delivered
+	// (repeats allowed): remove waits until it no longer names its replica.
+	inflight []*replica
+	closed   bool
+	stopped  bool // run has returned: nothing is or will be in flight
 }
 
 func newWriter(e *Engine) *writer {
 	w := &writer{e: e}
 	w.cond = sync.NewCond(&w.mu)
+	w.idle = sync.NewCond(&w.mu)
 	return w
 }
 
+// enqueue queues it, or releases it at once when its replica is removed.
 func (w *writer) enqueue(it writeItem) {
 	w.mu.Lock()
+	if it.r.removed.Load() {
+		w.mu.Unlock()
+		w.release(it)
+		return
+	}
 	w.queue = append(w.queue, it)
 	w.mu.Unlock()
 	w.cond.Signal()
+}
+
+// remove discards r's queued items and waits until no batch holding an
+// item of r is being written or delivered; it returns the discarded items,
+// for the caller to release. The caller has set r.removed, so enqueue
+// refuses r's items from now on.
+func (w *writer) remove(r *replica) []writeItem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var dropped []writeItem
+	w.queue = slices.DeleteFunc(w.queue, func(it writeItem) bool {
+		if it.r == r {
+			dropped = append(dropped, it)
+			return true
+		}
+		return false
+	})
+	for !w.stopped && slices.Contains(w.inflight, r) {
+		w.idle.Wait()
+	}
+	return dropped
+}
+
+// release lets go of an item that will not be written: a TruncateLog
+// caller waiting on it is told, and a staged snapshot it would have
+// installed is deleted.
+func (w *writer) release(it writeItem) {
+	if it.done != nil {
+		it.done <- fmt.Errorf("%w: group %d: log truncation discarded", ErrRemoved, it.r.id)
+	}
+	if snap := it.m.GetSnapshot(); snap != nil && snap.GetMetadata().GetIndex() > 0 {
+		_ = w.e.cfg.FS.Remove(string(snap.GetData()))
+	}
+}
+
+// settle marks the batch in flight done (stopped: and the writer gone) and
+// wakes remove.
+func (w *writer) settle(stopped bool) {
+	w.mu.Lock()
+	clear(w.inflight)
+	w.inflight = w.inflight[:0]
+	w.stopped = w.stopped || stopped
+	w.mu.Unlock()
+	w.idle.Broadcast()
 }
 
 func (w *writer) close() {
@@ -64,7 +123,9 @@ func (w *writer) run() {
 			w.cond.Wait()
 		}
 		if w.closed {
+			w.stopped = true
 			w.mu.Unlock()
+			w.idle.Broadcast()
 			return
 		}
 		// Take items up to MaxWriteBytes (at least one).
@@ -77,13 +138,18 @@ func (w *writer) run() {
 		rest := copy(w.queue, w.queue[n:])
 		clear(w.queue[rest:])
 		w.queue = w.queue[:rest]
+		for _, it := range items {
+			w.inflight = append(w.inflight, it.r)
+		}
 		w.mu.Unlock()
 
 		if err := w.write(items); err != nil {
+			w.settle(true)
 			w.e.cfg.Logger.Error("raft log write failed; stopping", "err", err)
 			w.e.cfg.Fatal(fmt.Errorf("multiraft: log write: %w", err))
 			return
 		}
+		w.settle(false)
 		clear(items)
 	}
 }
@@ -154,7 +220,7 @@ func (w *writer) write(items []writeItem) error {
 	for _, it := range items {
 		if it.m == nil {
 			if it.done != nil {
-				close(it.done)
+				it.done <- nil
 			} else {
 				it.r.truncating.Store(false)
 			}
@@ -174,6 +240,12 @@ func (w *writer) write(items []writeItem) error {
 		}
 		if len(mine) > 0 {
 			it.r.mu.Lock()
+			if it.r.removed.Load() {
+				// RemoveGroup is waiting for this batch; the replica
+				// will not take them.
+				it.r.mu.Unlock()
+				continue
+			}
 			if len(it.r.inbox) == 0 {
 				local = append(local, it.r)
 			}
