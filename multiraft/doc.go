@@ -45,6 +45,20 @@
 // (kv.RaftBatch.ApplySnapshot) in the same synced batch as the log reset.
 // The sender always reports the outcome to raft (ReportSnapshot).
 //
+// # Removing a replica
+//
+// RemoveGroup stops a replica for good — once the group has committed its
+// removal — so that its shard can be deleted (kv.Engine.DropShard) and
+// the group later added again, empty (GroupConfig.Join). It sets the
+// replica's removed flag, then takes in turn each lock under which work
+// reaches the replica: the scheduler's (it waits out a pass in progress;
+// a removed replica is never queued or processed again), the log
+// writer's (it discards the replica's queued writes and waits out a batch
+// holding one) and the replica's own (it empties the inbox). Every intake
+// checks the flag under the same lock, so work handed over before is seen
+// and released, and work offered after is refused. Callers still waiting
+// then fail with ErrRemoved, and staged snapshot files are deleted.
+//
 // # Identities
 //
 // A group's replica ids are node ids: the replica of group g on node n has

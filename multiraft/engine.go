@@ -208,8 +208,9 @@ func (e *Engine) AddGroup(gc GroupConfig) error {
 //   - every call that was waiting on it has returned with an error
 //     wrapping ErrRemoved: Propose and ChangeMembership (outcome unknown
 //     if raft had taken the proposal; also wrapping ErrDropped if it had
-//     not), ReadIndex, Progress, TruncateLog; calls made afterwards fail
-//     with ErrNoGroup;
+//     not), ReadIndex, Progress, TruncateLog; calls arriving while
+//     RemoveGroup runs fail at once the same way, and calls made
+//     afterwards fail with ErrNoGroup;
 //   - snapshot files staged for it and not installed are deleted.
 //
 // A snapshot the replica was streaming to a peer goes on until the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +156,225 @@ func TestChangeMembershipOnFollower(t *testing.T) {
 			t.Fatalf("change on follower %d: %v, want ErrNotLeader", id, err)
 		}
 		return
+	}
+}
+
+// scanShard returns every user record of g on node id, as key=value@version.
+func scanShard(t *testing.T, c *rafttest.Cluster, id, g uint64) []string {
+	t.Helper()
+	var out []string
+	err := c.Node(id).Storage.Scan(int(g), nil, nil, func(k, v []byte, ver uint64) bool {
+		out = append(out, fmt.Sprintf("%s=%s@%d", k, v, ver))
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// wantDropped checks that node id holds nothing of group g: no replica in
+// its engine, and an empty shard in its storage.
+func wantDropped(t *testing.T, c *rafttest.Cluster, id, g uint64) {
+	t.Helper()
+	n := c.Node(id)
+	if _, err := n.Engine.Status(g); !errors.Is(err, multiraft.ErrNoGroup) {
+		t.Fatalf("node %d: Status(%d) after RemoveGroup: %v, want ErrNoGroup", id, g, err)
+	}
+	if a, err := n.Storage.Applied(int(g)); err != nil || a != 0 {
+		t.Fatalf("node %d: shard %d applied %d, %v after DropShard", id, g, a, err)
+	}
+	rs, err := n.Storage.RaftStorage(int(g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := rs.LastIndex(); last != 0 {
+		t.Fatalf("node %d: shard %d raft log ends at %d after DropShard", id, g, last)
+	}
+	if hs, _, err := rs.InitialState(); err != nil || hs != nil {
+		t.Fatalf("node %d: shard %d hard state %v, %v after DropShard", id, g, hs, err)
+	}
+	if recs := scanShard(t, c, id, g); len(recs) != 0 {
+		t.Fatalf("node %d: shard %d holds %d records after DropShard", id, g, len(recs))
+	}
+}
+
+// TestReplicaRemovedAndAddedBack moves group 0's replica from node 1 to
+// node 4 (learner, promote, remove), then node 1 deletes its replica and
+// data (RemoveGroup, DropShard) while writes go on in both groups; later
+// the replica comes back to node 1, empty (Join), is caught up by
+// snapshot, promoted, and ends with the same data as every other node.
+// Group 1 keeps its replica on node 1 throughout.
+func TestReplicaRemovedAndAddedBack(t *testing.T) {
+	c := rafttest.NewCluster(t, rafttest.Options{Nodes: 4, Groups: 2, Voters: []uint64{1, 2, 3}})
+	ctx := ctxT(t, 120*time.Second)
+	const g = 0
+	for grp := uint64(0); grp < 2; grp++ {
+		for i := range 50 {
+			if _, err := c.Put(ctx, grp, fmt.Sprintf("a%03d", i), fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Writes go on in both groups from here to the end; written counts
+	// the acknowledged ones, so the test can wait for writes to happen
+	// during each step.
+	var (
+		stop    = make(chan struct{})
+		wdone   = make(chan error, 1)
+		mu      sync.Mutex
+		written int
+	)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				wdone <- nil
+				return
+			default:
+			}
+			if _, err := c.Put(ctx, uint64(i%2), fmt.Sprintf("w%05d", i), fmt.Sprint(i)); err != nil {
+				wdone <- err
+				return
+			}
+			mu.Lock()
+			written = i + 1
+			mu.Unlock()
+		}
+	}()
+	writesGoOn := func() {
+		t.Helper()
+		mu.Lock()
+		from := written
+		mu.Unlock()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			n := written
+			mu.Unlock()
+			if n >= from+10 {
+				return
+			}
+			select {
+			case err := <-wdone:
+				t.Fatalf("writer stopped: %v", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("writes do not go on")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	reconfigure := func(cc *pb.ConfChangeSingle) *pb.ConfState {
+		t.Helper()
+		cs, err := c.ChangeMembership(ctx, g, change(cc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	// caughtUp waits until node id's replica matches the leader's log as
+	// it was when the wait began.
+	caughtUp := func(id uint64) {
+		t.Helper()
+		var target uint64
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			lead := c.Node(c.Leader(g))
+			if lead != nil {
+				match, last, ok, err := lead.Engine.Progress(ctx, g)
+				if err == nil && ok {
+					if target == 0 {
+						target = last
+					}
+					if match[id] >= target {
+						return
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d did not catch up with group %d's log at %d", id, g, target)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Move the replica from node 1 to node 4.
+	reconfigure(single(pb.ConfChangeType_ConfChangeAddLearnerNode, 4))
+	caughtUp(4)
+	reconfigure(single(pb.ConfChangeType_ConfChangeAddNode, 4))
+	cs := reconfigure(single(pb.ConfChangeType_ConfChangeRemoveNode, 1))
+	if got := slices.Sorted(slices.Values(cs.GetVoters())); !slices.Equal(got, []uint64{2, 3, 4}) {
+		t.Fatalf("voters after the move %v, want [2 3 4]", got)
+	}
+	writesGoOn()
+
+	// Node 1 deletes its replica while the others write.
+	if err := c.RemoveReplica(1, g); err != nil {
+		t.Fatal(err)
+	}
+	wantDropped(t, c, 1, g)
+	if err := c.Node(1).Engine.RemoveGroup(g); !errors.Is(err, multiraft.ErrNoGroup) {
+		t.Fatalf("second RemoveGroup: %v, want ErrNoGroup", err)
+	}
+	writesGoOn()
+	// Messages for the group still reach node 1 (the network does not
+	// know); it drops them and its shard stays empty. Group 1 goes on there.
+	wantDropped(t, c, 1, g)
+	if _, err := c.Put(ctx, 1, "z000", "0"); err != nil {
+		t.Fatal(err)
+	}
+	waitHas(t, c, 1, 1, "z", 1)
+
+	// The replica comes back to node 1, empty, as a learner first.
+	snapshotsSent := func() (n float64) {
+		for _, id := range c.IDs() {
+			n += counter(t, c.Node(id), "lambdadb_multiraft_snapshots_sent_total")
+		}
+		return n
+	}
+	sentBefore := snapshotsSent()
+	if err := c.AddReplica(1, g); err != nil {
+		t.Fatal(err)
+	}
+	reconfigure(single(pb.ConfChangeType_ConfChangeAddLearnerNode, 1))
+	caughtUp(1)
+	writesGoOn()
+	cs = reconfigure(single(pb.ConfChangeType_ConfChangeAddNode, 1))
+	if got := slices.Sorted(slices.Values(cs.GetVoters())); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("voters after adding node 1 back %v, want [1 2 3 4]", got)
+	}
+	writesGoOn()
+	close(stop)
+	if err := <-wdone; err != nil {
+		t.Fatal(err)
+	}
+	// Its log starts empty, and no log holds the entries up to the
+	// bootstrap point: it can only have caught up from a snapshot.
+	if snapshotsSent() <= sentBefore {
+		t.Fatal("node 1's new replica caught up without a snapshot")
+	}
+
+	// Every node ends with the same data; node 1 has every write.
+	last, err := c.Put(ctx, g, "last", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitApplied(g, last)
+	want := scanShard(t, c, 2, g)
+	for _, id := range c.IDs() {
+		if got := scanShard(t, c, id, g); !slices.Equal(got, want) {
+			t.Fatalf("node %d holds %d records of group %d, node 2 %d:\n%v\n%v", id, len(got), g, len(want), got, want)
+		}
+	}
+	waitHas(t, c, 1, g, "a", 50)
+	mu.Lock()
+	n := written
+	mu.Unlock()
+	for i := 0; i < n; i += 2 {
+		if v, ok := c.Node(1).SMs[g].Get(fmt.Sprintf("w%05d", i)); !ok || v != fmt.Sprint(i) {
+			t.Fatalf("node 1 lacks write w%05d of group %d: %q, %v", i, g, v, ok)
+		}
 	}
 }

@@ -134,7 +134,9 @@ func (s *scheduler) worker(process func(*replica)) {
 // the queue skips it. It must not be called from a worker's pass.
 func (s *scheduler) remove(r *replica) {
 	s.mu.Lock()
-
+	for r.sched.processing {
+		s.idle.Wait()
+	}
 	s.mu.Unlock()
 }
 

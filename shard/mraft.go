@@ -58,6 +58,14 @@ func (g *mraft) mapErr(err error, what string) error {
 	case errors.Is(err, multiraft.ErrDropped):
 		// Certainly not applied: as safe to retry as a refusal.
 		return errorf(ErrNotLeader, "shard %d: %v", g.id, err)
+	case errors.Is(err, multiraft.ErrNoGroup):
+		// The replica is gone from this node (moved away): nothing was
+		// proposed here.
+		return errorf(ErrNotLeader, "shard %d: %v", g.id, err)
+	case errors.Is(err, multiraft.ErrRemoved):
+		// Removed while the entry was in raft's hands: it may still
+		// commit on the other replicas.
+		return errorf(ErrUnavailable, "shard %d: %v %s", g.id, err, what)
 	case errors.Is(err, multiraft.ErrClosed):
 		return ErrClosed
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -182,8 +182,50 @@ func (c *Cluster) Crash(id uint64) {
 	n.Storage.Close()
 }
 
-// Leader waits until group g has a leader that every running node agrees
-// on, and returns it.
+// RemoveReplica removes node id's replica of group g for good: the
+// engine stops it (multiraft.Engine.RemoveGroup), then its shard is
+// deleted from the node's storage (kv.Engine.DropShard). Node.SMs[g]
+// keeps the stopped state machine until AddReplica.
+func (c *Cluster) RemoveReplica(id, g uint64) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("rafttest: node %d is not running", id)
+	}
+	if err := n.Engine.RemoveGroup(g); err != nil {
+		return err
+	}
+	return n.Storage.DropShard(int(g))
+}
+
+// AddReplica starts a fresh, empty replica of group g on node id
+// (multiraft.GroupConfig.Join), to be added to the group with
+// ChangeMembership, and makes it Node.SMs[g]. The node must hold no
+// replica of g (RemoveReplica). It must not run while another goroutine
+// reads the node's SMs.
+func (c *Cluster) AddReplica(id, g uint64) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("rafttest: node %d is not running", id)
+	}
+	rs, err := n.Storage.RaftStorage(int(g))
+	if err != nil {
+		return err
+	}
+	sm, err := NewKV(n.Storage, int(g))
+	if err != nil {
+		return err
+	}
+	if err := n.Engine.AddGroup(multiraft.GroupConfig{ID: g, Storage: rs, SM: sm, Join: true}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	n.SMs[g] = sm
+	c.mu.Unlock()
+	return nil
+}
+
+// Leader waits until group g has a leader that every running node holding
+// a replica of g agrees on, and returns it.
 func (c *Cluster) Leader(g uint64) uint64 {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -196,6 +238,9 @@ func (c *Cluster) Leader(g uint64) uint64 {
 				continue
 			}
 			st, err := n.Engine.Status(g)
+			if errors.Is(err, multiraft.ErrNoGroup) {
+				continue // removed from this node
+			}
 			if err != nil {
 				agree = false
 				break
@@ -213,8 +258,21 @@ func (c *Cluster) Leader(g uint64) uint64 {
 	return 0
 }
 
+// retryable reports whether a proposal that failed with err may be tried
+// again, perhaps on another node: it was refused, dropped, timed out, or
+// its node closed or removed its replica.
+func retryable(err error) bool {
+	for _, e := range []error{multiraft.ErrNotLeader, multiraft.ErrDropped, context.DeadlineExceeded,
+		multiraft.ErrClosed, multiraft.ErrRemoved, multiraft.ErrNoGroup} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Put proposes key=value in group g through its leader, retrying on
-// leader changes and drops, and returns the entry's index.
+// leader changes, drops and removals, and returns the entry's index.
 func (c *Cluster) Put(ctx context.Context, g uint64, key, value string) (uint64, error) {
 	for {
 		lead := c.leaderNow(g)
@@ -228,8 +286,7 @@ func (c *Cluster) Put(ctx context.Context, g uint64, key, value string) (uint64,
 				}
 				return idx, nil
 			}
-			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrDropped) &&
-				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, multiraft.ErrClosed) {
+			if !retryable(err) {
 				return 0, err
 			}
 		}
@@ -274,8 +331,8 @@ func (c *Cluster) WaitApplied(g, index uint64) {
 }
 
 // ChangeMembership proposes cc in group g through its leader, retrying on
-// leader changes and drops (one change may be pending at a time), and
-// returns the configuration it made.
+// leader changes, drops (one change may be pending at a time) and
+// removals, and returns the configuration it made.
 func (c *Cluster) ChangeMembership(ctx context.Context, g uint64, cc *pb.ConfChangeV2) (*pb.ConfState, error) {
 	for {
 		if lead := c.leaderNow(g); lead != nil {
@@ -285,8 +342,7 @@ func (c *Cluster) ChangeMembership(ctx context.Context, g uint64, cc *pb.ConfCha
 			if err == nil {
 				return cs, nil
 			}
-			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrDropped) &&
-				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, multiraft.ErrClosed) {
+			if !retryable(err) {
 				return nil, err
 			}
 		}
