@@ -35,6 +35,7 @@ var Scenarios = []Scenario{
 	{Name: "scatter", Title: "Aggregate next to the data vs pulling every record", Run: runScatter},
 	{Name: "billing", Title: "Billing a Gmail-shaped RPC mix at 100 ms vs 1 ms granularity", Run: runBilling},
 	{Name: "hostile", Title: "Careless and hostile clients: idle long polls, dead WebSockets, stalled uploads, 1,000 writers", Run: runHostile},
+	{Name: "rebalance", Title: "A fourth node joins a loaded 3-node cluster under a steady write load", Run: runRebalance},
 }
 
 // Lookup returns the registered scenario called name.
@@ -143,6 +144,11 @@ type Sizes struct {
 	HostileUploads      int           // stalled uploads
 	HostileUploadMB     int           // their declared size
 	HostileFloodWriters int           // writers on 3 nodes
+
+	// rebalance
+	RebalanceMB      int           // data loaded before the join, MiB
+	RebalanceSteady  time.Duration // steady load before the join and after balance
+	RebalanceTimeout time.Duration // longest wait for balance
 }
 
 // QuickSizes fit `make bench-quick` in about 6 minutes on a 2-core machine.
@@ -158,6 +164,7 @@ var QuickSizes = Sizes{
 	HostileDuration: 5 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
 	HostilePollWait: 3 * time.Second, HostileSockets: 500, HostileUploads: 100, HostileUploadMB: 32,
 	HostileFloodWriters: 1000,
+	RebalanceMB:         100, RebalanceSteady: 10 * time.Second, RebalanceTimeout: 3 * time.Minute,
 }
 
 // FullSizes are `make bench`'s (well under 30 minutes).
@@ -173,6 +180,7 @@ var FullSizes = Sizes{
 	HostileDuration: 15 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
 	HostilePollWait: 10 * time.Second, HostileSockets: 500, HostileUploads: 100, HostileUploadMB: 32,
 	HostileFloodWriters: 1000,
+	RebalanceMB:         1024, RebalanceSteady: 20 * time.Second, RebalanceTimeout: 10 * time.Minute,
 }
 
 // Env is what scenarios run with. One goroutine runs the scenarios, one

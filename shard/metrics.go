@@ -54,7 +54,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, m.shed, m.mapVersion, leaders, replicas, moves} {
+	snapBytes := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lambdadb_snapshot_bytes_sent_total", Help: "Bytes of shard snapshots this node has sent (replica moves, followers far behind)."}, func() float64 {
+		if n.tr == nil {
+			return 0
+		}
+		return float64(n.tr.SnapshotBytesTotal())
+	})
+	for _, c := range []prometheus.Collector{m.applied, m.writes, m.reads, m.readIndexReads, m.sessionFallbacks, m.forwardBatch, m.shed, m.mapVersion, leaders, replicas, moves, snapBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

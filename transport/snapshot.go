@@ -91,6 +91,9 @@ func (t *Transport) snapshotCounter(group, to uint64) *atomic.Int64 {
 	return c
 }
 
+// SnapshotBytesTotal returns the snapshot bytes this transport has sent.
+func (t *Transport) SnapshotBytesTotal() int64 { return t.snapTotal.Load() }
+
 // SnapshotBytesSent returns the bytes of group's data sent to node to by
 // the latest snapshot started (0 when none was).
 func (t *Transport) SnapshotBytesSent(group, to uint64) int64 {
@@ -141,7 +144,7 @@ func (t *Transport) sendSnapshot(to uint64, hdr []byte, data func(io.Writer) err
 		return ackAfterFailure(fmt.Errorf("transport: snapshot to node %d: write header: %w", to, err))
 	}
 	cw := &chunkWriter{conn: conn, timeout: timeout, buf: make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+t.cfg.SnapshotChunk),
-		limit: t.snapLimit, sent: sent, stop: t.ctx}
+		limit: t.snapLimit, sent: sent, total: &t.snapTotal, stop: t.ctx}
 	err = data(cw)
 	if err == nil {
 		err = cw.finish()
@@ -172,6 +175,7 @@ type chunkWriter struct {
 	err     error  // sticky write error
 	limit   *rate.Limiter
 	sent    *atomic.Int64
+	total   *atomic.Int64
 	stop    context.Context
 }
 
@@ -214,6 +218,9 @@ func (w *chunkWriter) write(b []byte) {
 	}
 	if w.sent != nil {
 		w.sent.Add(int64(len(b)))
+	}
+	if w.total != nil {
+		w.total.Add(int64(len(b)))
 	}
 	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	if _, err := w.conn.Write(b); err != nil {

@@ -126,6 +126,7 @@ type Transport struct {
 	snapLimit *rate.Limiter // nil: no limit
 	snapMu    sync.Mutex
 	snapSent  map[[2]uint64]*atomic.Int64 // by (group, to): bytes of the latest snapshot
+	snapTotal atomic.Int64                // bytes of snapshot data sent, all snapshots
 }
 
 type handlerBox struct{ h Handler }

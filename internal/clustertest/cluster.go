@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,6 +53,7 @@ type Cluster struct {
 	t       testing.TB
 	opts    Options
 	peers   []shard.Peer
+	mu      sync.RWMutex // guards Members against Join while others read it
 	Members []*Member
 	Faults  *shard.Faults
 }
@@ -93,6 +95,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 
 // IDs returns every member's id.
 func (c *Cluster) IDs() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	var ids []string
 	for _, m := range c.Members {
 		ids = append(ids, m.ID)
@@ -166,7 +170,9 @@ func (c *Cluster) JoinErr(id string) (*Member, error) {
 		ln.Close()
 		return nil, err
 	}
+	c.mu.Lock()
 	c.Members = append(c.Members, m)
+	c.mu.Unlock()
 	return m, nil
 }
 
@@ -182,6 +188,8 @@ func (c *Cluster) Wipe(id string) {
 
 // Member returns the member with id.
 func (c *Cluster) Member(id string) *Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	for _, m := range c.Members {
 		if m.ID == id {
 			return m
@@ -245,7 +253,10 @@ func (c *Cluster) RestartErr(id string) error {
 
 // Close stops every member.
 func (c *Cluster) Close() {
-	for _, m := range c.Members {
+	c.mu.RLock()
+	members := append([]*Member(nil), c.Members...)
+	c.mu.RUnlock()
+	for _, m := range members {
 		if n := m.node.Swap(nil); n != nil {
 			if m.http != nil {
 				m.http.Close()
@@ -258,6 +269,8 @@ func (c *Cluster) Close() {
 
 // Running returns the members that are up.
 func (c *Cluster) Running() []*Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	var out []*Member
 	for _, m := range c.Members {
 		if m.Node() != nil {
