@@ -59,16 +59,6 @@ func (t *peerTracker) isUp(id string) bool {
 	return st != nil && st.up
 }
 
-// lastSeen returns when peer id last answered (zero if never).
-func (t *peerTracker) lastSeen(id string) time.Time {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if st := t.reports[id]; st != nil {
-		return st.seen
-	}
-	return time.Time{}
-}
-
 // leader returns the leader address of shard s that some up peer reports.
 func (t *peerTracker) leader(s int) string {
 	t.mu.RLock()
@@ -115,34 +105,6 @@ func (t *peerTracker) shardReport(id string, s int) (ShardReport, bool) {
 		}
 	}
 	return ShardReport{}, false
-}
-
-// leaderReports returns, per shard, the report of a peer that leads it
-// (the one with the highest term).
-func (t *peerTracker) leaderReports() map[int]leaderReport {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	out := map[int]leaderReport{}
-	for id, st := range t.reports {
-		if !st.up {
-			continue
-		}
-		for _, sh := range st.report.Shards {
-			if sh.State != "leader" {
-				continue
-			}
-			if cur, ok := out[sh.ID]; !ok || sh.Term > cur.Term {
-				out[sh.ID] = leaderReport{ShardReport: sh, node: id, addr: st.addr}
-			}
-		}
-	}
-	return out
-}
-
-// leaderReport is a shard leader's report and who sent it.
-type leaderReport struct {
-	ShardReport
-	node, addr string
 }
 
 // info reports whether peer id is up and, if so, a copy of the StatusInfo

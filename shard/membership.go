@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	pb "go.etcd.io/raft/v3/raftpb"
-
 	"lambdadb/multiraft"
 )
 
@@ -272,19 +270,6 @@ func checkRemoved(g *group) error {
 	}
 	return nil
 }
-
-// confOf returns shard s's configuration as this node's replica applied
-// it (nil when not hosted).
-func (n *Node) confOf(s int) *pb.ConfState {
-	g := n.hosted(s)
-	if g == nil {
-		return nil
-	}
-	return g.fsm.conf.Load()
-}
-
-// errJoin marks a refused join.
-var errJoin = errors.New("shard: join refused")
 
 // ErrIdentity is returned when this node's identity conflicts with the
 // cluster's: a wiped node whose name the cluster still counts.

@@ -460,9 +460,6 @@ func parsePeers(s string) []Peer {
 	return out
 }
 
-// hosts reports whether this node holds a replica of shard s.
-func (n *Node) hosts(s int) bool { return n.hosted(s) != nil }
-
 // hosted returns shard s's local replica, or nil.
 func (n *Node) hosted(s int) *group {
 	i := n.slotOf(s)
