@@ -303,16 +303,95 @@ func (c *Client) ScanAll(ctx context.Context, prefix string, opts ScanOptions) i
 // ClusterStatus describes the cluster's nodes and shards as the server
 // sees them.
 type ClusterStatus struct {
-	Node   string        `json:"node"` // the answering node
-	Nodes  []NodeStatus  `json:"nodes"`
-	Shards []ShardStatus `json:"shards"`
+	Node string `json:"node"` // the answering node
+	// MapVersion is the version of the cluster map (membership and
+	// placement) the answering node has; it grows with every change.
+	MapVersion uint64 `json:"map_version"`
+	// RebalancePaused is true while the cluster starts no new replica
+	// moves (PauseRebalance); moves under way still finish.
+	RebalancePaused bool          `json:"rebalance_paused"`
+	Nodes           []NodeStatus  `json:"nodes"`
+	Shards          []ShardStatus `json:"shards"`
+	// Moves are the replica moves in flight, as Moves returns them.
+	Moves []MoveStatus `json:"moves"`
 }
+
+// Node membership states (NodeStatus.State).
+const (
+	// NodeJoining: the node has registered and is not serving yet.
+	NodeJoining = "joining"
+	// NodeActive: the node holds replicas and takes new ones.
+	NodeActive = "active"
+	// NodeDecommissioning: its replicas are being moved to other nodes
+	// (Decommission); it keeps serving until it holds none.
+	NodeDecommissioning = "decommissioning"
+	// NodeDecommissioned: it holds no replica and may be stopped and
+	// removed (RemoveNode).
+	NodeDecommissioned = "decommissioned"
+	// NodeRemoved: the cluster has forgotten it; its name may be used by
+	// a new node, its data directory never again.
+	NodeRemoved = "removed"
+)
 
 // NodeStatus is one member node.
 type NodeStatus struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
-	Up   bool   `json:"up"`
+	// Up is whether the node answered the answering node's last status
+	// probe (always true for the answering node, false once removed).
+	Up bool `json:"up"`
+	// State is the node's membership state: NodeJoining, NodeActive,
+	// NodeDecommissioning, NodeDecommissioned or NodeRemoved.
+	State string `json:"state"`
+	// Number is the node's Raft node number, never reused by another
+	// node.
+	Number uint64 `json:"number"`
+	// Replicas counts the shard replicas the cluster places on the node
+	// (the metadata group's included); Leaders the shards it leads.
+	Replicas int `json:"replicas"`
+	Leaders  int `json:"leaders"`
+	// Moves counts the replica moves in flight to or from the node.
+	Moves int `json:"moves"`
+	// Since is when the node entered State (zero when unknown).
+	Since time.Time `json:"since"`
+}
+
+// Replica move phases (MoveStatus.Phase).
+const (
+	// MoveLearner: the target's new replica is being filled (a snapshot,
+	// then the log) without a vote.
+	MoveLearner = "learner"
+	// MovePromote: the target has caught up and is being made a voter.
+	MovePromote = "promote"
+	// MoveRemove: the target votes; the source's replica is being
+	// removed.
+	MoveRemove = "remove"
+	// MoveCancel: the move failed before promotion; the target's replica
+	// is being removed.
+	MoveCancel = "cancel"
+)
+
+// MoveStatus is one replica move in flight: a shard's replica moving from
+// one node to another (or only added, when From is empty).
+type MoveStatus struct {
+	// Shard is the shard's number in decimal, or "meta" for the metadata
+	// group (which holds the cluster map).
+	Shard string `json:"shard"`
+	From  string `json:"from,omitempty"`
+	To    string `json:"to"`
+	// Phase is MoveLearner, MovePromote, MoveRemove or MoveCancel.
+	Phase string `json:"phase"`
+	// Applied is the target replica's log position and Target the
+	// shard leader's; the learner has caught up when they meet (both 0
+	// when the metadata leader could not be asked).
+	Applied uint64 `json:"applied"`
+	Target  uint64 `json:"target"`
+	// BytesSent counts the snapshot bytes sent to the target so far.
+	BytesSent int64     `json:"bytes_sent"`
+	Started   time.Time `json:"started"`
+	// Waiting says what the move is waiting for, when it is stuck ("" when
+	// it is progressing).
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // ShardStatus is one shard's Raft group.

@@ -407,8 +407,9 @@ func (n *Node) reconf(ctx context.Context, addr string, req reconfReq) (reconfRe
 
 // serveReconf reports (progress) or changes the configuration of a shard
 // this node leads. Promotion is refused until the learner has caught up;
-// removing a voter is refused while that would leave fewer than two, or
-// while the shard is in a joint configuration.
+// removing a voter is refused while that would leave fewer than two (one
+// in a cluster of one replica per shard), or while the shard is in a
+// joint configuration.
 func (n *Node) serveReconf(ctx context.Context, req reconfReq) reconfResp {
 	g := n.hosted(req.Shard)
 	if g == nil {
@@ -454,8 +455,10 @@ func (n *Node) serveReconf(ctx context.Context, req reconfReq) reconfResp {
 		if len(resp.Outgoing) > 0 {
 			return reconfResp{rpcError: toRPCError(errorf(ErrMembership, "shard %s is in a joint configuration", shardName(req.Shard)))}
 		}
-		if slices.Contains(resp.Voters, req.Node) && len(resp.Voters) <= 2 {
-			return reconfResp{rpcError: toRPCError(errorf(ErrMembership, "shard %s: removing node %d would leave %d voter",
+		// A move ends by removing its source: from 3 voters to 2 at R = 2,
+		// from 2 to 1 at R = 1.
+		if minVoters := min(2, max(n.curMap().Replicas, 1)); slices.Contains(resp.Voters, req.Node) && len(resp.Voters)-1 < minVoters {
+			return reconfResp{rpcError: toRPCError(errorf(ErrMembership, "shard %s: removing node %d would leave %d voter(s)",
 				shardName(req.Shard), req.Node, len(resp.Voters)-1))}
 		}
 		cc = pb.ConfChangeRemoveNode

@@ -260,20 +260,17 @@ var statusCommand = &command{
 	}),
 }
 
-// printStatus prints st as two aligned tables.
+// printStatus prints st as two aligned tables: the nodes with their
+// membership state, and the shards.
 func printStatus(w io.Writer, st client.ClusterStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDR\tUP")
+	fmt.Fprintln(tw, "NODE\tADDR\tUP\tSTATE")
 	for _, n := range st.Nodes {
 		id := n.ID
 		if id == st.Node {
 			id += "*"
 		}
-		up := "no"
-		if n.Up {
-			up = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", id, n.Addr, up)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", id, n.Addr, yesNo(n.Up), stateText(n.State))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

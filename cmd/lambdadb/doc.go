@@ -7,6 +7,10 @@
 // every shard; it prints the result as a value or a table on stdout and one
 // line of statistics on stderr, or the JSON response with --json.
 //
+// "lambdadb node" manages membership: list the nodes and the replica
+// moves in flight (--watch follows them), decommission and remove nodes,
+// pause and resume rebalancing; "lambdadb serve --join" adds a node.
+//
 // Run "lambdadb help" for the subcommands and "lambdadb help CMD" for one
 // subcommand's flags. Errors print "lambdadb: <message>" on stderr and exit
 // with status 1; usage errors exit with status 2.

@@ -93,6 +93,7 @@ func init() {
 		scanCommand,
 		queryCommand,
 		statusCommand,
+		nodeCommand,
 		fnCommand,
 		feedCommand,
 		triggerCommand,
@@ -172,8 +173,12 @@ func (c *cli) help(args []string) int {
 		if cmd := lookup(args[0]); cmd != nil && (len(args) == 1 || cmd.sub != nil) {
 			if cmd.sub != nil && len(args) == 1 {
 				fmt.Fprintf(c.stdout, "usage: lambdadb %s <subcommand> [arguments]\n\n%s\n\nSubcommands:\n", cmd.name, cmd.summary)
+				width := 16
 				for _, sc := range cmd.sub {
-					fmt.Fprintf(c.stdout, "  %-16s %s\n", sc.name, sc.short)
+					width = max(width, len(sc.name))
+				}
+				for _, sc := range cmd.sub {
+					fmt.Fprintf(c.stdout, "  %-*s %s\n", width, sc.name, sc.short)
 				}
 				return 0
 			}

@@ -53,6 +53,10 @@ func TestRunHelp(t *testing.T) {
 		{args: []string{"--help"}, code: 0, stdout: "Commands:"},
 		{args: []string{"help", "put"}, code: 0, stdout: "usage: lambdadb put"},
 		{args: []string{"help", "serve"}, code: 0, stdout: "--peers id=host:port,..."},
+		{args: []string{"help", "serve"}, code: 0, stdout: "--join host:port"},
+		{args: []string{"help", "serve"}, code: 0, stdout: "--snapshot-rate-mb MiB/s"},
+		{args: []string{"help"}, code: 0, stdout: "  node     list, decommission and remove nodes"},
+		{args: []string{"help", "node", "decommission"}, code: 0, stdout: "usage: lambdadb node decommission [--server URL] ID"},
 		{args: []string{"scan", "-h"}, code: 0, stdout: "usage: lambdadb scan"},
 		{args: []string{"get", "--help"}, code: 0, stdout: "--consistency level"},
 		{args: nil, code: 2, stderr: "Commands:"},
@@ -102,6 +106,12 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--peers", "n1"},
 		{"serve", "--peers", "n1=nope"},
 		{"serve", "--shards", "many"},
+		{"serve", "--id", "n2", "--join", "127.0.0.1:7070", "--peers", "n1=127.0.0.1:7071"},
+		{"serve", "--join", "127.0.0.1:7070"},
+		{"serve", "--id", "n2", "--join", "nope"},
+		{"serve", "--move-concurrency", "0"},
+		{"serve", "--snapshot-rate-mb", "-1"},
+		{"serve", "--snapshot-rate-mb", "2000000"},
 	}
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -244,6 +254,12 @@ func TestStatus(t *testing.T) {
 		if !strings.HasPrefix(lines[i], w) {
 			t.Fatalf("line %d = %q, want prefix %q\n%s", i, lines[i], w, r.stdout)
 		}
+	}
+	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "NODE ADDR UP STATE" {
+		t.Fatalf("node header %q", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) != 4 || f[2] != "yes" || f[3] != "active" {
+		t.Fatalf("node line %q, want n1 up and active", lines[1])
 	}
 	for s := range testnode.DefaultShards {
 		f := strings.Fields(lines[len(want)+s])

@@ -43,24 +43,32 @@ const (
 	sessionBytesPerShard = 16
 )
 
+// maxSnapshotRateMB bounds --snapshot-rate-mb (1 TiB/s; 0 is unlimited).
+const maxSnapshotRateMB = 1 << 20
+
 // headerLimit is http.Server.MaxHeaderBytes for a node with shards shards:
 // room for an X-Session token that covers every shard.
 func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*max(shards, 0) }
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,...] [--shards 64] [--replicas 3] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
-	summary: "Run a node. Without --peers the node is a one-node cluster. One address carries\n" +
-		"client HTTP, internal RPC and Raft. SIGINT or SIGTERM shuts it down gracefully.",
+	summary: "Run a node. Without --peers or --join the node is a one-node cluster; --peers creates\n" +
+		"a cluster of several nodes, --join adds a node with a new data directory to a running\n" +
+		"cluster (through any member). One address carries client HTTP, internal RPC and Raft.\n" +
+		"SIGINT or SIGTERM shuts it down gracefully.",
 	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		var o serveOptions
-		fs.StringVar(&o.id, "id", "n1", "this node's `id`")
+		fs.StringVar(&o.id, "id", "n1", "this node's `id`; with --join a name no member has (required)")
 		fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "`host:port` to listen on and advertise; with --peers, defaults to this node's address there")
 		fs.StringVar(&o.data, "data", "./data", "data `directory`")
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
-		fs.IntVar(&o.shards, "shards", 0, "number of shards, a power of two, fixed when the data directory is created (default 64, or what the data directory was created with)")
-		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
+		fs.StringVar(&o.join, "join", "", "join the running cluster that the member at `host:port` belongs to; used when the data directory is new, ignored afterwards")
+		fs.IntVar(&o.shards, "shards", 0, "number of shards, a power of two, fixed when the data directory is created (default 64, or what the data directory was created with; a joining node takes the cluster's)")
+		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes (a joining node takes the cluster's)")
+		fs.IntVar(&o.moveConcurrency, "move-concurrency", 2, "replica moves the cluster runs at once, `N` (read on the node that leads the metadata group: give every node the same value)")
+		fs.Int64Var(&o.snapshotRateMB, "snapshot-rate-mb", 64, "rate at which this node sends snapshots (replica moves, followers far behind), in `MiB/s`; 0: unlimited")
 		fs.DurationVar(&o.raftTick, "raft-tick", shard.DefaultTickInterval, "Raft `tick`: leaders send heartbeats every tick; the election timeout is counted in ticks")
 		fs.DurationVar(&o.electionTimeout, "election-timeout", shard.DefaultElectionTimeout, "Raft election `timeout`: a follower that hears nothing from its leader for a random time between one and two of these starts an election; at least twice --raft-tick")
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
@@ -90,6 +98,20 @@ var serveCommand = &command{
 				return usagef("unexpected argument %q", args[0])
 			}
 			o.addrSet = isSet(fs, "addr")
+			if o.join != "" {
+				if o.peers != "" {
+					return usagef("give --peers to create a cluster or --join to join one, not both")
+				}
+				if !isSet(fs, "id") {
+					return usagef("--join needs --id: a name no member of the cluster has")
+				}
+				if _, _, err := net.SplitHostPort(o.join); err != nil {
+					return usagef("--join: %v", err)
+				}
+			}
+			if o.moveConcurrency < 1 || o.snapshotRateMB < 0 || o.snapshotRateMB > maxSnapshotRateMB {
+				return usagef("--move-concurrency must be at least 1, --snapshot-rate-mb in 0..%d", maxSnapshotRateMB)
+			}
 			o.memoryLimitSet = isSet(fs, "memory-limit-mb")
 			if o.memoryLimitMB < -1 || o.inflightBodyMB <= 0 || o.bodyIdle <= 0 || o.bodyTotal <= 0 {
 				return usagef("--max-inflight-body-mb, --body-idle-timeout and --body-timeout must be positive, --memory-limit-mb at least -1")
@@ -119,6 +141,7 @@ var serveCommand = &command{
 
 type serveOptions struct {
 	id, addr, data, peers  string
+	join                   string
 	addrSet, pprof, faults bool
 	shards, replicas       int
 	fnMemoryMB             int64
@@ -140,6 +163,8 @@ type serveOptions struct {
 	logLines, logLineBytes int
 	maxQueries             int
 	maxQueryGroups         int
+	moveConcurrency        int
+	snapshotRateMB         int64
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -174,8 +199,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
-	if o.faults && len(peers) < 2 {
-		return usagef("--unsafe-fault-injection needs a multi-node --peers list")
+	if o.faults && len(peers) < 2 && o.join == "" {
+		return usagef("--unsafe-fault-injection needs a multi-node --peers list or --join")
 	}
 	if limit, source := memoryLimit(o, c.getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit == 0 {
 		log.Info("memory limit", "source", source, "GOMEMLIMIT", c.getenv("GOMEMLIMIT"))
@@ -197,30 +222,21 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		advertised = ln.Addr().String()
 	}
 
-	// Several nodes share the one address through the mux: client HTTP,
-	// internal RPC and Raft. A lone node needs none of that.
-	var mux *shard.Mux
-	public := ln
-	if len(peers) > 1 {
-		mc := shard.MuxConfig{NodeID: o.id}
-		if o.faults {
-			mc.Faults = &shard.Faults{}
-			log.Warn("fault injection is enabled: /debug/faults can cut this node off; never use this in production")
-		}
-		if mux, err = shard.NewMux(ln, mc); err != nil {
-			ln.Close()
-			return fmt.Errorf("serve: %w", err)
-		}
-		go func() { _ = mux.Serve() }()
-		public = mux.PublicListener()
+	// Client HTTP, internal RPC and Raft share the one address through the
+	// mux. A one-node cluster runs it too: other nodes may join it later.
+	mc := shard.MuxConfig{NodeID: o.id}
+	if o.faults {
+		mc.Faults = &shard.Faults{}
+		log.Warn("fault injection is enabled: /debug/faults can cut this node off; never use this in production")
 	}
-	closeListener := func() {
-		if mux != nil {
-			_ = mux.Close()
-		} else {
-			_ = ln.Close()
-		}
+	mux, err := shard.NewMux(ln, mc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("serve: %w", err)
 	}
+	go func() { _ = mux.Serve() }()
+	public := mux.PublicListener()
+	closeListener := func() { _ = mux.Close() }
 
 	if o.fnMemoryMB <= 0 || o.fnKeepAlive <= 0 || o.billing <= 0 {
 		closeListener()
@@ -231,6 +247,10 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	var engine atomic.Pointer[lambda.Engine]
 	var triggers atomic.Pointer[changefeed.Triggers]
 	reg := prometheus.NewRegistry()
+	snapshotRate := o.snapshotRateMB << 20
+	if snapshotRate == 0 {
+		snapshotRate = -1 // unlimited
+	}
 	node, err := shard.Open(shard.Config{
 		StatusInfo: func() []byte {
 			if e := engine.Load(); e != nil {
@@ -247,19 +267,22 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 			}
 			return 0
 		},
-		ID:                o.id,
-		Addr:              advertised,
-		Dir:               o.data,
-		Shards:            o.shards,
-		Replicas:          o.replicas,
-		Peers:             peers,
-		TickInterval:      o.raftTick,
-		MaxInflightWrites: o.maxWrites,
-		MaxInflightReads:  o.maxReads,
-		ElectionTimeout:   o.electionTimeout,
-		Mux:               mux,
-		Registerer:        reg,
-		Logger:            log,
+		ID:                  o.id,
+		Addr:                advertised,
+		Dir:                 o.data,
+		Shards:              o.shards,
+		Replicas:            o.replicas,
+		Peers:               peers,
+		Join:                o.join,
+		MoveConcurrency:     o.moveConcurrency,
+		SnapshotBytesPerSec: snapshotRate,
+		TickInterval:        o.raftTick,
+		MaxInflightWrites:   o.maxWrites,
+		MaxInflightReads:    o.maxReads,
+		ElectionTimeout:     o.electionTimeout,
+		Mux:                 mux,
+		Registerer:          reg,
+		Logger:              log,
 	})
 	if err != nil {
 		closeListener()
@@ -314,7 +337,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	if o.pprof {
 		h = withPprof(h)
 	}
-	if mux != nil && mux.Faults() != nil {
+	if mux.Faults() != nil {
 		h = withRoute("/debug/faults", mux.Faults().Handler(), h)
 	}
 	srv := &http.Server{
@@ -326,8 +349,13 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	// net/http's own answers to requests it cannot parse become JSON too.
 	public = handler.WrapListener(srv, public)
-	log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
-		"shards", node.Shards(), "peers", max(len(peers), 1))
+	if o.join != "" {
+		log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
+			"shards", node.Shards(), "join", o.join)
+	} else {
+		log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
+			"shards", node.Shards(), "peers", max(len(peers), 1))
+	}
 	if c.ready != nil {
 		c.ready(ln.Addr().String())
 	}
