@@ -20,7 +20,13 @@ func (s *Server) decommissionNode(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"node": id, "state": shard.StateDecommissioning})
+	state := shard.StateDecommissioning
+	for _, nd := range s.node.Cluster().Nodes {
+		if nd.ID == id {
+			state = nd.State // decommissioned already, when asked again
+		}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"node": id, "state": state})
 }
 
 // removeNode forgets a dead or decommissioned node.

@@ -242,7 +242,9 @@ func (n *Node) balanceLoop() {
 	}
 }
 
-// Cluster reports the nodes, shards and moves as this node sees them.
+// Cluster reports the nodes, shards and moves as this node sees them
+// (without asking another node: the moves' progress is known only on the
+// metadata leader — Moves asks it).
 func (n *Node) Cluster() ClusterStatus {
 	m := n.curMap()
 	st := ClusterStatus{Node: n.cfg.ID, MapVersion: m.Version, Paused: m.Paused}
@@ -289,7 +291,7 @@ func (n *Node) Cluster() ClusterStatus {
 		}
 		st.Nodes = append(st.Nodes, ns)
 	}
-	st.Moves = n.Moves()
+	st.Moves = n.localMoves()
 	return st
 }
 

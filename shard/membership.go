@@ -58,6 +58,15 @@ func (n *Node) memberPeers() []Peer {
 	return out
 }
 
+// evictedErr fails requests on a node the cluster removed: it holds no
+// replica any more and no member talks to it.
+func (n *Node) evictedErr() error {
+	if n.curMap().removedSelf(n.cfg.ID, n.selfNum) {
+		return errorf(ErrUnavailable, "node %s was removed from the cluster: send requests to another node", n.cfg.ID)
+	}
+	return nil
+}
+
 // installMap makes m the node's map if it is newer than the current one
 // (committed says m was read from the metadata group; a genesis map is
 // not). It persists it and wakes the reconciler.
@@ -75,6 +84,9 @@ func (n *Node) installMap(m *clusterMap, committed bool) bool {
 	n.cmap.Store(m)
 	if committed {
 		n.fresh.Store(true)
+	}
+	if m.removedSelf(n.cfg.ID, n.selfNum) && (cur == nil || !cur.removedSelf(n.cfg.ID, n.selfNum)) {
+		n.cfg.Logger.Error("this node was removed from the cluster: it serves nothing any more; stop it", "node", n.cfg.ID)
 	}
 	n.m.mapVersion.Set(float64(m.Version))
 	select {
@@ -337,6 +349,13 @@ func (n *Node) removedCheck(m *clusterMap) error {
 			ErrIdentity, n.cfg.ID, from, from)
 	}
 	return nil
+}
+
+// removedSelf reports whether m records node id, Raft number num, as
+// removed — or counts another node (a new number) under its name.
+func (m *clusterMap) removedSelf(id string, num uint64) bool {
+	nd, ok := m.node(id)
+	return ok && (nd.State == StateRemoved || nd.Num != num)
 }
 
 // hostsShard reports whether the map places node id on shard s now

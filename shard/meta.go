@@ -138,6 +138,9 @@ func (n *Node) metaUpdate(ctx context.Context, fn func(m *clusterMap) error) (*c
 			}
 			cur = n.genesis.clone()
 			cur.Created = time.Now().UnixNano()
+			for i := range cur.Nodes {
+				cur.Nodes[i].Since = cur.Created
+			}
 			cond.IfNoneMatch = true
 		} else {
 			v := cur.Version

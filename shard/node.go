@@ -271,6 +271,7 @@ type Node struct {
 	fresh       atomic.Bool                // cmap was read from the metadata group during this run
 	mapMu       sync.Mutex                 // serialises installMap
 	genesis     *clusterMap                // an initial node's first map (nil for joined nodes)
+	selfNum     uint64                     // this node's Raft node number
 	reconcileCh chan struct{}
 	ctl         *controller
 
@@ -442,6 +443,7 @@ func (n *Node) loadMap() error {
 	case self.Addr != cfg.Addr:
 		return fmt.Errorf("%w: node %s is a member at %s, not %s", ErrIdentity, cfg.ID, self.Addr, cfg.Addr)
 	}
+	n.selfNum = self.Num
 	n.cmap.Store(m)
 	if err := n.persistMap(m); err != nil {
 		return fmt.Errorf("shard: %w", err)
@@ -518,6 +520,16 @@ func (n *Node) checkIdentity() error {
 	if err := n.checkEngine(); err != nil {
 		return err
 	}
+	// A node that joined records the cluster's replica count and
+	// compares none: it takes the cluster's.
+	_, joined, err := n.eng.NodeMeta(metaJoinNonce)
+	if err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	replicas := n.cfg.Replicas
+	if joined {
+		replicas = n.curMap().Replicas
+	}
 	for _, kvp := range []struct {
 		name, want string
 		compare    bool
@@ -525,9 +537,9 @@ func (n *Node) checkIdentity() error {
 		{"id", n.cfg.ID, true},
 		{"shards", strconv.Itoa(n.cfg.Shards), true},
 		{"peers", strings.Join(peers, ","), false},
-		{"replicas", strconv.Itoa(n.cfg.Replicas), n.cfg.Join == ""},
+		{"replicas", strconv.Itoa(replicas), !joined},
 	} {
-		if kvp.name == "peers" && n.cfg.Join != "" {
+		if kvp.name == "peers" && joined {
 			continue
 		}
 		have, found, err := n.eng.NodeMeta(kvp.name)

@@ -39,6 +39,9 @@ func (n *Node) writeOne(ctx context.Context, cmd command, tok session.Token) (Wr
 	if n.closed.Load() {
 		return res, ErrClosed
 	}
+	if err := n.evictedErr(); err != nil {
+		return res, err
+	}
 	release, err := n.admit(ctx, n.writeSlots, "write")
 	if err != nil {
 		return res, err
@@ -81,6 +84,9 @@ func (n *Node) Batch(ctx context.Context, ops []Op, tok session.Token) (BatchRes
 	res := BatchResult{Session: tok}
 	if n.closed.Load() {
 		return res, ErrClosed
+	}
+	if err := n.evictedErr(); err != nil {
+		return res, err
 	}
 	release, err := n.admit(ctx, n.writeSlots, "write")
 	if err != nil {
@@ -169,6 +175,9 @@ func (n *Node) batchCommand(ops []Op) (command, int, error) {
 // retried. It returns the entry's index (also when the command failed in
 // the FSM, as on ErrPrecondition) and counts the write under op.
 func (n *Node) write(ctx context.Context, op string, s int, b []byte) (uint64, applyResult, error) {
+	if err := n.evictedErr(); err != nil {
+		return 0, applyResult{}, err
+	}
 	ctx, cancel := n.ctx(ctx)
 	defer cancel()
 
@@ -352,6 +361,9 @@ func (n *Node) GetIn(ctx context.Context, sp Space, key string, ro ReadOptions) 
 	if n.closed.Load() {
 		return res, ErrClosed
 	}
+	if err := n.evictedErr(); err != nil {
+		return res, err
+	}
 	ksp, ok := sp.kvSpace()
 	if !ok {
 		return res, errorf(ErrInvalidKey, "unknown space %d", sp)
@@ -489,6 +501,9 @@ func (n *Node) ScanIn(ctx context.Context, sp Space, req ScanRequest, ro ReadOpt
 	res := ScanResult{Session: ro.Session}
 	if n.closed.Load() {
 		return res, ErrClosed
+	}
+	if err := n.evictedErr(); err != nil {
+		return res, err
 	}
 	if _, ok := sp.kvSpace(); !ok {
 		return res, errorf(ErrInvalidKey, "unknown space %d", sp)
