@@ -228,12 +228,11 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if err, _ := loadErr.Load().(error); err != nil {
 		return rep, fmt.Errorf("bench: loading: %w", err)
 	}
-	rep.Metric("load_mib_per_s", float64(sz.RebalanceMB)/time.Since(t0).Seconds(), "MiB/s")
+	loadRate := float64(sz.RebalanceMB) / time.Since(t0).Seconds()
 
 	// Peak.
 	peak := Writers{Addrs: addrs, N: 32, ValueBytes: 512, Prefix: "peak/"}.Run(ctx, 5*time.Second)
 	rate := peak.Rate() / 2
-	rep.Metric("peak_puts_per_s", peak.Rate(), "ops/s")
 	rep.Param("steady_puts_per_s", math.Round(rate))
 	e.logf("peak %.0f puts/s; steady load at %.0f/s", peak.Rate(), rate)
 
@@ -345,6 +344,8 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		rep.Note("verifying the loaded data through n4: %v", err)
 	}
 	rep.Metric("acked_missing_or_wrong", float64(missing+wrong+m2+w2), "")
+	rep.Metric("peak_puts_per_s", peak.Rate(), "ops/s")
+	rep.Metric("load_mib_per_s", loadRate, "MiB/s")
 
 	if err := rebalancePlots(e, rep, load, joinAt, balancedAt); err != nil {
 		rep.Note("plots: %v", err)
