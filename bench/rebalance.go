@@ -108,6 +108,7 @@ func (l *steadyLoad) window(from, to time.Duration) (lat []float64, failed int) 
 
 // clusterView is the part of GET /v1/cluster the scenario reads.
 type clusterView struct {
+	Settled bool `json:"settled"`
 	Nodes []struct {
 		ID       string `json:"id"`
 		State    string `json:"state"`
@@ -137,7 +138,7 @@ func getCluster(ctx context.Context, addr string) (clusterView, error) {
 // balanced reports whether no move is in flight and the active nodes hold
 // replicas, and lead shards, within one of each other.
 func (v clusterView) balanced(nodes int) bool {
-	if len(v.Moves) > 0 {
+	if len(v.Moves) > 0 || !v.Settled {
 		return false
 	}
 	active := 0

@@ -309,10 +309,16 @@ type ClusterStatus struct {
 	MapVersion uint64 `json:"map_version"`
 	// RebalancePaused is true while the cluster starts no new replica
 	// moves (PauseRebalance); moves under way still finish.
-	RebalancePaused bool          `json:"rebalance_paused"`
-	Nodes           []NodeStatus  `json:"nodes"`
-	Shards          []ShardStatus `json:"shards"`
-	// Moves are the replica moves in flight, as Moves returns them.
+	RebalancePaused bool `json:"rebalance_paused"`
+	// Settled is true when, by the answering node's map, no move is in
+	// flight, no node is joining or decommissioning, and replicas and
+	// preferred leaders are where the cluster wants them.
+	Settled bool          `json:"settled"`
+	Nodes   []NodeStatus  `json:"nodes"`
+	Shards  []ShardStatus `json:"shards"`
+	// Moves are the replica moves in flight, as the answering node's map
+	// records them (Moves asks the metadata leader, which also knows
+	// their progress).
 	Moves []MoveStatus `json:"moves"`
 }
 

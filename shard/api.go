@@ -146,10 +146,14 @@ type ClusterStatus struct {
 	// MapVersion is the version of the cluster map this node has.
 	MapVersion uint64 `json:"map_version"`
 	// Paused: the planner starts no new moves.
-	Paused bool          `json:"rebalance_paused"`
-	Nodes  []NodeStatus  `json:"nodes"`
-	Shards []ShardStatus `json:"shards"`
-	Moves  []MoveStatus  `json:"moves"`
+	Paused bool `json:"rebalance_paused"`
+	// Settled: by this node's map, no move is in flight, no node is
+	// joining or decommissioning, and the planner wants no move or
+	// leadership change — replicas and leaders are where they should be.
+	Settled bool          `json:"settled"`
+	Nodes   []NodeStatus  `json:"nodes"`
+	Shards  []ShardStatus `json:"shards"`
+	Moves   []MoveStatus  `json:"moves"`
 }
 
 // NodeStatus is one member node.

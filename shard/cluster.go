@@ -247,7 +247,7 @@ func (n *Node) balanceLoop() {
 // metadata leader — Moves asks it).
 func (n *Node) Cluster() ClusterStatus {
 	m := n.curMap()
-	st := ClusterStatus{Node: n.cfg.ID, MapVersion: m.Version, Paused: m.Paused}
+	st := ClusterStatus{Node: n.cfg.ID, MapVersion: m.Version, Paused: m.Paused, Settled: n.MembershipSettled()}
 	up := func(id string) bool {
 		if id == n.cfg.ID {
 			return !n.closed.Load()

@@ -90,6 +90,14 @@ func (c *controller) step(ctx context.Context) error {
 			c.note(mv.Shard, err.Error())
 		}
 	}
+	if len(m.Moves) > 0 {
+		// Plan on the map as the moves left it: a move that completed
+		// frees its slot now, not a pass later.
+		if m, err = n.metaGet(ctx); err != nil || m == nil {
+			return err
+		}
+		n.installMap(m, true)
+	}
 	c.mu.Lock()
 	for s := range c.progress {
 		if _, _, ok := m.moveOf(s); !ok {

@@ -110,11 +110,11 @@ var nodeRemoveCommand = &command{
 // variable so tests can make it short).
 var movesWatchInterval = time.Second
 
-// movesQuietTime is how long "node moves --watch" must see no move in
-// flight (and no node decommissioning) before it ends: the cluster plans
-// the next moves a moment after the last ones finished. (A variable so
-// tests can make it short.)
-var movesQuietTime = 2 * time.Second
+// movesQuietTime is how long "node moves --watch" must see the cluster
+// settled (no move in flight, none planned, no node joining or
+// decommissioning) before it ends. (A variable so tests can make it
+// short.)
+var movesQuietTime = time.Second
 
 var nodeMovesCommand = &command{
 	name:  "node moves",
@@ -123,8 +123,8 @@ var nodeMovesCommand = &command{
 	summary: "Show the replica moves in flight: shard (\"meta\" for the metadata group), source → target\n" +
 		"(\"-\" when a replica is only added), phase, progress (the target's applied log position /\n" +
 		"the leader's), snapshot bytes sent, age, and what a stuck move waits for. With --watch,\n" +
-		"print them again every second until none has been in flight for 2 s and no node is\n" +
-		"decommissioning.",
+		"print them again every second until the cluster has settled: no move in flight or\n" +
+		"planned, no node joining or decommissioning.",
 	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		newClient := c.serverFlag(fs)
 		watch := fs.Bool("watch", false, "print the moves every second until the cluster stops moving replicas")
@@ -177,27 +177,29 @@ func (c *cli) watchMoves(ctx context.Context, cl *client.Client) error {
 			if err != nil {
 				return err
 			}
-			var draining []string
+			var busy []string
 			for _, n := range st.Nodes {
-				if n.State == client.NodeDecommissioning {
-					draining = append(draining, n.ID)
+				if n.State == client.NodeDecommissioning || n.State == client.NodeJoining {
+					busy = append(busy, n.ID+" "+n.State)
 				}
 			}
 			switch {
 			case st.RebalancePaused:
 				fmt.Fprintln(c.stdout, "no replica moves in flight; rebalancing is paused (resume with 'lambdadb node rebalance --resume')")
 				return nil
-			case len(draining) > 0:
-				if printed {
-					fmt.Fprintln(c.stdout)
-				}
-				fmt.Fprintf(c.stdout, "no replica moves in flight yet; decommissioning: %s\n", strings.Join(draining, ", "))
-				quietSince, printed = now, true
-			case now.Sub(quietSince) >= movesQuietTime:
+			case st.Settled && now.Sub(quietSince) >= movesQuietTime:
 				if printed {
 					fmt.Fprintln(c.stdout)
 				}
 				return printMoves(c.stdout, nil, now)
+			case len(busy) > 0:
+				if printed {
+					fmt.Fprintln(c.stdout)
+				}
+				fmt.Fprintf(c.stdout, "no replica moves in flight yet; %s\n", strings.Join(busy, ", "))
+				quietSince, printed = now, true
+			case !st.Settled:
+				quietSince = now // more moves are coming
 			}
 		}
 		t := time.NewTimer(movesWatchInterval)
