@@ -102,6 +102,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--peers", "n1"},
 		{"serve", "--peers", "n1=nope"},
 		{"serve", "--shards", "many"},
+		{"serve", "--peers", "n1=127.0.0.1:1,n2=127.0.0.1:2", "--join", "127.0.0.1:3"},
 	}
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

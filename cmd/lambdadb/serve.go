@@ -59,6 +59,7 @@ var serveCommand = &command{
 		fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "`host:port` to listen on and advertise; with --peers, defaults to this node's address there")
 		fs.StringVar(&o.data, "data", "./data", "data `directory`")
 		fs.StringVar(&o.peers, "peers", "", "initial cluster as `id=host:port,...` (etcd's --initial-cluster)")
+		fs.StringVar(&o.join, "join", "", "join a running cluster through the member at `host:port` (a new data directory only; exclusive with --peers)")
 		fs.IntVar(&o.shards, "shards", 0, "number of shards, a power of two, fixed when the data directory is created (default 64, or what the data directory was created with)")
 		fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard, capped at the number of nodes")
 		fs.DurationVar(&o.raftTick, "raft-tick", shard.DefaultTickInterval, "Raft `tick`: leaders send heartbeats every tick; the election timeout is counted in ticks")
@@ -90,6 +91,9 @@ var serveCommand = &command{
 				return usagef("unexpected argument %q", args[0])
 			}
 			o.addrSet = isSet(fs, "addr")
+			if o.join != "" && o.peers != "" {
+				return usagef("give --peers to create a cluster or --join to join one, not both")
+			}
 			o.memoryLimitSet = isSet(fs, "memory-limit-mb")
 			if o.memoryLimitMB < -1 || o.inflightBodyMB <= 0 || o.bodyIdle <= 0 || o.bodyTotal <= 0 {
 				return usagef("--max-inflight-body-mb, --body-idle-timeout and --body-timeout must be positive, --memory-limit-mb at least -1")
@@ -119,6 +123,7 @@ var serveCommand = &command{
 
 type serveOptions struct {
 	id, addr, data, peers  string
+	join                   string
 	addrSet, pprof, faults bool
 	shards, replicas       int
 	fnMemoryMB             int64
@@ -174,7 +179,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
-	if o.faults && len(peers) < 2 {
+	if o.faults && len(peers) < 2 && o.join == "" {
 		return usagef("--unsafe-fault-injection needs a multi-node --peers list")
 	}
 	if limit, source := memoryLimit(o, c.getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit == 0 {
@@ -201,7 +206,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	// internal RPC and Raft. A lone node needs none of that.
 	var mux *shard.Mux
 	public := ln
-	if len(peers) > 1 {
+	if len(peers) > 1 || o.join != "" {
 		mc := shard.MuxConfig{NodeID: o.id}
 		if o.faults {
 			mc.Faults = &shard.Faults{}
@@ -253,6 +258,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		Shards:            o.shards,
 		Replicas:          o.replicas,
 		Peers:             peers,
+		Join:              o.join,
 		TickInterval:      o.raftTick,
 		MaxInflightWrites: o.maxWrites,
 		MaxInflightReads:  o.maxReads,
