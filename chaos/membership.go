@@ -524,6 +524,34 @@ func checkMembershipOnce(ctx context.Context, c *Cluster, replicas int) (Members
 	return res, agree
 }
 
+// dumpStatus writes every member's /v1/cluster and /v1/cluster/moves
+// answers to dir/cluster-<id>.json, for the report of a run whose
+// membership did not settle; it returns the files written.
+func dumpStatus(ctx context.Context, c *Cluster, dir string) []string {
+	var files []string
+	for _, p := range c.Members() {
+		out := map[string]json.RawMessage{}
+		for _, path := range []string{"/v1/cluster", "/v1/cluster/moves"} {
+			var raw json.RawMessage
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			if err := c.getJSON(sctx, p, path, &raw); err != nil {
+				raw, _ = json.Marshal(err.Error())
+			}
+			cancel()
+			out[path] = raw
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			continue
+		}
+		name := filepath.Join(dir, "cluster-"+p.ID+".json")
+		if os.WriteFile(name, b, 0o644) == nil {
+			files = append(files, name)
+		}
+	}
+	return files
+}
+
 // pickOne returns a random element of ps (nil when empty).
 func pickOne(rng *rand.Rand, ps []*Proc) *Proc {
 	if len(ps) == 0 {

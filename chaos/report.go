@@ -40,7 +40,8 @@ type Report struct {
 	// Moves the replica moves seen in flight during the run.
 	Membership  MembershipResult
 	Moves       []MoveRecord
-	HistoryFile string // written when the run failed
+	StatusFiles []string // every member's /v1/cluster when the membership check failed
+	HistoryFile string   // written when the run failed
 }
 
 func (r *Report) count(ops []Op) {
@@ -240,6 +241,7 @@ func (r *Report) Write(w io.Writer) {
 		}
 	}
 	list(w, "move still in flight", open)
+	list(w, "cluster status", r.StatusFiles)
 	list(w, "harness error", r.Errors)
 	if r.HistoryFile != "" {
 		fmt.Fprintf(w, "history: %s\n", r.HistoryFile)

@@ -216,6 +216,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !settled {
 		rep.Membership.Problems = append(rep.Membership.Problems, fmt.Sprintf("not settled %v after healing: %s", cfg.SettleTimeout, why))
 	}
+	if !settled || len(rep.Membership.Problems) > 0 {
+		rep.StatusFiles = dumpStatus(ctx, cl, cfg.OutDir)
+	}
 	rep.Faults = nem.Records()
 	rep.Moves = mw.Moves()
 	logf("membership: members %v, left %v, %d moves seen, settled %v after %v", rep.Membership.Members, rep.Membership.Left,
