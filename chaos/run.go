@@ -221,6 +221,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Faults = nem.Records()
 	rep.Moves = mw.Moves()
+	for _, f := range rep.Faults {
+		if f.Kind == FaultJoin && len(f.Errors) == 0 && len(rep.Moves) == 0 {
+			rep.Membership.Problems = append(rep.Membership.Problems, "a node joined, but no replica move was seen")
+			break
+		}
+	}
 	logf("membership: members %v, left %v, %d moves seen, settled %v after %v", rep.Membership.Members, rep.Membership.Left,
 		len(rep.Moves), settled, rep.Membership.SettleTime.Round(time.Second))
 
