@@ -138,21 +138,22 @@ func (t *TriggerWorkload) Check(ctx context.Context, d time.Duration) (acked int
 }
 
 func (t *TriggerWorkload) index(ctx context.Context) (map[string]string, error) {
-	for _, p := range t.Cluster.Running() {
-		cl, err := client.New(p.URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	up := t.Cluster.Running()
+	if len(up) == 0 {
+		return nil, fmt.Errorf("no node is up")
+	}
+	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for it, err := range cl.ScanAll(ctx, "idx/"+triggerPrefix, client.ScanOptions{Limit: 1000}) {
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]string{}
-		for it, err := range cl.ScanAll(ctx, "idx/"+triggerPrefix, client.ScanOptions{Limit: 1000}) {
-			if err != nil {
-				return nil, err
-			}
-			out[it.Key] = string(it.Value)
-		}
-		return out, nil
+		out[it.Key] = string(it.Value)
 	}
-	return nil, fmt.Errorf("no node is up")
+	return out, nil
 }
 
 // Summary is a one-line account for the report.
