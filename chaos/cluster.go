@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"lambdadb/client"
 	"lambdadb/internal/loopback"
 	"lambdadb/shard"
 )
@@ -29,6 +28,11 @@ const (
 	Running NodeState = iota
 	Killed            // SIGKILL, not yet restarted
 	Paused            // SIGSTOP, not yet continued
+	// Retired: decommissioned or removed, its process stopped for good.
+	// No fault, heal or workload touches it again.
+	Retired
+	// Starting: a joining node's process runs but does not answer yet.
+	Starting
 )
 
 // Proc is one `lambdadb serve` process the harness controls. Its methods
@@ -59,6 +63,10 @@ func (p *Proc) State() NodeState {
 func (p *Proc) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.startLocked()
+}
+
+func (p *Proc) startLocked() error {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = p.logf, p.logf
 	cmd.SysProcAttr = procAttr()
@@ -77,7 +85,7 @@ func (p *Proc) start() error {
 func (p *Proc) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil || p.state == Killed {
+	if p.cmd == nil || p.state == Killed || p.state == Retired {
 		return
 	}
 	fmt.Fprintf(p.logf, "=== chaos: kill -9\n")
@@ -86,12 +94,15 @@ func (p *Proc) Kill() {
 	p.state = Killed
 }
 
-// Restart starts a killed node again with the same flags.
+// Restart starts a killed node again with the same flags (a retired one
+// stays down).
 func (p *Proc) Restart() error {
-	if p.State() != Killed {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != Killed {
 		return nil
 	}
-	return p.start()
+	return p.startLocked()
 }
 
 // Pause sends SIGSTOP.
@@ -118,11 +129,33 @@ func (p *Proc) Resume() {
 	p.state = Running
 }
 
+// exited reports whether the process has exited (by itself or killed).
+func (p *Proc) exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return true
+	}
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // stop ends the process: SIGCONT and SIGTERM, then SIGKILL after 10s.
 func (p *Proc) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil || p.state == Killed {
+	p.stopLocked()
+	if p.state != Retired {
+		p.state = Killed
+	}
+}
+
+func (p *Proc) stopLocked() {
+	if p.cmd == nil || p.state == Killed || p.state == Retired {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGCONT)
@@ -133,18 +166,39 @@ func (p *Proc) stop() {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 	}
-	p.state = Killed
 }
 
-// Cluster is a set of lambdadb processes on 127.0.0.1.
+// retire stops the process for good (kill -9 when kill is set, else
+// SIGTERM): the node was decommissioned or is being removed. Restart,
+// Pause and Resume do nothing on it afterwards.
+func (p *Proc) retire(why string, kill bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == Retired {
+		return
+	}
+	fmt.Fprintf(p.logf, "=== chaos: retire (%s)\n", why)
+	if kill && p.cmd != nil && p.state != Killed {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	p.stopLocked()
+	p.state = Retired
+}
+
+// Cluster is a set of lambdadb processes on 127.0.0.1. Its membership
+// changes during a run: nodes join (Join) and leave (Retire); Members,
+// Running and IDs give the current members, safe for concurrent use.
 type Cluster struct {
-	Procs  []*Proc
 	Shards int
 	dir    string
+	bin    string
 	hc     *http.Client
 
-	mu    sync.Mutex
-	rules []shard.FaultRule // in force on every running node
+	mu     sync.Mutex
+	procs  []*Proc           // every process ever started, in start order
+	rules  []shard.FaultRule // in force on every running node
+	nextID int               // number of the next node to join
 }
 
 // ClusterConfig configures StartCluster.
@@ -175,26 +229,23 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Shards: cfg.Shards, dir: cfg.Dir, hc: &http.Client{Timeout: 5 * time.Second}}
+	c := &Cluster{Shards: cfg.Shards, dir: cfg.Dir, bin: bin, hc: &http.Client{Timeout: 5 * time.Second}, nextID: cfg.Nodes + 1}
 	var peers []string
 	for i, a := range addrs {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, a))
 	}
 	for i, a := range addrs {
 		id := fmt.Sprintf("n%d", i+1)
-		logf, err := os.OpenFile(filepath.Join(cfg.Dir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		p, err := c.newProc(id, a, "--peers", strings.Join(peers, ","), "--shards", fmt.Sprint(cfg.Shards))
 		if err != nil {
 			c.Stop()
 			return nil, err
 		}
-		p := &Proc{ID: id, Addr: a, bin: bin, logf: logf, args: []string{"serve", "--id", id, "--addr", a,
-			"--data", filepath.Join(cfg.Dir, id), "--peers", strings.Join(peers, ","),
-			"--shards", fmt.Sprint(cfg.Shards), "--unsafe-fault-injection"}}
 		if err := p.start(); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		c.Procs = append(c.Procs, p)
+		c.procs = append(c.procs, p)
 	}
 	if err := c.WaitHealthy(ctx, 60*time.Second); err != nil {
 		c.Stop()
@@ -203,19 +254,37 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
+// newProc prepares (does not start) node id at addr with its own data
+// directory and log; extra are its cluster flags (--peers or --join).
+func (c *Cluster) newProc(id, addr string, extra ...string) (*Proc, error) {
+	logf, err := os.OpenFile(filepath.Join(c.dir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--id", id, "--addr", addr, "--data", filepath.Join(c.dir, id)}
+	args = append(args, extra...)
+	args = append(args, "--unsafe-fault-injection")
+	return &Proc{ID: id, Addr: addr, bin: c.bin, logf: logf, args: args}, nil
+}
+
 // Stop ends every process.
 func (c *Cluster) Stop() {
+	c.mu.Lock()
+	procs := append([]*Proc(nil), c.procs...)
+	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range c.Procs {
+	for _, p := range procs {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.stop(); p.logf.Close() }()
 	}
 	wg.Wait()
 }
 
-// Proc returns the node with id.
+// Proc returns the node with id (a retired one too).
 func (c *Cluster) Proc(id string) *Proc {
-	for _, p := range c.Procs {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
 		if p.ID == id {
 			return p
 		}
@@ -223,32 +292,87 @@ func (c *Cluster) Proc(id string) *Proc {
 	return nil
 }
 
-// IDs lists the node ids.
+// Members returns the current members: every node started or joined and
+// not retired, whatever the nemesis is doing to it, in start order.
+func (c *Cluster) Members() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Proc
+	for _, p := range c.procs {
+		if p.State() != Retired {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Running returns the members that are running (not killed or paused).
+func (c *Cluster) Running() []*Proc {
+	var out []*Proc
+	for _, p := range c.Members() {
+		if p.State() == Running {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Retired returns the nodes that left the cluster (decommissioned or
+// removed).
+func (c *Cluster) Retired() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Proc
+	for _, p := range c.procs {
+		if p.State() == Retired {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// IDs lists the current members' ids.
 func (c *Cluster) IDs() []string {
 	var ids []string
-	for _, p := range c.Procs {
+	for _, p := range c.Members() {
 		ids = append(ids, p.ID)
 	}
 	return ids
 }
 
 // Status asks node p for /v1/cluster.
-func (c *Cluster) Status(ctx context.Context, p *Proc) (client.ClusterStatus, error) {
-	cl, err := client.New(p.URL(), client.WithHTTPClient(c.hc))
+func (c *Cluster) Status(ctx context.Context, p *Proc) (shard.ClusterStatus, error) {
+	var st shard.ClusterStatus
+	err := c.getJSON(ctx, p, "/v1/cluster", &st)
+	return st, err
+}
+
+// getJSON GETs path from p and decodes the JSON answer into out.
+func (c *Cluster) getJSON(ctx context.Context, p *Proc, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+path, nil)
 	if err != nil {
-		return client.ClusterStatus{}, err
+		return err
 	}
-	return cl.Cluster(ctx)
+	res, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: status %d: %s", p.ID, path, res.StatusCode, bytes.TrimSpace(b))
+	}
+	return json.Unmarshal(b, out)
 }
 
 // Leaders counts the shards each node leads, as the first running node
 // that answers sees it.
 func (c *Cluster) Leaders(ctx context.Context) (map[string]int, error) {
 	var last error
-	for _, p := range c.Procs {
-		if p.State() != Running {
-			continue
-		}
+	for _, p := range c.Running() {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := c.Status(ctx, p)
 		cancel()
@@ -289,7 +413,7 @@ func (c *Cluster) WaitHealthy(ctx context.Context, d time.Duration) error {
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {
-	for _, p := range c.Procs {
+	for _, p := range c.Members() {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := c.Status(ctx, p)
 		cancel()
@@ -297,6 +421,9 @@ func (c *Cluster) healthy(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", p.ID, err)
 		}
 		for _, n := range st.Nodes {
+			if gone(n.State) {
+				continue // left the cluster: its process is stopped
+			}
 			if !n.Up {
 				return fmt.Errorf("%s sees %s down", p.ID, n.ID)
 			}
@@ -325,10 +452,7 @@ func (c *Cluster) SetFaults(ctx context.Context, rules []shard.FaultRule) error 
 		return err
 	}
 	var errs []error
-	for _, p := range c.Procs {
-		if p.State() != Running {
-			continue
-		}
+	for _, p := range c.Running() {
 		if err := c.putFaults(ctx, p, body); err != nil {
 			errs = append(errs, err)
 		}
@@ -343,10 +467,16 @@ func (c *Cluster) Restart(ctx context.Context, p *Proc) error {
 	if err := p.Restart(); err != nil {
 		return err
 	}
+	return c.giveRules(ctx, p)
+}
+
+// giveRules gives node p, just started, the fault rules in force once it
+// answers.
+func (c *Cluster) giveRules(ctx context.Context, p *Proc) error {
 	c.mu.Lock()
 	rules := c.rules
 	c.mu.Unlock()
-	if len(rules) == 0 {
+	if len(rules) == 0 || p.State() != Running {
 		return nil
 	}
 	body, err := json.Marshal(rules)

@@ -39,7 +39,11 @@ func (q *QueryWorkload) Setup(ctx context.Context) error {
 	if q.Records <= 0 {
 		q.Records = 2000
 	}
-	cl, err := client.New(q.Cluster.Procs[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	up := q.Cluster.Running()
+	if len(up) == 0 {
+		return fmt.Errorf("query workload: no running node")
+	}
+	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
 	if err != nil {
 		return err
 	}
@@ -92,9 +96,8 @@ func (q *QueryWorkload) Run(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(q.Seed, 77))
 	hc := &http.Client{Timeout: q.Timeout + 5*time.Second}
 	for ctx.Err() == nil {
-		procs := q.Cluster.Procs
-		p := procs[rng.IntN(len(procs))]
-		if p.State() != Running {
+		p := pickOne(rng, q.Cluster.Running())
+		if p == nil {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}

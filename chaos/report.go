@@ -36,7 +36,12 @@ type Report struct {
 	// The query workload: answers that were not exactly right.
 	QuerySummary string
 	QueryWrong   []string
-	HistoryFile  string // written when the run failed
+	// Membership is the verdict on the final membership and placement;
+	// Moves the replica moves seen in flight during the run.
+	Membership  MembershipResult
+	Moves       []MoveRecord
+	StatusFiles []string // every member's /v1/cluster when the membership check failed
+	HistoryFile string   // written when the run failed
 }
 
 func (r *Report) count(ops []Op) {
@@ -68,7 +73,53 @@ func (r *Report) count(ops []Op) {
 func (r *Report) OK() bool {
 	return r.Check.Linearizable() && r.Check.Lost == 0 && len(r.SessionViolations) == 0 &&
 		len(r.FinalReadErrors) == 0 && r.Converged && len(r.Errors) == 0 && len(r.TriggerMissing) == 0 &&
-		len(r.QueryWrong) == 0
+		len(r.QueryWrong) == 0 && r.Membership.Settled && len(r.Membership.Problems) == 0 && len(faultErrors(r.Faults)) == 0
+}
+
+// faultErrors lists the errors of the membership faults: a join, a
+// decommission or a remove that did not happen is a failure (a refused
+// decommission is not).
+func faultErrors(recs []FaultRecord) []string {
+	var out []string
+	for _, f := range recs {
+		if !membershipFaults[f.Kind] {
+			continue
+		}
+		for _, e := range f.Errors {
+			out = append(out, fmt.Sprintf("%.1fs %s: %s", float64(f.Start)/1e9, f.Desc, e))
+		}
+	}
+	return out
+}
+
+// membershipSummary counts the membership faults and the moves, and how
+// many other faults overlapped a move in flight.
+func (r *Report) membershipSummary() string {
+	n := map[string]int{}
+	refused := 0
+	other, during := 0, 0
+	for _, f := range r.Faults {
+		switch {
+		case membershipFaults[f.Kind]:
+			n[f.Kind]++
+			if f.Refused {
+				refused++
+			}
+		default:
+			other++
+			if overlapsMove(r.Moves, f.Start, f.End) {
+				during++
+			}
+		}
+	}
+	done := 0
+	for _, m := range r.Moves {
+		if m.Done {
+			done++
+		}
+	}
+	return fmt.Sprintf("join %d, decommission %d (%d refused), remove %d; %d replica moves seen (%d finished); %d of %d other faults during a move",
+		n[FaultJoin], n[FaultDecommission], refused, n[FaultRemove], len(r.Moves), done, during, other)
 }
 
 func yesNo(b bool) string {
@@ -82,11 +133,12 @@ func yesNo(b bool) string {
 func (r *Report) Write(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "== nemesis report\n")
-	fmt.Fprintf(w, "run:        %v of faults and load (%v in all, check %v); seed %d; 3 nodes, %d shards\n",
-		r.Workload.Round(time.Second), r.Elapsed.Round(time.Second), r.CheckTime.Round(time.Millisecond), c.Seed, c.Shards)
+	fmt.Fprintf(w, "run:        %v of faults and load (%v in all, check %v); seed %d; 3 nodes at the start, %d at the end; %d shards\n",
+		r.Workload.Round(time.Second), r.Elapsed.Round(time.Second), r.CheckTime.Round(time.Millisecond), c.Seed, len(r.Membership.Members), c.Shards)
 	fmt.Fprintf(w, "workload:   %d register clients on %d keys, %d session clients, op timeout %v\n",
 		c.Clients, c.Keys, c.Sessions, c.OpTimeout)
 	fmt.Fprintf(w, "faults:     %d injected (%s)\n", len(r.Faults), strings.Join(countKinds(r.Faults), ", "))
+	fmt.Fprintf(w, "membership: %s\n", r.membershipSummary())
 	for _, f := range r.Faults {
 		fmt.Fprintf(w, "  %7.1fs  %-6s  %s\n", float64(f.Start)/1e9, fmt.Sprintf("%.1fs", float64(f.End-f.Start)/1e9), f.Desc)
 		for _, e := range f.Errors {
@@ -168,6 +220,28 @@ func (r *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "final reads: %s\n", yesNo(len(r.FinalReadErrors) == 0))
 	list(w, "error", r.FinalReadErrors)
 	fmt.Fprintf(w, "converged: %s (%s)\n", yesNo(r.Converged), strings.Join(r.Convergence, "; "))
+	m := r.Membership
+	var reps []string
+	for _, id := range m.Members {
+		reps = append(reps, fmt.Sprintf("%s %d", id, m.Replicas[id]))
+	}
+	left := strings.Join(m.Left, ",")
+	if left == "" {
+		left = "none"
+	}
+	fmt.Fprintf(w, "membership settled: %s after %v; members %s (replicas: %s); left: %s; every shard %d replicas on members: %s\n",
+		yesNo(m.Settled), m.SettleTime.Round(time.Second), strings.Join(m.Members, ","), strings.Join(reps, ", "), left,
+		replicas, yesNo(len(m.Problems) == 0))
+	list(w, "membership problem", m.Problems)
+	list(w, "membership fault error", faultErrors(r.Faults))
+	var open []string
+	for _, mv := range r.Moves {
+		if !mv.Done {
+			open = append(open, mv.String())
+		}
+	}
+	list(w, "move still in flight", open)
+	list(w, "cluster status", r.StatusFiles)
 	list(w, "harness error", r.Errors)
 	if r.HistoryFile != "" {
 		fmt.Fprintf(w, "history: %s\n", r.HistoryFile)

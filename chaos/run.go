@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +48,20 @@ type Config struct {
 	TriggerWasm string
 	// TriggerWriters are the trigger workload's writers. Default 2.
 	TriggerWriters int
+	// MaxNodes bounds the members joins bring the cluster to. Default 5.
+	MaxNodes int
+	// SettleTimeout bounds the wait, after healing, for the membership
+	// to settle: no move in flight, no node joining or decommissioning.
+	// Default 3m.
+	SettleTimeout time.Duration
+	// MembershipCutoff: no membership fault starts in this last part of
+	// Duration. Default Duration/4, at most 2m.
+	MembershipCutoff time.Duration
 }
+
+// replicas is the replication factor of the harness's clusters (serve's
+// default).
+const replicas = 3
 
 func (c *Config) setDefaults() {
 	if c.Bin == "" {
@@ -95,6 +110,15 @@ func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
+	if c.MaxNodes <= 0 {
+		c.MaxNodes = 5
+	}
+	if c.SettleTimeout <= 0 {
+		c.SettleTimeout = 3 * time.Minute
+	}
+	if c.MembershipCutoff <= 0 {
+		c.MembershipCutoff = min(c.Duration/4, 2*time.Minute)
+	}
 }
 
 // Run starts a cluster, runs the workload under the nemesis for
@@ -132,7 +156,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	wl := &Workload{Cluster: cl, History: hist, Keys: keys, Clients: cfg.Clients, Sessions: cfg.Sessions,
 		Timeout: cfg.OpTimeout, Seed: cfg.Seed}
 	nem := &Nemesis{Cluster: cl, History: hist, Kinds: cfg.Faults, Seed: cfg.Seed, Hold: cfg.Hold, Quiet: cfg.Quiet,
-		Logf: logf}
+		MaxNodes: cfg.MaxNodes, Replicas: replicas, MembershipCutoff: cfg.MembershipCutoff, Logf: logf}
+	mw := &MoveWatcher{Cluster: cl, History: hist}
 	logf("running %d register clients and %d session clients on %d keys for %v; faults: %v",
 		cfg.Clients, cfg.Sessions, cfg.Keys, cfg.Duration, cfg.Faults)
 	var tw *TriggerWorkload
@@ -151,6 +176,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		qw = nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	mctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	go mw.Run(mctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); wl.Run(wctx) }()
@@ -165,7 +193,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	wg.Wait()
 	cancel()
-	rep.Faults = nem.Records()
 	rep.Workload = time.Since(started)
 
 	logf("healing every fault and waiting for a healthy cluster")
@@ -175,6 +202,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cl.WaitHealthy(ctx, 90*time.Second); err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 	}
+	logf("waiting for the membership to settle: decommissioned nodes stopped, no move in flight (at most %v)", cfg.SettleTimeout)
+	settleStart := time.Now()
+	if !nem.WaitMembership(cfg.SettleTimeout) {
+		nem.StopWatching()
+		nem.WaitMembership(5 * time.Second)
+	}
+	settled, why := settle(ctx, cl, cfg.SettleTimeout-time.Since(settleStart))
+	mw.Poll(ctx)
+	stopWatching()
+	rep.Membership = checkMembership(ctx, cl, replicas, 10*time.Second)
+	rep.Membership.Settled, rep.Membership.SettleTime = settled, time.Since(settleStart)
+	if !settled {
+		rep.Membership.Problems = append(rep.Membership.Problems, fmt.Sprintf("not settled %v after healing: %s", cfg.SettleTimeout, why))
+	}
+	if !settled || len(rep.Membership.Problems) > 0 {
+		rep.StatusFiles = dumpStatus(ctx, cl, cfg.OutDir)
+	}
+	rep.Faults = nem.Records()
+	rep.Moves = mw.Moves()
+	for _, f := range rep.Faults {
+		if f.Kind == FaultJoin && len(f.Errors) == 0 && len(rep.Moves) == 0 {
+			rep.Membership.Problems = append(rep.Membership.Problems, "a node joined, but no replica move was seen")
+			break
+		}
+	}
+	logf("membership: members %v, left %v, %d moves seen, settled %v after %v", rep.Membership.Members, rep.Membership.Left,
+		len(rep.Moves), settled, rep.Membership.SettleTime.Round(time.Second))
 
 	if tw != nil {
 		logf("trigger workload: waiting for every acknowledged put's index entry")
@@ -236,7 +290,8 @@ func finalReads(ctx context.Context, cl *Cluster, hist *History, keys []string) 
 		go func() {
 			defer wg.Done()
 			for key := range work {
-				for ni, p := range cl.Procs {
+				for _, p := range cl.Members() {
+					ni := procNum(p)
 					c, _ := client.New(p.URL(), client.WithHTTPClient(cl.hc))
 					var last error
 					for attempt := 0; attempt < 20; attempt++ {
@@ -291,8 +346,12 @@ func converge(ctx context.Context, cl *Cluster) (bool, []string) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	procs := cl.Members()
+	if len(procs) == 0 {
+		return false, []string{"no member left"}
+	}
 	hashes := map[string]map[int]string{} // node → shard → hash
-	for _, p := range cl.Procs {
+	for _, p := range procs {
 		h, err := shardHashes(ctx, cl, p)
 		if err != nil {
 			return false, []string{fmt.Sprintf("stale scan via %s: %v", p.ID, err)}
@@ -300,9 +359,9 @@ func converge(ctx context.Context, cl *Cluster) (bool, []string) {
 		hashes[p.ID] = h
 	}
 	ok := true
-	first := cl.Procs[0].ID
+	first := procs[0].ID
 	for s := 0; s < cl.Shards; s++ {
-		for _, p := range cl.Procs[1:] {
+		for _, p := range procs[1:] {
 			if hashes[p.ID][s] != hashes[first][s] {
 				ok = false
 				detail = append(detail, fmt.Sprintf("shard %d: %s has %s, %s has %s", s, first, short(hashes[first][s]), p.ID, short(hashes[p.ID][s])))
@@ -310,7 +369,7 @@ func converge(ctx context.Context, cl *Cluster) (bool, []string) {
 		}
 	}
 	if ok {
-		detail = append(detail, fmt.Sprintf("%d shards identical on %d nodes", cl.Shards, len(cl.Procs)))
+		detail = append(detail, fmt.Sprintf("%d shards identical on %d nodes", cl.Shards, len(procs)))
 	}
 	return ok, detail
 }
@@ -326,7 +385,8 @@ func short(h string) string {
 // and a description of the first shard whose replicas differ ("" if none).
 func appliedSignature(ctx context.Context, cl *Cluster) (sig, diff string) {
 	applied := map[int]map[string]uint64{}
-	for _, p := range cl.Procs {
+	procs := cl.Members()
+	for _, p := range procs {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := cl.Status(sctx, p)
 		cancel()
@@ -346,7 +406,7 @@ func appliedSignature(ctx context.Context, cl *Cluster) (sig, diff string) {
 	}
 	for s := 0; s < cl.Shards; s++ {
 		var vals []uint64
-		for _, p := range cl.Procs {
+		for _, p := range procs {
 			v, ok := applied[s][p.ID]
 			if ok {
 				vals = append(vals, v)
@@ -390,4 +450,10 @@ func shardHashes(ctx context.Context, cl *Cluster, p *Proc) (map[int]string, err
 		}
 	}
 	return out, nil
+}
+
+// procNum returns the number in node p's id ("n4" → 4), or 0.
+func procNum(p *Proc) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(p.ID, "n"))
+	return n
 }

@@ -39,7 +39,11 @@ func (t *TriggerWorkload) Setup(ctx context.Context) error {
 		return fmt.Errorf("trigger workload: %w (build it with make examples)", err)
 	}
 	t.acked = map[string]string{}
-	cl, err := client.New(t.Cluster.Procs[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 60 * time.Second}))
+	up := t.Cluster.Running()
+	if len(up) == 0 {
+		return fmt.Errorf("trigger workload: no running node")
+	}
+	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 60 * time.Second}))
 	if err != nil {
 		return err
 	}
@@ -73,9 +77,8 @@ func (t *TriggerWorkload) Run(ctx context.Context) {
 			rng := rand.New(rand.NewPCG(t.Seed, uint64(w)+1000))
 			hc := &http.Client{Timeout: t.Timeout}
 			for i := 0; ctx.Err() == nil; i++ {
-				procs := t.Cluster.Procs
-				p := procs[rng.IntN(len(procs))]
-				if p.State() != Running {
+				p := pickOne(rng, t.Cluster.Running())
+				if p == nil {
 					time.Sleep(20 * time.Millisecond)
 					continue
 				}
@@ -135,24 +138,22 @@ func (t *TriggerWorkload) Check(ctx context.Context, d time.Duration) (acked int
 }
 
 func (t *TriggerWorkload) index(ctx context.Context) (map[string]string, error) {
-	for _, p := range t.Cluster.Procs {
-		if p.State() != Running {
-			continue
-		}
-		cl, err := client.New(p.URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	up := t.Cluster.Running()
+	if len(up) == 0 {
+		return nil, fmt.Errorf("no node is up")
+	}
+	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for it, err := range cl.ScanAll(ctx, "idx/"+triggerPrefix, client.ScanOptions{Limit: 1000}) {
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]string{}
-		for it, err := range cl.ScanAll(ctx, "idx/"+triggerPrefix, client.ScanOptions{Limit: 1000}) {
-			if err != nil {
-				return nil, err
-			}
-			out[it.Key] = string(it.Value)
-		}
-		return out, nil
+		out[it.Key] = string(it.Value)
 	}
-	return nil, fmt.Errorf("no node is up")
+	return out, nil
 }
 
 // Summary is a one-line account for the report.

@@ -123,22 +123,20 @@ func (w *Workload) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// pickNode returns a random running node, avoiding avoid when it can.
-// Clients know which nodes the nemesis killed or paused (as a load
-// balancer's health check would), so few requests wait on a frozen node.
+// pickNode returns a random running member, avoiding avoid when it can.
+// Clients know which nodes the nemesis killed or paused, which joined and
+// which left (as a load balancer's health check would), so few requests
+// wait on a frozen node and none goes to a node that left.
 func (w *Workload) pickNode(rng *rand.Rand, avoid string) *Proc {
+	running := w.Cluster.Running()
 	var up []*Proc
-	for _, p := range w.Cluster.Procs {
-		if p.State() == Running && p.ID != avoid {
+	for _, p := range running {
+		if p.ID != avoid {
 			up = append(up, p)
 		}
 	}
 	if len(up) == 0 {
-		for _, p := range w.Cluster.Procs {
-			if p.State() == Running {
-				up = append(up, p)
-			}
-		}
+		up = running
 	}
 	if len(up) == 0 {
 		return nil

@@ -25,3 +25,11 @@ func (n *Node) LogFirstIndex(s int) uint64 {
 	i, _ := strconv.ParseUint(g.stats()["first_index"], 10, 64)
 	return i
 }
+
+// Reconf changes shard s's Raft configuration on this node, which must
+// lead it, without touching the cluster map (op: learner, promote,
+// remove, transfer; node is a Raft node number).
+func (n *Node) Reconf(ctx context.Context, s int, op string, node uint64) error {
+	resp := n.serveReconf(ctx, reconfReq{Shard: s, Op: op, Node: node})
+	return resp.rpcError.err()
+}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"lambdadb/multiraft"
 )
 
@@ -363,4 +365,14 @@ func (m *clusterMap) removedSelf(id string, num uint64) bool {
 func (m *clusterMap) hostsShard(id string, s int) bool {
 	i := m.slot(s)
 	return i >= 0 && slices.Contains(m.Placement[i], id)
+}
+
+// confOf returns shard s's configuration as this node's replica applied
+// it (nil when not hosted).
+func (n *Node) confOf(s int) *pb.ConfState {
+	g := n.hosted(s)
+	if g == nil {
+		return nil
+	}
+	return g.fsm.conf.Load()
 }

@@ -376,3 +376,61 @@ func TestFeedReadsFollowAMovedShard(t *testing.T) {
 		}
 	}
 }
+
+// A replica removed from its shard's Raft configuration lives on until
+// the move that removed it is recorded complete, but the group no longer
+// writes to it: the leader it last heard from must not stay its answer
+// once leadership moves (the controller asked the old leader of a move's
+// shard forever, and the move never completed).
+func TestRemovedReplicaForgetsItsLeader(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 2})
+	n1 := c.Member("n1").Node()
+	if err := n1.PauseRebalance(opCtx(t, 10*time.Second), true); err != nil {
+		t.Fatal(err)
+	}
+	const s = 0
+	num := map[string]uint64{}
+	for _, nd := range n1.Cluster().Nodes {
+		num[nd.ID] = nd.Number
+	}
+	// Remove a follower's replica from shard s's configuration behind the
+	// map's back, so that it stays hosted.
+	leader := c.LeaderOf(s)
+	var gone, other *clustertest.Member
+	for _, m := range c.Running() {
+		switch {
+		case m == leader:
+		case gone == nil:
+			gone = m
+		default:
+			other = m
+		}
+	}
+	if err := leader.Node().Reconf(opCtx(t, 10*time.Second), s, "remove", num[gone.ID]); err != nil {
+		t.Fatal(err)
+	}
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("k%d", i); shard.For(k, 2) == s {
+			key = k
+		}
+	}
+	c.Eventually(10*time.Second, gone.ID+" sees the old leader", func() bool {
+		_, l, _ := gone.Node().Route(key)
+		return l.ID == leader.ID || l.ID == ""
+	})
+	// Move the leadership to the remaining voter.
+	c.Eventually(20*time.Second, other.ID+" leads shard 0", func() bool {
+		if cur := c.LeaderOf(s); cur != nil && cur.ID == other.ID {
+			return true
+		} else if cur != nil {
+			_ = cur.Node().Reconf(opCtx(t, 5*time.Second), s, "transfer", num[other.ID])
+		}
+		time.Sleep(200 * time.Millisecond)
+		return false
+	})
+	c.Eventually(10*time.Second, gone.ID+" names the new leader", func() bool {
+		_, l, _ := gone.Node().Route(key)
+		return l.ID == other.ID
+	})
+}

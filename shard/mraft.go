@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,15 +32,35 @@ func (g *mraft) status() multiraft.Status {
 
 func (g *mraft) isLeader() bool { return g.status().IsLeader() }
 
+// leader returns the Raft number of the leader this replica knows, 0 for
+// none. A replica whose applied configuration no longer counts this node
+// (removed by a move that is not yet recorded complete) knows none: the
+// group stops writing to it, so the leader it last heard from would stay
+// its answer for good, however the leadership moves afterwards.
+func (g *mraft) leader() uint64 {
+	lead := g.status().Leader
+	if lead == 0 {
+		return 0
+	}
+	if cs := g.n.confOf(g.id); cs != nil && len(cs.GetVoters()) > 0 {
+		self := g.n.mr.NodeID()
+		if !slices.Contains(cs.GetVoters(), self) && !slices.Contains(cs.GetLearners(), self) &&
+			!slices.Contains(cs.GetVotersOutgoing(), self) && !slices.Contains(cs.GetLearnersNext(), self) {
+			return 0
+		}
+	}
+	return lead
+}
+
 func (g *mraft) leaderAddr() string {
-	if p, ok := g.n.peerByNum(g.status().Leader); ok {
+	if p, ok := g.n.peerByNum(g.leader()); ok {
 		return p.Addr
 	}
 	return ""
 }
 
 func (g *mraft) notLeader() error {
-	p, ok := g.n.peerByNum(g.status().Leader)
+	p, ok := g.n.peerByNum(g.leader())
 	if !ok {
 		return errorf(ErrNotLeader, "shard %d has no leader", g.id)
 	}

@@ -1,9 +1,11 @@
-// Command nemesis runs lambdadb's fault-injection harness: a three-node
-// cluster of `lambdadb serve` processes under a concurrent register and
-// session workload while it kills, pauses, partitions and slows nodes, then
-// checks linearizability (porcupine), lost writes, session guarantees and
-// convergence. It prints a report and exits 1 on any violation, 2 when the
-// harness could not run.
+// Command nemesis runs lambdadb's fault-injection harness: a cluster of
+// `lambdadb serve` processes (three at the start) under a concurrent
+// register and session workload while it kills, pauses, partitions and
+// slows nodes, and adds, decommissions and removes nodes (the cluster
+// moves replicas meanwhile), then checks linearizability (porcupine), lost
+// writes, session guarantees, convergence and the final placement. It
+// prints a report and exits 1 on any violation, 2 when the harness could
+// not run.
 //
 //	nemesis -bin bin/lambdadb -duration 15m -out bin/chaos
 package main
@@ -39,6 +41,9 @@ func main() {
 	flag.DurationVar(&cfg.OpTimeout, "op-timeout", 5*time.Second, "client timeout per operation")
 	flag.DurationVar(&cfg.CheckTimeout, "check-timeout", time.Minute, "porcupine timeout per key")
 	flag.BoolVar(&cfg.KeepData, "keep-data", false, "keep the nodes' data directories after a passing run")
+	flag.IntVar(&cfg.MaxNodes, "max-nodes", 5, "most members joins bring the cluster to")
+	flag.DurationVar(&cfg.SettleTimeout, "settle-timeout", 3*time.Minute, "longest wait after healing for the moves to finish")
+	flag.DurationVar(&cfg.MembershipCutoff, "membership-cutoff", 0, "start no membership fault in this last part of the run (default: a quarter of -duration, at most 2m)")
 	flag.Parse()
 
 	kinds, err := chaos.ParseFaults(faults)
