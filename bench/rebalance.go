@@ -109,7 +109,7 @@ func (l *steadyLoad) window(from, to time.Duration) (lat []float64, failed int) 
 // clusterView is the part of GET /v1/cluster the scenario reads.
 type clusterView struct {
 	Settled bool `json:"settled"`
-	Nodes []struct {
+	Nodes   []struct {
 		ID       string `json:"id"`
 		State    string `json:"state"`
 		Replicas int    `json:"replicas"`
