@@ -380,6 +380,8 @@ func rebalancePlots(e *Env, rep *ScenarioReport, l *steadyLoad, joinAt, balanced
 		}
 		p99 = append(p99, v)
 	}
+	rep.Data = map[string]any{"seconds": xs, "puts_per_s": ops, "p99_ms": p99,
+		"join_s": joinAt.Seconds(), "balanced_s": balancedAt.Seconds()}
 	marks := []Mark{{Name: "n4 joins", X: joinAt.Seconds()}}
 	if balancedAt > 0 {
 		marks = append(marks, Mark{Name: "balanced", X: balancedAt.Seconds()})
