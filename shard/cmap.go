@@ -131,7 +131,8 @@ func (m *clusterMap) clone() *clusterMap {
 	return &c
 }
 
-// genesisMap is the map of a cluster created from peers: numbers by
+// genesisMap is the map of a cluster created from peers: every node
+// joining (the controller marks each active once it is up), numbers by
 // position (1, 2, ...), shard s on min(replicas, len(peers)) consecutive
 // peers from s mod len(peers) (its first is the preferred leader), the
 // metadata group on the first ones. Every initial node computes the same.
@@ -139,7 +140,10 @@ func genesisMap(peers []Peer, shards, replicas int) *clusterMap {
 	m := &clusterMap{Shards: shards, Replicas: replicas, NextNum: uint64(len(peers) + 1),
 		Placement: make([][]string, shards+1), Leaders: make([]string, shards+1)}
 	for i, p := range peers {
-		m.Nodes = append(m.Nodes, mapNode{ID: p.ID, Num: uint64(i + 1), Addr: p.Addr, State: StateActive})
+		// Joining until the cluster hears from it: an initial node that
+		// starts late with its new (empty) data directory is told apart
+		// from one that served and lost its data.
+		m.Nodes = append(m.Nodes, mapNode{ID: p.ID, Num: uint64(i + 1), Addr: p.Addr, State: StateJoining})
 	}
 	r := min(replicas, len(peers))
 	for s := 0; s <= shards; s++ {

@@ -325,7 +325,9 @@ func (n *Node) wipedCheck(peers []Peer) error {
 	if m == nil {
 		return nil
 	}
-	if nd, ok := m.node(n.cfg.ID); ok && nd.State != StateRemoved {
+	// A node the cluster has not heard from yet (still joining) is an
+	// initial node starting late, not one that lost its data.
+	if nd, ok := m.node(n.cfg.ID); ok && nd.State != StateRemoved && nd.State != StateJoining {
 		return fmt.Errorf("%w: data directory %s is empty, but the cluster (asked through %s) already counts node %s "+
 			"(number %d, %s): a node that lost its data must not rejoin under its old name; remove it "+
 			"(lambdadb node remove %s) and start this node with a new --id and --join %s, or restore its data directory",

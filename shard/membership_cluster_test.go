@@ -434,3 +434,33 @@ func TestRemovedReplicaForgetsItsLeader(t *testing.T) {
 		return l.ID == other.ID
 	})
 }
+
+// TestLateInitialNodeStarts: an initial node that starts, with its new
+// data directory, after the others created the cluster is not taken for
+// one that lost its data — until the cluster has heard from it.
+func TestLateInitialNodeStarts(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4, StartLater: []string{"n3"}})
+	n1 := c.Member("n1").Node()
+	c.Eventually(30*time.Second, "the cluster map written", func() bool { return n1.Cluster().MapVersion > 0 })
+	w, err := n1.Put(opCtx(t, 10*time.Second), "early", valueFor("early"), shard.Cond{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Restart("n3") // its first start
+	c.Eventually(30*time.Second, "n3 active", func() bool {
+		for _, nd := range n1.Cluster().Nodes {
+			if nd.ID == "n3" {
+				return nd.State == shard.StateActive
+			}
+		}
+		return false
+	})
+	checkAll(t, c, map[string]uint64{"early": w.Version})
+
+	// Now that it served, a wiped n3 is refused.
+	c.Kill("n3")
+	c.Wipe("n3")
+	if err := c.RestartErr("n3"); !errors.Is(err, shard.ErrIdentity) {
+		t.Fatalf("a wiped n3 restarting: %v, want ErrIdentity", err)
+	}
+}

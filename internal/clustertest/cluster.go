@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,9 @@ import (
 type Options struct {
 	Nodes  int // default 3
 	Shards int // default 4
+	// StartLater names initial members Start leaves stopped (start them
+	// with Restart): initial nodes that come up late.
+	StartLater []string
 	// LogRetainEntries is shard.Config.LogRetainEntries. Default: shard's.
 	LogRetainEntries uint64
 	// WrapFS, when set, wraps the filesystem member id's node opens — for
@@ -82,6 +86,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(c.Close)
 	errs := make(chan error, opts.Nodes)
 	for i, m := range c.Members {
+		if slices.Contains(opts.StartLater, m.ID) {
+			lns[i].Close()
+			errs <- nil
+			continue
+		}
 		go func() { errs <- c.start(m, lns[i]) }()
 	}
 	for range c.Members {
@@ -89,7 +98,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 	}
-	c.WaitLeaders(30 * time.Second)
+	if len(opts.StartLater) == 0 {
+		c.WaitLeaders(30 * time.Second)
+	}
 	return c
 }
 
