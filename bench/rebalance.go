@@ -135,23 +135,35 @@ func getCluster(ctx context.Context, addr string) (clusterView, error) {
 	return v, json.Unmarshal(b, &v)
 }
 
-// balanced reports whether no move is in flight and the active nodes hold
-// replicas, and lead shards, within one of each other.
-func (v clusterView) balanced(nodes int) bool {
+// placed reports whether the cluster has settled (no move in flight or
+// planned) with every one of nodes active and holding replicas within one
+// of the others.
+func (v clusterView) placed(nodes int) bool {
 	if len(v.Moves) > 0 || !v.Settled {
 		return false
 	}
 	active := 0
-	minR, maxR, minL, maxL := math.MaxInt, 0, math.MaxInt, 0
+	minR, maxR := math.MaxInt, 0
 	for _, n := range v.Nodes {
 		if n.State != "active" {
 			continue
 		}
 		active++
 		minR, maxR = min(minR, n.Replicas), max(maxR, n.Replicas)
-		minL, maxL = min(minL, n.Leaders), max(maxL, n.Leaders)
 	}
-	return active == nodes && maxR-minR <= 1 && maxL-minL <= 1
+	return active == nodes && maxR-minR <= 1
+}
+
+// leadersEven reports whether the active nodes lead shards within one of
+// each other (by the answering node's view of the leaders).
+func (v clusterView) leadersEven() bool {
+	minL, maxL := math.MaxInt, 0
+	for _, n := range v.Nodes {
+		if n.State == "active" {
+			minL, maxL = min(minL, n.Leaders), max(maxL, n.Leaders)
+		}
+	}
+	return maxL-minL <= 1
 }
 
 // sumMetric adds up one unlabelled series over the nodes.
@@ -176,7 +188,9 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 			"the peak put rate of 32 closed-loop clients is measured, then an open-loop load of half that rate "+
 			"(512-byte values, new keys, round robin over the nodes' HTTP API) runs for %v before a fourth "+
 			"process starts with `--join`, during the moves, and for %v after. Balanced: no move in flight and "+
-			"every node within one of the others in replicas and in leaders (GET /v1/cluster every 250 ms). "+
+			"every node within one of the others in replicas (`settled`: the planner wants nothing more), and "+
+			"then also in the shards it leads (GET /v1/cluster every 250 ms). The p99 during the moves is over "+
+			"the puts started from the join until the replicas are even. "+
 			"Bytes moved is the sum of lambdadb_snapshot_bytes_sent_total over the nodes. The ideal is a "+
 			"quarter of all replicas' bytes, the mean snapshot size times 3 × 65 groups / 4; since every "+
 			"replica is about the same size (keys hash to shards), the ratio counts the snapshots beyond the "+
@@ -264,14 +278,20 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	c.Procs = append(c.Procs, p4)
 	e.logf("n4 joined; waiting for replicas and leaders to spread")
 	deadline := time.Now().Add(sz.RebalanceTimeout)
-	var balancedAt time.Duration
+	var balancedAt, placedAt time.Duration
+	var lastView clusterView
 	maxMoves := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		v, err := getCluster(ctx, addrs[0])
 		if err == nil {
+			lastView = v
 			maxMoves = max(maxMoves, len(v.Moves))
-			if v.balanced(4) {
-				balancedAt = time.Since(load.start)
+			now := time.Since(load.start)
+			if placedAt == 0 && v.placed(4) {
+				placedAt = now
+			}
+			if placedAt > 0 && v.placed(4) && v.leadersEven() {
+				balancedAt = now
 				break
 			}
 		}
@@ -280,16 +300,26 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	all := append(append([]string(nil), addrs...), a4[0])
 	bytesMoved := sumMetric(ctx, all, "lambdadb_snapshot_bytes_sent_total") - bytesBefore
 	snaps := sumMetric(ctx, all, "lambdadb_multiraft_snapshots_sent_total") - snapsBefore
-	if balancedAt > 0 {
+	if placedAt > 0 {
 		_ = sleepCtx(ctx, sz.RebalanceSteady)
 	}
 	close(stop)
 	<-loadDone
 	end := time.Since(load.start)
 
+	if placedAt == 0 {
+		rep.Metric("time_to_replicas_even_s", math.NaN(), "s")
+	} else {
+		rep.Metric("time_to_replicas_even_s", (placedAt - joinAt).Seconds(), "s")
+	}
 	if balancedAt == 0 {
 		rep.Metric("time_to_balanced_s", math.NaN(), "s")
-		rep.Note("not balanced within %v", sz.RebalanceTimeout)
+		var nodes []string
+		for _, n := range lastView.Nodes {
+			nodes = append(nodes, fmt.Sprintf("%s %s: %d replicas, %d leaders", n.ID, n.State, n.Replicas, n.Leaders))
+		}
+		rep.Note("not balanced within %v; last seen: settled %v, %d moves; %s", sz.RebalanceTimeout,
+			lastView.Settled, len(lastView.Moves), strings.Join(nodes, "; "))
 	} else {
 		rep.Metric("time_to_balanced_s", (balancedAt - joinAt).Seconds(), "s")
 	}
@@ -302,7 +332,7 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep.Metric("bytes_moved_over_ideal", bytesMoved/ideal, "×")
 	rep.Metric("moves_in_flight_max", float64(maxMoves), "")
 
-	during := balancedAt
+	during := placedAt
 	if during == 0 {
 		during = end
 	}
@@ -348,7 +378,7 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep.Metric("peak_puts_per_s", peak.Rate(), "ops/s")
 	rep.Metric("load_mib_per_s", loadRate, "MiB/s")
 
-	if err := rebalancePlots(e, rep, load, joinAt, balancedAt); err != nil {
+	if err := rebalancePlots(e, rep, load, joinAt, placedAt, balancedAt); err != nil {
 		rep.Note("plots: %v", err)
 	}
 	return rep, nil
@@ -356,7 +386,7 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 
 // rebalancePlots draws puts per second and their p99 per second over the
 // run, with the join and the balanced moment marked.
-func rebalancePlots(e *Env, rep *ScenarioReport, l *steadyLoad, joinAt, balancedAt time.Duration) error {
+func rebalancePlots(e *Env, rep *ScenarioReport, l *steadyLoad, joinAt, placedAt, balancedAt time.Duration) error {
 	l.mu.Lock()
 	perSec := map[int][]float64{}
 	last := 0
@@ -381,10 +411,13 @@ func rebalancePlots(e *Env, rep *ScenarioReport, l *steadyLoad, joinAt, balanced
 		p99 = append(p99, v)
 	}
 	rep.Data = map[string]any{"seconds": xs, "puts_per_s": ops, "p99_ms": p99,
-		"join_s": joinAt.Seconds(), "balanced_s": balancedAt.Seconds()}
+		"join_s": joinAt.Seconds(), "replicas_even_s": placedAt.Seconds(), "balanced_s": balancedAt.Seconds()}
 	marks := []Mark{{Name: "n4 joins", X: joinAt.Seconds()}}
+	if placedAt > 0 {
+		marks = append(marks, Mark{Name: "replicas even", X: placedAt.Seconds()})
+	}
 	if balancedAt > 0 {
-		marks = append(marks, Mark{Name: "balanced", X: balancedAt.Seconds()})
+		marks = append(marks, Mark{Name: "leaders even", X: balancedAt.Seconds()})
 	}
 	for _, p := range []struct {
 		file, title, ylabel string

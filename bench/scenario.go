@@ -164,7 +164,7 @@ var QuickSizes = Sizes{
 	HostileDuration: 5 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
 	HostilePollWait: 3 * time.Second, HostileSockets: 500, HostileUploads: 100, HostileUploadMB: 32,
 	HostileFloodWriters: 1000,
-	RebalanceMB:         100, RebalanceSteady: 10 * time.Second, RebalanceTimeout: 3 * time.Minute,
+	RebalanceMB:         100, RebalanceSteady: 10 * time.Second, RebalanceTimeout: 90 * time.Second,
 }
 
 // FullSizes are `make bench`'s (well under 30 minutes).
