@@ -355,9 +355,12 @@ func Open(cfg Config) (*Node, error) {
 		n.internal = &http.Server{Handler: n.internalHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go n.internal.Serve(cfg.Mux.InternalListener())
 	}
+	n.ctl = newController(n)
 	if len(m.members()) == 1 && m.Nodes[0].ID == cfg.ID {
 		// A one-node cluster elects itself at once: wait so the first
-		// request succeeds.
+		// request succeeds, and let the controller record the node
+		// active (a new cluster's map counts its nodes joining until it
+		// hears from them).
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 		defer cancel()
 		for _, g := range n.localGroups(true) {
@@ -366,8 +369,16 @@ func Open(cfg Config) (*Node, error) {
 				return nil, err
 			}
 		}
+		for i := 0; i < 5; i++ {
+			if nd, ok := n.curMap().node(cfg.ID); ok && nd.State == StateActive && n.fresh.Load() {
+				break
+			}
+			if err := n.ctl.step(ctx); err != nil {
+				n.Close()
+				return nil, fmt.Errorf("shard: recording the cluster map: %w", err)
+			}
+		}
 	}
-	n.ctl = newController(n)
 	n.bg.Add(5)
 	go n.probeLoop()
 	go n.balanceLoop()
