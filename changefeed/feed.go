@@ -259,7 +259,7 @@ func (sub *Subscription) Read(ctx context.Context, req Request) (Result, error) 
 		cur[s] = p
 	}
 	for {
-		res, again, behind, err := f.collect(ctx, sub.prefix, cur, req.Limit, req.MaxBytes)
+		res, again, behind, err := f.collect(ctx, sub.prefix, cur, req.Limit, req.MaxBytes, expired)
 		if err == nil && !req.Checked {
 			// Only the client's cursor needs the check: the positions Read
 			// moves on to are indexes some replica applied.
@@ -290,16 +290,26 @@ func (sub *Subscription) Read(ctx context.Context, req Request) (Result, error) 
 // holds what the reader needs, else from storage. again reports a shard
 // read from storage that has more to read, or left for the next read
 // because the answer was full; behind lists the shards whose position in
-// cur is beyond what was read of them (see checkAhead).
-func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, maxBytes int) (res Result, again bool, behind []int, err error) {
+// cur is beyond what was read of them (see checkAhead). With fresh (the
+// read that answers whatever there is, wait 0 or the wait over), a tail
+// that has not yet caught up with what its shard applied is passed over
+// for storage: a change acknowledged to a writer before the read began is
+// in the answer, though the tail's goroutine may not have read it yet.
+func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, maxBytes int, fresh bool) (res Result, again bool, behind []int, err error) {
 	n := f.cfg.Source.Shards()
 	per := make([][]shard.Change, n)
 	next := make([]uint64, n)
 	var cold []int
 	for s := 0; s < n; s++ {
 		t := f.hub.tails[s]
+		applied := f.cfg.Source.AppliedIndex(s) // before the tail is read
 		var ok bool
 		if per[s], next[s], ok = t.collect(cur[s], prefix, limit); !ok {
+			cold = append(cold, s)
+			continue
+		}
+		if fresh && next[s] < applied && len(per[s]) < limit {
+			per[s], next[s] = nil, 0
 			cold = append(cold, s)
 			continue
 		}

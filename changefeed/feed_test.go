@@ -244,3 +244,35 @@ func TestReadsAcrossTailAndStorage(t *testing.T) {
 		t.Fatalf("stats %+v: want reads from both storage and the tails", st)
 	}
 }
+
+// TestReadWithoutWaitSeesAcknowledgedWrites: a read with no wait made
+// after a write was acknowledged holds that write, though the shard's
+// tail (kept running by another subscriber) may not have read it yet.
+func TestReadWithoutWaitSeesAcknowledgedWrites(t *testing.T) {
+	n, _, f := newFeed(t, changefeed.FeedConfig{})
+	ctx := context.Background()
+	idle, err := f.Open("idle/", "keeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	go func() {
+		_, _ = idle.Read(ctx, changefeed.Request{Cursor: changefeed.Cursor{}, Checked: true, Wait: time.Minute})
+	}()
+	cur, err := f.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		k := fmt.Sprintf("k/%d", i)
+		put(t, n, k, "v")
+		res, err := f.Read(ctx, changefeed.Request{Prefix: "k/", Cursor: cur})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Changes) != 1 || res.Changes[0].Key != k {
+			t.Fatalf("write %d: read without wait returned %d changes, want %s", i, len(res.Changes), k)
+		}
+		cur = res.Cursor
+	}
+}
