@@ -269,7 +269,7 @@ func validateWrite(c command) error {
 	if len(c.Ops) != 0 {
 		return fmt.Errorf("op %d with nested ops", c.Op)
 	}
-	return ValidateKey(c.Key)
+	return validateStoredKey(c.Key)
 }
 
 // validateBatch checks a batch: no arguments of its own, 1..MaxBatchOps

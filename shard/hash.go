@@ -1,9 +1,11 @@
 package shard
 
 import (
+	"strings"
 	"unicode/utf8"
 
 	"lambdadb/internal/keyhash"
+	"lambdadb/namespace"
 )
 
 // For returns the shard holding key among n shards. If key contains "{tag}"
@@ -26,6 +28,19 @@ func ValidateKey(key string) error {
 		return errorf(ErrInvalidKey, "key is not valid UTF-8")
 	}
 	return nil
+}
+
+// validateStoredKey checks a key as the node stores it: a user key
+// (ValidateKey) or a user key qualified by its namespace (namespace.Key).
+func validateStoredKey(key string) error {
+	if len(key) == 0 || key[0] != 0xFF {
+		return ValidateKey(key)
+	}
+	i := strings.IndexByte(key, 0)
+	if i < 0 || namespace.Validate(key[1:i]) != nil {
+		return errorf(ErrInvalidKey, "key has a malformed namespace qualifier")
+	}
+	return ValidateKey(key[i+1:])
 }
 
 // TagFor returns a hash tag ("{...}", to prefix keys with) that For maps

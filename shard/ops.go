@@ -47,7 +47,7 @@ func (n *Node) writeOne(ctx context.Context, cmd command, tok session.Token) (Wr
 		return res, err
 	}
 	defer release()
-	if err := ValidateKey(cmd.Key); err != nil {
+	if err := validateStoredKey(cmd.Key); err != nil {
 		return res, err
 	}
 	if cmd.Cond == condIfMatch && cmd.Version == 0 {
@@ -129,7 +129,7 @@ func (n *Node) batchCommand(ops []Op) (command, int, error) {
 		if _, ok := op.Space.kvSpace(); !ok {
 			return command{}, 0, errorf(ErrInvalidBatch, "op %d: unknown space %d", i, op.Space)
 		}
-		if err := ValidateKey(op.Key); err != nil {
+		if err := validateStoredKey(op.Key); err != nil {
 			return command{}, 0, fmt.Errorf("%w (op %d)", err, i)
 		}
 		limit := n.cfg.MaxValueBytes
@@ -368,7 +368,7 @@ func (n *Node) GetIn(ctx context.Context, sp Space, key string, ro ReadOptions) 
 	if !ok {
 		return res, errorf(ErrInvalidKey, "unknown space %d", sp)
 	}
-	if err := ValidateKey(key); err != nil {
+	if err := validateStoredKey(key); err != nil {
 		return res, err
 	}
 	if ro.Consistency > Stale {
