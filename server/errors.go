@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"lambdadb/auth"
 	"lambdadb/changefeed"
 	"lambdadb/internal/session"
 	"lambdadb/lambda"
@@ -38,6 +39,16 @@ const statusClientClosed = 499
 func errorStatus(err error) (int, string) {
 	var tooBig *http.MaxBytesError
 	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, auth.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, auth.ErrBootstrapped):
+		return http.StatusConflict, "already_bootstrapped"
+	case errors.Is(err, auth.ErrInvalid):
+		return http.StatusBadRequest, "invalid"
+	case errors.Is(err, auth.ErrNotFound):
+		return http.StatusNotFound, "not_found"
 	case errors.Is(err, shard.ErrInvalidKey):
 		return http.StatusBadRequest, "invalid_key"
 	case errors.Is(err, shard.ErrValueTooLarge), errors.As(err, &tooBig):

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"lambdadb/auth"
 	"lambdadb/changefeed"
 )
 
@@ -188,15 +189,24 @@ func setSendBuffer(c net.Conn, n int) {
 
 // newUpgrader returns the feed's WebSocket upgrader: a handshake it
 // refuses is answered with the API's JSON error.
+// wsProtocol is the WebSocket subprotocol a feed stream speaks; a browser
+// that sends its token as a subprotocol entry (wsTokenProtocol) offers
+// this one too, and the node answers with it, never echoing the token.
+const wsProtocol = "lambdadb.feed"
+
 func (s *Server) newUpgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
 		ReadBufferSize:  1 << 10,
 		WriteBufferSize: 16 << 10,
 		// Write buffers are held only while a message is written.
 		WriteBufferPool: &sync.Pool{},
-		// Feeds carry no cookies or credentials; any origin may read them.
-		CheckOrigin: func(*http.Request) bool { return true },
+		CheckOrigin:  s.checkOrigin,
+		Subprotocols: []string{wsProtocol},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			if status == http.StatusForbidden {
+				s.writeError(w, r, fmt.Errorf("%w: %w: WebSocket from origin %q (allow it with --allow-origin)", auth.ErrForbidden, errCrossOrigin, r.Header.Get("Origin")))
+				return
+			}
 			if status == http.StatusBadRequest {
 				s.writeError(w, r, fmt.Errorf("%w: %v", errBadHandshake, reason))
 				return

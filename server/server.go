@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"lambdadb/auth"
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
 	"lambdadb/scatter"
@@ -117,6 +118,21 @@ type Config struct {
 	// Default: DefaultInflightBodyWait (1 s).
 	InflightBodyWait time.Duration
 
+	// Auth, when set, turns on secure mode: every route but /healthz and
+	// POST /v1/auth/bootstrap needs a token its policy accepts (auth.go),
+	// and requests act in their token's namespace. Default: nil, insecure
+	// mode (everything allowed, namespace default).
+	Auth *auth.Store
+
+	// Denials receives refused requests (GET /v1/auth/log).
+	// Default: a new log of the last 256.
+	Denials *auth.Denials
+
+	// AllowedOrigins are the browser origins (scheme://host[:port]) other
+	// than the node's own that may open a WebSocket feed or make a
+	// state-changing request. Default: none.
+	AllowedOrigins []string
+
 	// Logger receives request failures (5xx at Error level, others at
 	// Debug). Default: discard.
 	Logger *slog.Logger
@@ -138,11 +154,18 @@ type Server struct {
 	maxValue      int
 	body          bodyLimits
 	log           *slog.Logger
+	auth          *auth.Store
+	denials       *auth.Denials
+	denied        *prometheus.CounterVec
+	origins       map[string]bool
 	mux           *http.ServeMux
 	upgrader      *websocket.Upgrader
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// routeNames are the names of the routes registered (for tests).
+	routeNames []string
 
 	// invalidPath answers /v1/kv/ paths that path cleaning would rewrite.
 	invalidPath http.Handler
@@ -189,6 +212,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxStreamSendBytes <= 0 {
 		cfg.MaxStreamSendBytes = DefaultStreamSendBytes
 	}
+	if cfg.Denials == nil {
+		cfg.Denials = auth.NewDenials(0)
+	}
 	body, err := newBodyLimits(&cfg, cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -206,7 +232,17 @@ func New(cfg Config) (*Server, error) {
 		maxValue:   cfg.MaxValueBytes,
 		body:       body,
 		log:        cfg.Logger,
+		auth:       cfg.Auth,
+		denials:    cfg.Denials,
+		origins:    map[string]bool{},
 		mux:        http.NewServeMux(),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		o = strings.ToLower(strings.TrimSuffix(o, "/"))
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("server: AllowedOrigins: %w", err)
+		}
+		s.origins[o] = true
 	}
 	s.upgrader = s.newUpgrader()
 	s.query = cfg.Query
@@ -241,6 +277,11 @@ func New(cfg Config) (*Server, error) {
 		{"DELETE /v1/cluster/nodes/{id}", "node_remove", http.HandlerFunc(s.removeNode)},
 		{"POST /v1/query", "query", http.HandlerFunc(s.runQuery)},
 		{"GET /healthz", "healthz", http.HandlerFunc(s.healthz)},
+		{"POST /v1/auth/bootstrap", "auth_bootstrap", http.HandlerFunc(s.bootstrap)},
+		{"GET /v1/auth/log", "auth_log", http.HandlerFunc(s.authLog)},
+		{"POST /v1/tokens", "token_create", http.HandlerFunc(s.createToken)},
+		{"GET /v1/tokens", "token_list", http.HandlerFunc(s.listTokens)},
+		{"DELETE /v1/tokens/{accessor}", "token_revoke", http.HandlerFunc(s.revokeToken)},
 		{"GET /metrics", "metrics", metrics},
 	}
 	if s.triggers != nil {
@@ -269,11 +310,13 @@ func New(cfg Config) (*Server, error) {
 	for _, p := range fallbackPatterns {
 		routes = append(routes, route{p, "unmatched", http.HandlerFunc(s.unmatched)})
 	}
+	s.routeNames = make([]string, 0, len(routes))
 	for _, rt := range routes {
-		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.limitBody(s.maxBody(rt.name), clientRequest(rt.h))))
+		s.routeNames = append(s.routeNames, rt.name)
+		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.crossOrigin(s.limitBody(s.maxBody(rt.name), s.authorize(rt.name, clientRequest(rt.h))))))
 	}
-	s.invalidPath = s.instrument("kv_invalid_path", s.limitBody(0, http.HandlerFunc(s.rejectPath)))
-	s.unmatchedRoute = s.instrument("unmatched", s.limitBody(0, http.HandlerFunc(s.unmatched)))
+	s.invalidPath = s.instrument("kv_invalid_path", s.crossOrigin(s.limitBody(0, s.authorize("kv_invalid_path", http.HandlerFunc(s.rejectPath)))))
+	s.unmatchedRoute = s.instrument("unmatched", s.crossOrigin(s.limitBody(0, s.authorize("unmatched", http.HandlerFunc(s.unmatched)))))
 	return s, nil
 }
 
@@ -354,6 +397,17 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) error {
 	}))
 	if err != nil {
 		return err
+	}
+	denied, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lambdadb_auth_denials_total",
+		Help: "Requests refused by authentication (401) or authorization (403), by route and status.",
+	}, []string{"route", "code"}))
+	if err != nil {
+		return err
+	}
+	var ok4 bool
+	if s.denied, ok4 = denied.(*prometheus.CounterVec); !ok4 {
+		return errors.New("server: registry holds an incompatible lambdadb_auth_denials_total")
 	}
 	var ok1, ok2, ok3 bool
 	s.slowConsumers, ok3 = dropped.(prometheus.Counter)
