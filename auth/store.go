@@ -13,8 +13,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"lambdadb/namespace"
 	"lambdadb/internal/session"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 

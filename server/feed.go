@@ -200,8 +200,8 @@ func (s *Server) newUpgrader() *websocket.Upgrader {
 		WriteBufferSize: 16 << 10,
 		// Write buffers are held only while a message is written.
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:  s.checkOrigin,
-		Subprotocols: []string{wsProtocol},
+		CheckOrigin:     s.checkOrigin,
+		Subprotocols:    []string{wsProtocol},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			if status == http.StatusForbidden {
 				s.writeError(w, r, fmt.Errorf("%w: %w: WebSocket from origin %q (allow it with --allow-origin)", auth.ErrForbidden, errCrossOrigin, r.Header.Get("Origin")))
