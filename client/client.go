@@ -24,6 +24,9 @@ type Client struct {
 	hc     *http.Client
 	router *router // nil: every request goes to base
 
+	auth      string // bearer token (WithAuth)
+	namespace string // X-Namespace (WithNamespace)
+
 	mu     sync.Mutex
 	tok    session.Token
 	tokStr string // tok.Encode(), cached
@@ -35,8 +38,20 @@ type Option func(*options)
 type options struct {
 	hc        *http.Client
 	token     string
+	auth      string
+	namespace string
 	noRouting bool
 }
+
+// WithAuth sends the access token tok ("ldb_...") with every request, as
+// a secure-mode cluster requires (Authorization: Bearer). Default: none,
+// for a cluster in insecure mode.
+func WithAuth(tok string) Option { return func(o *options) { o.auth = tok } }
+
+// WithNamespace makes an admin token's requests act in namespace ns
+// (X-Namespace). A token of any other kind acts in its own namespace
+// only. Default: the token's namespace.
+func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
 
 // WithHTTPClient sets the HTTP client used for requests.
 // Default: a new http.Client without a timeout (use contexts).
@@ -73,7 +88,10 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: WithToken: %w", err)
 	}
-	c := &Client{base: strings.TrimSuffix(u.String(), "/"), hc: o.hc}
+	if strings.ContainsAny(o.auth, " \t\r\n") {
+		return nil, errors.New("client: WithAuth: a token has no spaces")
+	}
+	c := &Client{base: strings.TrimSuffix(u.String(), "/"), hc: o.hc, auth: o.auth, namespace: o.namespace}
 	if !o.noRouting && (u.Path == "" || u.Path == "/") {
 		c.router = &router{c: c, scheme: u.Scheme}
 	}
@@ -538,6 +556,12 @@ func (c *Client) send(ctx context.Context, base, method, path string, q url.Valu
 	}
 	if tok := c.Token(); tok != "" {
 		req.Header.Set(session.Header, tok)
+	}
+	if c.auth != "" {
+		req.Header.Set("Authorization", "Bearer "+c.auth)
+	}
+	if c.namespace != "" {
+		req.Header.Set("X-Namespace", c.namespace)
 	}
 	if header != nil {
 		header(req.Header)

@@ -15,6 +15,13 @@ var (
 	// ErrPrecondition matches an *Error with status 412: an IfMatch or
 	// IfNoneMatch precondition did not hold.
 	ErrPrecondition = errors.New("client: precondition failed")
+	// ErrUnauthenticated matches an *Error with status 401: the request
+	// carried no token, or one that is malformed, unknown, revoked or
+	// expired (WithAuth).
+	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrForbidden matches an *Error with status 403: the token's scopes
+	// do not allow the request.
+	ErrForbidden = errors.New("client: forbidden")
 )
 
 // Error is a response with an error status.
@@ -41,6 +48,10 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusNotFound
 	case ErrPrecondition:
 		return e.Status == http.StatusPreconditionFailed
+	case ErrUnauthenticated:
+		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	}
 	return false
 }
