@@ -26,12 +26,21 @@ func (c *cli) serverFlag(fs *flag.FlagSet) func() (*client.Client, error) {
 		def = defaultServer
 	}
 	addr := fs.String("server", def, "server `URL`; $LAMBDADB_SERVER sets the default")
+	token := fs.String("token", c.getenv("LAMBDADB_TOKEN"), "access `token` for a secure-mode cluster; $LAMBDADB_TOKEN sets the default (prefer it: a flag shows in the process list)")
+	ns := fs.String("namespace", c.getenv("LAMBDADB_NAMESPACE"), "act in `namespace` NS (admin tokens only; others act in their own); $LAMBDADB_NAMESPACE sets the default")
 	return func() (*client.Client, error) {
 		u := *addr
 		if !strings.Contains(u, "://") {
 			u = "http://" + u
 		}
-		cl, err := client.New(u)
+		var opts []client.Option
+		if *token != "" {
+			opts = append(opts, client.WithAuth(strings.TrimSpace(*token)))
+		}
+		if *ns != "" {
+			opts = append(opts, client.WithNamespace(*ns))
+		}
+		cl, err := client.New(u, opts...)
 		if err != nil {
 			return nil, usagef("--server: %v", err)
 		}

@@ -97,6 +97,7 @@ func init() {
 		fnCommand,
 		feedCommand,
 		triggerCommand,
+		tokenCommand,
 	}
 }
 
