@@ -153,12 +153,12 @@ func TestMuxTLSPeerStreams(t *testing.T) {
 			t.Fatalf("stream seen as %+v", s)
 		}
 	}
+	if m1.Refused() != 0 {
+		t.Fatalf("refused %d good connections", m1.Refused())
+	}
 	// Dialling node n3 at n1's address: the dialler refuses the server.
 	if _, err := m2.dial(addr, "n3", magicInternal, 0, 5*time.Second); !errors.Is(err, pki.ErrNodeIdentity) {
 		t.Fatalf("dial of the wrong node: %v", err)
-	}
-	if m1.Refused() != 0 {
-		t.Fatalf("refused %d good connections", m1.Refused())
 	}
 }
 
