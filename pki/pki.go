@@ -103,8 +103,10 @@ func DeriveCA(secret []byte) (*x509.Certificate, ed25519.PrivateKey, error) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
-		SubjectKeyId:          fp[:20],
+		// One intermediate: the cross-certificate of a newer CA during a
+		// rotation (CrossSign).
+		MaxPathLen:   1,
+		SubjectKeyId: fp[:20],
 	}
 	// Ed25519 signatures are deterministic: so are the certificate's bytes.
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
@@ -116,6 +118,34 @@ func DeriveCA(secret []byte) (*x509.Certificate, ed25519.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("pki: parse CA certificate: %w", err)
 	}
 	return cert, key, nil
+}
+
+// CrossSign certifies the CA ca (its subject and key) by the CA issuer
+// with issuerKey. A node whose certificate ca signed sends the result
+// after its certificate, so that peers and clients that trust only issuer
+// (not yet ca) verify it too: during a rotation the new CA is thus
+// vouched for by the old. The result is deterministic, like DeriveCA's.
+func CrossSign(ca *x509.Certificate, issuer *x509.Certificate, issuerKey crypto.Signer) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(2),
+		Subject:               ca.Subject,
+		NotBefore:             ca.NotBefore,
+		NotAfter:              ca.NotAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+		SubjectKeyId:          ca.SubjectKeyId,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, ca.PublicKey, issuerKey)
+	if err != nil {
+		return nil, fmt.Errorf("pki: cross-sign CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("pki: parse cross-certificate: %w", err)
+	}
+	return cert, nil
 }
 
 // MintNode issues a certificate for node id, signed by ca with caKey, for

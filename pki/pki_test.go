@@ -295,3 +295,37 @@ func TestLoadFiles(t *testing.T) {
 		t.Fatalf("CA file without certificates: %v", err)
 	}
 }
+
+// TestRotationInterop: during a rotation a node with "new\nold" and one
+// with "old" only accept each other both ways, and so do "new\nold" and
+// "new"; a client that trusts only the old CA verifies the rotated node.
+func TestRotationInterop(t *testing.T) {
+	oldOnly := mustSet(t, "n1", secretA)
+	rotating := mustSet(t, "n2", secretB, secretA)
+	newOnly := mustSet(t, "n3", secretB)
+	if len(rotating.Cert.Certificate) != 2 || len(newOnly.Cert.Certificate) != 1 {
+		t.Fatalf("chains: rotating %d, new %d", len(rotating.Cert.Certificate), len(newOnly.Cert.Certificate))
+	}
+	pairs := []struct {
+		srv, cli *Set
+		ok       bool
+	}{
+		{oldOnly, rotating, true}, {rotating, oldOnly, true},
+		{rotating, newOnly, true}, {newOnly, rotating, true},
+		{oldOnly, newOnly, false}, {newOnly, oldOnly, false},
+	}
+	for _, p := range pairs {
+		st, serr, cerr := handshake(t, p.srv.ServerConfig(), p.cli.PeerConfig(p.srv.NodeID))
+		id, isPeer := PeerID(st)
+		ok := serr == nil && cerr == nil && isPeer && id == p.cli.NodeID
+		if ok != p.ok {
+			t.Errorf("server %s (%d CAs), client %s (%d CAs): ok=%v, want %v (server %v, client %v, peer %q)",
+				p.srv.NodeID, len(p.srv.CAs), p.cli.NodeID, len(p.cli.CAs), ok, p.ok, serr, cerr, id)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(oldOnly.CAs[0])
+	if _, serr, cerr := handshake(t, rotating.ServerConfig(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}); serr != nil || cerr != nil {
+		t.Fatalf("client trusting the old CA only: server %v, client %v", serr, cerr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -26,7 +27,10 @@ type Set struct {
 
 // FromSecrets derives a CA from each secret (the first is the current
 // one, which signs the node's certificate; all are trusted) and mints node
-// id's certificate for hosts (see MintNode).
+// id's certificate for hosts (see MintNode). The certificate chain also
+// holds the current CA cross-signed by each other one (CrossSign), so
+// that nodes and clients which trust only an older CA accept it: a
+// rotation never cuts a node off.
 func FromSecrets(secrets [][]byte, id string, hosts []string) (*Set, error) {
 	if len(secrets) == 0 {
 		return nil, ErrNoSecret
@@ -37,13 +41,22 @@ func FromSecrets(secrets [][]byte, id string, hosts []string) (*Set, error) {
 		if err != nil {
 			return nil, err
 		}
+		if slices.ContainsFunc(s.CAs, ca.Equal) {
+			continue // the same secret twice
+		}
 		s.CAs = append(s.CAs, ca)
 		s.Pool.AddCert(ca)
 		if i == 0 {
 			if s.Cert, err = MintNode(ca, key, id, hosts); err != nil {
 				return nil, err
 			}
+			continue
 		}
+		cross, err := CrossSign(s.CAs[0], ca, key)
+		if err != nil {
+			return nil, err
+		}
+		s.Cert.Certificate = append(s.Cert.Certificate, cross.Raw)
 	}
 	return s, nil
 }
