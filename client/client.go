@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +43,8 @@ type options struct {
 	auth      string
 	namespace string
 	noRouting bool
+	tls       *tls.Config // nil: the HTTP client's own
+	tlsErr    error
 }
 
 // WithAuth sends the access token tok ("ldb_...") with every request, as
@@ -52,6 +56,25 @@ func WithAuth(tok string) Option { return func(o *options) { o.auth = tok } }
 // (X-Namespace). A token of any other kind acts in its own namespace
 // only. Default: the token's namespace.
 func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithCACert trusts the CA certificates in pemCerts (PEM, one or more;
+// for example a node's <data>/ca.pem) for https:// servers, instead of
+// the system's roots: what a client of a cluster in secure mode needs.
+func WithCACert(pemCerts []byte) Option {
+	return func(o *options) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemCerts) {
+			o.tlsErr = errors.New("client: WithCACert: no PEM certificate found")
+			return
+		}
+		o.tls = &tls.Config{RootCAs: pool}
+	}
+}
+
+// WithTLSConfig sets the TLS configuration of https:// requests (trusted
+// CAs, a client certificate). It applies to the HTTP client's transport,
+// which must then be an *http.Transport (the default's is).
+func WithTLSConfig(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
 
 // WithHTTPClient sets the HTTP client used for requests.
 // Default: a new http.Client without a timeout (use contexts).
@@ -84,6 +107,14 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.tlsErr != nil {
+		return nil, o.tlsErr
+	}
+	if o.tls != nil {
+		if o.hc, err = withTLS(o.hc, o.tls); err != nil {
+			return nil, err
+		}
+	}
 	tok, err := session.Decode(o.token)
 	if err != nil {
 		return nil, fmt.Errorf("client: WithToken: %w", err)
@@ -97,6 +128,23 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	c.observe(tok)
 	return c, nil
+}
+
+// withTLS returns a copy of hc whose transport uses cfg.
+func withTLS(hc *http.Client, cfg *tls.Config) (*http.Client, error) {
+	var tr *http.Transport
+	switch t := hc.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return nil, fmt.Errorf("client: WithTLSConfig/WithCACert need an *http.Transport, the HTTP client has a %T", t)
+	}
+	tr.TLSClientConfig = cfg.Clone()
+	c := *hc
+	c.Transport = tr
+	return &c, nil
 }
 
 // Token returns the Client's session token ("" before the first response

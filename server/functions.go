@@ -204,7 +204,7 @@ func (s *Server) fanOut(ctx context.Context, fn func(ctx context.Context, p shar
 }
 
 func (s *Server) peerGet(ctx context.Context, addr, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.peerScheme+"://"+addr+path, nil)
 	if err != nil {
 		return err
 	}
@@ -409,10 +409,12 @@ func (s *Server) forwardInvoke(w http.ResponseWriter, r *http.Request, addr stri
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteHeaders: func() { wrote.Store(true) },
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.peerScheme+"://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return false
 	}
+	// Every header goes along, the caller's Authorization among them: the
+	// node that runs the invocation checks it as this one would.
 	req.Header = r.Header.Clone()
 	req.Header.Set(headerForwarded, s.node.ID())
 	resp, err := s.peers.Do(req)

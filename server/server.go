@@ -59,6 +59,11 @@ type Config struct {
 	// invocations, cluster-wide function stats); each request carries its
 	// own deadline. Default: a client without an overall timeout.
 	PeerClient *http.Client
+	// PeerScheme is the URL scheme of requests to other nodes' HTTP API:
+	// "http", or "https" for nodes in secure mode (PeerClient must then
+	// trust the cluster's CAs and present this node's certificate).
+	// Default: "http".
+	PeerScheme string
 
 	// MaxValueBytes bounds the body of PUT /v1/kv/{key}; larger bodies get
 	// 413 value_too_large before the node sees them.
@@ -151,6 +156,7 @@ type Server struct {
 	fns           *lambda.Engine
 	query         *scatter.Executor
 	peers         *http.Client
+	peerScheme    string // "http" or "https"
 	maxValue      int
 	body          bodyLimits
 	log           *slog.Logger
@@ -206,6 +212,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PeerClient == nil {
 		cfg.PeerClient = &http.Client{}
 	}
+	switch cfg.PeerScheme {
+	case "":
+		cfg.PeerScheme = "http"
+	case "http", "https":
+	default:
+		return nil, fmt.Errorf("server: Config.PeerScheme %q: want http or https", cfg.PeerScheme)
+	}
 	if cfg.FeedWriteTimeout <= 0 {
 		cfg.FeedWriteTimeout = DefaultFeedWriteTimeout
 	}
@@ -229,6 +242,7 @@ func New(cfg Config) (*Server, error) {
 		triggers:   cfg.Triggers,
 		fns:        cfg.Functions,
 		peers:      cfg.PeerClient,
+		peerScheme: cfg.PeerScheme,
 		maxValue:   cfg.MaxValueBytes,
 		body:       body,
 		log:        cfg.Logger,

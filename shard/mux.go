@@ -3,13 +3,18 @@ package shard
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"lambdadb/pki"
 )
 
 // A connection to a node's single address is either HTTP (anything else) or
@@ -22,6 +27,12 @@ import (
 //
 // The mux hands Raft streams to the engine's transport, internal RPC to the
 // internal HTTP listener and everything else to the public HTTP listener.
+//
+// In secure mode (MuxConfig.TLS) every connection is TLS 1.3 and the
+// preamble is read inside it. A Raft or internal RPC stream is accepted
+// only from a peer whose verified certificate names the node id its
+// preamble claims (pki.PeerID); anything else that opens one is closed at
+// once. Public HTTP needs no client certificate.
 const (
 	magicInternal = "LDI1"
 	magicMulti    = "LDM1"
@@ -38,8 +49,16 @@ type MuxConfig struct {
 	NodeID string
 	// Faults, when non-nil, injects faults into every connection.
 	Faults *Faults
-	// HandshakeTimeout bounds reading a preamble. Default 5s.
+	// HandshakeTimeout bounds the TLS handshake and reading a preamble.
+	// Default 5s.
 	HandshakeTimeout time.Duration
+	// TLS, when non-nil, turns on secure mode: the mux serves TLS 1.3 with
+	// TLS.ServerConfig, and dials peers with TLS.PeerConfig. TLS.NodeID
+	// must be NodeID.
+	TLS *pki.Set
+	// Logger receives warnings about refused peer streams. Default:
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Mux shares one listener among public HTTP, internal RPC and every shard's
@@ -49,6 +68,9 @@ type Mux struct {
 	cfg      MuxConfig
 	public   *chanListener
 	internal *chanListener
+
+	serverTLS *tls.Config // nil: plain text
+	refused   atomic.Int64
 
 	mu     sync.Mutex
 	multi  func(c net.Conn, peer string, snapshot bool) // multiraft streams
@@ -64,7 +86,16 @@ func NewMux(ln net.Listener, cfg MuxConfig) (*Mux, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	m := &Mux{ln: ln, cfg: cfg, closed: make(chan struct{})}
+	if cfg.TLS != nil {
+		if cfg.TLS.NodeID != cfg.NodeID {
+			return nil, fmt.Errorf("shard: MuxConfig.TLS is node %q's, not %q's", cfg.TLS.NodeID, cfg.NodeID)
+		}
+		m.serverTLS = cfg.TLS.ServerConfig()
+	}
 	m.public = newChanListener(ln.Addr(), m.closed)
 	m.internal = newChanListener(ln.Addr(), m.closed)
 	return m, nil
@@ -78,6 +109,14 @@ func (m *Mux) PublicListener() net.Listener { return m.public }
 
 // InternalListener yields internal RPC connections (HTTP, node to node).
 func (m *Mux) InternalListener() net.Listener { return m.internal }
+
+// Secure reports whether the mux speaks TLS.
+func (m *Mux) Secure() bool { return m.serverTLS != nil }
+
+// Refused returns how many connections the mux has closed in secure mode
+// because their TLS handshake failed or they opened a Raft or internal
+// RPC stream without the matching node certificate.
+func (m *Mux) Refused() int64 { return m.refused.Load() }
 
 // Faults returns the mux's fault injector (nil when disabled).
 func (m *Mux) Faults() *Faults { return m.cfg.Faults }
@@ -115,6 +154,20 @@ func (m *Mux) Close() error {
 
 func (m *Mux) route(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	var tc *tls.Conn
+	if m.serverTLS != nil {
+		tc = tls.Server(c, m.serverTLS)
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.HandshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			m.refused.Add(1)
+			m.cfg.Logger.Info("tls handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		c = tc
+	}
 	br := bufio.NewReader(c)
 	head, err := br.Peek(4)
 	if err != nil {
@@ -130,6 +183,15 @@ func (m *Mux) route(c net.Conn) {
 		if err != nil {
 			c.Close()
 			return
+		}
+		if tc != nil {
+			if id, ok := pki.PeerID(tc.ConnectionState()); !ok || id != peer {
+				m.refused.Add(1)
+				m.cfg.Logger.Warn("refused a peer stream: no node certificate for the node it claims to be",
+					"remote", c.RemoteAddr().String(), "claimed", peer, "certified", id)
+				c.Close()
+				return
+			}
 		}
 		_ = c.SetReadDeadline(time.Time{})
 		fc := &faultConn{Conn: &bufConn{Conn: c, r: br}, faults: m.cfg.Faults, self: m.cfg.NodeID, peer: peer,
@@ -148,6 +210,10 @@ func (m *Mux) route(c net.Conn) {
 		h(fc, peer, string(head) == magicSnap)
 	default:
 		_ = c.SetReadDeadline(time.Time{})
+		if tc != nil {
+			m.public.deliver(&tlsBufConn{bufConn{Conn: c, r: br}, tc})
+			return
+		}
 		m.public.deliver(&bufConn{Conn: c, r: br})
 	}
 }
@@ -191,6 +257,17 @@ func (m *Mux) dial(addr, peer, magic string, shard int, timeout time.Duration) (
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+	}
+	if m.cfg.TLS != nil {
+		tc := tls.Client(c, m.cfg.TLS.PeerConfig(peer))
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			// Nothing was sent: to callers this is a failed dial.
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
+		}
+		_ = c.SetDeadline(time.Time{})
+		c = tc
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(timeout))
 	if err := writePreamble(c, magic, shard, m.cfg.NodeID); err != nil {
@@ -273,6 +350,16 @@ func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // NetConn returns the connection c wraps (to set socket options on it).
 func (c *bufConn) NetConn() net.Conn { return c.Conn }
+
+// tlsBufConn is a bufConn over a TLS connection: handlers can see the
+// connection's TLS state (ConnectionState), as on a *tls.Conn.
+type tlsBufConn struct {
+	bufConn
+	tc *tls.Conn
+}
+
+// ConnectionState returns the TLS connection's state.
+func (c *tlsBufConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // faultConn applies Faults between self and peer on every read and write.
 type faultConn struct {

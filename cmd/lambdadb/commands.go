@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -28,6 +29,7 @@ func (c *cli) serverFlag(fs *flag.FlagSet) func() (*client.Client, error) {
 	addr := fs.String("server", def, "server `URL`; $LAMBDADB_SERVER sets the default")
 	token := fs.String("token", c.getenv("LAMBDADB_TOKEN"), "access `token` for a secure-mode cluster; $LAMBDADB_TOKEN sets the default (prefer it: a flag shows in the process list)")
 	ns := fs.String("namespace", c.getenv("LAMBDADB_NAMESPACE"), "act in `namespace` NS (admin tokens only; others act in their own); $LAMBDADB_NAMESPACE sets the default")
+	caOpt := c.cacertFlag(fs)
 	return func() (*client.Client, error) {
 		u := *addr
 		if !strings.Contains(u, "://") {
@@ -40,11 +42,38 @@ func (c *cli) serverFlag(fs *flag.FlagSet) func() (*client.Client, error) {
 		if *ns != "" {
 			opts = append(opts, client.WithNamespace(*ns))
 		}
+		opt, err := caOpt()
+		if err != nil {
+			return nil, err
+		}
+		if opt != nil {
+			opts = append(opts, opt)
+		}
 		cl, err := client.New(u, opts...)
 		if err != nil {
 			return nil, usagef("--server: %v", err)
 		}
 		return cl, nil
+	}
+}
+
+// cacertFlag defines --cacert on fs (default $LAMBDADB_CACERT) and returns
+// a function that yields the client option trusting its CAs (nil when
+// unset).
+func (c *cli) cacertFlag(fs *flag.FlagSet) func() (client.Option, error) {
+	file := fs.String("cacert", c.getenv("LAMBDADB_CACERT"), "trust the CA certificate(s) in PEM `FILE` for https:// servers (a node's <data>/ca.pem); $LAMBDADB_CACERT sets the default")
+	return func() (client.Option, error) {
+		if *file == "" {
+			return nil, nil
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return nil, usagef("--cacert: %v", err)
+		}
+		if !bytes.Contains(b, []byte("-----BEGIN CERTIFICATE-----")) {
+			return nil, usagef("--cacert: %s holds no PEM certificate", *file)
+		}
+		return client.WithCACert(b), nil
 	}
 }
 

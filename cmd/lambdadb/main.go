@@ -217,7 +217,8 @@ Commands:
 	fmt.Fprint(w, `  help     show help for a command
 
 Client commands take --server URL (default $LAMBDADB_SERVER, then
-http://127.0.0.1:7070). Run 'lambdadb help <command>' for its flags.
+http://127.0.0.1:7070) and, for an https:// server, --cacert FILE (default
+$LAMBDADB_CACERT). Run 'lambdadb help <command>' for its flags.
 `)
 }
 

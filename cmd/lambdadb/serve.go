@@ -52,11 +52,13 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers or --join the node is a one-node cluster; --peers creates\n" +
 		"a cluster of several nodes, --join adds a node with a new data directory to a running\n" +
 		"cluster (through any member). One address carries client HTTP, internal RPC and Raft.\n" +
+		"--cluster-secret-file (or --ca-file, --cert-file and --key-file) turns on TLS 1.3 there;\n" +
+		"without them the node serves plain HTTP, on a loopback address only unless --insecure.\n" +
 		"SIGINT or SIGTERM shuts it down gracefully.",
 	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		var o serveOptions
@@ -91,6 +93,11 @@ var serveCommand = &command{
 		fs.Int64Var(&o.feedSendMB, "max-feed-send-mb", server.DefaultStreamSendBytes>>20, "budget of WebSocket feed message bytes being sent on this node, in `MiB`; streams wait for it")
 		fs.IntVar(&o.pauseAfter, "trigger-pause-after", changefeed.DefaultPauseAfter, "pause a trigger once a shard has dead-lettered this many changes in a row, `N` (0: never); the default of triggers created without pause_after")
 		fs.DurationVar(&o.pausedRetention, "trigger-paused-retention", changefeed.DefaultPausedRetention, "how `long` a paused trigger's checkpoints hold back the trimming of the change feed")
+		fs.StringVar(&o.secretFile, "cluster-secret-file", "", "secure mode: TLS 1.3 with node certificates derived from the cluster secret(s) in `FILE` (at least 32 bytes a line; the first line is current, every line's CA is trusted); give every node the same file")
+		fs.StringVar(&o.caFile, "ca-file", "", "secure mode with your own PKI: the CA certificate(s) to trust, PEM `FILE` (with --cert-file, --key-file)")
+		fs.StringVar(&o.certFile, "cert-file", "", "this node's certificate, PEM `FILE`; it must carry the URI SAN lambdadb://node/<id>")
+		fs.StringVar(&o.keyFile, "key-file", "", "the key of --cert-file, PEM `FILE`")
+		fs.BoolVar(&o.insecure, "insecure", false, "serve plain HTTP, with no authentication of nodes, even on an address that is not loopback")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -98,6 +105,15 @@ var serveCommand = &command{
 				return usagef("unexpected argument %q", args[0])
 			}
 			o.addrSet = isSet(fs, "addr")
+			pkiFiles := o.caFile != "" || o.certFile != "" || o.keyFile != ""
+			switch {
+			case o.insecure && (o.secretFile != "" || pkiFiles):
+				return usagef("--insecure turns transport security off: give it or --cluster-secret-file / --ca-file, not both")
+			case o.secretFile != "" && pkiFiles:
+				return usagef("give --cluster-secret-file or --ca-file, --cert-file and --key-file, not both")
+			case pkiFiles && (o.caFile == "" || o.certFile == "" || o.keyFile == ""):
+				return usagef("--ca-file, --cert-file and --key-file go together")
+			}
 			if o.join != "" {
 				if o.peers != "" {
 					return usagef("give --peers to create a cluster or --join to join one, not both")
@@ -165,6 +181,10 @@ type serveOptions struct {
 	maxQueryGroups         int
 	moveConcurrency        int
 	snapshotRateMB         int64
+	secretFile             string
+	caFile, certFile       string
+	keyFile                string
+	insecure               bool
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -213,6 +233,16 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		log.Info("memory limit", "source", source, "mib", limit>>20)
 	}
 
+	tlsSet, err := securitySet(o, log)
+	if err != nil {
+		return err
+	}
+	if tlsSet != nil {
+		if err := writeCAFile(o.data, tlsSet); err != nil {
+			return err
+		}
+	}
+
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -224,7 +254,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 
 	// Client HTTP, internal RPC and Raft share the one address through the
 	// mux. A one-node cluster runs it too: other nodes may join it later.
-	mc := shard.MuxConfig{NodeID: o.id}
+	mc := shard.MuxConfig{NodeID: o.id, TLS: tlsSet, Logger: log}
 	if o.faults {
 		mc.Faults = &shard.Faults{}
 		log.Warn("fault injection is enabled: /debug/faults can cut this node off; never use this in production")
@@ -325,7 +355,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
 		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
 		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite,
-		MaxStreamSendBytes: o.feedSendMB << 20, MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups})
+		MaxStreamSendBytes: o.feedSendMB << 20, MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups,
+		PeerClient: peerClient(tlsSet), PeerScheme: peerScheme(tlsSet)})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -349,12 +380,16 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	// net/http's own answers to requests it cannot parse become JSON too.
 	public = handler.WrapListener(srv, public)
+	transport := "http (insecure)"
+	if tlsSet != nil {
+		transport = "tls1.3"
+	}
 	if o.join != "" {
 		log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
-			"shards", node.Shards(), "join", o.join)
+			"shards", node.Shards(), "join", o.join, "transport", transport)
 	} else {
 		log.Info("lambdadb serving", "id", o.id, "addr", advertised, "data", o.data,
-			"shards", node.Shards(), "peers", max(len(peers), 1))
+			"shards", node.Shards(), "peers", max(len(peers), 1), "transport", transport)
 	}
 	if c.ready != nil {
 		c.ready(ln.Addr().String())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"lambdadb/pki"
 	"lambdadb/shard"
 )
 
@@ -34,6 +35,16 @@ type Options struct {
 	// Configure, when set, may change member id's node Config before each
 	// Open (at start and on Restart) — for example to set StatusInfo.
 	Configure func(id string, cfg *shard.Config)
+	// Secret, when set, runs the cluster in secure mode: the contents of
+	// every member's cluster secret file (serve --cluster-secret-file; one
+	// secret per line, the first current). Members speak TLS 1.3 to each
+	// other with node certificates derived from it, and Handler is served
+	// over HTTPS.
+	Secret []byte
+	// SecretOf, when set, overrides Secret for member id; it is asked at
+	// every start (Start, Restart, Join), so a test can change a member's
+	// secret across a restart. A nil answer means insecure.
+	SecretOf func(id string) []byte
 }
 
 // Member is one node of the cluster.
@@ -47,7 +58,12 @@ type Member struct {
 
 	mux  *shard.Mux
 	http *http.Server
+	tls  atomic.Pointer[pki.Set]
 }
+
+// TLS returns the security material the member last started with, nil
+// when it runs insecure.
+func (m *Member) TLS() *pki.Set { return m.tls.Load() }
 
 // Node returns the member's running node, or nil while it is killed.
 func (m *Member) Node() *shard.Node { return m.node.Load() }
@@ -115,8 +131,28 @@ func (c *Cluster) IDs() []string {
 	return ids
 }
 
+// secretOf returns member id's secret file contents (nil: insecure).
+func (c *Cluster) secretOf(id string) []byte {
+	if c.opts.SecretOf != nil {
+		return c.opts.SecretOf(id)
+	}
+	return c.opts.Secret
+}
+
 func (c *Cluster) start(m *Member, ln net.Listener) error {
-	mux, err := shard.NewMux(ln, shard.MuxConfig{NodeID: m.ID, Faults: c.Faults})
+	mc := shard.MuxConfig{NodeID: m.ID, Faults: c.Faults}
+	if secret := c.secretOf(m.ID); secret != nil {
+		secrets, err := pki.ParseSecrets(secret)
+		if err != nil {
+			return fmt.Errorf("clustertest: %s: %w", m.ID, err)
+		}
+		host, _, _ := net.SplitHostPort(m.Addr)
+		if mc.TLS, err = pki.FromSecrets(secrets, m.ID, []string{host}); err != nil {
+			return fmt.Errorf("clustertest: %s: %w", m.ID, err)
+		}
+	}
+	m.tls.Store(mc.TLS)
+	mux, err := shard.NewMux(ln, mc)
 	if err != nil {
 		return err
 	}
