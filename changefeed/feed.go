@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -350,7 +350,7 @@ func (f *Feed) collect(ctx context.Context, prefix string, cur Cursor, limit, ma
 		next[s] = max(cur[s], p.Applied)
 		again = again || p.More
 		for _, c := range p.Changes {
-			if strings.HasPrefix(c.Key, prefix) {
+			if namespace.HasPrefix(c.Key, prefix) {
 				per[s] = append(per[s], c)
 				room -= len(c.Key) + len(c.Value)
 			}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"lambdadb/internal/tolerant"
 	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -167,7 +167,7 @@ func (t *Triggers) DeadLetters(ctx context.Context, name string) ([]DeadLetter, 
 }
 
 func (t *Triggers) matches(d *Trigger, c shard.Change) bool {
-	if !strings.HasPrefix(c.Key, d.Prefix) {
+	if !namespace.HasPrefix(c.Key, d.Prefix) {
 		return false
 	}
 	ev := "put"

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -88,7 +88,7 @@ func (t *tail) collect(cur uint64, prefix string, limit int) (out []shard.Change
 			next = out[len(out)-1].Index
 			break
 		}
-		if strings.HasPrefix(c.Key, prefix) {
+		if namespace.HasPrefix(c.Key, prefix) {
 			if c.thin {
 				return nil, cur, false
 			}
@@ -310,7 +310,7 @@ func (h *hub) notify(changes []shard.Change, all bool) {
 	}
 	for _, c := range changes {
 		for l, byPrefix := range h.byLen {
-			if l <= len(c.Key) {
+			if l <= len(c.Key) && (l > 0 || namespace.HasPrefix(c.Key, "")) {
 				wake(byPrefix[c.Key[:l]])
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"lambdadb/internal/session"
 	"lambdadb/internal/tolerant"
 	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -202,6 +203,38 @@ const (
 
 var triggerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// ValidateTriggerName checks a trigger name as a user gives it: 1-64 of
+// A-Z a-z 0-9 _ . -, starting with a letter or digit.
+func ValidateTriggerName(name string) error {
+	if !triggerNameRE.MatchString(name) {
+		return fmt.Errorf("%w: name %q (want 1-64 of A-Z a-z 0-9 _ . -)", ErrInvalidTrigger, name)
+	}
+	return nil
+}
+
+// validateStored checks a trigger's stored name, function and prefix: the
+// name a user name qualified by its namespace (namespace.Name), the
+// function and prefix of the same namespace.
+func validateStored(tr *Trigger) error {
+	user, err := namespace.ValidateStoredName(tr.Name)
+	if err != nil {
+		return fmt.Errorf("%w: name %q: %v", ErrInvalidTrigger, tr.Name, err)
+	}
+	if err := ValidateTriggerName(user); err != nil {
+		return err
+	}
+	ns, _ := namespace.SplitName(tr.Name)
+	if tr.Function != "" {
+		if fns, _ := namespace.SplitName(tr.Function); fns != ns {
+			return fmt.Errorf("%w: function %q is not of the trigger's namespace", ErrInvalidTrigger, tr.Function)
+		}
+	}
+	if _, ok := namespace.Strip(ns, tr.Prefix); !ok {
+		return fmt.Errorf("%w: prefix %q is not of the trigger's namespace", ErrInvalidTrigger, tr.Prefix)
+	}
+	return nil
+}
+
 // NewTriggers returns Triggers; Start runs them.
 func NewTriggers(cfg TriggersConfig) (*Triggers, error) {
 	if cfg.Node == nil || cfg.Functions == nil {
@@ -304,7 +337,9 @@ func (r *pauseRec) DecodeMsgpack(d *msgpack.Decoder) error {
 // 1..MaxBatchSize, max_wait_ms 0..MaxMaxWaitMS, max_retries
 // 0..MaxMaxRetries, pause_after 0..MaxPauseAfter, 0: never pause). Nil
 // Events selects put and delete; an empty list is invalid. An empty Start
-// is now.
+// is now. Name, Function and Prefix are stored forms (namespace.Name,
+// namespace.Prefix) of one namespace: the trigger's changes are that
+// namespace's only.
 type TriggerSpec struct {
 	Name       string
 	Function   string
@@ -343,8 +378,8 @@ func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, erro
 	tr := Trigger{Name: spec.Name, Function: spec.Function, Prefix: spec.Prefix, Events: spec.Events, Start: spec.Start,
 		BatchSize: valueOr(spec.BatchSize, DefaultBatchSize), MaxWaitMS: valueOr(spec.MaxWaitMS, DefaultMaxWaitMS),
 		MaxRetries: valueOr(spec.MaxRetries, DefaultMaxRetries), PauseAfter: valueOr(spec.PauseAfter, t.cfg.PauseAfter)}
-	if !triggerNameRE.MatchString(tr.Name) {
-		return nil, fmt.Errorf("%w: name %q (want 1-64 of A-Z a-z 0-9 _ . -)", ErrInvalidTrigger, tr.Name)
+	if err := validateStored(&tr); err != nil {
+		return nil, err
 	}
 	if tr.Function == "" {
 		return nil, fmt.Errorf("%w: function is required", ErrInvalidTrigger)

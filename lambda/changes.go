@@ -7,6 +7,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -106,13 +107,20 @@ func (e *Engine) CallChanges(ctx context.Context, c ChangesCall) (ChangesResult,
 	if !f.Has("changes") {
 		return res, fmt.Errorf("%w: %q registers no OnChanges (it has %s)", ErrNoEntrypoint, f.Name, strings.Join(f.Entrypoints, ", "))
 	}
-	batch := make([]any, len(c.Batch))
-	for i, ch := range c.Batch {
+	// The handler sees its namespace's user keys; a change of another
+	// namespace (a trigger never delivers one) is not shown to it.
+	ns := f.Namespace()
+	batch := make([]any, 0, len(c.Batch))
+	for _, ch := range c.Batch {
+		key, ok := namespace.Strip(ns, ch.Key)
+		if !ok {
+			continue
+		}
 		op, val := "put", ch.Value
 		if ch.Delete {
 			op, val = "delete", nil
 		}
-		batch[i] = []any{ch.Key, val, op, ch.Version}
+		batch = append(batch, []any{key, val, op, ch.Version})
 	}
 	msg, err := msgpack.Marshal(batch)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"lambdadb/internal/session"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -253,19 +254,33 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		return encodeHost(kvCode(err), err.Error())
 	}
 	ro := shard.ReadOptions{Consistency: cs.ro, Session: cs.tok}
+	// A handler runs in its function's namespace: every key it names is a
+	// user key of that namespace (valid UTF-8, so it cannot name another
+	// namespace's stored key), and every key it is shown is one.
+	ns := cs.fn.Namespace()
+	stored := func(k string) (string, error) {
+		if err := shard.ValidateKey(k); err != nil {
+			return "", err
+		}
+		return namespace.Key(ns, k), nil
+	}
 	switch op {
 	case opGet:
 		var r keyReq
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: get: %v", errBadHostCall, err))
 		}
-		if op, ok := cs.tx.lookup(r.Key); ok {
+		key, err := stored(r.Key)
+		if err != nil {
+			return fail(err)
+		}
+		if op, ok := cs.tx.lookup(key); ok {
 			if op.Delete {
 				return encodeHost("", "", false, nil, uint64(0))
 			}
 			return encodeHost("", "", true, op.Value, uint64(0))
 		}
-		res, err := e.cfg.Store.GetIn(ctx, shard.UserSpace, r.Key, ro)
+		res, err := e.cfg.Store.GetIn(ctx, shard.UserSpace, key, ro)
 		cs.tok = res.Session
 		if err != nil {
 			return fail(err)
@@ -284,11 +299,12 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		if err != nil {
 			return fail(fmt.Errorf("%w: put: %v", errBadHostCall, err))
 		}
-		if err := shard.ValidateKey(r.Key); err != nil {
+		key, err := stored(r.Key)
+		if err != nil {
 			return fail(err)
 		}
 		if cs.tx != nil && !cs.tx.direct {
-			if op == opPut && cs.tx.add(shard.Op{Key: r.Key, Value: r.Value}) {
+			if op == opPut && cs.tx.add(shard.Op{Key: key, Value: r.Value}) {
 				return encodeHost("", "", true, uint64(0))
 			}
 			if err := e.flush(ctx, cs); err != nil {
@@ -304,7 +320,7 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 				cond.IfMatch = &v
 			}
 		}
-		res, err := e.cfg.Store.Put(ctx, r.Key, r.Value, cond, cs.tok)
+		res, err := e.cfg.Store.Put(ctx, key, r.Value, cond, cs.tok)
 		cs.tok = res.Session
 		if op == opCAS && errors.Is(err, shard.ErrPrecondition) {
 			return encodeHost("", "", false, res.Version)
@@ -318,18 +334,19 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: delete: %v", errBadHostCall, err))
 		}
-		if err := shard.ValidateKey(r.Key); err != nil {
+		key, err := stored(r.Key)
+		if err != nil {
 			return fail(err)
 		}
 		if cs.tx != nil && !cs.tx.direct {
-			if cs.tx.add(shard.Op{Key: r.Key, Delete: true}) {
+			if cs.tx.add(shard.Op{Key: key, Delete: true}) {
 				return encodeHost("", "", true)
 			}
 			if err := e.flush(ctx, cs); err != nil {
 				return fail(err)
 			}
 		}
-		res, err := e.cfg.Store.Delete(ctx, r.Key, shard.Cond{}, cs.tok)
+		res, err := e.cfg.Store.Delete(ctx, key, shard.Cond{}, cs.tok)
 		cs.tok = res.Session
 		if err != nil {
 			return fail(err)
@@ -340,23 +357,48 @@ func (e *Engine) hostCall(ctx context.Context, cs *callState, op uint32, req []b
 		if err := msgpack.Unmarshal(req, &r); err != nil {
 			return fail(fmt.Errorf("%w: scan: %v", errBadHostCall, err))
 		}
+		for _, b := range []string{r.Prefix, r.Start} {
+			if err := namespace.ValidatePrefix(b); err != nil {
+				return fail(fmt.Errorf("%w: %v", shard.ErrInvalidScan, err))
+			}
+		}
+		// The stored bounds cannot leave the namespace, whatever the
+		// prefix and start.
+		lo, hi := namespace.Range(ns, r.Prefix, r.Start, "")
+		prefix := namespace.Prefix(ns, r.Prefix)
 		var res shard.ScanResult
 		var err error
 		if cs.leaf != nil {
-			res.Items, res.Next, res.More, err = cs.leaf(ctx, r.Prefix, r.Start, hostScanLimit)
+			res.Items, res.Next, res.More, err = cs.leaf(ctx, prefix, lo, hostScanLimit)
 			res.Session = cs.tok
 		} else {
-			res, err = e.cfg.Store.ScanIn(ctx, shard.UserSpace, shard.ScanRequest{Prefix: r.Prefix, Start: r.Start, Limit: hostScanLimit}, ro)
+			res, err = e.cfg.Store.ScanIn(ctx, shard.UserSpace, shard.ScanRequest{Prefix: prefix, Start: lo, End: hi, Limit: hostScanLimit}, ro)
 		}
 		cs.tok = res.Session
 		if err != nil {
 			return fail(err)
 		}
-		items := make([][2]any, len(res.Items))
-		for i, it := range res.Items {
-			items[i] = [2]any{it.Key, it.Value}
+		items := make([][2]any, 0, len(res.Items))
+		next, more := "", res.More
+		for _, it := range res.Items {
+			k, ok := namespace.Strip(ns, it.Key)
+			if !ok || it.Key >= hi {
+				// Past the namespace (a leaf's shard scan of Default's
+				// empty prefix reaches the other namespaces, which sort
+				// after it): the scan ends here.
+				more = false
+				break
+			}
+			items = append(items, [2]any{k, it.Value})
 		}
-		return encodeHost("", "", items, res.Next, res.More)
+		if more {
+			if k, ok := namespace.Strip(ns, res.Next); ok && res.Next < hi {
+				next = k
+			} else {
+				more = false
+			}
+		}
+		return encodeHost("", "", items, next, more)
 	}
 	return fail(fmt.Errorf("%w: unknown operation %d", errBadHostCall, op))
 }

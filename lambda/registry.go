@@ -12,6 +12,7 @@ import (
 
 	"lambdadb/internal/session"
 	"lambdadb/internal/tolerant"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -53,6 +54,13 @@ type Function struct {
 
 // Timeout returns the function's time cap.
 func (f *Function) Timeout() time.Duration { return time.Duration(f.TimeoutMS) * time.Millisecond }
+
+// Namespace returns the namespace the function belongs to (and runs in),
+// from its stored name.
+func (f *Function) Namespace() string {
+	ns, _ := namespace.SplitName(f.Name)
+	return ns
+}
 
 // Has reports whether the module registers the entry point ("handle",
 // "changes", "leaf", "combine").
@@ -129,6 +137,17 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidateStoredName checks a function name as the registry stores it: a
+// name that passes ValidateName, qualified by its namespace ("ns:name",
+// namespace.Name) unless the namespace is Default.
+func ValidateStoredName(stored string) error {
+	name, err := namespace.ValidateStoredName(stored)
+	if err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrInvalidName, stored, err)
+	}
+	return ValidateName(name)
+}
+
 func (e *Engine) resolveOptions(o DeployOptions) (DeployOptions, error) {
 	if o.MemoryMB == 0 {
 		o.MemoryMB = DefaultMemoryMB
@@ -155,7 +174,7 @@ func (e *Engine) resolveOptions(o DeployOptions) (DeployOptions, error) {
 // back to a linearizable read before answering ErrNotFound (so a function
 // deployed through another node a moment ago is found).
 func (e *Engine) lookup(ctx context.Context, name string, tok session.Token) (*Function, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateStoredName(name); err != nil {
 		return nil, err
 	}
 	ro := shard.ReadOptions{Consistency: shard.Stale}
@@ -206,7 +225,7 @@ func (e *Engine) decodeFunction(name string, rec shard.Record) (*Function, error
 
 // Get returns a function's configuration, read linearizably.
 func (e *Engine) Get(ctx context.Context, name string) (*Function, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateStoredName(name); err != nil {
 		return nil, err
 	}
 	res, err := e.cfg.Store.GetIn(ctx, shard.SystemSpace, fnKey(name), shard.ReadOptions{Consistency: shard.Linearizable})
@@ -254,7 +273,7 @@ type DeployResult struct {
 // use the new one.
 func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o DeployOptions, tok session.Token) (DeployResult, error) {
 	res := DeployResult{Session: tok}
-	if err := ValidateName(name); err != nil {
+	if err := ValidateStoredName(name); err != nil {
 		return res, err
 	}
 	if len(module) > MaxModuleBytes {
@@ -334,7 +353,7 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 
 // Remove deletes a function. Calls already running finish.
 func (e *Engine) Remove(ctx context.Context, name string, tok session.Token) (session.Token, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateStoredName(name); err != nil {
 		return tok, err
 	}
 	for attempt := 0; ; attempt++ {

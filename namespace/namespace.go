@@ -189,3 +189,39 @@ func From(ctx context.Context) string {
 	}
 	return Default
 }
+
+// HasPrefix reports whether stored key k lies under stored prefix p
+// within p's namespace. It is strings.HasPrefix except for the empty
+// prefix (Default's whole key space), which does not match another
+// namespace's keys.
+func HasPrefix(k, p string) bool {
+	if p == "" {
+		return len(k) == 0 || k[0] != marker
+	}
+	return strings.HasPrefix(k, p)
+}
+
+// ValidatePrefix checks a user prefix or scan bound as the API accepts
+// it: valid UTF-8 (so it cannot hold the marker), possibly empty.
+func ValidatePrefix(p string) error {
+	if !utf8.ValidString(p) {
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidKey, p)
+	}
+	return nil
+}
+
+// ValidateStoredName checks the namespace part of a stored function or
+// trigger name ("ns:name", or a Default name without ':'); the caller
+// checks the name part.
+func ValidateStoredName(stored string) (name string, err error) {
+	ns, name := SplitName(stored)
+	if strings.IndexByte(stored, ':') >= 0 {
+		if ns == Default {
+			return "", fmt.Errorf("%w: a name of namespace %s is not qualified", ErrInvalid, Default)
+		}
+		if err := Validate(ns); err != nil {
+			return "", err
+		}
+	}
+	return name, nil
+}

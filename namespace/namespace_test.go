@@ -148,3 +148,44 @@ func FuzzRangeConfined(f *testing.F) {
 		}
 	})
 }
+
+func TestHasPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		k, p string
+		want bool
+	}{
+		{"a", "", true},
+		{"", "", true},
+		{"\xffshop\x00a", "", false},
+		{"\xffshop\x00a", namespace.Prefix("shop", ""), true},
+		{"\xffshop\x00a", namespace.Prefix("shop", "a"), true},
+		{"\xffshop\x00a", namespace.Prefix("blog", ""), false},
+		{"\xffshopx\x00a", namespace.Prefix("shop", ""), false},
+		{"ab", "a", true},
+	} {
+		if got := namespace.HasPrefix(tc.k, tc.p); got != tc.want {
+			t.Errorf("HasPrefix(%q, %q) = %v", tc.k, tc.p, got)
+		}
+	}
+}
+
+func TestValidateNames(t *testing.T) {
+	for _, s := range []string{"\xff", "a\xffb", "\xffshop\x00"} {
+		if namespace.ValidatePrefix(s) == nil {
+			t.Errorf("ValidatePrefix(%q) accepted", s)
+		}
+	}
+	if namespace.ValidatePrefix("") != nil || namespace.ValidatePrefix("ü/") != nil {
+		t.Error("ValidatePrefix refused UTF-8")
+	}
+	for stored, name := range map[string]string{"f": "f", "shop:f": "f", "shop:a:b": "a:b"} {
+		if got, err := namespace.ValidateStoredName(stored); err != nil || got != name {
+			t.Errorf("ValidateStoredName(%q) = %q, %v", stored, got, err)
+		}
+	}
+	for _, stored := range []string{"default:f", ":f", "Shop:f", "a b:f"} {
+		if _, err := namespace.ValidateStoredName(stored); err == nil {
+			t.Errorf("ValidateStoredName(%q) accepted", stored)
+		}
+	}
+}

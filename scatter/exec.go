@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -957,8 +958,11 @@ func (x *Executor) localLeaf(ctx context.Context, q Query, s int) (out outcome) 
 	var part []byte
 	if q.Aggregate != nil {
 		p := NewPartial()
+		// Every key in [lo, hi) is the namespace's: an aggregate sees the
+		// user key after the namespace's qualifier.
+		qual := len(namespace.Key(q.Namespace, ""))
 		err = snap.Scan(ctx, lo, hi, func(k, v []byte) bool {
-			p.Add(*q.Aggregate, k, v)
+			p.Add(*q.Aggregate, k[qual:], v)
 			return len(p.Groups) <= x.cfg.MaxGroups
 		})
 		if err == nil && len(p.Groups) > x.cfg.MaxGroups {

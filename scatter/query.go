@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"lambdadb/internal/session"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -63,10 +64,17 @@ func (e *IncompleteError) Unwrap() []error {
 // Query is one scatter/gather query: either a built-in Aggregate or a
 // Function exporting Leaf and Combine, over the user records whose keys
 // begin with Prefix and lie in [Start, End) (empty bounds are unbounded).
+//
+// Prefix, Start and End are user keys of Namespace ("" is
+// namespace.Default): the query reads that namespace's records only and
+// shows their user keys (to an aggregate, and to a function's Leaf, whose
+// scans are kept to the namespace by the handler's confinement). Function
+// is the function's stored name (namespace.Name).
 type Query struct {
-	Prefix string
-	Start  string
-	End    string
+	Prefix    string
+	Start     string
+	End       string
+	Namespace string
 
 	Aggregate *Spec
 	Function  string
@@ -97,6 +105,10 @@ func (q Query) Validate() error {
 		return fmt.Errorf("%w: a function version without a function", ErrInvalidQuery)
 	case q.End != "" && q.Start >= q.End:
 		return fmt.Errorf("%w: start %q is not before end %q", ErrInvalidQuery, q.Start, q.End)
+	case q.Namespace != "" && namespace.Validate(q.Namespace) != nil:
+		return fmt.Errorf("%w: namespace %q", ErrInvalidQuery, q.Namespace)
+	case namespace.ValidatePrefix(q.Prefix) != nil || namespace.ValidatePrefix(q.Start) != nil || namespace.ValidatePrefix(q.End) != nil:
+		return fmt.Errorf("%w: prefix, start and end must be valid UTF-8", ErrInvalidQuery)
 	case q.Timeout < 0 || q.Timeout > MaxQueryTimeout:
 		return fmt.Errorf("%w: timeout %v outside 0..%v", ErrInvalidQuery, q.Timeout, MaxQueryTimeout)
 	}
@@ -113,15 +125,11 @@ func (q Query) Validate() error {
 	return nil
 }
 
-// bounds returns the query's key range [lo, hi) in bytes (nil hi:
-// unbounded).
+// bounds returns the query's stored key range [lo, hi) in bytes, inside
+// its namespace.
 func (q Query) bounds() (lo, hi []byte) {
-	lo = []byte(max(q.Prefix, q.Start))
-	hi = prefixEnd(q.Prefix)
-	if q.End != "" && (hi == nil || q.End < string(hi)) {
-		hi = []byte(q.End)
-	}
-	return lo, hi
+	l, h := namespace.Range(q.Namespace, q.Prefix, q.Start, q.End)
+	return []byte(l), []byte(h)
 }
 
 // prefixEnd is the first key after every key beginning with p (nil: none).

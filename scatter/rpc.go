@@ -33,11 +33,12 @@ type wireQuery struct {
 	Version     uint64 `msgpack:"v"`
 	Consistency int    `msgpack:"c"`
 	Session     string `msgpack:"t"`
+	Namespace   string `msgpack:"ns,omitempty"`
 }
 
 func toWire(q Query) wireQuery {
 	w := wireQuery{Prefix: q.Prefix, Start: q.Start, End: q.End, Aggregate: q.Aggregate,
-		Function: q.Function, Version: q.FunctionVersion, Consistency: int(q.Consistency)}
+		Function: q.Function, Version: q.FunctionVersion, Consistency: int(q.Consistency), Namespace: q.Namespace}
 	if q.Session != nil {
 		w.Session = q.Session.Encode()
 	}
@@ -46,7 +47,7 @@ func toWire(q Query) wireQuery {
 
 func (w wireQuery) query() (Query, error) {
 	q := Query{Prefix: w.Prefix, Start: w.Start, End: w.End, Aggregate: w.Aggregate,
-		Function: w.Function, FunctionVersion: w.Version, Consistency: shard.Consistency(w.Consistency)}
+		Function: w.Function, FunctionVersion: w.Version, Consistency: shard.Consistency(w.Consistency), Namespace: w.Namespace}
 	if w.Session != "" {
 		t, err := session.Decode(w.Session)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"lambdadb/auth"
 	"lambdadb/changefeed"
+	"lambdadb/namespace"
 )
 
 // feedChange is one change as the feed API shows it.
@@ -46,6 +47,22 @@ func toFeedBody(res changefeed.Result) feedBody {
 	return out
 }
 
+// userKeys turns the stored keys of res's changes into namespace ns's
+// user keys, dropping any change of another namespace (the feed's prefix
+// already keeps them out).
+func userKeys(ns string, res *changefeed.Result) {
+	out := res.Changes[:0]
+	for _, c := range res.Changes {
+		k, ok := namespace.Strip(ns, c.Key)
+		if !ok {
+			continue
+		}
+		c.Key = k
+		out = append(out, c)
+	}
+	res.Changes = out
+}
+
 // feedParams are the parameters of GET /v1/feed.
 var feedParams = []string{"prefix", "cursor", "wait", "limit"}
 
@@ -56,7 +73,13 @@ func (s *Server) feedRequest(r *http.Request) (changefeed.Request, error) {
 	if err != nil {
 		return changefeed.Request{}, err
 	}
-	req := changefeed.Request{Prefix: q.Get("prefix"), Client: clientAddr(r)}
+	prefix := q.Get("prefix")
+	if err := namespace.ValidatePrefix(prefix); err != nil {
+		return changefeed.Request{}, fmt.Errorf("%w: prefix: %v", errBadParameter, err)
+	}
+	// The feed reads stored keys: the namespace's prefix (for Default with
+	// an empty prefix, "", which the feed keeps to Default's keys).
+	req := changefeed.Request{Prefix: namespace.Prefix(namespace.From(r.Context()), prefix), Client: clientAddr(r)}
 	switch c := q.Get("cursor"); c {
 	case "", "now":
 		cur, err := s.feed.Now(r.Context())
@@ -138,6 +161,7 @@ func (s *Server) getFeed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	userKeys(namespace.From(r.Context()), &res)
 	msg := append(s.feedEnc.feedMessage(res, 1), '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -241,6 +265,7 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changef
 	}()
 	req.Wait = 30 * time.Second
 	req.MaxBytes = streamMaxBytes
+	ns := namespace.From(r.Context())
 	for ctx.Err() == nil {
 		res, err := sub.Read(ctx, req)
 		if err != nil {
@@ -255,6 +280,7 @@ func (s *Server) streamFeed(w http.ResponseWriter, r *http.Request, sub *changef
 			return
 		}
 		req.Cursor = res.Cursor
+		userKeys(ns, &res)
 		if len(res.Changes) == 0 {
 			continue
 		}

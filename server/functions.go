@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -44,6 +45,30 @@ type functionView struct {
 	Nodes map[string]*nodeStats `json:"nodes,omitempty"`
 }
 
+// storedName returns the registry name of the function the request names
+// in its path (a name of the request's namespace), and its user name.
+func storedName(r *http.Request) (stored, name string, err error) {
+	name = r.PathValue("name")
+	if err := lambda.ValidateName(name); err != nil {
+		return "", name, err
+	}
+	return namespace.Name(namespace.From(r.Context()), name), name, nil
+}
+
+// userFunction returns f as its namespace's users see it: its user name.
+func userFunction(f *lambda.Function) *lambda.Function {
+	if f == nil {
+		return nil
+	}
+	_, name := namespace.SplitName(f.Name)
+	if name == f.Name {
+		return f
+	}
+	c := *f
+	c.Name = name
+	return &c
+}
+
 type nodeStats struct {
 	*lambda.Stats
 	Error string `json:"error,omitempty"`
@@ -55,7 +80,7 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	name := r.PathValue("name")
+	stored, _, nameErr := storedName(r)
 	q, err := queryParams(r, "memory_mb", "timeout_ms", "max_instances")
 	if err != nil {
 		s.fail(w, r, tok, err)
@@ -75,8 +100,8 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 			*p.dst = n
 		}
 	}
-	if err := lambda.ValidateName(name); err != nil {
-		s.fail(w, r, tok, err)
+	if nameErr != nil {
+		s.fail(w, r, tok, nameErr)
 		return
 	}
 	module, err := readBody(w, r, lambda.MaxModuleBytes, lambda.ErrModuleTooLarge)
@@ -84,13 +109,13 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, err)
 		return
 	}
-	res, err := s.fns.Deploy(r.Context(), name, module, o, tok)
+	res, err := s.fns.Deploy(r.Context(), stored, module, o, tok)
 	setSession(w, merged(res.Session, tok))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, res.Function)
+	writeJSON(w, http.StatusCreated, userFunction(res.Function))
 }
 
 func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
@@ -99,15 +124,22 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	fns, err := s.fns.List(r.Context())
+	all, err := s.fns.List(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	ns := namespace.From(r.Context())
+	var fns []*lambda.Function
+	for _, f := range all {
+		if _, ok := namespace.StripName(ns, f.Name); ok {
+			fns = append(fns, f)
+		}
+	}
 	out := make([]functionView, len(fns))
 	var wg sync.WaitGroup
 	for i, f := range fns {
-		out[i].Function = f
+		out[i].Function = userFunction(f)
 		if local {
 			out[i].Stats = s.fns.Stats(f)
 			continue
@@ -130,12 +162,17 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	f, err := s.fns.Get(r.Context(), r.PathValue("name"))
+	stored, _, err := storedName(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	v := functionView{Function: f}
+	f, err := s.fns.Get(r.Context(), stored)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := functionView{Function: userFunction(f)}
 	if local {
 		v.Stats = s.fns.Stats(f)
 	} else {
@@ -165,7 +202,9 @@ func (s *Server) clusterStats(ctx context.Context, f *lambda.Function) (lambda.S
 			ns.Stats = &st
 		} else {
 			var v functionView
-			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(f.Name)+"?scope=node", &v); err != nil {
+			// The peer serves its public API: it takes the user name.
+			_, name := namespace.SplitName(f.Name)
+			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"?scope=node", &v); err != nil {
 				ns.Error = err.Error()
 			} else {
 				ns.Stats = &v.Stats
@@ -233,7 +272,12 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, err)
 		return
 	}
-	tok2, err := s.fns.Remove(r.Context(), r.PathValue("name"), tok)
+	stored, _, err := storedName(r)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
+	tok2, err := s.fns.Remove(r.Context(), stored, tok)
 	setSession(w, merged(tok2, tok))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -250,20 +294,20 @@ func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	name := r.PathValue("name")
-	if err := lambda.ValidateName(name); err != nil {
+	stored, name, err := storedName(r)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	var lines []lambda.LogLine
 	if local {
-		lines = s.fns.Logs(name)
+		lines = s.fns.Logs(stored)
 	} else {
 		var mu sync.Mutex
 		s.fanOut(r.Context(), func(ctx context.Context, p shard.PeerState, self bool) {
 			var got []lambda.LogLine
 			if self {
-				got = s.fns.Logs(name)
+				got = s.fns.Logs(stored)
 			} else {
 				var v struct {
 					Lines []lambda.LogLine `json:"lines"`
@@ -293,7 +337,11 @@ func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	name := r.PathValue("name")
+	name, _, err := storedName(r)
+	if err != nil {
+		s.fail(w, r, tok, err)
+		return
+	}
 	q, err := queryParams(r, "key", "consistency", "placement")
 	if err != nil {
 		s.fail(w, r, tok, err)
@@ -325,7 +373,14 @@ func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Header.Get(headerForwarded) == "" {
-		if addr := s.placement(name, key, q.Get("placement")); addr != "" {
+		// The node placed by the key's stored form; a forwarded request
+		// carries the user's name and key, which the target maps again
+		// in the namespace it derives for the request.
+		routed := key
+		if routed != "" {
+			routed = namespace.Key(namespace.From(r.Context()), key)
+		}
+		if addr := s.placement(name, routed, q.Get("placement")); addr != "" {
 			if s.forwardInvoke(w, r, addr, body) {
 				return
 			}

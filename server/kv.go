@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"lambdadb/internal/session"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
 
@@ -40,6 +41,7 @@ func (s *Server) writeArgs(w http.ResponseWriter, r *http.Request, allowNoneMatc
 		s.fail(w, r, tok, err)
 		return nil, "", cond, false
 	}
+	key = namespace.Key(namespace.From(r.Context()), key)
 	s.hintLeader(w, key)
 	if _, err = queryParams(r); err != nil { // PUT and DELETE take none
 		s.fail(w, r, tok, err)
@@ -84,11 +86,12 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, nil, err)
 		return
 	}
-	key, err := pathKey(r)
+	user, err := pathKey(r)
 	if err != nil {
 		s.fail(w, r, tok, err)
 		return
 	}
+	key := namespace.Key(namespace.From(r.Context()), user)
 	s.hintLeader(w, key)
 	q, err := queryParams(r, "consistency")
 	if err != nil {
@@ -107,7 +110,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 	}
 	out := merged(res.Session, tok)
 	if !res.Found {
-		s.fail(w, r, out, fmt.Errorf("%w: key %q", errNotFound, key))
+		s.fail(w, r, out, fmt.Errorf("%w: key %q", errNotFound, user))
 		return
 	}
 	setSession(w, out)
@@ -160,7 +163,19 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, err)
 		return
 	}
-	req := shard.ScanRequest{Prefix: q.Get("prefix"), Start: q.Get("start"), End: q.Get("end")}
+	ns := namespace.From(r.Context())
+	prefix, start, end := q.Get("prefix"), q.Get("start"), q.Get("end")
+	for _, p := range []string{prefix, start, end} {
+		if err := namespace.ValidatePrefix(p); err != nil {
+			s.fail(w, r, tok, fmt.Errorf("%w: %v", shard.ErrInvalidScan, err))
+			return
+		}
+	}
+	// The scan's stored bounds stay inside the namespace whatever the
+	// user bounds are; Prefix keeps its stored form so a prefix holding
+	// a {hash tag} still reads one shard.
+	lo, hi := namespace.Range(ns, prefix, start, end)
+	req := shard.ScanRequest{Prefix: namespace.Prefix(ns, prefix), Start: lo, End: hi}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -179,12 +194,18 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok.Merge(res.Session), err)
 		return
 	}
-	out := scanResponse{Items: make([]scanItem, len(res.Items))}
-	for i, rec := range res.Items {
-		out.Items[i] = scanItem{Key: rec.Key, Value: rec.Value, Version: rec.Version}
+	out := scanResponse{Items: make([]scanItem, 0, len(res.Items))}
+	for _, rec := range res.Items {
+		k, ok := namespace.Strip(ns, rec.Key)
+		if !ok { // never: the bounds keep the scan inside the namespace
+			continue
+		}
+		out.Items = append(out.Items, scanItem{Key: k, Value: rec.Value, Version: rec.Version})
 	}
 	if res.More {
-		out.Next = &res.Next
+		if next, ok := namespace.Strip(ns, res.Next); ok {
+			out.Next = &next
+		}
 	}
 	setSession(w, merged(res.Session, tok))
 	writeJSON(w, http.StatusOK, out)

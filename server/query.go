@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/scatter"
 )
 
@@ -74,8 +75,18 @@ func (s *Server) runQuery(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, tok, fmt.Errorf("%w: timeout_ms %d outside 0..%d", scatter.ErrInvalidQuery, req.TimeoutMS, scatter.MaxQueryTimeout.Milliseconds()))
 		return
 	}
+	ns := namespace.From(r.Context())
+	fn := req.Function
+	if fn != "" {
+		// A user names a function of its own namespace only.
+		if err := lambda.ValidateName(fn); err != nil {
+			s.fail(w, r, tok, err)
+			return
+		}
+		fn = namespace.Name(ns, fn)
+	}
 	q := scatter.Query{
-		Prefix: req.Prefix, Start: req.Start, End: req.End, Aggregate: req.Aggregate, Function: req.Function,
+		Prefix: req.Prefix, Start: req.Start, End: req.End, Namespace: ns, Aggregate: req.Aggregate, Function: fn,
 		FunctionVersion: req.FunctionVersion,
 		Consistency:     ro.Consistency, Session: tok, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 	}

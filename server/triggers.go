@@ -11,8 +11,34 @@ import (
 	"sync"
 
 	"lambdadb/changefeed"
+	"lambdadb/lambda"
+	"lambdadb/namespace"
 	"lambdadb/shard"
 )
+
+// storedTrigger returns the stored name of the trigger the request names
+// in its path (a name of the request's namespace).
+func storedTrigger(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	if err := changefeed.ValidateTriggerName(name); err != nil {
+		return "", err
+	}
+	return namespace.Name(namespace.From(r.Context()), name), nil
+}
+
+// userTrigger returns tr as its namespace's users see it: user names and
+// prefix.
+func userTrigger(tr *changefeed.Trigger) *changefeed.Trigger {
+	ns, name := namespace.SplitName(tr.Name)
+	if ns == namespace.Default {
+		return tr
+	}
+	c := *tr
+	c.Name = name
+	_, c.Function = namespace.SplitName(tr.Function)
+	c.Prefix, _ = namespace.Strip(ns, tr.Prefix)
+	return &c
+}
 
 // triggerView is a trigger with its per-shard status.
 type triggerView struct {
@@ -68,14 +94,33 @@ func (s *Server) putTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: body: trailing data after the JSON object", changefeed.ErrInvalidTrigger))
 		return
 	}
-	tr, err := s.triggers.Define(r.Context(), changefeed.TriggerSpec{Name: r.PathValue("name"), Function: body.Function,
-		Prefix: body.Prefix, Events: body.Events, BatchSize: body.BatchSize, MaxWaitMS: body.MaxWaitMS,
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ns := namespace.From(r.Context())
+	fn := body.Function
+	if fn != "" {
+		// The trigger's function is one of its own namespace.
+		if err := lambda.ValidateName(fn); err != nil {
+			s.writeError(w, r, fmt.Errorf("%w: function: %v", changefeed.ErrInvalidTrigger, err))
+			return
+		}
+		fn = namespace.Name(ns, fn)
+	}
+	if err := namespace.ValidatePrefix(body.Prefix); err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: prefix: %v", changefeed.ErrInvalidTrigger, err))
+		return
+	}
+	tr, err := s.triggers.Define(r.Context(), changefeed.TriggerSpec{Name: name, Function: fn,
+		Prefix: namespace.Prefix(ns, body.Prefix), Events: body.Events, BatchSize: body.BatchSize, MaxWaitMS: body.MaxWaitMS,
 		MaxRetries: body.MaxRetries, PauseAfter: body.PauseAfter, Start: body.Start})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, tr)
+	writeJSON(w, http.StatusCreated, userTrigger(tr))
 }
 
 func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
@@ -89,9 +134,12 @@ func (s *Server) listTriggers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := make([]triggerView, len(trs))
-	for i, tr := range trs {
-		out[i] = s.triggerStatus(r.Context(), tr, local)
+	ns := namespace.From(r.Context())
+	out := []triggerView{}
+	for _, tr := range trs {
+		if _, ok := namespace.StripName(ns, tr.Name); ok {
+			out = append(out, s.triggerStatus(r.Context(), tr, local))
+		}
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Triggers []triggerView `json:"triggers"`
@@ -104,7 +152,12 @@ func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	tr, err := s.triggers.Get(r.Context(), r.PathValue("name"))
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tr, err := s.triggers.Get(r.Context(), name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -113,7 +166,7 @@ func (s *Server) getTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, local bool) triggerView {
-	v := triggerView{Trigger: tr}
+	v := triggerView{Trigger: userTrigger(tr)}
 	var all []changefeed.ShardStats
 	if local {
 		all = s.triggers.Status(tr.Name)
@@ -125,7 +178,8 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 				got = s.triggers.Status(tr.Name)
 			} else {
 				var pv triggerView
-				if err := s.peerGet(ctx, p.Addr, "/v1/triggers/"+url.PathEscape(tr.Name)+"?scope=node", &pv); err != nil {
+				// The peer serves its public API: it takes the user name.
+				if err := s.peerGet(ctx, p.Addr, "/v1/triggers/"+url.PathEscape(v.Name)+"?scope=node", &pv); err != nil {
 					return
 				}
 				for _, sh := range pv.Shards {
@@ -186,7 +240,12 @@ func (s *Server) pauseTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	tr, err := s.triggers.Pause(r.Context(), r.PathValue("name"))
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tr, err := s.triggers.Pause(r.Context(), name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -212,7 +271,12 @@ func (s *Server) resumeTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: from=%q (want checkpoint, now or beginning)", errBadParameter, from))
 		return
 	}
-	tr, err := s.triggers.Resume(r.Context(), r.PathValue("name"), from)
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tr, err := s.triggers.Resume(r.Context(), name, from)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -225,7 +289,12 @@ func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.triggers.Delete(r.Context(), r.PathValue("name")); err != nil {
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.triggers.Delete(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -239,10 +308,19 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	dl, err := s.triggers.DeadLetters(r.Context(), r.PathValue("name"))
+	name, err := storedTrigger(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	dl, err := s.triggers.DeadLetters(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ns := namespace.From(r.Context())
+	for i := range dl {
+		dl[i].Key, _ = namespace.Strip(ns, dl[i].Key)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Dead []changefeed.DeadLetter `json:"dead"`
