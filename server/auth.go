@@ -224,11 +224,37 @@ var policies = map[string]policy{
 	"token_list":   need(auth.Admin),
 	"token_revoke": need(auth.Admin),
 	"auth_log":     need(auth.Admin),
+	"debug":        need(auth.Admin), // RequireAdmin: /debug/pprof/, /debug/faults
 
 	"unmatched": authenticated,
 }
 
 type principalKey struct{}
+
+// credentialKey holds the request's Authorization value, for the requests
+// this node makes to other nodes' public API on the caller's behalf (per
+// node views of a function or trigger): each of them authenticates and
+// authorizes the caller again. It is never logged.
+type credentialKey struct{}
+
+// setCaller gives req, made to another node's public API on behalf of the
+// request whose context is ctx, the caller's credential and namespace.
+func setCaller(ctx context.Context, req *http.Request) {
+	if c, ok := ctx.Value(credentialKey{}).(string); ok {
+		req.Header.Set("Authorization", c)
+		req.Header.Set("X-Namespace", namespace.From(ctx))
+	}
+}
+
+// RequireAdmin guards h (operator routes outside the API, such as
+// /debug/pprof/) with an admin token in secure mode; in insecure mode it
+// returns h.
+func (s *Server) RequireAdmin(h http.Handler) http.Handler {
+	if s.auth == nil {
+		return h
+	}
+	return s.authorize("debug", h)
+}
 
 // principalOf returns the request's principal (nil in insecure mode).
 func principalOf(ctx context.Context) *auth.Principal {
@@ -323,6 +349,7 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 			return
 		}
 		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		ctx = context.WithValue(ctx, credentialKey{}, "Bearer "+tok)
 		h.ServeHTTP(w, r.WithContext(namespace.With(ctx, ns)))
 	})
 }

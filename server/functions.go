@@ -247,6 +247,7 @@ func (s *Server) peerGet(ctx context.Context, addr, path string, v any) error {
 	if err != nil {
 		return err
 	}
+	setCaller(ctx, req)
 	resp, err := s.peers.Do(req)
 	if err != nil {
 		return err

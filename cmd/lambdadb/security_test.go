@@ -111,10 +111,21 @@ func TestServeSecure(t *testing.T) {
 	}
 
 	url := "https://" + addr
-	if r := runCLI(nil, "", "put", "--server", url, "--cacert", caFile, "k", "secret value"); r.code != 0 {
+	if r := runCLI(nil, "", "put", "--server", url, "--cacert", caFile, "k", "secret value"); r.code != 1 || !strings.Contains(r.stderr, "unauthenticated") {
+		t.Fatalf("put without a token: %d %s", r.code, r.stderr)
+	}
+	boot := runCLI(nil, "", "token", "bootstrap", "--server", url, "--cacert", caFile)
+	if boot.code != 0 || !strings.HasPrefix(boot.stdout, "ldb_") {
+		t.Fatalf("token bootstrap: %d %q %s", boot.code, boot.stdout, boot.stderr)
+	}
+	root := strings.TrimSpace(boot.stdout)
+	if r := runCLI(nil, "", "token", "bootstrap", "--server", url, "--cacert", caFile); r.code != 1 || !strings.Contains(r.stderr, "already_bootstrapped") {
+		t.Fatalf("second bootstrap: %d %s", r.code, r.stderr)
+	}
+	if r := runCLI(nil, "", "put", "--server", url, "--cacert", caFile, "--token", root, "k", "secret value"); r.code != 0 {
 		t.Fatalf("put: %d %s", r.code, r.stderr)
 	}
-	env := map[string]string{"LAMBDADB_SERVER": url, "LAMBDADB_CACERT": caFile}
+	env := map[string]string{"LAMBDADB_SERVER": url, "LAMBDADB_CACERT": caFile, "LAMBDADB_TOKEN": root}
 	if r := runCLI(env, "", "get", "k"); r.code != 0 || r.stdout != "secret value" {
 		t.Fatalf("get with $LAMBDADB_CACERT: %d %q %s", r.code, r.stdout, r.stderr)
 	}
@@ -145,6 +156,9 @@ func TestServeSecure(t *testing.T) {
 	}
 	if strings.Contains(logs, testSecret) {
 		t.Error("the log holds the secret")
+	}
+	if strings.Contains(logs, root[len("ldb_")+17:]) {
+		t.Error("the log holds the admin token")
 	}
 }
 
@@ -241,10 +255,24 @@ func TestServeSecureCluster(t *testing.T) {
 		}
 	}
 	caFile := filepath.Join(data["n1"], "ca.pem")
-	env := func(id string) map[string]string {
-		return map[string]string{"LAMBDADB_SERVER": "https://" + addrs[id], "LAMBDADB_CACERT": caFile}
-	}
+	var root string
 	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := runCLI(map[string]string{"LAMBDADB_SERVER": "https://" + addrs["n2"], "LAMBDADB_CACERT": caFile}, "", "token", "bootstrap")
+		if r.code == 0 {
+			root = strings.TrimSpace(r.stdout)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bootstrap via n2: %d %s", r.code, r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	envAs := func(id, tok string) map[string]string {
+		return map[string]string{"LAMBDADB_SERVER": "https://" + addrs[id], "LAMBDADB_CACERT": caFile, "LAMBDADB_TOKEN": tok}
+	}
+	env := func(id string) map[string]string { return envAs(id, root) }
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		r := runCLI(env("n1"), "", "put", "k", "shared")
 		if r.code == 0 {
@@ -274,7 +302,9 @@ func TestServeSecureCluster(t *testing.T) {
 	var body string
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		resp, err := hc.Get("https://" + addrs["n1"] + "/v1/functions/counter")
+		req, _ := http.NewRequest("GET", "https://"+addrs["n1"]+"/v1/functions/counter", nil)
+		req.Header.Set("Authorization", "Bearer "+root)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,5 +318,74 @@ func TestServeSecureCluster(t *testing.T) {
 			t.Fatalf("function stats from every node: %d %s", resp.StatusCode, body)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Two applications that cannot see each other, a read-only token, a
+	// revocation seen by every node at once.
+	mint := func(args ...string) (tok, acc string) {
+		t.Helper()
+		r := runCLI(env("n3"), "", append([]string{"token", "create"}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("token create %v: %d %s", args, r.code, r.stderr)
+		}
+		f := strings.Fields(r.stderr)
+		return strings.TrimSpace(r.stdout), f[1]
+	}
+	shop, _ := mint("--ns", "shop", "kv:read:*", "kv:write:*", "fn:deploy", "fn:invoke")
+	blog, blogAcc := mint("--ns", "blog", "kv:read:*", "kv:write:*", "fn:invoke")
+	ro, _ := mint("--ns", "shop", "kv:read:*")
+	for _, c := range []struct {
+		tok, val string
+	}{{shop, "shop's"}, {blog, "blog's"}} {
+		if r := runCLI(envAs("n1", c.tok), "", "put", "k", c.val); r.code != 0 {
+			t.Fatalf("put: %d %s", r.code, r.stderr)
+		}
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		for _, c := range []struct{ tok, want string }{{shop, "shop's"}, {blog, "blog's"}, {ro, "shop's"}, {root, "shared"}} {
+			if r := runCLI(envAs(id, c.tok), "", "get", "k"); r.code != 0 || r.stdout != c.want {
+				t.Fatalf("get k via %s: %d %q %s, want %q", id, r.code, r.stdout, r.stderr, c.want)
+			}
+		}
+	}
+	if r := runCLI(envAs("n2", ro), "", "put", "k", "x"); r.code != 1 || !strings.Contains(r.stderr, "forbidden") {
+		t.Fatalf("read-only token wrote: %d %s", r.code, r.stderr)
+	}
+	// shop's function is shop's: blog cannot see or run it, and when run
+	// through any node it counts shop's key.
+	if r := runCLI(envAs("n1", shop), "", "fn", "deploy", "counter", wasm); r.code != 0 {
+		t.Fatalf("shop deploy: %d %s", r.code, r.stderr)
+	}
+	if r := runCLI(envAs("n2", blog), "", "fn", "invoke", "--key", "hits", "counter"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
+		t.Fatalf("blog invoked shop's function: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if r := runCLI(envAs(id, shop), "", "fn", "invoke", "--key", "hits", "counter"); r.code != 0 {
+			t.Fatalf("shop invoke via %s: %d %s", id, r.code, r.stderr)
+		}
+	}
+	if r := runCLI(envAs("n1", shop), "", "get", "hits"); r.code != 0 || r.stdout != "3" {
+		t.Fatalf("shop's hits: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(envAs("n1", blog), "", "get", "hits"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("blog sees shop's hits: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	// Every node has blog's token cached; a revocation through n3 is
+	// refused by all three at once.
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if r := runCLI(envAs(id, blog), "", "get", "k"); r.code != 0 {
+			t.Fatalf("blog get via %s: %d %s", id, r.code, r.stderr)
+		}
+	}
+	if r := runCLI(env("n3"), "", "token", "revoke", blogAcc); r.code != 0 || r.stderr != "" {
+		t.Fatalf("revoke: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if r := runCLI(envAs(id, blog), "", "get", "k"); r.code != 1 || !strings.Contains(r.stderr, "unauthenticated") {
+			t.Fatalf("revoked token via %s: %d %q %s", id, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := runCLI(env("n1"), "", "token", "list"); r.code != 0 || strings.Count(r.stdout, "\n") != 4 || strings.Contains(r.stdout, blogAcc) {
+		t.Fatalf("token list: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lambdadb/auth"
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
 	"lambdadb/scatter"
@@ -52,7 +53,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--allow-origin ORIGIN] [--token-cache-ttl 30s] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers or --join the node is a one-node cluster; --peers creates\n" +
 		"a cluster of several nodes, --join adds a node with a new data directory to a running\n" +
@@ -98,6 +99,11 @@ var serveCommand = &command{
 		fs.StringVar(&o.certFile, "cert-file", "", "this node's certificate, PEM `FILE`; it must carry the URI SAN lambdadb://node/<id>")
 		fs.StringVar(&o.keyFile, "key-file", "", "the key of --cert-file, PEM `FILE`")
 		fs.BoolVar(&o.insecure, "insecure", false, "serve plain HTTP, with no authentication of nodes, even on an address that is not loopback")
+		fs.Func("allow-origin", "a browser `origin` (scheme://host[:port]) besides the node's own that may open WebSocket feeds and change data; repeat for several", func(v string) error {
+			o.allowOrigins = append(o.allowOrigins, v)
+			return nil
+		})
+		fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", 30*time.Second, "secure mode: how `long` a node trusts a token record it read; a revocation reaches every reachable node at once, others within this time")
 		fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ (for operators; off by default)")
 		fs.BoolVar(&o.faults, "unsafe-fault-injection", false, "TESTS ONLY: serve /debug/faults to drop, delay and partition this node's traffic")
 		return func(ctx context.Context, args []string) error {
@@ -185,6 +191,8 @@ type serveOptions struct {
 	caFile, certFile       string
 	keyFile                string
 	insecure               bool
+	allowOrigins           []string
+	tokenCacheTTL          time.Duration
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -352,11 +360,23 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	trg.Start()
 	triggers.Store(trg)
+	// Secure mode: every request but /healthz and the bootstrap carries a
+	// token, checked against the replicated token records.
+	var tokens *auth.Store
+	if tlsSet != nil {
+		if tokens, err = auth.New(auth.Config{Node: node, CacheTTL: o.tokenCacheTTL}); err != nil {
+			trg.Close()
+			_ = fns.Close()
+			_ = node.Close()
+			closeListener()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	handler, err := server.New(server.Config{Node: node, Functions: fns, Triggers: trg, Registry: reg, Logger: log,
 		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
 		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite,
 		MaxStreamSendBytes: o.feedSendMB << 20, MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups,
-		PeerClient: peerClient(tlsSet), PeerScheme: peerScheme(tlsSet)})
+		PeerClient: peerClient(tlsSet), PeerScheme: peerScheme(tlsSet), Auth: tokens, AllowedOrigins: o.allowOrigins})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -366,10 +386,10 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	}
 	var h http.Handler = handler
 	if o.pprof {
-		h = withPprof(h)
+		h = withPprof(h, handler.RequireAdmin)
 	}
 	if mux.Faults() != nil {
-		h = withRoute("/debug/faults", mux.Faults().Handler(), h)
+		h = withRoute("/debug/faults", handler.RequireAdmin(mux.Faults().Handler()), h)
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -502,14 +522,14 @@ func cgroupLimit(procCgroup, root string) int64 {
 }
 
 // withPprof serves net/http/pprof under /debug/pprof/ in front of h.
-func withPprof(h http.Handler) http.Handler {
+func withPprof(h http.Handler, guard func(http.Handler) http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return withRoute("/debug/pprof/", mux, h)
+	return withRoute("/debug/pprof/", guard(mux), h)
 }
 
 // withRoute serves requests for path (a prefix when it ends in "/") with
