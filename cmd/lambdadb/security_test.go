@@ -192,7 +192,11 @@ func TestServeOwnPKI(t *testing.T) {
 	}
 	cf, kf := write("n1")
 	addr, _ := startServe(t, "--ca-file", caFile, "--cert-file", cf, "--key-file", kf)
-	if r := runCLI(nil, "", "put", "--server", "https://"+addr, "--cacert", caFile, "k", "v"); r.code != 0 {
+	boot := runCLI(nil, "", "token", "bootstrap", "--server", "https://"+addr, "--cacert", caFile)
+	if boot.code != 0 {
+		t.Fatalf("bootstrap: %d %s", boot.code, boot.stderr)
+	}
+	if r := runCLI(nil, "", "put", "--server", "https://"+addr, "--cacert", caFile, "--token", strings.TrimSpace(boot.stdout), "k", "v"); r.code != 0 {
 		t.Fatalf("put: %d %s", r.code, r.stderr)
 	}
 	cf2, kf2 := write("n2")
