@@ -217,6 +217,14 @@ func TestRouteAccess(t *testing.T) {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
 	unrelated, _ := ss.token(t, "default", 0, "kv:read:elsewhere/")
+	// A token of another namespace with every scope but admin: what names
+	// default's key, function or trigger finds nothing.
+	other, _ := ss.token(t, "blog", 0, "kv:read:*", "kv:write:*", "feed:read:*", "query", "fn:deploy", "fn:invoke", "fn:logs", "trigger:admin")
+	if r := ss.do(t, ss.root, "PUT", "/v1/kv/orders/1", []byte("default's")); r.status != 200 {
+		t.Fatalf("put: %d %s", r.status, r.body)
+	}
+	otherNS := map[string]bool{"kv_get": true, "fn_get": true, "fn_invoke": true, "fn_logs": true,
+		"trigger_get": true, "trigger_dead": true, "trigger_pause": true, "trigger_resume": true}
 	forged := ss.root[:len(ss.root)-9] + "x" + ss.root[len(ss.root)-8:]
 	ss.now.Add(int64(2 * time.Hour)) // expiring has expired
 	for _, c := range routeCases {
@@ -245,6 +253,13 @@ func TestRouteAccess(t *testing.T) {
 			if c.scope != "" {
 				if r := call(unrelated); r.status != 403 || !strings.Contains(r.body, `"code":"forbidden"`) {
 					t.Fatalf("missing scope: %d %s, want 403 forbidden", r.status, r.body)
+				}
+			}
+			if otherNS[c.name] {
+				// A function's logs are kept by name, even of a function
+				// gone: another namespace's name has none.
+				if r := call(other); r.status != 404 && !(c.name == "fn_logs" && r.status == 200 && strings.Contains(r.body, `"lines":[]`)) {
+					t.Fatalf("other namespace: %d %s, want 404", r.status, r.body)
 				}
 			}
 			scopes := strings.Fields(c.scope)
