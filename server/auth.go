@@ -225,6 +225,10 @@ var policies = map[string]policy{
 	"token_revoke": need(auth.Admin),
 	"auth_log":     need(auth.Admin),
 
+	"ns_quota_put": need(auth.Admin),
+	"ns_quota_get": need(auth.Admin),
+	"ns_list":      need(auth.Admin),
+
 	"unmatched": authenticated,
 }
 
