@@ -206,7 +206,9 @@ func TestQuotaInvocations(t *testing.T) {
 	if r := ss.do(t, acme, "PUT", "/v1/functions/sleep", wasmtest.Example(t, "sleep")); r.status != 201 {
 		t.Fatalf("deploy: %d %s", r.status, r.body)
 	}
-	invoke := func(ms int) answer { return ss.do(t, acme, "POST", "/v1/functions/sleep/invoke", []byte(strconv.Itoa(ms))) }
+	invoke := func(ms int) answer {
+		return ss.do(t, acme, "POST", "/v1/functions/sleep/invoke", []byte(strconv.Itoa(ms)))
+	}
 	if r := invoke(0); r.status != 200 { // warm
 		t.Fatalf("invoke: %d %s", r.status, r.body)
 	}
