@@ -84,13 +84,13 @@ type quotas struct {
 	node    *shard.Node
 	refresh time.Duration
 
-	mu       sync.Mutex
-	settings map[string]Quota
-	usage    map[string]int64
-	limits   map[string]*nsLimits
-	loaded   time.Time // last refresh (zero: never)
-	labels   map[string]bool
-	gauged   map[string]bool // label values the stored-bytes gauge has
+	mu     sync.Mutex
+	usage  map[string]int64
+	limits map[string]*nsLimits
+	loaded time.Time // last refresh (zero: never)
+	labels map[string]bool
+	gauged map[string]bool // label values the stored-bytes gauge has
+	puts   uint64          // quotas set through this node (see load)
 
 	refreshing atomic.Bool
 
@@ -133,7 +133,7 @@ func (s *Server) initQuotas(reg prometheus.Registerer, refresh time.Duration) er
 	if refresh <= 0 {
 		refresh = DefaultQuotaRefresh
 	}
-	q := &quotas{node: s.node, refresh: refresh, settings: map[string]Quota{}, usage: map[string]int64{},
+	q := &quotas{node: s.node, refresh: refresh, usage: map[string]int64{},
 		limits: map[string]*nsLimits{}, labels: map[string]bool{}, gauged: map[string]bool{}}
 	c, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: MetricNamespaceRequests,
@@ -208,6 +208,9 @@ func (q *quotas) state(ns string) (*nsLimits, Quota, int64) {
 
 // load reads every quota and every namespace's stored bytes.
 func (q *quotas) load(ctx context.Context) error {
+	q.mu.Lock()
+	puts := q.puts
+	q.mu.Unlock()
 	settings, err := q.read(ctx)
 	if err != nil {
 		return err
@@ -218,13 +221,17 @@ func (q *quotas) load(ctx context.Context) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.settings, q.usage, q.loaded = settings, used, time.Now()
-	for ns, set := range settings {
-		q.applyLocked(ns, set)
-	}
-	for ns := range q.limits {
-		if _, ok := settings[ns]; !ok {
-			q.applyLocked(ns, Quota{})
+	q.usage, q.loaded = used, time.Now()
+	// A quota set here while the read ran may be missing from it: keep
+	// what the PUT applied until the next refresh.
+	if q.puts == puts {
+		for ns, set := range settings {
+			q.applyLocked(ns, set)
+		}
+		for ns := range q.limits {
+			if _, ok := settings[ns]; !ok {
+				q.applyLocked(ns, Quota{})
+			}
 		}
 	}
 	seen := map[string]bool{}
@@ -446,7 +453,7 @@ func (s *Server) putQuota(w http.ResponseWriter, r *http.Request) {
 	}
 	q := s.quotas
 	q.mu.Lock()
-	q.settings[ns] = set
+	q.puts++
 	q.applyLocked(ns, set)
 	q.mu.Unlock()
 	s.log.Info("namespace quota set", "namespace", ns, "quota", set, "by", principalOf(r.Context()).Accessor)
