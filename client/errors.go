@@ -22,6 +22,10 @@ var (
 	// ErrForbidden matches an *Error with status 403: the token's scopes
 	// do not allow the request.
 	ErrForbidden = errors.New("client: forbidden")
+	// ErrQuotaExceeded matches an *Error with status 429, code
+	// "quota_exceeded": the namespace is over one of its quotas (the
+	// message names which); the request did not run. It is not retried.
+	ErrQuotaExceeded = errors.New("client: quota exceeded")
 )
 
 // Error is a response with an error status.
@@ -52,6 +56,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusUnauthorized
 	case ErrForbidden:
 		return e.Status == http.StatusForbidden
+	case ErrQuotaExceeded:
+		return e.Status == http.StatusTooManyRequests && e.Code == "quota_exceeded"
 	}
 	return false
 }

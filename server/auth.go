@@ -226,6 +226,10 @@ var policies = map[string]policy{
 	"auth_log":     need(auth.Admin),
 	"debug":        need(auth.Admin), // RequireAdmin: /debug/pprof/, /debug/faults
 
+	"ns_quota_put": need(auth.Admin),
+	"ns_quota_get": need(auth.Admin),
+	"ns_list":      need(auth.Admin),
+
 	"unmatched": authenticated,
 }
 

@@ -172,6 +172,9 @@ var routeCases = []routeCase{
 	{"token_list", "GET", "/v1/tokens", "", "admin"},
 	{"token_revoke", "DELETE", "/v1/tokens/0000000000000000", "", "admin"},
 	{"auth_log", "GET", "/v1/auth/log", "", "admin"},
+	{"ns_quota_put", "PUT", "/v1/namespaces/acme/quota", `{"ops_per_s":1000}`, "admin"},
+	{"ns_quota_get", "GET", "/v1/namespaces/acme/quota", "", "admin"},
+	{"ns_list", "GET", "/v1/namespaces", "", "admin"},
 	{"unmatched", "GET", "/v2/nothing", "", ""},
 }
 

@@ -141,6 +141,11 @@ type Config struct {
 	// Logger receives request failures (5xx at Error level, others at
 	// Debug). Default: discard.
 	Logger *slog.Logger
+
+	// QuotaRefresh is how often the node re-reads the namespaces' quotas
+	// and stored bytes (quota.go): a quota set on another node takes
+	// effect here within it. Default: DefaultQuotaRefresh (2 s).
+	QuotaRefresh time.Duration
 }
 
 // Server is the HTTP API handler. Create it with New.
@@ -169,6 +174,7 @@ type Server struct {
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	quotas   *quotas // per-namespace quotas and metrics (quota.go)
 
 	// routeNames are the names of the routes registered (for tests).
 	routeNames []string
@@ -276,6 +282,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.registerMetrics(cfg.Registry); err != nil {
 		return nil, err
 	}
+	if err := s.initQuotas(cfg.Registry, cfg.QuotaRefresh); err != nil {
+		return nil, err
+	}
 
 	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})
 	routes := []route{
@@ -296,6 +305,9 @@ func New(cfg Config) (*Server, error) {
 		{"POST /v1/tokens", "token_create", http.HandlerFunc(s.createToken)},
 		{"GET /v1/tokens", "token_list", http.HandlerFunc(s.listTokens)},
 		{"DELETE /v1/tokens/{accessor}", "token_revoke", http.HandlerFunc(s.revokeToken)},
+		{"PUT /v1/namespaces/{ns}/quota", "ns_quota_put", http.HandlerFunc(s.putQuota)},
+		{"GET /v1/namespaces/{ns}/quota", "ns_quota_get", http.HandlerFunc(s.getQuota)},
+		{"GET /v1/namespaces", "ns_list", http.HandlerFunc(s.listNamespaces)},
 		{"GET /metrics", "metrics", metrics},
 	}
 	if s.triggers != nil {
@@ -327,7 +339,7 @@ func New(cfg Config) (*Server, error) {
 	s.routeNames = make([]string, 0, len(routes))
 	for _, rt := range routes {
 		s.routeNames = append(s.routeNames, rt.name)
-		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.crossOrigin(s.limitBody(s.maxBody(rt.name), s.authorize(rt.name, clientRequest(rt.h))))))
+		s.mux.Handle(rt.pattern, s.instrument(rt.name, s.crossOrigin(s.limitBody(s.maxBody(rt.name), s.authorize(rt.name, s.enforceQuota(rt.name, clientRequest(rt.h)))))))
 	}
 	s.invalidPath = s.instrument("kv_invalid_path", s.crossOrigin(s.limitBody(0, s.authorize("kv_invalid_path", http.HandlerFunc(s.rejectPath)))))
 	s.unmatchedRoute = s.instrument("unmatched", s.crossOrigin(s.limitBody(0, s.authorize("unmatched", http.HandlerFunc(s.unmatched)))))

@@ -345,7 +345,8 @@ func TestSystemSpaceIsolation(t *testing.T) {
 		if !slices.Equal(got, sysKeys) {
 			t.Fatalf("paged system scan = %v, want %v", got, sysKeys)
 		}
-		r, err := n.ScanIn(ctx, shard.SystemSpace, shard.ScanRequest{}, shard.ReadOptions{Consistency: shard.Stale})
+		// (Short of the stored-byte totals the shards keep: usage.go.)
+		r, err := n.ScanIn(ctx, shard.SystemSpace, shard.ScanRequest{End: "quota/"}, shard.ReadOptions{Consistency: shard.Stale})
 		if err != nil || len(r.Items) != len(sysKeys)+1 || r.Items[len(r.Items)-1].Key != "k" {
 			t.Fatalf("whole system scan: %d items, %v", len(r.Items), err)
 		}

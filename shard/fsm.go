@@ -39,6 +39,12 @@ type fsm struct {
 
 	feedSeq   uint16 // next feed sequence number within the entry being applied
 	feedDepth uint8  // trigger depth of the entry being applied
+
+	// Stored bytes per namespace (usage.go): usageInit once the shard's
+	// totals are known to cover its data; usage the totals the batch
+	// being applied has touched.
+	usageInit bool
+	usage     map[string]*nsUsage
 }
 
 func newFSM(shard int, eng *kv.Engine) (*fsm, error) {
@@ -107,12 +113,16 @@ func (f *fsm) applyEntries(ents []entry, commit func(a *kv.Apply, last uint64) e
 		if l.Index <= persisted {
 			continue
 		}
+		if fresh == 0 {
+			f.initUsage(a, l.Index)
+		}
 		fresh++
 		if l.Command {
 			r := f.applyCommand(a, l)
 			out[i] = &r
 		}
 	}
+	f.flushUsage(a)
 	f.pending.Store(last)
 	if err := commit(a, last); err != nil {
 		// The state machine can no longer follow its log; continuing would
@@ -144,19 +154,33 @@ func (f *fsm) applyCommand(a *kv.Apply, l *entry) applyResult {
 	}
 	sp, key := kvSpaceOf(cmd.Space), []byte(cmd.Key)
 	if blind(cmd) {
-		return f.write(a, l, sp, key, cmd, false)
+		return f.write(a, l, sp, key, cmd, prior{})
 	}
 	cur, found := f.read(a, l, sp, key)
 	if err := checkCond(cmd, found, cur.Version); err != nil {
 		return applyResult{version: cur.Version, err: err}
 	}
-	return f.write(a, l, sp, key, cmd, found)
+	return f.write(a, l, sp, key, cmd, priorOf(key, cur, found))
 }
 
-// blind reports a write that needs nothing of the key's current state: an
-// unconditional put. Reading the key through the apply batch (a merged
-// iterator over the batch and the memtables) cost about an eighth of a
-// node's CPU under a put load.
+// prior is what an apply knows of a key's record before writing it.
+type prior struct {
+	read  bool // looked up (a blind put has not)
+	found bool
+	size  int64 // len(key) + len(value) when found
+}
+
+func priorOf(key []byte, cur kv.Record, found bool) prior {
+	p := prior{read: true, found: found}
+	if found {
+		p.size = int64(len(key) + len(cur.Value))
+	}
+	return p
+}
+
+// blind reports a write whose condition needs nothing of the key's
+// current state: an unconditional put. (Its user-data record is still
+// read, in write, for the namespace's stored bytes.)
 func blind(cmd command) bool { return cmd.Op == opPut && cmd.Cond == condNone }
 
 // applyBatch applies a batch's ops if every op's condition holds against
@@ -164,19 +188,22 @@ func blind(cmd command) bool { return cmd.Op == opPut && cmd.Cond == condNone }
 func (f *fsm) applyBatch(a *kv.Apply, l *entry, ops []command) applyResult {
 	// All reads come before the first write: the Apply reads through its
 	// own writes (and decodeCommand has ruled out repeated keys).
-	found := make([]bool, len(ops))
+	found := make([]prior, len(ops))
 	for i, op := range ops {
 		if blind(op) {
 			continue
 		}
-		cur, ok := f.read(a, l, kvSpaceOf(op.Space), []byte(op.Key))
+		key := []byte(op.Key)
+		cur, ok := f.read(a, l, kvSpaceOf(op.Space), key)
 		if err := checkCond(op, ok, cur.Version); err != nil {
 			return applyResult{err: fmt.Errorf("%w (op %d, %s key %q)", err, i, Space(op.Space), op.Key)}
 		}
-		found[i] = ok
+		found[i] = priorOf(key, cur, ok)
 	}
 	res := applyResult{version: l.Index, deletedOps: make([]bool, len(ops))}
 	for i, op := range ops {
+		// No key repeats: a blind op's read in write sees the state
+		// before the batch.
 		r := f.write(a, l, kvSpaceOf(op.Space), []byte(op.Key), op, found[i])
 		res.deletedOps[i] = r.deleted
 	}
@@ -213,12 +240,21 @@ func checkCond(cmd command, found bool, have uint64) error {
 	return nil
 }
 
-// write applies put or delete cmd to key, which found says exists.
-func (f *fsm) write(a *kv.Apply, l *entry, sp kv.Space, key []byte, cmd command, found bool) applyResult {
+// write applies put or delete cmd to key, whose record before is p, and
+// counts the change in the namespace's stored bytes.
+func (f *fsm) write(a *kv.Apply, l *entry, sp kv.Space, key []byte, cmd command, p prior) applyResult {
+	if sp == kv.UserData && !p.read {
+		cur, ok := f.read(a, l, sp, key)
+		p = priorOf(key, cur, ok)
+	}
+	found := p.found
 	switch cmd.Op {
 	case opPut:
 		if err := a.PutIn(sp, key, cmd.Value, l.Index); err != nil {
 			panic(fmt.Sprintf("shard %d: put at %d: %v", f.shard, l.Index, err))
+		}
+		if sp == kv.UserData {
+			f.account(a, l, key, int64(len(key)+len(cmd.Value))-p.size)
 		}
 		f.feed(a, l, sp, kv.FeedPut, key, cmd.Value)
 		return applyResult{version: l.Index}
@@ -228,6 +264,9 @@ func (f *fsm) write(a *kv.Apply, l *entry, sp kv.Space, key []byte, cmd command,
 		}
 		if err := a.DeleteIn(sp, key); err != nil {
 			panic(fmt.Sprintf("shard %d: delete at %d: %v", f.shard, l.Index, err))
+		}
+		if sp == kv.UserData {
+			f.account(a, l, key, -p.size)
 		}
 		f.feed(a, l, sp, kv.FeedDelete, key, nil)
 		return applyResult{deleted: true}

@@ -98,6 +98,7 @@ func init() {
 		feedCommand,
 		triggerCommand,
 		tokenCommand,
+		nsCommand,
 	}
 }
 
