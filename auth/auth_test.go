@@ -13,6 +13,7 @@ import (
 
 	"lambdadb/auth"
 	"lambdadb/internal/testnode"
+	"lambdadb/shard"
 )
 
 func TestTokenFormat(t *testing.T) {
@@ -188,4 +189,90 @@ func TestStore(t *testing.T) {
 func fixCheck(tok string) string {
 	body := tok[:len(tok)-8]
 	return body + crc(body)
+}
+
+// flakyNode fails token record reads while down is set.
+type flakyNode struct {
+	auth.Node
+	down atomic.Bool
+}
+
+func (f *flakyNode) GetIn(ctx context.Context, sp shard.Space, key string, ro shard.ReadOptions) (shard.GetResult, error) {
+	if f.down.Load() {
+		return shard.GetResult{}, shard.ErrUnavailable
+	}
+	return f.Node.GetIn(ctx, sp, key, ro)
+}
+
+// TestStaleRecords: past CacheTTL a known token is answered from the cache
+// while the record is read again in the background — so a node cut off
+// from the records keeps serving the tokens it knew, up to StaleTTL — and
+// a revocation it had not heard of applies once the read comes back.
+func TestStaleRecords(t *testing.T) {
+	n := &flakyNode{Node: testnode.New(t)}
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	s, err := auth.New(auth.Config{Node: n, Now: clock, CacheTTL: time.Minute, StaleTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	root, err := s.Bootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, string(root.Token)); err != nil {
+		t.Fatal(err)
+	}
+	n.down.Store(true)
+	now.Add(int64(10 * time.Minute))
+	if _, err := s.Authenticate(ctx, string(root.Token)); err != nil {
+		t.Fatalf("records unreachable, token known 10 min ago: %v", err)
+	}
+	now.Add(int64(2 * time.Hour))
+	if _, err := s.Authenticate(ctx, string(root.Token)); err == nil || errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("records unreachable past StaleTTL: %v, want the store's error", err)
+	}
+	// Back: known again; then revoked through another node's store, which
+	// could not tell this one.
+	n.down.Store(false)
+	if _, err := s.Authenticate(ctx, string(root.Token)); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := auth.New(auth.Config{Node: n.Node, Now: clock})
+	if _, err := other.Revoke(ctx, root.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, string(root.Token)); err != nil {
+		t.Fatalf("within CacheTTL the cached record answers: %v", err)
+	}
+	now.Add(int64(2 * time.Minute))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.Authenticate(ctx, string(root.Token))
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked token still accepted after the background read: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func BenchmarkAuthenticate(b *testing.B) {
+	n := testnode.New(b)
+	s, _ := auth.New(auth.Config{Node: n})
+	root, err := s.Bootstrap(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := string(root.Token)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Authenticate(context.Background(), tok); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -20,7 +20,9 @@
 // Config.CacheTTL; a revocation deletes the record and then tells every
 // reachable node to drop its cached copy before it returns, so a revoked
 // token is refused everywhere at once (a node that could not be told
-// forgets it within CacheTTL).
+// reads the record again after CacheTTL). Past CacheTTL a known record
+// keeps answering, for up to StaleTTL more, while it is read again in the
+// background: a node cut off from the records serves the tokens it knew.
 //
 // Scopes (Scope, Principal.Allows) are relative to the token's namespace:
 // kv:read:<prefix>, kv:write:<prefix>, feed:read:<prefix> (prefix "*" is

@@ -42,6 +42,17 @@ type Config struct {
 	// unknown, so a flood of forged tokens does not read the store once
 	// each. Default 2s.
 	NegativeTTL time.Duration
+	// StaleTTL is how long past CacheTTL a node keeps answering with a
+	// token record it read while it reads the record again in the
+	// background: requests never wait for the store when the token was
+	// known, and a node cut off from the token records (their shard has
+	// no quorum it can reach) still serves the tokens it knew — an
+	// operator can still reach it. A revocation this node was told of
+	// drops its copy at once; one it could not be told of (it was cut
+	// off) applies when it can read the records again. Past CacheTTL +
+	// StaleTTL the request waits for the store. Default 1h; negative:
+	// every request past CacheTTL waits for the store.
+	StaleTTL time.Duration
 	// MaxTTL bounds a token's lifetime; 0: tokens may live for ever.
 	MaxTTL time.Duration
 	// Now is the clock. Default time.Now.
@@ -72,9 +83,10 @@ const InvalidatePath = shard.ExtPrefix + "auth/invalidate"
 type Store struct {
 	cfg Config
 
-	mu    sync.Mutex
-	cache map[string]cached
-	gen   uint64 // counts forget calls: a read that raced with one is not cached
+	mu         sync.Mutex
+	cache      map[string]cached
+	refreshing map[string]bool // accessors being read again in the background
+	gen        uint64          // counts forget calls: a read that raced with one is not cached
 }
 
 type cached struct {
@@ -100,7 +112,10 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{cfg: cfg, cache: map[string]cached{}}
+	if cfg.StaleTTL == 0 {
+		cfg.StaleTTL = time.Hour
+	}
+	s := &Store{cfg: cfg, cache: map[string]cached{}, refreshing: map[string]bool{}}
 	cfg.Node.HandleInternal(InvalidatePath, http.HandlerFunc(s.serveInvalidate))
 	return s, nil
 }
@@ -344,6 +359,41 @@ func (s *Store) lookup(ctx context.Context, acc string) (*Record, error) {
 			return c.rec, nil
 		}
 	}
+	if ok && c.rec != nil && s.cfg.StaleTTL > 0 && now.Sub(c.at) < s.cfg.CacheTTL+s.cfg.StaleTTL {
+		// Known, but not lately: answer with what was known and read it
+		// again in the background. A revocation this node heard of
+		// deleted the entry; one it could not hear of (the records out
+		// of its reach) waits until it can read them.
+		s.refresh(acc, gen)
+		return c.rec, nil
+	}
+	return s.read(ctx, acc, gen, now)
+}
+
+// refresh reads acc's record again in the background, once at a time.
+func (s *Store) refresh(acc string, gen uint64) {
+	s.mu.Lock()
+	if s.refreshing[acc] {
+		s.mu.Unlock()
+		return
+	}
+	s.refreshing[acc] = true
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.refreshing, acc)
+			s.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = s.read(ctx, acc, gen, s.cfg.Now())
+	}()
+}
+
+// read reads acc's record from the store and caches it unless a
+// revocation (gen) raced with the read.
+func (s *Store) read(ctx context.Context, acc string, gen uint64, now time.Time) (*Record, error) {
 	res, err := s.cfg.Node.GetIn(ctx, shard.SystemSpace, keyPrefix+acc, shard.ReadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("auth: read token record: %w", err)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -65,7 +66,14 @@ func NewToken() (Token, string, error) {
 	}
 	acc := hex.EncodeToString(a[:])
 	body := tokenPrefix + acc + "_" + base64.RawURLEncoding.EncodeToString(s[:])
-	return Token(body + fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(body)))), acc, nil
+	return Token(body + checksum(body)), acc, nil
+}
+
+// checksum is the CRC-32 of a token's body in 8 lowercase hex digits.
+func checksum(body string) string {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], crc32.ChecksumIEEE([]byte(body)))
+	return hex.EncodeToString(b[:])
 }
 
 // ParseToken checks a token's form and checksum and returns its
@@ -75,7 +83,7 @@ func ParseToken(t string) (accessor string, err error) {
 		return "", fmt.Errorf("%w: not a lambdadb token", ErrUnauthenticated)
 	}
 	body, check := t[:len(t)-checkLen], t[len(t)-checkLen:]
-	if fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(body))) != check {
+	if checksum(body) != check {
 		return "", fmt.Errorf("%w: token checksum does not match (mistyped or truncated?)", ErrUnauthenticated)
 	}
 	acc := t[len(tokenPrefix) : len(tokenPrefix)+accessorLen]

@@ -60,7 +60,8 @@ func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 
 // RevokeToken revokes the token with this accessor on every node; it
 // returns the nodes that could not be told at once (they stop accepting
-// it within the node's cache time, 30 s by default).
+// it within the node's cache time, 30 s by default, once they can read
+// the token records).
 func (c *Client) RevokeToken(ctx context.Context, accessor string) (unreached []string, err error) {
 	var out struct {
 		Unreached []string `json:"unreached_nodes"`

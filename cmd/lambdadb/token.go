@@ -112,7 +112,8 @@ var tokenRevokeCommand = &command{
 	short: "revoke a token on every node",
 	args:  "[--server URL] [--token T] ACCESSOR",
 	summary: "Revoke the token with this accessor: every node refuses it from now on (a node that\n" +
-		"cannot be reached stops accepting it within 30 s). Needs an admin token.",
+		"cannot be told at once stops accepting it within 30 s of reading the token records\n" +
+		"again). Needs an admin token.",
 	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		newClient := c.serverFlag(fs)
 		return func(ctx context.Context, args []string) error {
@@ -129,7 +130,7 @@ var tokenRevokeCommand = &command{
 			}
 			fmt.Fprintf(c.stdout, "revoked %s\n", args[0])
 			if len(unreached) > 0 {
-				fmt.Fprintf(c.stderr, "not told at once (they refuse it within 30 s): %s\n", strings.Join(unreached, ", "))
+				fmt.Fprintf(c.stderr, "not told at once (they refuse it within 30 s once they can read the token records): %s\n", strings.Join(unreached, ", "))
 			}
 			return nil
 		}
