@@ -23,8 +23,14 @@ type KVConfig struct {
 	// per round, the order of the systems alternating (A B, B A, A B…), so
 	// drift in the machine's load falls on both. Default 1.
 	Rounds   int
-	SkipPuts bool      // measure gets only (keys are still loaded)
-	SkipGets bool      // measure puts only
+	SkipPuts bool // measure gets only (keys are still loaded)
+	SkipGets bool // measure puts only
+	// SkipOneClient skips the puts by one client alone after the puts by
+	// Clients clients.
+	SkipOneClient bool
+	// Levels are the consistency levels of lambdadb's gets in RunKVSecure;
+	// default linearizable and stale.
+	Levels   []string
 	Progress io.Writer // progress lines; nil discards
 }
 
@@ -113,6 +119,50 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			levels: []string{"linearizable", "serializable"},
 		})
 	}
+	return runKVRounds(cfg, systems)
+}
+
+// Systems of the kv-secure comparison: the same lambdadb cluster in
+// insecure and in secure mode.
+const (
+	sysInsecure = "insecure"
+	sysSecure   = "secure"
+)
+
+// RunKVSecure measures puts and gets on a lambdadb cluster in insecure
+// mode (plain HTTP, no tokens) and one in secure mode (TLS 1.3 on every
+// connection, node to node too; a bearer token checked on every request),
+// one at a time with the same load, in cfg.Rounds rounds, a fresh cluster
+// of each per round, the order alternating. Results are named
+// "insecure" and "secure".
+func RunKVSecure(cfg KVConfig) ([]Result, error) {
+	cfg.defaults()
+	levels := cfg.Levels
+	if len(levels) == 0 {
+		levels = []string{"linearizable", "stale"}
+	}
+	mk := func(name string, secure bool) kvSys {
+		return kvSys{
+			name: name,
+			start: func() (*Cluster, kvSystem, func(), error) {
+				c, err := StartLambdaDBWith(LambdaOptions{Bin: cfg.LambdaBin, Nodes: cfg.Nodes, Shards: cfg.Shards, Secure: secure})
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				return c, NewClusterKV(c, cfg.Clients), func() {}, nil
+			},
+			one: func(c *Cluster) (kvSystem, func(), error) {
+				return NewClusterKV(c, 1), func() {}, nil
+			},
+			levels: levels,
+		}
+	}
+	return runKVRounds(cfg, []kvSys{mk(sysInsecure, false), mk(sysSecure, true)})
+}
+
+// runKVRounds measures systems in cfg.Rounds rounds, the order of the
+// systems alternating from round to round.
+func runKVRounds(cfg KVConfig, systems []kvSys) ([]Result, error) {
 	var out []Result
 	for round := 1; round <= cfg.Rounds; round++ {
 		order := slices.Clone(systems)
@@ -163,7 +213,7 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 		}
 		// Latency without queueing: one closed-loop client on the same
 		// cluster, right after (with cfg.Clients 1 that was the run above).
-		if cfg.Clients > 1 {
+		if cfg.Clients > 1 && !cfg.SkipOneClient {
 			one, closeOne, err := s.one(c)
 			if err != nil {
 				return out, err
