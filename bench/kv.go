@@ -28,6 +28,10 @@ type KVConfig struct {
 	// SkipOneClient skips the puts by one client alone after the puts by
 	// Clients clients.
 	SkipOneClient bool
+	// Warmup runs puts by Clients clients for this long before the
+	// measured puts, unrecorded (0: none), so that the measurement finds
+	// the clients' connections open (TLS handshakes done).
+	Warmup time.Duration
 	// Levels are the consistency levels of lambdadb's gets in RunKVSecure;
 	// default linearizable and stale.
 	Levels   []string
@@ -206,6 +210,15 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 		fmt.Fprintln(cfg.Progress, "  ", r)
 		out = append(out, r)
 		return failedRun(r)
+	}
+	if cfg.Warmup > 0 {
+		fmt.Fprintf(cfg.Progress, "%s: warm-up puts, %v, not recorded\n", s.name, cfg.Warmup)
+		w := Run(cfg.Clients, cfg.Warmup, func(ctx context.Context, w, i int) error {
+			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		})
+		if w.Ops == 0 {
+			return out, fmt.Errorf("bench: %s: warm-up: no put succeeded (first error: %s)", s.name, w.FirstError)
+		}
 	}
 	if !cfg.SkipPuts {
 		if err := put(kv, cfg.Clients); err != nil {
