@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"time"
 )
@@ -32,6 +33,9 @@ type KVConfig struct {
 	// measured puts, unrecorded (0: none), so that the measurement finds
 	// the clients' connections open (TLS handshakes done).
 	Warmup time.Duration
+	// CPU records the CPU time per operation of the server processes and
+	// of this process in each Result (from /proc; Linux only).
+	CPU bool
 	// Levels are the consistency levels of lambdadb's gets in RunKVSecure;
 	// default linearizable and stale.
 	Levels   []string
@@ -203,8 +207,10 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	var out []Result
 	put := func(kv kvSystem, clients int) error {
 		fmt.Fprintf(cfg.Progress, "%s: put, %s, %d-byte values, %v\n", s.name, plural(clients, "client"), cfg.ValueBytes, cfg.Duration)
-		r := Run(clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		r := measureCPU(cfg.CPU, c, func() Result {
+			return Run(clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+			})
 		})
 		r.System, r.Op, r.ValueBytes, r.Round = s.name, "put", cfg.ValueBytes, round
 		fmt.Fprintln(cfg.Progress, "  ", r)
@@ -255,8 +261,10 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	}
 	for _, level := range s.levels {
 		fmt.Fprintf(cfg.Progress, "%s: get %s\n", s.name, level)
-		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-			return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
+		r := measureCPU(cfg.CPU, c, func() Result {
+			return Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
+			})
 		})
 		r.System, r.Op, r.Consistency, r.ValueBytes, r.Round = s.name, "get", level, cfg.ValueBytes, round
 		fmt.Fprintln(cfg.Progress, "  ", r)
@@ -266,6 +274,36 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 		}
 	}
 	return out, nil
+}
+
+// measureCPU runs run and, when on, sets the result's CPU time per
+// operation of c's processes (summed) and of this process, from the
+// utime+stime ticks in /proc before and after. A process whose usage
+// cannot be read leaves the figures at 0 (not reported).
+func measureCPU(on bool, c *Cluster, run func() Result) Result {
+	if !on {
+		return run()
+	}
+	ticks := func() (nodes, self uint64, ok bool) {
+		for _, p := range c.Procs {
+			t, _, err := procUsage(p.Pid())
+			if err != nil {
+				return 0, 0, false
+			}
+			nodes += t
+		}
+		self, _, err := procUsage(os.Getpid())
+		return nodes, self, err == nil
+	}
+	n0, s0, ok0 := ticks()
+	r := run()
+	n1, s1, ok1 := ticks()
+	if ok0 && ok1 && r.Ops > 0 {
+		perTick := 1e6 / clockTicks / float64(r.Ops)
+		r.NodeCPUus = float64(n1-n0) * perTick
+		r.ClientCPUus = float64(s1-s0) * perTick
+	}
+	return r
 }
 
 // maxErrorShare is the share of failed requests beyond which a measurement

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,7 +30,10 @@ const kvSecureMethod = "The same 3-node lambdadb cluster (three `lambdadb serve`
 	"share one transport (one pool of kept-alive connections, so TLS handshakes happen once per connection, not per " +
 	"request). Each cluster first takes unrecorded warm-up puts from all the clients (the clients open their connections, the " +
 	"nodes fill their token caches), then the measured puts; then every key is written; then gets at each consistency level. Latencies are per request at " +
-	"the client; failed requests are counted, not timed."
+	"the client; failed requests are counted, not timed. CPU per operation: utime+stime of the three server processes " +
+	"(summed) and of the benchmark process (the clients) from /proc before and after each measurement, over the " +
+	"operations that succeeded: unlike ops/s it does not depend on how much of the shared machine's CPU the other " +
+	"processes left to the run (10 ms ticks)."
 
 // kvSecureWarmup is how long kv-secure puts before measuring: a third of
 // a measurement, at most 3 s.
@@ -66,7 +70,7 @@ func runKVSecure(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	}
 	rs, err := RunKVSecure(KVConfig{
 		LambdaBin: e.LambdaBin, Nodes: 3, Shards: sz.KVShards, Clients: sz.KVClients, ValueBytes: sz.KVValue,
-		Keys: sz.KVKeys, Duration: sz.KVDuration, Rounds: sz.KVRounds, SkipOneClient: true, Warmup: kvSecureWarmup(sz),
+		Keys: sz.KVKeys, Duration: sz.KVDuration, Rounds: sz.KVRounds, SkipOneClient: true, Warmup: kvSecureWarmup(sz), CPU: true,
 		Levels: []string{"linearizable", "stale"}, Progress: e.Progress,
 	})
 	rep.Data = rs
@@ -93,6 +97,12 @@ func kvSecureMetrics(rep *ScenarioReport, rs []Result) {
 		rep.Metric(o.label+" ops/s ratio secure/insecure", pairedRatio(pairs[i].sec, pairs[i].ins), "×")
 	}
 	for i, o := range kvSecureOps {
+		rep.Metric(o.label+" server CPU per op ratio secure/insecure", pairedRatioOf(pairs[i].sec, pairs[i].ins, nodeCPUOf), "×")
+	}
+	for i, o := range kvSecureOps {
+		rep.Metric(o.label+" client CPU per op ratio secure/insecure", pairedRatioOf(pairs[i].sec, pairs[i].ins, clientCPUOf), "×")
+	}
+	for i, o := range kvSecureOps {
 		rep.Metric(o.label+" p50 ratio secure/insecure (higher: secure slower)", pairedRatioOf(pairs[i].sec, pairs[i].ins, p50Of), "×")
 	}
 	for i, o := range kvSecureOps {
@@ -104,10 +114,18 @@ func kvSecureMetrics(rep *ScenarioReport, rs []Result) {
 			rep.Metric(m.name+" "+o.label+" p50", latOf(m.r, false), "ms")
 			rep.Metric(m.name+" "+o.label+" p99", latOf(m.r, true), "ms")
 		}
+		for _, m := range []struct {
+			name string
+			rs   []*Result
+		}{{sysInsecure, pairs[i].ins}, {sysSecure, pairs[i].sec}} {
+			rep.Metric(m.name+" "+o.label+" server CPU per op (3 nodes, median of rounds)", medianOf(m.rs, nodeCPUOf), "µs")
+			rep.Metric(m.name+" "+o.label+" client CPU per op (median of rounds)", medianOf(m.rs, clientCPUOf), "µs")
+		}
 	}
 	var met, missed []string
 	for i, o := range kvSecureOps {
 		ratioNote(rep, o.label+" ops/s ratio secure/insecure", pairs[i].sec, pairs[i].ins)
+		ratioNoteOf(rep, o.label+" server CPU per op ratio secure/insecure", pairs[i].sec, pairs[i].ins, nodeCPUOf)
 		switch r := pairedRatio(pairs[i].sec, pairs[i].ins); {
 		case math.IsNaN(r):
 		case r >= secureTarget:
@@ -124,6 +142,37 @@ func kvSecureMetrics(rep *ScenarioReport, rs []Result) {
 	}
 	rep.Tables = append(rep.Tables, resultRows(rs))
 	errorNotes(rep, rs)
+}
+
+// nodeCPUOf and clientCPUOf are r's CPU time per operation (µs) of the
+// servers and of the clients; NaN when not measured.
+func nodeCPUOf(r *Result) float64   { return cpuOf(r, r.NodeCPUus) }
+func clientCPUOf(r *Result) float64 { return cpuOf(r, r.ClientCPUus) }
+
+func cpuOf(r *Result, v float64) float64 {
+	if r == nil || v == 0 {
+		return math.NaN()
+	}
+	return v
+}
+
+// medianOf is the median of f over rs, ignoring NaNs (the mean of the
+// middle two for an even count); NaN for none.
+func medianOf(rs []*Result, f func(*Result) float64) float64 {
+	var v []float64
+	for _, r := range rs {
+		if x := f(r); !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(v)
+	if len(v)%2 == 0 {
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return v[len(v)/2]
 }
 
 // kvSecurePlots draws throughput (insecure vs secure per operation) and

@@ -22,7 +22,8 @@ func kvSecureResults(rounds int, share map[string]float64) []Result {
 					ops = base * share[o.label]
 				}
 				rs = append(rs, Result{System: sys, Op: o.op, Consistency: o.level, Round: round, Clients: 64,
-					Ops: int(ops * 3), OpsPerSec: ops, P50us: 64e6 / ops, P99us: 4 * 64e6 / ops})
+					Ops: int(ops * 3), OpsPerSec: ops, P50us: 64e6 / ops, P99us: 4 * 64e6 / ops,
+					NodeCPUus: 1e6 / ops, ClientCPUus: 5e5 / ops})
 			}
 		}
 	}
@@ -46,6 +47,10 @@ func TestKVSecureMetrics(t *testing.T) {
 		"insecure linearizable get p50":                                      32, // 64e6/2000 µs
 		"secure put p99":                                                     4 * 64e3 / 1900,
 		"linearizable get p50 ratio secure/insecure (higher: secure slower)": 1 / 0.8,
+		"stale get server CPU per op ratio secure/insecure":                  1 / 0.9,
+		"put client CPU per op ratio secure/insecure":                        1 / 0.95,
+		"insecure put server CPU per op (3 nodes, median of rounds)":         500, // 1e6/2000
+		"secure put client CPU per op (median of rounds)":                    5e5 / 1900,
 	} {
 		got, ok := rep.Lookup(name)
 		if !ok || math.Abs(got-want) > 1e-9*want {
@@ -76,6 +81,9 @@ func TestKVSecureMetricsPartial(t *testing.T) {
 	}
 	if v, _ := rep.Lookup("insecure put ops/s"); v != 5 {
 		t.Fatalf("insecure put ops/s = %v", v)
+	}
+	if v, _ := rep.Lookup("insecure put server CPU per op (3 nodes, median of rounds)"); !math.IsNaN(v) {
+		t.Fatalf("CPU per op not measured = %v, want NaN", v)
 	}
 	for _, n := range rep.Notes {
 		if strings.Contains(n, "Target") {
