@@ -152,7 +152,8 @@ type Sizes struct {
 	RebalanceTimeout time.Duration // longest wait for balance
 }
 
-// QuickSizes fit `make bench-quick` in about 6 minutes on a 2-core machine.
+// QuickSizes fit `make bench-quick` in about 8 minutes on a 2-core machine
+// (kv-secure about 1.5 of them).
 var QuickSizes = Sizes{
 	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 3 * time.Second, KVShards: 16, KVRounds: 3,
 	IdleShards: []int{16, 64}, IdleSettle: 5 * time.Second, IdleWindow: 10 * time.Second,
