@@ -51,10 +51,11 @@ fuzz:
 	done
 
 # LambdaBench (bench/, docs/benchmarks.md): every scenario, the paper's
-# experiments and the KV paths against etcd 3.4, in one run. Writes
+# experiments, the KV paths against etcd 3.4 and secure mode against
+# insecure (kv-secure), in one run. Writes
 # bench/results/<UTC timestamp>/{report.json,report.md,*.svg}; progress on
-# stderr. bench: full sizes (about 14 minutes, at most 30); bench-quick: the
-# same scenarios at small sizes (about 6 minutes). BENCH_FLAGS adds flags,
+# stderr. bench: full sizes (about 20 minutes, at most 30; kv-secure is about
+# 6 of them); bench-quick: the same scenarios at small sizes (about 8 minutes). BENCH_FLAGS adds flags,
 # e.g. BENCH_FLAGS='-scenarios burst,billing'.
 BENCH_FLAGS ?=
 bench: build examples etcd

@@ -1,6 +1,6 @@
 // Package bench is LambdaBench: a suite that runs the OpenLambda paper's
-// experiments on lambdadb and measures its KV paths against etcd 3.4, on
-// the same machine in the same run, and writes a report (report.json,
+// experiments on lambdadb and measures its KV paths against etcd 3.4, and
+// in secure mode against insecure mode, on the same machine in the same run, and writes a report (report.json,
 // report.md) with SVG plots.
 //
 // Scenarios are registered in Scenarios (scenario.go): each starts the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"time"
 )
@@ -23,8 +24,21 @@ type KVConfig struct {
 	// per round, the order of the systems alternating (A B, B A, A B…), so
 	// drift in the machine's load falls on both. Default 1.
 	Rounds   int
-	SkipPuts bool      // measure gets only (keys are still loaded)
-	SkipGets bool      // measure puts only
+	SkipPuts bool // measure gets only (keys are still loaded)
+	SkipGets bool // measure puts only
+	// SkipOneClient skips the puts by one client alone after the puts by
+	// Clients clients.
+	SkipOneClient bool
+	// Warmup runs puts by Clients clients for this long before the
+	// measured puts, unrecorded (0: none), so that the measurement finds
+	// the clients' connections open (TLS handshakes done).
+	Warmup time.Duration
+	// CPU records the CPU time per operation of the server processes and
+	// of this process in each Result (from /proc; Linux only).
+	CPU bool
+	// Levels are the consistency levels of lambdadb's gets in RunKVSecure;
+	// default linearizable and stale.
+	Levels   []string
 	Progress io.Writer // progress lines; nil discards
 }
 
@@ -113,6 +127,50 @@ func RunKV(cfg KVConfig) ([]Result, error) {
 			levels: []string{"linearizable", "serializable"},
 		})
 	}
+	return runKVRounds(cfg, systems)
+}
+
+// Systems of the kv-secure comparison: the same lambdadb cluster in
+// insecure and in secure mode.
+const (
+	sysInsecure = "insecure"
+	sysSecure   = "secure"
+)
+
+// RunKVSecure measures puts and gets on a lambdadb cluster in insecure
+// mode (plain HTTP, no tokens) and one in secure mode (TLS 1.3 on every
+// connection, node to node too; a bearer token checked on every request),
+// one at a time with the same load, in cfg.Rounds rounds, a fresh cluster
+// of each per round, the order alternating. Results are named
+// "insecure" and "secure".
+func RunKVSecure(cfg KVConfig) ([]Result, error) {
+	cfg.defaults()
+	levels := cfg.Levels
+	if len(levels) == 0 {
+		levels = []string{"linearizable", "stale"}
+	}
+	mk := func(name string, secure bool) kvSys {
+		return kvSys{
+			name: name,
+			start: func() (*Cluster, kvSystem, func(), error) {
+				c, err := StartLambdaDBWith(LambdaOptions{Bin: cfg.LambdaBin, Nodes: cfg.Nodes, Shards: cfg.Shards, Secure: secure})
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				return c, NewClusterKV(c, cfg.Clients), func() {}, nil
+			},
+			one: func(c *Cluster) (kvSystem, func(), error) {
+				return NewClusterKV(c, 1), func() {}, nil
+			},
+			levels: levels,
+		}
+	}
+	return runKVRounds(cfg, []kvSys{mk(sysInsecure, false), mk(sysSecure, true)})
+}
+
+// runKVRounds measures systems in cfg.Rounds rounds, the order of the
+// systems alternating from round to round.
+func runKVRounds(cfg KVConfig, systems []kvSys) ([]Result, error) {
 	var out []Result
 	for round := 1; round <= cfg.Rounds; round++ {
 		order := slices.Clone(systems)
@@ -149,13 +207,24 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	var out []Result
 	put := func(kv kvSystem, clients int) error {
 		fmt.Fprintf(cfg.Progress, "%s: put, %s, %d-byte values, %v\n", s.name, plural(clients, "client"), cfg.ValueBytes, cfg.Duration)
-		r := Run(clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		r := measureCPU(cfg.CPU, c, func() Result {
+			return Run(clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+			})
 		})
 		r.System, r.Op, r.ValueBytes, r.Round = s.name, "put", cfg.ValueBytes, round
 		fmt.Fprintln(cfg.Progress, "  ", r)
 		out = append(out, r)
 		return failedRun(r)
+	}
+	if cfg.Warmup > 0 {
+		fmt.Fprintf(cfg.Progress, "%s: warm-up puts, %v, not recorded\n", s.name, cfg.Warmup)
+		w := Run(cfg.Clients, cfg.Warmup, func(ctx context.Context, w, i int) error {
+			return kv.Put(ctx, w, key(rand.IntN(cfg.Keys)), val)
+		})
+		if w.Ops == 0 {
+			return out, fmt.Errorf("bench: %s: warm-up: no put succeeded (first error: %s)", s.name, w.FirstError)
+		}
 	}
 	if !cfg.SkipPuts {
 		if err := put(kv, cfg.Clients); err != nil {
@@ -163,7 +232,7 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 		}
 		// Latency without queueing: one closed-loop client on the same
 		// cluster, right after (with cfg.Clients 1 that was the run above).
-		if cfg.Clients > 1 {
+		if cfg.Clients > 1 && !cfg.SkipOneClient {
 			one, closeOne, err := s.one(c)
 			if err != nil {
 				return out, err
@@ -192,8 +261,10 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 	}
 	for _, level := range s.levels {
 		fmt.Fprintf(cfg.Progress, "%s: get %s\n", s.name, level)
-		r := Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
-			return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
+		r := measureCPU(cfg.CPU, c, func() Result {
+			return Run(cfg.Clients, cfg.Duration, func(ctx context.Context, w, i int) error {
+				return kv.Get(ctx, w, key(rand.IntN(cfg.Keys)), level)
+			})
 		})
 		r.System, r.Op, r.Consistency, r.ValueBytes, r.Round = s.name, "get", level, cfg.ValueBytes, round
 		fmt.Fprintln(cfg.Progress, "  ", r)
@@ -203,6 +274,36 @@ func runKVSystem(cfg KVConfig, s kvSys, round int) ([]Result, error) {
 		}
 	}
 	return out, nil
+}
+
+// measureCPU runs run and, when on, sets the result's CPU time per
+// operation of c's processes (summed) and of this process, from the
+// utime+stime ticks in /proc before and after. A process whose usage
+// cannot be read leaves the figures at 0 (not reported).
+func measureCPU(on bool, c *Cluster, run func() Result) Result {
+	if !on {
+		return run()
+	}
+	ticks := func() (nodes, self uint64, ok bool) {
+		for _, p := range c.Procs {
+			t, _, err := procUsage(p.Pid())
+			if err != nil {
+				return 0, 0, false
+			}
+			nodes += t
+		}
+		self, _, err := procUsage(os.Getpid())
+		return nodes, self, err == nil
+	}
+	n0, s0, ok0 := ticks()
+	r := run()
+	n1, s1, ok1 := ticks()
+	if ok0 && ok1 && r.Ops > 0 {
+		perTick := 1e6 / clockTicks / float64(r.Ops)
+		r.NodeCPUus = float64(n1-n0) * perTick
+		r.ClientCPUus = float64(s1-s0) * perTick
+	}
+	return r
 }
 
 // maxErrorShare is the share of failed requests beyond which a measurement

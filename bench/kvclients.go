@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"lambdadb/client"
 	"net/http"
@@ -18,15 +19,40 @@ type LambdaKV struct {
 	clients []*client.Client
 }
 
-// NewLambdaKV returns clients for the nodes at addrs, one per worker.
+// NewLambdaKV returns clients for the nodes at addrs (plain HTTP), one
+// per worker.
 func NewLambdaKV(addrs []string, clients int) *LambdaKV {
-	tr := &http.Transport{MaxIdleConns: 4 * clients, MaxIdleConnsPerHost: 2 * clients, IdleConnTimeout: time.Minute}
+	var urls []string
+	for _, a := range addrs {
+		urls = append(urls, "http://"+a)
+	}
+	return newLambdaKV(urls, clients, nil, "")
+}
+
+// NewClusterKV returns clients for the nodes of c, one per worker: in
+// secure mode over HTTPS, trusting c's CA, each sending c's admin token
+// (client.WithAuth).
+func NewClusterKV(c *Cluster, clients int) *LambdaKV {
+	return newLambdaKV(c.URLs(), clients, c.TLSConfig(), c.Token)
+}
+
+// newLambdaKV creates the clients. They share one transport (one pool of
+// kept-alive connections), in secure mode too: its TLS configuration
+// trusts the cluster's CA, as client.WithCACert would (which would give
+// each client a transport of its own).
+func newLambdaKV(urls []string, clients int, tlsCfg *tls.Config, token string) *LambdaKV {
+	tr := &http.Transport{MaxIdleConns: 4 * clients, MaxIdleConnsPerHost: 2 * clients, IdleConnTimeout: time.Minute,
+		TLSClientConfig: tlsCfg}
 	hc := &http.Client{Transport: tr}
+	opts := []client.Option{client.WithHTTPClient(hc)}
+	if token != "" {
+		opts = append(opts, client.WithAuth(token))
+	}
 	l := &LambdaKV{}
 	for w := range max(clients, 1) {
-		c, err := client.New("http://"+addrs[w%len(addrs)], client.WithHTTPClient(hc))
+		c, err := client.New(urls[w%len(urls)], opts...)
 		if err != nil {
-			panic(err) // addrs are host:port pairs this package produced
+			panic(err) // URLs and tokens this package produced
 		}
 		l.clients = append(l.clients, c)
 	}

@@ -25,6 +25,11 @@ type Result struct {
 	P50us       float64 `json:"p50_us"`
 	P99us       float64 `json:"p99_us"`
 	FirstError  string  `json:"first_error,omitempty"`
+	// CPU time per successful operation, in µs, when measured
+	// (KVConfig.CPU): of the server processes summed, and of the process
+	// generating the load (the clients).
+	NodeCPUus   float64 `json:"node_cpu_us_per_op,omitempty"`
+	ClientCPUus float64 `json:"client_cpu_us_per_op,omitempty"`
 }
 
 func (r Result) String() string {

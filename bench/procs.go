@@ -2,6 +2,10 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"lambdadb/client"
 	"lambdadb/internal/loopback"
 )
 
@@ -59,7 +64,53 @@ func (p *Proc) Stop() {
 type Cluster struct {
 	System string // "lambdadb" or "etcd"
 	Procs  []*Proc
-	dir    string
+	// A lambdadb cluster in secure mode (LambdaOptions.Secure): the CA
+	// clients trust (a node's <data>/ca.pem) and the admin token the
+	// cluster issued at bootstrap. Both empty in insecure mode.
+	CAPEM []byte
+	Token string
+	dir   string
+	hc    *http.Client // readiness checks; trusts CAPEM in secure mode
+}
+
+// Secure reports whether the cluster runs lambdadb in secure mode.
+func (c *Cluster) Secure() bool { return len(c.CAPEM) > 0 }
+
+// URL returns the base URL of process p: https:// in secure mode.
+func (c *Cluster) URL(p *Proc) string {
+	if c.Secure() {
+		return "https://" + p.Addr
+	}
+	return "http://" + p.Addr
+}
+
+// URLs returns the base URLs of every process.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, p := range c.Procs {
+		out = append(out, c.URL(p))
+	}
+	return out
+}
+
+// TLSConfig returns the client TLS configuration that trusts the
+// cluster's CA; nil in insecure mode.
+func (c *Cluster) TLSConfig() *tls.Config {
+	if !c.Secure() {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CAPEM)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+}
+
+func (c *Cluster) httpClient() *http.Client {
+	if c.hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = c.TLSConfig()
+		c.hc = &http.Client{Transport: tr}
+	}
+	return c.hc
 }
 
 // Stop stops every process and removes the data directories.
@@ -115,6 +166,13 @@ type LambdaOptions struct {
 	Nodes  int      // default 3
 	Shards int      // default 16
 	Args   []string // more `lambdadb serve` flags, e.g. --fn-keep-alive 100ms
+	// Secure runs the cluster in secure mode: a cluster secret written to
+	// the cluster's directory and given to every node with
+	// --cluster-secret-file (TLS 1.3 on each node's address, node to node
+	// too; a bearer token on every request). Once the nodes are up the
+	// cluster is bootstrapped: Cluster.Token is its admin token and
+	// Cluster.CAPEM the CA the nodes wrote to <data>/ca.pem.
+	Secure bool
 }
 
 // StartLambdaDBWith starts a lambdadb cluster of separate `lambdadb serve`
@@ -142,12 +200,22 @@ func StartLambdaDBWith(o LambdaOptions) (*Cluster, error) {
 	for i, a := range addrs {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, a))
 	}
+	var secret string
+	if o.Secure {
+		if secret, err = writeClusterSecret(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	for i, a := range addrs {
 		id := fmt.Sprintf("n%d", i+1)
 		args := []string{"serve", "--id", id, "--addr", a,
 			"--data", filepath.Join(dir, id), "--shards", fmt.Sprint(shards)}
 		if n > 1 {
 			args = append(args, "--peers", strings.Join(peers, ","))
+		}
+		if secret != "" {
+			args = append(args, "--cluster-secret-file", secret)
 		}
 		args = append(args, o.Args...)
 		proc, err := start(id, dir, bin, args...)
@@ -158,11 +226,74 @@ func StartLambdaDBWith(o LambdaOptions) (*Cluster, error) {
 		proc.Addr, proc.Dir = a, filepath.Join(dir, id)
 		c.Procs = append(c.Procs, proc)
 	}
-	if err := waitLambdaDB(c, 60*time.Second); err != nil {
+	deadline := time.Now().Add(60 * time.Second)
+	if o.Secure {
+		if err := secureBootstrap(c, deadline); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	if err := waitLambdaDB(c, time.Until(deadline)); err != nil {
 		c.Stop()
 		return nil, err
 	}
 	return c, nil
+}
+
+// writeClusterSecret writes a random cluster secret (48 bytes, base64) to
+// dir/cluster.secret, mode 0600, and returns its path.
+func writeClusterSecret(dir string) (string, error) {
+	b := make([]byte, 48)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("bench: cluster secret: %w", err)
+	}
+	path := filepath.Join(dir, "cluster.secret")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("bench: cluster secret: %w", err)
+	}
+	return path, nil
+}
+
+// secureBootstrap waits for the first node's <data>/ca.pem (every node
+// derives the same CA from the secret), then asks the nodes in turn for
+// the cluster's admin token until one issues it (the token store needs a
+// shard leader).
+func secureBootstrap(c *Cluster, deadline time.Time) error {
+	caFile := filepath.Join(c.Procs[0].Dir, "ca.pem")
+	for {
+		b, err := os.ReadFile(caFile)
+		if err == nil && len(b) > 0 {
+			c.CAPEM = b
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: no %s after 60s (see the node's log): %v", caFile, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var last error
+	for i := 0; time.Now().Before(deadline); i++ {
+		p := c.Procs[i%len(c.Procs)]
+		cl, err := client.New(c.URL(p), client.WithHTTPClient(c.httpClient()), client.WithoutRouting())
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		is, err := cl.Bootstrap(ctx)
+		cancel()
+		if err == nil {
+			c.Token = is.Token
+			return nil
+		}
+		var ae *client.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+			// An earlier attempt was issued but its answer lost.
+			return fmt.Errorf("bench: bootstrap of %s: %w", p.Name, err)
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("bench: secure lambdadb cluster not bootstrapped after 60s: %v", last)
 }
 
 // Restart stops every process of a lambdadb cluster, calls between (if
@@ -192,7 +323,7 @@ func waitLambdaDB(c *Cluster, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		ok := true
 		for _, p := range c.Procs {
-			if err := lambdaReady(p.Addr); err != nil {
+			if err := lambdaReady(c, p); err != nil {
 				ok, last = false, err
 				break
 			}
@@ -205,15 +336,21 @@ func waitLambdaDB(c *Cluster, timeout time.Duration) error {
 	return fmt.Errorf("bench: lambdadb cluster not ready after %v: %v", timeout, last)
 }
 
-func lambdaReady(addr string) error {
+func lambdaReady(c *Cluster, p *Proc) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/cluster", nil)
-	res, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.URL(p)+"/v1/cluster", nil)
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return err
 	}
 	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /v1/cluster: %s", res.Status)
+	}
 	var st struct {
 		Nodes []struct {
 			Up bool `json:"up"`

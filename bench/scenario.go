@@ -27,6 +27,7 @@ type Scenario struct {
 var Scenarios = []Scenario{
 	{Name: "kv-put", Title: "KV puts: lambdadb vs etcd, 3 nodes each", Run: runKVPut},
 	{Name: "kv-get", Title: "KV gets by consistency level: lambdadb vs etcd, 3 nodes each", Run: runKVGet},
+	{Name: "kv-secure", Title: "KV puts and gets: lambdadb in secure mode (TLS 1.3, tokens) vs insecure, 3 nodes each", Run: runKVSecure},
 	{Name: "idle", Title: "Idle cost of a 3-node lambdadb cluster by shard count", Run: runIdle},
 	{Name: "sandbox-start", Title: "Sandbox start latency by state (the paper's Figure 5)", Run: runSandboxStart},
 	{Name: "density", Title: "Paused sandboxes per GiB until the memory budget binds (the paper's Figure 6)", Run: runDensity},
@@ -91,7 +92,7 @@ func Select(list string) ([]Scenario, error) {
 // Sizes are the sizes of every scenario's workload. QuickSizes and
 // FullSizes are the two profiles; flags may override single fields.
 type Sizes struct {
-	// kv-put, kv-get
+	// kv-put, kv-get, kv-secure
 	KVClients  int           // concurrent closed-loop clients, same for both systems
 	KVValue    int           // value size in bytes
 	KVKeys     int           // key space
@@ -151,7 +152,8 @@ type Sizes struct {
 	RebalanceTimeout time.Duration // longest wait for balance
 }
 
-// QuickSizes fit `make bench-quick` in about 6 minutes on a 2-core machine.
+// QuickSizes fit `make bench-quick` in about 8 minutes on a 2-core machine
+// (kv-secure about 1.5 of them).
 var QuickSizes = Sizes{
 	KVClients: 64, KVValue: 256, KVKeys: 2000, KVDuration: 3 * time.Second, KVShards: 16, KVRounds: 3,
 	IdleShards: []int{16, 64}, IdleSettle: 5 * time.Second, IdleWindow: 10 * time.Second,

@@ -40,7 +40,7 @@ func run() error {
 		names = append(names, s.Name)
 	}
 	var (
-		quick    = flag.Bool("quick", false, "small sizes: the whole suite in about 5 minutes")
+		quick    = flag.Bool("quick", false, "small sizes: the whole suite in about 8 minutes")
 		scen     = flag.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(names, ", ")+" (kv = kv-put,kv-get)")
 		out      = flag.String("out", "", "directory for the report and plots (default bench/results/<UTC timestamp>)")
 		bin      = flag.String("bin", "bin/lambdadb", "lambdadb binary")
@@ -152,12 +152,12 @@ type sizes struct {
 
 func sizeFlags() *sizes {
 	return &sizes{
-		clients:        flag.Int("clients", 0, "kv: concurrent closed-loop clients, both systems (0: profile)"),
+		clients:        flag.Int("clients", 0, "kv, kv-secure: concurrent closed-loop clients, both systems (0: profile)"),
 		value:          flag.Int("value", 0, "kv: value size in bytes (0: profile)"),
 		keys:           flag.Int("keys", 0, "kv: key space (0: profile)"),
 		shards:         flag.Int("shards", 0, "kv, trigger: lambdadb shards (0: profile)"),
-		duration:       flag.Duration("duration", 0, "kv: length of each measurement (0: profile)"),
-		rounds:         flag.Int("rounds", 0, "kv: rounds of the comparison, fresh clusters each, order alternating (0: profile)"),
+		duration:       flag.Duration("duration", 0, "kv, kv-secure: length of each measurement (0: profile)"),
+		rounds:         flag.Int("rounds", 0, "kv, kv-secure: rounds of the comparison, fresh clusters each, order alternating (0: profile)"),
 		burstDuration:  flag.Duration("burst-duration", 0, "burst: how long invocations are kept outstanding (0: profile)"),
 		changes:        flag.Int("changes", 0, "trigger: changes preloaded for the delivery rate (0: profile)"),
 		samples:        flag.Int("samples", 0, "trigger: latency samples with a paused sandbox (0: profile)"),
