@@ -10,6 +10,8 @@ DURATION    ?= 15m
 SEED        ?= 0
 FAULTS      ?= all
 CHAOS_OUT   ?= bin/chaos
+# more nemesis flags, for example CHAOS_FLAGS=-keep-data
+CHAOS_FLAGS ?=
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -100,15 +102,15 @@ $(NEMESIS): build
 # Both run the cluster in secure mode (TLS, cluster secret, admin token);
 # the -insecure variants run the same in plain HTTP, for comparison.
 chaos: $(NEMESIS) examples
-	$(NEMESIS) -bin $(BIN) -secure -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)
+	$(NEMESIS) -bin $(BIN) -secure -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS) -out $(CHAOS_OUT)
 
 chaos-insecure: $(NEMESIS) examples
-	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)/insecure
+	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS) -out $(CHAOS_OUT)/insecure
 
 # CI-sized: under 3 minutes including the build. The first fault is a
 # join, so replicas move under the faults that follow; membership faults
 # stop 50 s before the end so that their moves finish within the run.
-CHAOS_QUICK := -duration 100s -hold 5s -quiet 2s -membership-cutoff 50s -settle-timeout 90s -seed $(SEED) -faults $(FAULTS)
+CHAOS_QUICK := -duration 100s -hold 5s -quiet 2s -membership-cutoff 50s -settle-timeout 90s -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS)
 
 chaos-quick: $(NEMESIS) examples
 	$(NEMESIS) -bin $(BIN) -secure $(CHAOS_QUICK) -out $(CHAOS_OUT)/quick
