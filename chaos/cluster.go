@@ -291,7 +291,14 @@ func (c *Cluster) newProc(id, addr string, extra ...string) (*Proc, error) {
 	args = append(args, "--unsafe-fault-injection")
 	scheme := "http"
 	if c.secret != "" {
-		args = append(args, "--cluster-secret-file", c.secret)
+		// A node trusts a token record it read for --token-cache-ttl,
+		// then reads it again from the shard holding the auth records.
+		// A node cut off from that shard's quorum for longer refuses
+		// every request with a token, /debug/faults too: the harness
+		// could not heal the partition that cut it off. With a TTL longer
+		// than any run, a node that has seen the admin token once since
+		// its start keeps accepting it (the harness never revokes it).
+		args = append(args, "--cluster-secret-file", c.secret, "--token-cache-ttl", secureTokenCacheTTL.String())
 		scheme = "https"
 	}
 	return &Proc{ID: id, Addr: addr, scheme: scheme, bin: c.bin, logf: logf, args: args}, nil
@@ -512,6 +519,16 @@ func (c *Cluster) giveRules(ctx context.Context, p *Proc) error {
 	body, err := json.Marshal(rules)
 	if err != nil {
 		return err
+	}
+	if c.Secure() {
+		// The node, just started, knows no token yet: it must read the
+		// admin token's record from the auth shard, which the rules in
+		// force may cut it off from. Give up early rather than hold up
+		// the heals that follow (the other nodes enforce the rules on
+		// their side meanwhile).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
 	}
 	return c.putFaultsRetry(ctx, p, body, 100)
 }
