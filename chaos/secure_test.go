@@ -38,23 +38,22 @@ func TestWriteSecret(t *testing.T) {
 // The admin token goes with raw requests and Go clients alike, and only
 // when the cluster has one.
 func TestTokenOnEveryRequest(t *testing.T) {
-	var (
-		mu  sync.Mutex
-		got []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got = append(got, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"nodes":[],"shards":[]}`))
-	}))
-	defer srv.Close()
-	p := &Proc{ID: "n1", Addr: strings.TrimPrefix(srv.URL, "http://"), scheme: "http"}
 	for _, tok := range []string{"", "ldb_0123456789abcdef_secret"} {
-		mu.Lock()
-		got = nil
-		mu.Unlock()
+		// A server per case: the client's router asks for the placement
+		// in the background, maybe after the case's requests.
+		var (
+			mu  sync.Mutex
+			got []string
+		)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			got = append(got, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"nodes":[],"shards":[]}`))
+		}))
+		defer srv.Close()
+		p := &Proc{ID: "n1", Addr: strings.TrimPrefix(srv.URL, "http://"), scheme: "http"}
 		c := &Cluster{hc: srv.Client(), token: tok}
 		if _, err := c.Status(context.Background(), p); err != nil {
 			t.Fatal(err)
