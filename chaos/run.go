@@ -317,6 +317,9 @@ func finalReads(ctx context.Context, cl *Cluster, hist *History, keys []string) 
 							break
 						}
 						last = err
+						if ctx.Err() != nil {
+							break // interrupted: report, do not retry
+						}
 						time.Sleep(500 * time.Millisecond)
 					}
 					if last != nil {
