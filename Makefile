@@ -10,10 +10,12 @@ DURATION    ?= 15m
 SEED        ?= 0
 FAULTS      ?= all
 CHAOS_OUT   ?= bin/chaos
+# more nemesis flags, for example CHAOS_FLAGS=-keep-data
+CHAOS_FLAGS ?=
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
+.PHONY: help build run test race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -98,14 +100,24 @@ etcd:
 $(NEMESIS): build
 	$(GO) build -o $(NEMESIS) ./chaos/cmd/nemesis
 
+# Both run the cluster in secure mode (TLS, cluster secret, admin token);
+# the -insecure variants run the same in plain HTTP, for comparison.
 chaos: $(NEMESIS) examples
-	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)
+	$(NEMESIS) -bin $(BIN) -secure -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS) -out $(CHAOS_OUT)
+
+chaos-insecure: $(NEMESIS) examples
+	$(NEMESIS) -bin $(BIN) -duration $(DURATION) -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS) -out $(CHAOS_OUT)/insecure
 
 # CI-sized: under 3 minutes including the build. The first fault is a
 # join, so replicas move under the faults that follow; membership faults
 # stop 50 s before the end so that their moves finish within the run.
+CHAOS_QUICK := -duration 100s -hold 5s -quiet 2s -membership-cutoff 50s -settle-timeout 90s -seed $(SEED) -faults $(FAULTS) $(CHAOS_FLAGS)
+
 chaos-quick: $(NEMESIS) examples
-	$(NEMESIS) -bin $(BIN) -duration 100s -hold 5s -quiet 2s -membership-cutoff 50s -settle-timeout 90s -seed $(SEED) -faults $(FAULTS) -out $(CHAOS_OUT)/quick
+	$(NEMESIS) -bin $(BIN) -secure $(CHAOS_QUICK) -out $(CHAOS_OUT)/quick
+
+chaos-quick-insecure: $(NEMESIS) examples
+	$(NEMESIS) -bin $(BIN) $(CHAOS_QUICK) -out $(CHAOS_OUT)/quick-insecure
 
 # The soak: every flood of careless and hostile clients at once against one
 # `lambdadb serve` (idle long polls, never-reading WebSockets, stalled
@@ -124,15 +136,16 @@ clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz chaos chaos-quick soak soak-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
+	@echo "targets: build run test race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
 	@echo "  test   go test ./... (fuzz seed corpora included)"
 	@echo "  race   go test -race ./..."
 	@echo "  lint   gofmt check, go vet, staticcheck"
 	@echo "  fuzz   run every Fuzz target for FUZZTIME (default 30s) each"
-	@echo "  chaos  nemesis run for DURATION (default 15m): faults, porcupine check, report in $(CHAOS_OUT)"
+	@echo "  chaos  nemesis run for DURATION (default 15m), cluster in secure mode: faults, porcupine check, report in $(CHAOS_OUT)"
 	@echo "  chaos-quick  the same in CI time (100s of faults)"
+	@echo "  chaos-insecure, chaos-quick-insecure  the same with the cluster in plain HTTP, no tokens"
 	@echo "  bench  LambdaBench, every scenario at full size (~10 min): report and plots in bench/results/<timestamp>"
 	@echo "  bench-quick  the same scenarios at small sizes (~6 min)"
 	@echo "  bench-kv  3-node lambdadb vs 3-member etcd: puts and gets (BENCH_DURATION, BENCH_CLIENTS)"

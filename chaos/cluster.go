@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,11 +39,12 @@ const (
 // Proc is one `lambdadb serve` process the harness controls. Its methods
 // are safe for concurrent use.
 type Proc struct {
-	ID   string
-	Addr string
-	args []string
-	bin  string
-	logf *os.File
+	ID     string
+	Addr   string
+	scheme string // "http", or "https" in secure mode
+	args   []string
+	bin    string
+	logf   *os.File
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -50,8 +52,8 @@ type Proc struct {
 	done  chan struct{} // closed when cmd exits
 }
 
-// URL is the node's base URL.
-func (p *Proc) URL() string { return "http://" + p.Addr }
+// URL is the node's base URL (https:// in secure mode).
+func (p *Proc) URL() string { return p.scheme + "://" + p.Addr }
 
 // State returns the node's state.
 func (p *Proc) State() NodeState {
@@ -195,6 +197,14 @@ type Cluster struct {
 	bin    string
 	hc     *http.Client
 
+	// Secure mode: every node runs with --cluster-secret-file secret;
+	// requests go over TLS trusting tlsConf's CA and carry the admin
+	// token. Zero in insecure mode.
+	secret  string
+	tlsConf *tls.Config
+	token   string
+	shared  http.RoundTripper // HTTPClient's transport (nil: Go's default)
+
 	mu     sync.Mutex
 	procs  []*Proc           // every process ever started, in start order
 	rules  []shard.FaultRule // in force on every running node
@@ -207,6 +217,10 @@ type ClusterConfig struct {
 	Dir    string // data directories and logs go here
 	Nodes  int    // default 3
 	Shards int    // default 16
+	// Secure runs the nodes in secure mode: a random cluster secret
+	// (Dir/cluster.secret), TLS, and the admin token the harness
+	// bootstraps on every request.
+	Secure bool
 }
 
 // StartCluster starts the nodes with --unsafe-fault-injection and waits
@@ -230,6 +244,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Shards: cfg.Shards, dir: cfg.Dir, bin: bin, hc: &http.Client{Timeout: 5 * time.Second}, nextID: cfg.Nodes + 1}
+	if cfg.Secure {
+		if c.secret, err = writeSecret(cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
 	var peers []string
 	for i, a := range addrs {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, a))
@@ -246,6 +265,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, err
 		}
 		c.procs = append(c.procs, p)
+	}
+	if cfg.Secure {
+		if err := c.secure(ctx, 60*time.Second); err != nil {
+			c.Stop()
+			return nil, err
+		}
 	}
 	if err := c.WaitHealthy(ctx, 60*time.Second); err != nil {
 		c.Stop()
@@ -264,7 +289,19 @@ func (c *Cluster) newProc(id, addr string, extra ...string) (*Proc, error) {
 	args := []string{"serve", "--id", id, "--addr", addr, "--data", filepath.Join(c.dir, id)}
 	args = append(args, extra...)
 	args = append(args, "--unsafe-fault-injection")
-	return &Proc{ID: id, Addr: addr, bin: c.bin, logf: logf, args: args}, nil
+	scheme := "http"
+	if c.secret != "" {
+		// A node trusts a token record it read for --token-cache-ttl,
+		// then reads it again from the shard holding the auth records.
+		// A node cut off from that shard's quorum for longer refuses
+		// every request with a token, /debug/faults too: the harness
+		// could not heal the partition that cut it off. With a TTL longer
+		// than any run, a node that has seen the admin token once since
+		// its start keeps accepting it (the harness never revokes it).
+		args = append(args, "--cluster-secret-file", c.secret, "--token-cache-ttl", secureTokenCacheTTL.String())
+		scheme = "https"
+	}
+	return &Proc{ID: id, Addr: addr, scheme: scheme, bin: c.bin, logf: logf, args: args}, nil
 }
 
 // Stop ends every process.
@@ -349,7 +386,7 @@ func (c *Cluster) Status(ctx context.Context, p *Proc) (shard.ClusterStatus, err
 
 // getJSON GETs path from p and decodes the JSON answer into out.
 func (c *Cluster) getJSON(ctx context.Context, p *Proc, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+path, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, p, path, nil)
 	if err != nil {
 		return err
 	}
@@ -483,6 +520,16 @@ func (c *Cluster) giveRules(ctx context.Context, p *Proc) error {
 	if err != nil {
 		return err
 	}
+	if c.Secure() {
+		// The node, just started, knows no token yet: it must read the
+		// admin token's record from the auth shard, which the rules in
+		// force may cut it off from. Give up early rather than hold up
+		// the heals that follow (the other nodes enforce the rules on
+		// their side meanwhile).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+	}
 	return c.putFaultsRetry(ctx, p, body, 100)
 }
 
@@ -494,7 +541,7 @@ func (c *Cluster) putFaultsRetry(ctx context.Context, p *Proc, body []byte, atte
 	var last error
 	for attempt := 0; attempt < attempts; attempt++ {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, p.URL()+"/debug/faults", bytes.NewReader(body))
+		req, _ := c.newRequest(ctx, http.MethodPut, p, "/debug/faults", bytes.NewReader(body))
 		res, err := c.hc.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(res.Body)

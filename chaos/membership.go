@@ -161,7 +161,7 @@ func (c *Cluster) membershipCall(ctx context.Context, method, path, avoid string
 func (c *Cluster) do(ctx context.Context, method string, p *Proc, path string) (int, []byte, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, p.URL()+path, nil)
+	req, err := c.newRequest(rctx, method, p, path, nil)
 	if err != nil {
 		return 0, nil, err
 	}

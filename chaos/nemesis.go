@@ -196,12 +196,15 @@ func (n *Nemesis) Run(ctx context.Context) {
 			}
 		}
 		sleepCtx(ctx, hold)
-		// Heal even when ctx has ended: the final checks need a whole cluster.
-		hctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		// Heal even when ctx has ended: the final checks need a whole
+		// cluster. Each heal has its own time, so that one that takes
+		// long (a node restarted into a partition) does not leave the
+		// other none.
 		if second != nil {
-			n.heal(hctx, second)
+			n.healFor(60*time.Second, second)
 		}
-		n.heal(hctx, first)
+		n.healFor(60*time.Second, first)
+		hctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if err := n.Cluster.WaitHealthy(hctx, 30*time.Second); err != nil {
 			first.rec.Errors = append(first.rec.Errors, "after heal: "+err.Error())
 			n.logf("         cluster not healthy after healing: %v", err)
@@ -342,6 +345,13 @@ func (n *Nemesis) start(ctx context.Context, rng *rand.Rand, kind, note string) 
 	}
 	n.logf("%7.1fs  %s", float64(f.rec.Start)/1e9, f.rec.Desc)
 	return f
+}
+
+// healFor heals f within d, whatever the run's context.
+func (n *Nemesis) healFor(d time.Duration, f *activeFault) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	n.heal(ctx, f)
 }
 
 func (n *Nemesis) heal(ctx context.Context, f *activeFault) {

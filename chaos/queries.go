@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
@@ -43,7 +42,7 @@ func (q *QueryWorkload) Setup(ctx context.Context) error {
 	if len(up) == 0 {
 		return fmt.Errorf("query workload: no running node")
 	}
-	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	cl, err := q.Cluster.Client(up[0], q.Cluster.HTTPClient(30*time.Second))
 	if err != nil {
 		return err
 	}
@@ -94,14 +93,14 @@ func (q *QueryWorkload) Setup(ctx context.Context) error {
 // Run queries until ctx ends.
 func (q *QueryWorkload) Run(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(q.Seed, 77))
-	hc := &http.Client{Timeout: q.Timeout + 5*time.Second}
+	hc := q.Cluster.HTTPClient(q.Timeout + 5*time.Second)
 	for ctx.Err() == nil {
 		p := pickOne(rng, q.Cluster.Running())
 		if p == nil {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
-		cl, err := client.New(p.URL(), client.WithHTTPClient(hc))
+		cl, err := q.Cluster.Client(p, hc)
 		if err != nil {
 			continue
 		}

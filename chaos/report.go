@@ -133,8 +133,12 @@ func yesNo(b bool) string {
 func (r *Report) Write(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "== nemesis report\n")
-	fmt.Fprintf(w, "run:        %v of faults and load (%v in all, check %v); seed %d; 3 nodes at the start, %d at the end; %d shards\n",
-		r.Workload.Round(time.Second), r.Elapsed.Round(time.Second), r.CheckTime.Round(time.Millisecond), c.Seed, len(r.Membership.Members), c.Shards)
+	mode := "insecure (plain HTTP, no tokens)"
+	if c.Secure {
+		mode = "secure (TLS, cluster secret, admin token)"
+	}
+	fmt.Fprintf(w, "run:        %v of faults and load (%v in all, check %v); seed %d; 3 nodes at the start, %d at the end; %d shards; %s\n",
+		r.Workload.Round(time.Second), r.Elapsed.Round(time.Second), r.CheckTime.Round(time.Millisecond), c.Seed, len(r.Membership.Members), c.Shards, mode)
 	fmt.Fprintf(w, "workload:   %d register clients on %d keys, %d session clients, op timeout %v\n",
 		c.Clients, c.Keys, c.Sessions, c.OpTimeout)
 	fmt.Fprintf(w, "faults:     %d injected (%s)\n", len(r.Faults), strings.Join(countKinds(r.Faults), ", "))

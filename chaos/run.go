@@ -57,6 +57,12 @@ type Config struct {
 	// MembershipCutoff: no membership fault starts in this last part of
 	// Duration. Default Duration/4, at most 2m.
 	MembershipCutoff time.Duration
+	// Secure runs the cluster in secure mode: every node, joining ones
+	// too, gets the same random cluster secret (a 0600 file in the data
+	// directory), the harness speaks HTTPS trusting the cluster's CA and
+	// sends the admin token it bootstraps with every request. Default
+	// false: plain HTTP, no tokens.
+	Secure bool
 }
 
 // replicas is the replication factor of the harness's clusters (serve's
@@ -141,8 +147,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return rep, err
 	}
-	logf("starting 3 nodes (%s), data and logs in %s", cfg.Bin, dataDir)
-	cl, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Bin, Dir: dataDir, Shards: cfg.Shards})
+	mode := "insecure mode"
+	if cfg.Secure {
+		mode = "secure mode: TLS, cluster secret, admin token"
+	}
+	logf("starting 3 nodes (%s, %s), data and logs in %s", cfg.Bin, mode, dataDir)
+	cl, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Bin, Dir: dataDir, Shards: cfg.Shards, Secure: cfg.Secure})
 	if err != nil {
 		return rep, err
 	}
@@ -292,7 +302,7 @@ func finalReads(ctx context.Context, cl *Cluster, hist *History, keys []string) 
 			for key := range work {
 				for _, p := range cl.Members() {
 					ni := procNum(p)
-					c, _ := client.New(p.URL(), client.WithHTTPClient(cl.hc))
+					c, _ := cl.Client(p, cl.hc)
 					var last error
 					for attempt := 0; attempt < 20; attempt++ {
 						op := Op{Client: 3000 + ni, Kind: Get, Key: key, Node: p.ID, Final: true, Call: hist.Now()}
@@ -307,6 +317,9 @@ func finalReads(ctx context.Context, cl *Cluster, hist *History, keys []string) 
 							break
 						}
 						last = err
+						if ctx.Err() != nil {
+							break // interrupted: report, do not retry
+						}
 						time.Sleep(500 * time.Millisecond)
 					}
 					if last != nil {
@@ -425,7 +438,7 @@ func appliedSignature(ctx context.Context, cl *Cluster) (sig, diff string) {
 // shardHashes hashes node p's data per shard: SHA-256 over key, version and
 // value of every record, in key order.
 func shardHashes(ctx context.Context, cl *Cluster, p *Proc) (map[int]string, error) {
-	c, err := client.New(p.URL(), client.WithHTTPClient(cl.hc))
+	c, err := cl.Client(p, cl.hc)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -43,7 +42,7 @@ func (t *TriggerWorkload) Setup(ctx context.Context) error {
 	if len(up) == 0 {
 		return fmt.Errorf("trigger workload: no running node")
 	}
-	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 60 * time.Second}))
+	cl, err := t.Cluster.Client(up[0], t.Cluster.HTTPClient(60*time.Second))
 	if err != nil {
 		return err
 	}
@@ -75,14 +74,14 @@ func (t *TriggerWorkload) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(t.Seed, uint64(w)+1000))
-			hc := &http.Client{Timeout: t.Timeout}
+			hc := t.Cluster.HTTPClient(t.Timeout)
 			for i := 0; ctx.Err() == nil; i++ {
 				p := pickOne(rng, t.Cluster.Running())
 				if p == nil {
 					time.Sleep(20 * time.Millisecond)
 					continue
 				}
-				cl, err := client.New(p.URL(), client.WithHTTPClient(hc))
+				cl, err := t.Cluster.Client(p, hc)
 				if err != nil {
 					continue
 				}
@@ -142,7 +141,7 @@ func (t *TriggerWorkload) index(ctx context.Context) (map[string]string, error) 
 	if len(up) == 0 {
 		return nil, fmt.Errorf("no node is up")
 	}
-	cl, err := client.New(up[0].URL(), client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	cl, err := t.Cluster.Client(up[0], t.Cluster.HTTPClient(30*time.Second))
 	if err != nil {
 		return nil, err
 	}

@@ -105,11 +105,11 @@ func (w *Workload) Run(ctx context.Context) {
 		w.Timeout = 5 * time.Second
 	}
 	w.sessionOps = map[string]int{}
-	w.hc = &http.Client{Transport: &http.Transport{
+	w.hc = &http.Client{Transport: w.Cluster.Transport(&http.Transport{
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     30 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
-	}}
+	})}
 	defer w.hc.CloseIdleConnections()
 	var wg sync.WaitGroup
 	for i := 0; i < w.Clients; i++ {
@@ -145,7 +145,7 @@ func (w *Workload) pickNode(rng *rand.Rand, avoid string) *Proc {
 }
 
 func (w *Workload) client(p *Proc, token string) *client.Client {
-	c, err := client.New(p.URL(), client.WithHTTPClient(w.hc), client.WithToken(token))
+	c, err := w.Cluster.Client(p, w.hc, client.WithToken(token))
 	if err != nil {
 		panic(err) // our own URL and token
 	}

@@ -7,7 +7,10 @@
 // prints a report and exits 1 on any violation, 2 when the harness could
 // not run.
 //
-//	nemesis -bin bin/lambdadb -duration 15m -out bin/chaos
+// With -secure the nodes run in secure mode (TLS from a random cluster
+// secret, every request with the admin token the harness bootstraps).
+//
+//	nemesis -bin bin/lambdadb -duration 15m -secure -out bin/chaos
 package main
 
 import (
@@ -44,6 +47,7 @@ func main() {
 	flag.IntVar(&cfg.MaxNodes, "max-nodes", 5, "most members joins bring the cluster to")
 	flag.DurationVar(&cfg.SettleTimeout, "settle-timeout", 3*time.Minute, "longest wait after healing for the moves to finish")
 	flag.DurationVar(&cfg.MembershipCutoff, "membership-cutoff", 0, "start no membership fault in this last part of the run (default: a quarter of -duration, at most 2m)")
+	flag.BoolVar(&cfg.Secure, "secure", false, "run the cluster in secure mode (TLS from a random cluster secret, bootstrapped admin token on every request)")
 	flag.Parse()
 
 	kinds, err := chaos.ParseFaults(faults)
