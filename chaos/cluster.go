@@ -291,14 +291,10 @@ func (c *Cluster) newProc(id, addr string, extra ...string) (*Proc, error) {
 	args = append(args, "--unsafe-fault-injection")
 	scheme := "http"
 	if c.secret != "" {
-		// A node trusts a token record it read for --token-cache-ttl,
-		// then reads it again from the shard holding the auth records.
-		// A node cut off from that shard's quorum for longer refuses
-		// every request with a token, /debug/faults too: the harness
-		// could not heal the partition that cut it off. With a TTL longer
-		// than any run, a node that has seen the admin token once since
-		// its start keeps accepting it (the harness never revokes it).
-		args = append(args, "--cluster-secret-file", c.secret, "--token-cache-ttl", secureTokenCacheTTL.String())
+		// The nodes' default token cache: a node cut off from the shard
+		// holding the token records keeps accepting the admin token it
+		// knew (for up to an hour), so /debug/faults can heal it.
+		args = append(args, "--cluster-secret-file", c.secret)
 		scheme = "https"
 	}
 	return &Proc{ID: id, Addr: addr, scheme: scheme, bin: c.bin, logf: logf, args: args}, nil

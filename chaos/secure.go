@@ -29,10 +29,6 @@ import (
 // sends it on every request: Go clients through Client, raw requests
 // through newRequest, transports configured by Transport.
 
-// secureTokenCacheTTL is the nodes' --token-cache-ttl in secure mode
-// (see Cluster.newProc).
-const secureTokenCacheTTL = 24 * time.Hour
-
 // writeSecret writes a random cluster secret (48 bytes, hex) to
 // dir/cluster.secret, mode 0600, and returns the file's path.
 func writeSecret(dir string) (string, error) {
