@@ -48,6 +48,9 @@ type precompiler struct {
 
 	mu      sync.Mutex
 	pending map[string]*precompileJob // by function name, not yet started
+	// active holds every job not finished, by function name: the newest
+	// one announced (calls of its version wait for it).
+	active map[string]*precompileJob
 
 	compiles *prometheus.CounterVec
 	waits    prometheus.Counter
@@ -67,6 +70,7 @@ func newPrecompiler(e *Engine, reg prometheus.Registerer) (*precompiler, error) 
 	p := &precompiler{
 		slots:   make(chan struct{}, e.cfg.PrecompileConcurrency),
 		pending: map[string]*precompileJob{},
+		active:  map[string]*precompileJob{},
 		compiles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCompiles,
 			Help: "Modules compiled on this node, by reason: deploy (in the background, after a deploy), " +
 				"call (a call found none compiled) and validate (a deploy received by this node)."}, []string{"reason"}),
@@ -114,6 +118,7 @@ func (e *Engine) Precompile(name string, version uint64, tok session.Token) <-ch
 	}
 	j := &precompileJob{name: name, version: version, tok: tok.Merge(nil), done: make(chan struct{})}
 	p.pending[name] = j
+	p.active[name] = j
 	p.mu.Unlock()
 	go e.runPrecompile(j)
 	return j.done
@@ -135,7 +140,14 @@ func (e *Engine) PrecompileWait(ctx context.Context, name string, version uint64
 
 func (e *Engine) runPrecompile(j *precompileJob) {
 	p := e.pre
-	defer close(j.done)
+	defer func() {
+		p.mu.Lock()
+		if p.active[j.name] == j {
+			delete(p.active, j.name)
+		}
+		p.mu.Unlock()
+		close(j.done)
+	}()
 	select {
 	case p.slots <- struct{}{}:
 	case <-e.life.Done():
@@ -202,19 +214,28 @@ func (e *Engine) precompile(name string, version uint64, tok session.Token) erro
 }
 
 // compileForCall is compile for a call's sandbox start, counted: a call
-// that compiled, or that waited for a compile in progress.
+// that compiled, or that waited for a compile in progress. A call of a
+// version whose background compile was announced but has not reached the
+// compile yet (it reads the registry first) waits for that compile too.
 func (e *Engine) compileForCall(ctx context.Context, rt *wasmRuntime, f *Function, fetch func() ([]byte, error)) (*compiled, bool, error) {
-	key := fmt.Sprintf("%s/%d", f.SHA256, rt.memoryMB)
-	e.mu.Lock()
 	waiting := false
-	if c, ok := e.modules[key]; ok {
-		select {
-		case <-c.done:
-		default:
+	switch e.compiledStateLocking(f.SHA256, rt.memoryMB) {
+	case compileRunning:
+		waiting = true
+	case compileNone:
+		e.pre.mu.Lock()
+		j := e.pre.active[f.Name]
+		covers := j != nil && j.version >= f.Version
+		e.pre.mu.Unlock()
+		if covers {
 			waiting = true
+			select {
+			case <-j.done:
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
 		}
 	}
-	e.mu.Unlock()
 	began := time.Now()
 	c, fresh, err := e.compile(ctx, rt, f.SHA256, fetch)
 	switch {
@@ -250,6 +271,12 @@ func (e *Engine) compiledState(f *Function) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.compiledStateLocked(f.SHA256, f.MemoryMB)
+}
+
+func (e *Engine) compiledStateLocking(sha string, memoryMB int) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.compiledStateLocked(sha, memoryMB)
 }
 
 func (e *Engine) compiledStateLocked(sha string, memoryMB int) int {

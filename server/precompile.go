@@ -149,16 +149,30 @@ func (s *Server) announceDeploy(ctx context.Context, f *lambda.Function, tok ses
 			}
 		}()
 	}
+	// Without a wait, still answer after the members took the notice (so
+	// calls sent on the answer find the compile under way), within
+	// noticeWait.
+	all := make(chan struct{})
+	go func() { wg.Wait(); cancel(); close(all) }()
 	if wait <= 0 {
-		// Answer at once; the notices finish in the background.
-		go func() { wg.Wait(); cancel() }()
+		t := time.NewTimer(noticeWait)
+		defer t.Stop()
+		select {
+		case <-all:
+		case <-t.C:
+		}
 		return nil
 	}
-	wg.Wait()
-	cancel()
+	<-all
+	mu.Lock()
+	defer mu.Unlock()
 	sort.Strings(compiled)
 	return compiled
 }
+
+// noticeWait bounds how long a deploy that does not wait for compiles
+// waits for its notices to be taken.
+const noticeWait = 2 * time.Second
 
 // compiledOn formats the X-Compiled-On header.
 func compiledOn(ids []string) string { return strings.Join(ids, ",") }
