@@ -32,6 +32,7 @@ var Scenarios = []Scenario{
 	{Name: "sandbox-start", Title: "Sandbox start latency by state (the paper's Figure 5)", Run: runSandboxStart},
 	{Name: "density", Title: "Paused sandboxes per GiB until the memory budget binds (the paper's Figure 6)", Run: runDensity},
 	{Name: "burst", Title: "100 outstanding 200 ms invocations (the paper's Figure 2)", Run: runBurst},
+	{Name: "burst-after-deploy", Title: "Bursts of 200 ms calls on the other nodes right after a deploy", Run: runBurstAfterDeploy},
 	{Name: "trigger", Title: "Change delivery to handlers by sandbox state; etcd watch as reference", Run: runTrigger},
 	{Name: "scatter", Title: "Aggregate next to the data vs pulling every record", Run: runScatter},
 	{Name: "billing", Title: "Billing a Gmail-shaped RPC mix at 100 ms vs 1 ms granularity", Run: runBilling},
@@ -120,6 +121,9 @@ type Sizes struct {
 	BurstDuration    time.Duration // how long they are kept outstanding
 	BurstSleepMS     int           // what each invocation sleeps
 
+	// burst-after-deploy (sleeping BurstSleepMS)
+	AfterDeployBursts []int // calls of each burst, a fresh function each
+
 	// trigger
 	TriggerChanges        int // preloaded changes for the delivery rate
 	TriggerSamples        int // put → handler samples with a paused sandbox (and feed/watch samples)
@@ -160,7 +164,8 @@ var QuickSizes = Sizes{
 	StartWarm: 100, StartRestart: 20, StartCold: 4, StartProcess: 50, StartPython: 10,
 	DensityBudgetMB:  256,
 	BurstOutstanding: 100, BurstDuration: 30 * time.Second, BurstSleepMS: 200,
-	TriggerChanges: 5000, TriggerSamples: 100, TriggerStoppedSamples: 20,
+	AfterDeployBursts: []int{60, 100},
+	TriggerChanges:    5000, TriggerSamples: 100, TriggerStoppedSamples: 20,
 	ScatterRecords: 100_000, ScatterValueBytes: 200, ScatterRuns: 3,
 	BillingCalls: 400, BillingConcurrency: 32, BillingSeed: 1,
 	HostileDuration: 5 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,
@@ -176,7 +181,8 @@ var FullSizes = Sizes{
 	StartWarm: 500, StartRestart: 50, StartCold: 10, StartProcess: 200, StartPython: 30,
 	DensityBudgetMB:  1024,
 	BurstOutstanding: 100, BurstDuration: 60 * time.Second, BurstSleepMS: 200,
-	TriggerChanges: 20000, TriggerSamples: 300, TriggerStoppedSamples: 50,
+	AfterDeployBursts: []int{60, 100},
+	TriggerChanges:    20000, TriggerSamples: 300, TriggerStoppedSamples: 50,
 	ScatterRecords: 1_000_000, ScatterValueBytes: 200, ScatterRuns: 5,
 	BillingCalls: 2000, BillingConcurrency: 32, BillingSeed: 1,
 	HostileDuration: 15 * time.Second, HostileWriters: 16, HostileValue: 10 << 10, HostilePolls: 1000,

@@ -123,6 +123,16 @@ type Config struct {
 	// a crash loses at most this much metering. Default: 1 s.
 	MeterFlushInterval time.Duration
 
+	// PrecompileConcurrency bounds the background compiles (Precompile:
+	// deploys announced to this node) running at once; more wait their
+	// turn. Default: DefaultPrecompileConcurrency (2).
+	PrecompileConcurrency int
+
+	// DisablePrecompile turns background compiles off: Precompile does
+	// nothing, and a function compiles on this node at its first call
+	// here (or when deployed through this node).
+	DisablePrecompile bool
+
 	// Registerer receives the engine's metrics. Default: none.
 	Registerer prometheus.Registerer
 
@@ -150,6 +160,7 @@ func (c *Config) setDefaults() error {
 		{"MaxTimeout", c.MaxTimeout < 0}, {"MaxInstancesLimit", c.MaxInstancesLimit < 0},
 		{"LogLines", c.LogLines < 0}, {"MeterFlushInterval", c.MeterFlushInterval < 0},
 		{"MaxFunctions", c.MaxFunctions < 0}, {"LogLineBytes", c.LogLineBytes < 0},
+		{"PrecompileConcurrency", c.PrecompileConcurrency < 0},
 	} {
 		if v.neg {
 			return fmt.Errorf("lambda: negative Config.%s", v.name)
@@ -166,6 +177,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.LogLines, DefaultLogLines)
 	setDefault(&c.LogLineBytes, DefaultLogLineBytes)
 	setDefault(&c.MaxFunctions, DefaultMaxFunctions)
+	setDefault(&c.PrecompileConcurrency, DefaultPrecompileConcurrency)
 	if c.LogLineBytes > MaxLogLineBytes {
 		return fmt.Errorf("lambda: Config.LogLineBytes %d exceeds %d", c.LogLineBytes, MaxLogLineBytes)
 	}

@@ -52,6 +52,7 @@ type Engine struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
 	m     *metrics
+	pre   *precompiler // background compiles after deploys
 
 	rtMu     sync.Mutex
 	runtimes map[int]*wasmRuntime
@@ -123,6 +124,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.m = m
+	if e.pre, err = newPrecompiler(e, cfg.Registerer); err != nil {
+		return nil, err
+	}
 	if err := e.loadMeters(); err != nil {
 		_ = e.cache.Close(context.Background())
 		return nil, fmt.Errorf("lambda: load meters: %w", err)
@@ -418,7 +422,7 @@ func (e *Engine) startInstance(ctx context.Context, p *pool, tok session.Token) 
 	}
 	// The module is fetched for every caller waiting on this compile: not
 	// under one caller's deadline.
-	c, fresh, err := e.compile(ctx, rt, f.SHA256, func() ([]byte, error) {
+	c, fresh, err := e.compileForCall(ctx, rt, f, func() ([]byte, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		return e.moduleBytes(fctx, f, tok)
@@ -725,6 +729,9 @@ type SandboxCounts struct {
 	Paused  int `json:"paused"`
 	Stopped int `json:"stopped"`
 	Cold    int `json:"cold"` // 1 when this node holds no compiled module of the current version
+	// Compiling is 1 while this node compiles the current version's
+	// module (Cold is 1 then too): calls wait for that compile.
+	Compiling int `json:"compiling"`
 }
 
 // Sandboxes returns the function's sandbox counts on this node.
@@ -735,19 +742,14 @@ func (e *Engine) Sandboxes(name string) SandboxCounts {
 }
 
 func (e *Engine) sandboxesLocked(name string) SandboxCounts {
-	p := e.pools[name]
-	if p == nil {
-		f := e.fnCache[name]
-		if f != nil {
-			if c, ok := e.modules[compiledKey(f)]; ok && c.err == nil {
-				return SandboxCounts{}
-			}
-		}
-		return SandboxCounts{Cold: 1}
+	var s SandboxCounts
+	if p := e.pools[name]; p != nil {
+		s = SandboxCounts{Running: p.running, Paused: len(p.idle), Stopped: p.stopped}
 	}
-	s := SandboxCounts{Running: p.running, Paused: len(p.idle), Stopped: p.stopped}
-	if c, ok := e.modules[compiledKey(p.fn)]; !ok || c.err != nil {
-		s.Cold = 1
+	// The compile state is the newest version's this node knows of (a
+	// redeploy announced here may not have a pool yet).
+	s.Cold, s.Compiling, _ = e.compileCountsLocked(name)
+	if s.Cold == 1 {
 		s.Stopped = 0
 	}
 	return s

@@ -88,6 +88,7 @@ func (s *Stats) Merge(o Stats) {
 	s.Sandboxes.Paused += o.Sandboxes.Paused
 	s.Sandboxes.Stopped += o.Sandboxes.Stopped
 	s.Sandboxes.Cold += o.Sandboxes.Cold
+	s.Sandboxes.Compiling += o.Sandboxes.Compiling
 	s.ErrorsByCode = addCounts(s.ErrorsByCode, o.ErrorsByCode)
 	s.Starts = addCounts(s.Starts, o.Starts)
 	if len(o.Histogram) > 0 && s.Histogram == nil {

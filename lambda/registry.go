@@ -2,6 +2,8 @@ package lambda
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -286,10 +288,16 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 	if err := e.checkRoom(ctx, name); err != nil {
 		return res, err // before compiling a module that cannot be registered
 	}
+	sum := sha256.Sum256(module)
+	e.mu.Lock()
+	wasCompiled := e.compiledStateLocked(hex.EncodeToString(sum[:]), o.MemoryMB) != compileNone
+	e.mu.Unlock()
+	began := time.Now()
 	sha, entries, err := e.validate(ctx, module, o)
 	if err != nil {
 		return res, err
 	}
+	e.noteValidateCompile(wasCompiled, time.Since(began))
 	now := e.cfg.Now()
 	rec := record{
 		SHA256: sha, Size: len(module), MemoryMB: o.MemoryMB, TimeoutMS: o.TimeoutMS,

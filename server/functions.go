@@ -115,6 +115,10 @@ func (s *Server) deployFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Every member compiles the new version now, not at its first call.
+	if ids := s.announceDeploy(r.Context(), res.Function, merged(res.Session, tok)); len(ids) > 0 {
+		w.Header().Set(headerCompiledOn, compiledOn(ids))
+	}
 	writeJSON(w, http.StatusCreated, userFunction(res.Function))
 }
 

@@ -123,6 +123,13 @@ type Config struct {
 	// Default: DefaultInflightBodyWait (1 s).
 	InflightBodyWait time.Duration
 
+	// DeployCompileWait is how long a deploy waits, after it commits, for
+	// the members it sees up to report the new version compiled (each
+	// compiles it in the background when told of the deploy, with
+	// Functions' PrecompileConcurrency) before it answers; a negative
+	// value answers at once. Default: DefaultDeployCompileWait (10 s).
+	DeployCompileWait time.Duration
+
 	// Auth, when set, turns on secure mode: every route but /healthz and
 	// POST /v1/auth/bootstrap needs a token its policy accepts (auth.go),
 	// and requests act in their token's namespace. Default: nil, insecure
@@ -159,6 +166,7 @@ type Server struct {
 	feedEnc       *encCache          // encoded changes shared by answers
 	triggers      *changefeed.Triggers
 	fns           *lambda.Engine
+	deployWait    time.Duration
 	query         *scatter.Executor
 	peers         *http.Client
 	peerScheme    string // "http" or "https"
@@ -247,6 +255,7 @@ func New(cfg Config) (*Server, error) {
 		feedEnc:    newEncCache(),
 		triggers:   cfg.Triggers,
 		fns:        cfg.Functions,
+		deployWait: cfg.DeployCompileWait,
 		peers:      cfg.PeerClient,
 		peerScheme: cfg.PeerScheme,
 		maxValue:   cfg.MaxValueBytes,
@@ -263,6 +272,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: AllowedOrigins: %w", err)
 		}
 		s.origins[o] = true
+	}
+	if s.deployWait == 0 {
+		s.deployWait = DefaultDeployCompileWait
+	}
+	if cfg.Functions != nil {
+		cfg.Node.HandleInternal(precompilePath, http.HandlerFunc(s.servePrecompile))
 	}
 	s.upgrader = s.newUpgrader()
 	s.query = cfg.Query

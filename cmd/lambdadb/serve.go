@@ -53,7 +53,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--allow-origin ORIGIN] [--token-cache-ttl 30s] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--fn-precompile=true] [--fn-precompile-concurrency 2] [--fn-deploy-wait 10s] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--allow-origin ORIGIN] [--token-cache-ttl 30s] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers or --join the node is a one-node cluster; --peers creates\n" +
 		"a cluster of several nodes, --join adds a node with a new data directory to a running\n" +
@@ -80,6 +80,9 @@ var serveCommand = &command{
 		fs.IntVar(&o.maxFunctions, "max-functions", lambda.DefaultMaxFunctions, "functions the cluster's registry may hold; deploying a new name beyond gets 409 too_many_functions (give every node the same value)")
 		fs.IntVar(&o.logLines, "fn-log-lines", lambda.DefaultLogLines, "recent log lines this node keeps per function")
 		fs.IntVar(&o.logLineBytes, "fn-log-line-bytes", lambda.DefaultLogLineBytes, "longest function log line in `bytes`; the rest of a longer line is dropped")
+		fs.BoolVar(&o.fnPrecompile, "fn-precompile", true, "compile a function on this node as soon as a deploy is announced to it, in the background, instead of at its first call here; deploys through this node are announced to every member")
+		fs.IntVar(&o.fnPrecompileN, "fn-precompile-concurrency", lambda.DefaultPrecompileConcurrency, "background compiles this node runs at once, `N`")
+		fs.DurationVar(&o.fnDeployWait, "fn-deploy-wait", server.DefaultDeployCompileWait, "how `long` a deploy through this node waits for the members to report the new version compiled before it answers; 0: answer at once")
 		fs.IntVar(&o.maxQueries, "max-queries", scatter.DefaultMaxQueries, "queries this node roots at once; more get 429 too_many_requests")
 		fs.IntVar(&o.maxQueryGroups, "max-query-groups", scatter.DefaultMaxGroups, "groups a built-in aggregate's answer may hold; more: 400 too_many_groups (give every node the same value)")
 		fs.Int64Var(&o.memoryLimitMB, "memory-limit-mb", 0, "soft memory limit of the Go runtime in `MiB` (debug.SetMemoryLimit); 0: $GOMEMLIMIT if set, else --fn-memory-mb + --max-inflight-body-mb + 1024, at most 90% of the cgroup's memory limit; -1: none")
@@ -150,6 +153,9 @@ var serveCommand = &command{
 			if o.maxFunctions < 1 || o.logLines < 1 || o.maxQueries < 1 || o.maxQueryGroups < 1 {
 				return usagef("--max-functions, --fn-log-lines, --max-queries and --max-query-groups must be at least 1")
 			}
+			if o.fnPrecompileN < 1 || o.fnDeployWait < 0 {
+				return usagef("--fn-precompile-concurrency must be at least 1, --fn-deploy-wait at least 0")
+			}
 			if o.logLineBytes < 1 || o.logLineBytes > lambda.MaxLogLineBytes {
 				return usagef("--fn-log-line-bytes must be in 1..%d", lambda.MaxLogLineBytes)
 			}
@@ -183,6 +189,9 @@ type serveOptions struct {
 	pausedRetention        time.Duration
 	maxFunctions           int
 	logLines, logLineBytes int
+	fnPrecompile           bool
+	fnPrecompileN          int
+	fnDeployWait           time.Duration
 	maxQueries             int
 	maxQueryGroups         int
 	moveConcurrency        int
@@ -327,18 +336,20 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	fns, err := lambda.New(lambda.Config{
-		Store:              node,
-		NodeID:             o.id,
-		CacheDir:           filepath.Join(o.data, "wasm-cache"),
-		MemoryBudget:       o.fnMemoryMB << 20,
-		KeepAlive:          o.fnKeepAlive,
-		BillingGranularity: o.billing,
-		MaxFunctions:       o.maxFunctions,
-		LogLines:           o.logLines,
-		LogLineBytes:       o.logLineBytes,
-		Meters:             node,
-		Registerer:         reg,
-		Logger:             log,
+		Store:                 node,
+		NodeID:                o.id,
+		CacheDir:              filepath.Join(o.data, "wasm-cache"),
+		MemoryBudget:          o.fnMemoryMB << 20,
+		KeepAlive:             o.fnKeepAlive,
+		BillingGranularity:    o.billing,
+		MaxFunctions:          o.maxFunctions,
+		LogLines:              o.logLines,
+		LogLineBytes:          o.logLineBytes,
+		PrecompileConcurrency: o.fnPrecompileN,
+		DisablePrecompile:     !o.fnPrecompile,
+		Meters:                node,
+		Registerer:            reg,
+		Logger:                log,
 	})
 	if err != nil {
 		_ = node.Close()
@@ -376,7 +387,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		BodyIdleTimeout: o.bodyIdle, BodyTimeout: o.bodyTotal, MaxInflightBodyBytes: o.inflightBodyMB << 20,
 		MaxFeedSubscribers: o.maxFeedSubs, MaxFeedSubscribersPerClient: o.maxFeedSubsClient, FeedWriteTimeout: o.feedWrite,
 		MaxStreamSendBytes: o.feedSendMB << 20, MaxQueries: o.maxQueries, MaxQueryGroups: o.maxQueryGroups,
-		PeerClient: peerClient(tlsSet), PeerScheme: peerScheme(tlsSet), Auth: tokens, AllowedOrigins: o.allowOrigins})
+		PeerClient: peerClient(tlsSet), PeerScheme: peerScheme(tlsSet), Auth: tokens, AllowedOrigins: o.allowOrigins,
+		DeployCompileWait: deployWait(o.fnDeployWait)})
 	if err != nil {
 		trg.Close()
 		_ = fns.Close()
@@ -545,4 +557,13 @@ func withRoute(path string, route, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// deployWait maps --fn-deploy-wait to server.Config.DeployCompileWait
+// (where 0 selects the default and a negative value answers at once).
+func deployWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -264,6 +264,8 @@ func TestServeLimitUsageErrors(t *testing.T) {
 		{"--fn-log-lines", "0"},
 		{"--fn-log-line-bytes", "0"},
 		{"--fn-log-line-bytes", "2000000"},
+		{"--fn-precompile-concurrency", "0"},
+		{"--fn-deploy-wait", "-1s"},
 	} {
 		r := runCLI(nil, "", append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
 		if r.code != 2 {
