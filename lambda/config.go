@@ -123,6 +123,13 @@ type Config struct {
 	// a crash loses at most this much metering. Default: 1 s.
 	MeterFlushInterval time.Duration
 
+	// DisableSnapshots starts every sandbox by running its module's init
+	// (for a Go handler, the Go runtime's start and package inits). By
+	// default a module's init runs once per node: its memory and globals
+	// are kept as a snapshot that later sandboxes start from, sharing its
+	// pages copy-on-write (ADR 0016).
+	DisableSnapshots bool
+
 	// Registerer receives the engine's metrics. Default: none.
 	Registerer prometheus.Registerer
 

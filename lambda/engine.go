@@ -157,6 +157,11 @@ func (e *Engine) Close() error {
 		_ = rt.r.Close(ctx)
 	}
 	e.rtMu.Unlock()
+	e.mu.Lock()
+	for _, c := range e.modules {
+		e.liveBytes -= c.snap.release()
+	}
+	e.mu.Unlock()
 	return errors.Join(saveErr, e.cache.Close(ctx))
 }
 
@@ -388,8 +393,14 @@ func (e *Engine) acquire(ctx context.Context, p *pool, tok session.Token) (*inst
 	}
 	// Admission: a new sandbox must fit the node's memory budget, paused
 	// ones giving way first.
-	evicted := e.makeRoomLocked(startEstimate)
-	if e.liveBytes+startEstimate > e.cfg.MemoryBudget {
+	need := int64(startEstimate)
+	if c := e.modules[compiledKey(p.fn)]; c != nil {
+		if snap := c.snap.snap.Load(); snap != nil {
+			need = snap.estimate()
+		}
+	}
+	evicted := e.makeRoomLocked(need)
+	if e.liveBytes+need > e.cfg.MemoryBudget {
 		e.mu.Unlock()
 		closeAll(evicted)
 		return nil, "", fmt.Errorf("%w: the node's sandbox memory budget (%d MiB) is in use by running calls",
@@ -570,7 +581,7 @@ func (e *Engine) release(p *pool, inst *instance, healthy bool) {
 		inst.close()
 		return
 	}
-	mem := int64(inst.mod.Memory().Size())
+	mem := inst.pausedBytes()
 	e.liveBytes += mem - inst.memBytes
 	inst.memBytes = mem
 	inst.lastUsed = now
@@ -686,6 +697,7 @@ func (e *Engine) reap() {
 		}
 		if c.users == 0 && now.Sub(c.lastUsed) > e.cfg.ModuleKeepAlive {
 			delete(e.modules, k)
+			e.liveBytes -= c.snap.release()
 			mods = append(mods, c)
 		}
 	}
