@@ -11,11 +11,12 @@ import (
 //   - every mutable global gets an export ("__ldb_g<index>"), since wazero's
 //     API reaches only exported globals and a restored sandbox must get the
 //     snapshot's values;
-//   - every active data segment becomes passive, so that instantiation
-//     writes nothing into memory: the engine writes the segments itself
-//     before running the module's init for a snapshot, and a restored
-//     sandbox gets the snapshot's memory instead of paying to copy
-//     segments the snapshot overwrites anyway.
+//   - the data segments leave the module, so that instantiation writes
+//     nothing into memory: the engine writes them itself before running
+//     the module's init for a snapshot, and a restored sandbox gets the
+//     snapshot's memory instead of paying to copy segments the snapshot
+//     overwrites anyway (a Go module has tens of thousands of them, and
+//     wazero allocates a slot per segment at every instantiation).
 //
 // Only modules built by Go are prepared (they carry a go:buildid custom
 // section): the Go toolchain never emits the instructions that would make
@@ -30,7 +31,7 @@ const snapPrefix = "__ldb_g"
 // snapModule describes a prepared module.
 type snapModule struct {
 	globals  []snapGlobal  // mutable globals, with their export names
-	segments []snapSegment // the former active data segments, in order
+	segments []snapSegment // the module's data segments, in order
 }
 
 type snapGlobal struct {
@@ -149,6 +150,8 @@ func prepareSnapshot(wasm []byte) ([]byte, *snapModule, error) {
 			}
 		case secStart:
 			return nil, nil, notSnap("has a start function")
+		case secDataCnt:
+			return nil, nil, notSnap("has a data count section (memory.init or data.drop)")
 		case secData:
 			dataSec = k
 			for n := r.u32(); n > 0 && r.err == nil; n-- {
@@ -211,25 +214,23 @@ func prepareSnapshot(wasm []byte) ([]byte, *snapModule, error) {
 			}
 			out = appendSection(out, s.id, body)
 		case dataSec:
-			body := appendU32(nil, uint32(len(sm.segments)))
-			at := make([]int, len(sm.segments))
-			for k, seg := range sm.segments {
-				body = append(body, 1) // passive
-				body = appendU32(body, uint32(len(seg.data)))
-				at[k] = len(body)
-				body = append(body, seg.data...)
-			}
-			out = appendSection(out, s.id, body)
-			// Segments refer to the output, so the input may be dropped.
-			base := len(out) - len(body)
-			for k := range sm.segments {
-				seg := &sm.segments[k]
-				p := base + at[k]
-				seg.data = out[p : p+len(seg.data) : p+len(seg.data)]
-			}
+			out = appendSection(out, s.id, appendU32(nil, 0))
 		default:
 			out = appendSection(out, s.id, wasm[s.start:s.end])
 		}
+	}
+	// The segments leave the module: the engine writes them itself, from
+	// one copy.
+	total := 0
+	for _, seg := range sm.segments {
+		total += len(seg.data)
+	}
+	all := make([]byte, 0, total)
+	for k := range sm.segments {
+		seg := &sm.segments[k]
+		p := len(all)
+		all = append(all, seg.data...)
+		seg.data = all[p:len(all):len(all)]
 	}
 	return out, sm, nil
 }
