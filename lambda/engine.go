@@ -255,6 +255,7 @@ func (e *Engine) retire(name string) {
 		drop = e.retireLocked(p)
 		delete(e.pools, name)
 	}
+	e.dropSnapshotLocked(name)
 	delete(e.fnCache, name)
 	delete(e.stats, name)
 	e.metersDirty = true
@@ -277,6 +278,27 @@ func (e *Engine) retireLocked(p *pool) []*instance {
 		i.c.lastUsed = now
 	}
 	return drop
+}
+
+// dropSnapshotLocked releases the snapshot of the removed function's
+// module when nothing else uses it: the compiled module stays for its
+// keep-alive, but its snapshot is memory the budget counts.
+func (e *Engine) dropSnapshotLocked(name string) {
+	f := e.fnCache[name]
+	if f == nil {
+		return
+	}
+	key := compiledKey(f)
+	c := e.modules[key]
+	if c == nil || c.users > 0 {
+		return
+	}
+	for other, p := range e.pools {
+		if other != name && compiledKey(p.fn) == key {
+			return
+		}
+	}
+	e.liveBytes -= c.snap.release()
 }
 
 func closeAll(insts []*instance) {
