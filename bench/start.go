@@ -54,7 +54,7 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	sz := e.Sizes
 	rep := &ScenarioReport{
 		Measures: "How long an invocation takes to get a sandbox, by the sandbox's state: warm (a paused " +
-			"sandbox resumes), restart (instantiate the compiled module from the node's snapshot of it; and, on a second node "+
+			"sandbox resumes), restart (instantiate the compiled module from the node's snapshot of it; and, on a second node " +
 			"with --fn-snapshots=false, running the module's init — the Go runtime's start — in the new sandbox), cold (compile from the node's on-disk " +
 			"compilation cache, then instantiate) and first-compile (compile from scratch: the cache emptied). " +
 			"Reference points for process sandboxes: fork/exec of a minimal process (/bin/true) and of `python3 -c pass`, " +
