@@ -200,6 +200,27 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("bench: no VmRSS for process %d", pid)
 }
 
+// pssBytes returns a process's proportional set size (smaps_rollup): a
+// page mapped k times counts 1/k each time.
+func pssBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("bench: Pss: %w", err)
+				}
+				return kb << 10, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("bench: no Pss for process %d", pid)
+}
+
 // withCustomSection returns a copy of a WebAssembly module with a custom
 // section appended. Runtimes ignore custom sections they do not know, so
 // the copy behaves exactly as the original, but its bytes — and so its

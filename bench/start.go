@@ -54,7 +54,8 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	sz := e.Sizes
 	rep := &ScenarioReport{
 		Measures: "How long an invocation takes to get a sandbox, by the sandbox's state: warm (a paused " +
-			"sandbox resumes), restart (instantiate the compiled module), cold (compile from the node's on-disk " +
+			"sandbox resumes), restart (instantiate the compiled module from the node's snapshot of it; and, on a second node " +
+			"with --fn-snapshots=false, running the module's init — the Go runtime's start — in the new sandbox), cold (compile from the node's on-disk " +
 			"compilation cache, then instantiate) and first-compile (compile from scratch: the cache emptied). " +
 			"Reference points for process sandboxes: fork/exec of a minimal process (/bin/true) and of `python3 -c pass`, " +
 			"start to exit.",
@@ -130,6 +131,13 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		s.file("restart", r)
 	}
 
+	// The old path, for comparison: a second node whose sandboxes each run
+	// the module's init (the Go runtime's start) instead of starting from
+	// its snapshot.
+	if err := offSnapshotStarts(ctx, e, s); err != nil {
+		return rep, err
+	}
+
 	e.logf("cold: deploying %d distinct copies of echo", sz.StartCold)
 	var names []string
 	for i := 0; i < sz.StartCold; i++ {
@@ -195,7 +203,8 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	}
 
 	// Metrics, table, plot.
-	kinds := append(append([]string{}, startKinds...), "fork/exec /bin/true", "python3 -c pass")
+	kinds := append([]string{"warm", "warm (snapshots off)", "restart", "restart (snapshots off)"}, startKinds[2:]...)
+	kinds = append(kinds, "fork/exec /bin/true", "python3 -c pass")
 	t := Table{Columns: []string{"start", "samples", "start p50", "start p90", "start max", "call p50", "call p90", "call max"}}
 	startSeries, callSeries := Series{Name: "sandbox start (X-Start-Us, on the node)"}, Series{Name: "whole call / process run (client)"}
 	for _, k := range kinds {
@@ -203,7 +212,7 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		if cl.N == 0 {
 			st, cl = Summary{P50: math.NaN()}, Summary{P50: math.NaN()}
 		}
-		isProc := k != "warm" && k != "restart" && k != "cold" && k != "first-compile"
+		isProc := strings.HasPrefix(k, "fork/exec") || strings.HasPrefix(k, "python3")
 		if !isProc {
 			rep.Metric(k+" start p50", st.P50/1000, "ms")
 		}
@@ -226,7 +235,10 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	// Headline first.
 	warm, _ := rep.Lookup("warm call p50")
 	restart, _ := rep.Lookup("restart call p50")
-	rep.Metrics = append([]Metric{{Name: "restart call p50 / warm call p50", Value: ratio(restart, warm), Unit: "×"}}, rep.Metrics...)
+	restartOff, _ := rep.Lookup("restart (snapshots off) start p50")
+	restartOn, _ := rep.Lookup("restart start p50")
+	rep.Metrics = append([]Metric{{Name: "restart call p50 / warm call p50", Value: ratio(restart, warm), Unit: "×"},
+		{Name: "restart start p50, snapshots off / on", Value: ratio(restartOff, restartOn), Unit: "×"}}, rep.Metrics...)
 	rep.Tables = append(rep.Tables, t)
 	if s.Mismatched > 0 {
 		rep.Note("%d calls reported another start than their phase aimed for (a keep-alive tick, a concurrent eviction); each is filed under the start it reported.", s.Mismatched)
@@ -239,7 +251,7 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if err := WriteBars(filepath.Join(e.OutDir, plot), Bars{
 		Title:      "sandbox-start: median latency by start kind (log scale)",
 		YLabel:     "median latency",
-		Categories: []string{"warm", "restart", "cold (disk cache)", "first compile", "fork/exec /bin/true", "python3 -c pass"},
+		Categories: []string{"warm", "warm (snapshots off)", "restart", "restart (snapshots off)", "cold (disk cache)", "first compile", "fork/exec /bin/true", "python3 -c pass"},
 		Series:     []Series{startSeries, callSeries},
 		Log:        true,
 		Format:     fmtMicros,
@@ -258,6 +270,65 @@ func runSandboxStart(ctx context.Context, e *Env) (*ScenarioReport, error) {
 		fmtMicros(warm*1000), fmtMicros(restart*1000), fmtMicros(cold*1000), fmtMicros(first*1000),
 		fmtMicros(forkExec*1000), fmtMicros(py*1000))
 	return rep, nil
+}
+
+// offSnapshotStarts measures warm calls and restarts of echo on a node
+// started with --fn-snapshots=false, filed under "warm (snapshots off)"
+// and "restart (snapshots off)".
+func offSnapshotStarts(ctx context.Context, e *Env, s *startSamples) error {
+	sz := e.Sizes
+	echo, err := e.Wasm("echo")
+	if err != nil {
+		return err
+	}
+	e.logf("snapshots off: starting a second node with --fn-snapshots=false")
+	c, err := StartLambdaDBWith(LambdaOptions{Bin: e.LambdaBin, Nodes: 1, Shards: 4,
+		Args: []string{"--fn-keep-alive", startKeepAlive.String(), "--fn-snapshots=false"}})
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	fc := NewFnClient(c.Procs[0].Addr, 4)
+	defer fc.Close()
+	if err := fc.Deploy(ctx, "echo", echo, DeployOptions{}); err != nil {
+		return err
+	}
+	call := func(want string) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		r, err := fc.Invoke(cctx, "echo", []byte("x"))
+		if err == nil {
+			err = r.mustOK("echo")
+		}
+		if err != nil {
+			return err
+		}
+		if r.Start != want {
+			s.Mismatched++
+			return nil
+		}
+		s.add(want+" (snapshots off)", r)
+		return nil
+	}
+	if err := call("restart"); err != nil { // the first sandbox: not a sample
+		return err
+	}
+	s.StartUS["restart (snapshots off)"], s.CallUS["restart (snapshots off)"] = nil, nil
+	e.logf("snapshots off: %d warm calls, %d restarts", sz.StartWarm, sz.StartRestart)
+	for i := 0; i < sz.StartWarm; i++ {
+		if err := call("warm"); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < sz.StartRestart; i++ {
+		if err := sleepCtx(ctx, 2*startKeepAlive+50*time.Millisecond); err != nil {
+			return err
+		}
+		if err := call("restart"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ResolvePython returns the interpreter that python runs: a wrapper such

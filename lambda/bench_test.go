@@ -119,33 +119,85 @@ func BenchmarkAllocator(b *testing.B) {
 	}
 }
 
+// BenchmarkSnapshotRestart compares restarts (and warm calls) of echo
+// with snapshots off (the Go runtime starts in every sandbox) and on
+// (sandboxes start from the module's snapshot), alternating in one run.
+func BenchmarkSnapshotRestart(b *testing.B) {
+	for _, mode := range []string{"off", "on", "off-again", "on-again"} {
+		for _, kind := range []string{"restart", "warm"} {
+			b.Run("snapshots-"+mode+"/"+kind, func(b *testing.B) {
+				e, _ := benchEnv(b, lambda.Config{CacheDir: b.TempDir(), DisableSnapshots: strings.HasPrefix(mode, "off")})
+				benchDeploy(b, e, "echo", wasmtest.Example(b, "echo"), lambda.DeployOptions{})
+				inv := lambda.Invocation{Name: "echo", Body: []byte("x")}
+				if _, err := e.Invoke(context.Background(), inv); err != nil {
+					b.Fatal(err)
+				}
+				var starts, calls []time.Duration
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if kind == "restart" {
+						b.StopTimer()
+						lambda.StopPaused(e)
+						b.StartTimer()
+					}
+					t0 := time.Now()
+					res, err := e.Invoke(context.Background(), inv)
+					calls = append(calls, time.Since(t0))
+					if err != nil || res.Start != kind {
+						b.Fatalf("%v %q", err, res.Start)
+					}
+					starts = append(starts, res.StartTime)
+				}
+				b.ReportMetric(float64(median(starts).Microseconds()), "start-µs")
+				b.ReportMetric(float64(median(calls).Microseconds()), "call-µs")
+			})
+		}
+	}
+}
+
 // BenchmarkPausedPerGiB holds many paused sandboxes (of sleep) and reports
-// how many fit in a GiB, counting their linear memory and the process's
-// resident memory growth.
+// how many fit in a GiB, counting their accounted memory (the budget's
+// measure) and the process's resident memory growth (RSS, and PSS, which
+// counts a page shared by many mappings once), with snapshots off and on.
 func BenchmarkPausedPerGiB(b *testing.B) {
+	for _, mode := range []string{"snapshots-off", "snapshots-on"} {
+		b.Run(mode, func(b *testing.B) { benchPausedPerGiB(b, mode == "snapshots-off") })
+	}
+}
+
+func benchPausedPerGiB(b *testing.B, off bool) {
 	const n = 200
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		e, _ := benchEnv(b, lambda.Config{CacheDir: b.TempDir(), MemoryBudget: 64 << 30})
+		e, _ := benchEnv(b, lambda.Config{CacheDir: b.TempDir(), MemoryBudget: 64 << 30, DisableSnapshots: off})
 		benchDeploy(b, e, "sleep", wasmtest.Example(b, "sleep"), lambda.DeployOptions{MaxInstances: n, TimeoutMS: 60000})
+		// One sandbox first, so the snapshot (taken at deploy) and the
+		// runtime's own start are outside the measure.
+		burst(b, e, "sleep", "0", 1)
 		runtime.GC()
-		rss0 := rssBytes()
+		rss0, pss0 := rssBytes(), pssBytes()
+		live0 := e.LiveBytes()
 		b.StartTimer()
 		// n concurrent sleeping calls need n sandboxes, which then stay
 		// paused.
 		burst(b, e, "sleep", "2000", n)
 		b.StopTimer()
 		runtime.GC()
-		rss := rssBytes() - rss0
+		rss, pss := rssBytes()-rss0, pssBytes()-pss0
 		s := e.Sandboxes("sleep")
 		if s.Paused != n {
 			b.Fatalf("paused = %d, want %d", s.Paused, n)
 		}
-		b.ReportMetric(float64(1<<30)/(float64(e.LiveBytes())/n), "paused/GiB-linear")
+		// Accounted memory: every sandbox, plus the snapshot once.
+		live := e.LiveBytes()
+		b.ReportMetric(float64(1<<30)/(float64(live)/n), "paused/GiB-budget")
 		if rss > 0 {
 			b.ReportMetric(float64(1<<30)/(float64(rss)/n), "paused/GiB-rss")
 		}
-		b.ReportMetric(float64(e.LiveBytes())/n/(1<<20), "MiB/sandbox")
+		if pss > 0 {
+			b.ReportMetric(float64(1<<30)/(float64(pss)/n), "paused/GiB-pss")
+		}
+		b.ReportMetric(float64(live-live0)/n/(1<<10), "KiB/sandbox")
 	}
 }
 
@@ -220,6 +272,23 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// pssBytes returns the process's proportional set size: a page mapped
+// k times counts 1/k each time, so the snapshot's pages shared by many
+// sandboxes count once.
+func pssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // rssBytes returns the process's resident set size.

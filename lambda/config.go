@@ -133,6 +133,13 @@ type Config struct {
 	// here (or when deployed through this node).
 	DisablePrecompile bool
 
+	// DisableSnapshots starts every sandbox by running its module's init
+	// (for a Go handler, the Go runtime's start and package inits). By
+	// default a module's init runs once per node: its memory and globals
+	// are kept as a snapshot that later sandboxes start from, sharing its
+	// pages copy-on-write (ADR 0016).
+	DisableSnapshots bool
+
 	// Registerer receives the engine's metrics. Default: none.
 	Registerer prometheus.Registerer
 

@@ -161,6 +161,11 @@ func (e *Engine) Close() error {
 		_ = rt.r.Close(ctx)
 	}
 	e.rtMu.Unlock()
+	e.mu.Lock()
+	for _, c := range e.modules {
+		e.liveBytes -= c.snap.release()
+	}
+	e.mu.Unlock()
 	return errors.Join(saveErr, e.cache.Close(ctx))
 }
 
@@ -254,6 +259,7 @@ func (e *Engine) retire(name string) {
 		drop = e.retireLocked(p)
 		delete(e.pools, name)
 	}
+	e.dropSnapshotLocked(name)
 	delete(e.fnCache, name)
 	delete(e.stats, name)
 	e.metersDirty = true
@@ -276,6 +282,27 @@ func (e *Engine) retireLocked(p *pool) []*instance {
 		i.c.lastUsed = now
 	}
 	return drop
+}
+
+// dropSnapshotLocked releases the snapshot of the removed function's
+// module when nothing else uses it: the compiled module stays for its
+// keep-alive, but its snapshot is memory the budget counts.
+func (e *Engine) dropSnapshotLocked(name string) {
+	f := e.fnCache[name]
+	if f == nil {
+		return
+	}
+	key := compiledKey(f)
+	c := e.modules[key]
+	if c == nil || c.users > 0 {
+		return
+	}
+	for other, p := range e.pools {
+		if other != name && compiledKey(p.fn) == key {
+			return
+		}
+	}
+	e.liveBytes -= c.snap.release()
 }
 
 func closeAll(insts []*instance) {
@@ -392,8 +419,14 @@ func (e *Engine) acquire(ctx context.Context, p *pool, tok session.Token) (*inst
 	}
 	// Admission: a new sandbox must fit the node's memory budget, paused
 	// ones giving way first.
-	evicted := e.makeRoomLocked(startEstimate)
-	if e.liveBytes+startEstimate > e.cfg.MemoryBudget {
+	need := int64(startEstimate)
+	if c := e.modules[compiledKey(p.fn)]; c != nil {
+		if snap := c.snap.snap.Load(); snap != nil {
+			need = snap.estimate()
+		}
+	}
+	evicted := e.makeRoomLocked(need)
+	if e.liveBytes+need > e.cfg.MemoryBudget {
 		e.mu.Unlock()
 		closeAll(evicted)
 		return nil, "", fmt.Errorf("%w: the node's sandbox memory budget (%d MiB) is in use by running calls",
@@ -574,7 +607,7 @@ func (e *Engine) release(p *pool, inst *instance, healthy bool) {
 		inst.close()
 		return
 	}
-	mem := int64(inst.mod.Memory().Size())
+	mem := inst.pausedBytes()
 	e.liveBytes += mem - inst.memBytes
 	inst.memBytes = mem
 	inst.lastUsed = now
@@ -690,6 +723,7 @@ func (e *Engine) reap() {
 		}
 		if c.users == 0 && now.Sub(c.lastUsed) > e.cfg.ModuleKeepAlive {
 			delete(e.modules, k)
+			e.liveBytes -= c.snap.release()
 			mods = append(mods, c)
 		}
 	}

@@ -352,7 +352,9 @@ func TestConcurrencyLimitAndQueue(t *testing.T) {
 }
 
 func TestMemoryBudgetEvictsLRU(t *testing.T) {
-	v := newEnv(t, lambda.Config{MemoryBudget: 5 << 20})
+	// Without snapshots, each paused sandbox is accounted its whole
+	// linear memory (with them, both fit: TestSnapshotAccounting).
+	v := newEnv(t, lambda.Config{MemoryBudget: 5 << 20, DisableSnapshots: true})
 	v.deploy(t, "a", wasmtest.Example(t, "echo"), lambda.DeployOptions{})
 	v.deploy(t, "b", wasmtest.Example(t, "sleep"), lambda.DeployOptions{})
 	if _, err := v.invoke("a", "x"); err != nil {

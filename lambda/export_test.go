@@ -20,6 +20,7 @@ func DropCompiled(e *Engine) {
 	for k, c := range e.modules {
 		if c.users == 0 && c.cm != nil {
 			delete(e.modules, k)
+			e.liveBytes -= c.snap.release()
 			mods = append(mods, c)
 		}
 	}
@@ -48,3 +49,30 @@ func LiveMemories() int64 { return liveMemoryCount() }
 
 // FnCountKey is the system-space key of the registry's function count.
 const FnCountKey = fnCountKey
+
+// SnapshotBytes returns the size of the snapshot of the function's
+// current module on this node and the bytes it is accounted (ok false:
+// none taken, or the module is not prepared for one).
+func SnapshotBytes(e *Engine, name string) (size, resident int64, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.pools[name]
+	if p == nil {
+		return 0, 0, false
+	}
+	c := e.modules[compiledKey(p.fn)]
+	if c == nil {
+		return 0, 0, false
+	}
+	s := c.snap.snap.Load()
+	if s == nil {
+		return 0, 0, false
+	}
+	return int64(s.size), s.resident, true
+}
+
+// PrepareSnapshot exposes the module rewrite to tests.
+func PrepareSnapshot(wasm []byte) ([]byte, bool) {
+	out, _, err := prepareSnapshot(wasm)
+	return out, err == nil
+}

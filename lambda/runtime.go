@@ -81,6 +81,11 @@ type compiled struct {
 	err  error
 	dur  time.Duration // compile time
 
+	// sm is set when the module was prepared for snapshot restarts
+	// (ADR 0016); snap is its snapshot once a sandbox took it.
+	sm   *snapModule
+	snap snapState
+
 	// Guarded by Engine.mu.
 	users    int       // live instances and in-progress starts
 	lastUsed time.Time // last instance start or release
@@ -115,6 +120,13 @@ func (e *Engine) compile(ctx context.Context, rt *wasmRuntime, sha string, fetch
 	start := time.Now()
 	wasm, err := fetch() // fetch bounds itself: waiters share its outcome
 	if err == nil {
+		if !e.cfg.DisableSnapshots {
+			if prepared, sm, perr := prepareSnapshot(wasm); perr == nil {
+				wasm, c.sm = prepared, sm
+			} else {
+				e.log.Debug("lambda: module starts without a snapshot", "sha256", sha, "reason", perr)
+			}
+		}
 		c.cm, err = rt.r.CompileModule(context.WithoutCancel(ctx), wasm)
 		if err != nil {
 			err = fmt.Errorf("%w: %v", ErrInvalidModule, err)
@@ -220,6 +232,8 @@ type instance struct {
 	mod    api.Module
 	invoke api.Function
 	out    *outputSink
+	lm     experimental.LinearMemory // nil: wazero's own
+	snap   *snapshot                 // the snapshot it was restored from
 
 	// Guarded by Engine.mu.
 	pool     *pool
@@ -232,7 +246,8 @@ type instance struct {
 
 // instantiate starts a sandbox: no filesystem, network, environment or
 // wall clock (wazero's defaults); real randomness; stdout and stderr go to
-// the function's log.
+// the function's log. A module prepared for snapshots starts from its
+// snapshot, or runs its init and — the first sandbox to — takes it.
 func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error) {
 	sink := &outputSink{}
 	cfg := wazero.NewModuleConfig().
@@ -241,6 +256,18 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 		WithRandSource(rand.Reader).
 		WithStdout(sink).
 		WithStderr(sink)
+	var (
+		snap *snapshot
+		take bool
+		clk  *guestClock
+	)
+	if c.sm != nil {
+		snap, take = c.snap.claim()
+		clk = newGuestClock(snap)
+		cfg = cfg.WithStartFunctions().
+			WithNanotime(clk.nanotime, 1).
+			WithWalltime(clk.walltime, 1000)
+	}
 	var track *trackingAllocator
 	if a := allocator(); a != nil {
 		track = &trackingAllocator{inner: a}
@@ -248,6 +275,9 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 	}
 	mod, err := c.rt.r.InstantiateModule(ctx, c.cm, cfg)
 	if err != nil {
+		if take {
+			c.snap.done(nil, false)
+		}
 		// wazero does not free the memory of a module that failed to
 		// instantiate (a trapping start function, a bad data segment).
 		track.freeAll()
@@ -256,7 +286,54 @@ func (e *Engine) instantiate(ctx context.Context, c *compiled) (*instance, error
 		}
 		return nil, err
 	}
-	return &instance{c: c, mod: mod, invoke: mod.ExportedFunction(exportInvoke), out: sink, memBytes: int64(mod.Memory().Size())}, nil
+	inst := &instance{c: c, mod: mod, invoke: mod.ExportedFunction(exportInvoke), out: sink, lm: track.first(), snap: snap}
+	if c.sm != nil {
+		if snap != nil {
+			err = restoreSnapshot(mod, inst.lm, c.sm, snap)
+		} else {
+			err = initModule(ctx, mod, c.sm)
+		}
+		if err == nil && take {
+			s, serr := takeSnapshot(mod, c.sm, clk)
+			if serr != nil {
+				e.log.Warn("lambda: cannot take a snapshot; the module's sandboxes run its init", "sha256", c.key, "err", serr)
+			} else {
+				e.mu.Lock()
+				e.liveBytes += s.resident
+				e.mu.Unlock()
+			}
+			c.snap.done(s, serr != nil)
+		} else if take {
+			c.snap.done(nil, false)
+		}
+		if err != nil {
+			inst.close()
+			if msg := sink.tail(); msg != "" {
+				err = fmt.Errorf("%w (output: %s)", err, msg)
+			}
+			return nil, err
+		}
+	}
+	inst.memBytes = int64(mod.Memory().Size())
+	if snap != nil {
+		inst.memBytes = snap.estimate()
+	}
+	return inst, nil
+}
+
+// pausedBytes is what a sandbox about to pause is accounted in the memory
+// budget: the pages it dirtied when it was restored from a snapshot (its
+// clean pages are the snapshot's, accounted once), else its whole linear
+// memory.
+func (i *instance) pausedBytes() int64 {
+	size := uint64(i.mod.Memory().Size())
+	if i.snap != nil {
+		if n, ok := privateBytes(i.lm, size); ok {
+			i.snap.dirty.Store(n)
+			return n
+		}
+	}
+	return int64(size)
 }
 
 func (i *instance) close() {
@@ -391,6 +468,14 @@ func (t *trackingAllocator) Allocate(capacity, max uint64) experimental.LinearMe
 	m := t.inner.Allocate(capacity, max)
 	t.mems = append(t.mems, m)
 	return m
+}
+
+// first returns the first memory handed out (a module has one), or nil.
+func (t *trackingAllocator) first() experimental.LinearMemory {
+	if t == nil || len(t.mems) == 0 {
+		return nil
+	}
+	return t.mems[0]
 }
 
 func (t *trackingAllocator) freeAll() {

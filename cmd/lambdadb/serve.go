@@ -53,7 +53,7 @@ func headerLimit(shards int) int { return maxHeaderBytes + sessionBytesPerShard*
 
 var serveCommand = &command{
 	name:  "serve",
-	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--fn-precompile=true] [--fn-precompile-concurrency 2] [--fn-deploy-wait 10s] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--allow-origin ORIGIN] [--token-cache-ttl 30s] [--pprof] [--unsafe-fault-injection]",
+	args:  "[--id n1] [--addr 127.0.0.1:7070] [--data ./data] [--peers id=host:port,... | --join host:port] [--shards 64] [--replicas 3] [--move-concurrency 2] [--snapshot-rate-mb 64] [--raft-tick 100ms] [--election-timeout 500ms] [--fn-memory-mb 1024] [--fn-keep-alive 5m] [--fn-snapshots=true] [--billing-granularity 1ms] [--max-functions 1000] [--fn-log-lines 500] [--fn-log-line-bytes 4096] [--fn-precompile=true] [--fn-precompile-concurrency 2] [--fn-deploy-wait 10s] [--max-queries 32] [--max-query-groups 10000] [--memory-limit-mb 0] [--max-inflight-writes 64] [--max-inflight-reads 1024] [--max-inflight-body-mb 256] [--body-idle-timeout 10s] [--body-timeout 2m] [--max-feed-subscribers 4096] [--max-feed-subscribers-per-client 1024] [--feed-write-timeout 10s] [--max-feed-send-mb 16] [--trigger-pause-after 100] [--trigger-paused-retention 24h] [--cluster-secret-file FILE | --ca-file FILE --cert-file FILE --key-file FILE | --insecure] [--allow-origin ORIGIN] [--token-cache-ttl 30s] [--pprof] [--unsafe-fault-injection]",
 	short: "run a node",
 	summary: "Run a node. Without --peers or --join the node is a one-node cluster; --peers creates\n" +
 		"a cluster of several nodes, --join adds a node with a new data directory to a running\n" +
@@ -76,6 +76,7 @@ var serveCommand = &command{
 		fs.DurationVar(&o.electionTimeout, "election-timeout", shard.DefaultElectionTimeout, "Raft election `timeout`: a follower that hears nothing from its leader for a random time between one and two of these starts an election; at least twice --raft-tick")
 		fs.Int64Var(&o.fnMemoryMB, "fn-memory-mb", 1024, "memory budget of this node's live function sandboxes, in `MiB`; beyond it paused sandboxes are stopped, LRU")
 		fs.DurationVar(&o.fnKeepAlive, "fn-keep-alive", 5*time.Minute, "stop a paused sandbox idle this `long`")
+		fs.BoolVar(&o.fnSnapshots, "fn-snapshots", true, "start function sandboxes from a snapshot taken after the module's init (false: every sandbox runs the init)")
 		fs.DurationVar(&o.billing, "billing-granularity", time.Millisecond, "billing granularity (`duration`) invocations are rounded up to")
 		fs.IntVar(&o.maxFunctions, "max-functions", lambda.DefaultMaxFunctions, "functions the cluster's registry may hold; deploying a new name beyond gets 409 too_many_functions (give every node the same value)")
 		fs.IntVar(&o.logLines, "fn-log-lines", lambda.DefaultLogLines, "recent log lines this node keeps per function")
@@ -171,6 +172,7 @@ type serveOptions struct {
 	id, addr, data, peers  string
 	join                   string
 	addrSet, pprof, faults bool
+	fnSnapshots            bool
 	shards, replicas       int
 	fnMemoryMB             int64
 	fnKeepAlive, billing   time.Duration
@@ -345,6 +347,7 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		MaxFunctions:          o.maxFunctions,
 		LogLines:              o.logLines,
 		LogLineBytes:          o.logLineBytes,
+		DisableSnapshots:      !o.fnSnapshots,
 		PrecompileConcurrency: o.fnPrecompileN,
 		DisablePrecompile:     !o.fnPrecompile,
 		Meters:                node,
