@@ -597,6 +597,10 @@ func lastLines(s string, n int) string {
 // release parks a healthy instance (paused) or closes it.
 func (e *Engine) release(p *pool, inst *instance, healthy bool) {
 	now := e.cfg.Now()
+	var mem int64
+	if healthy {
+		mem = inst.pausedBytes(now) // outside e.mu: it may read the pagemap
+	}
 	e.mu.Lock()
 	p.running--
 	if !healthy || p.retired || e.closed {
@@ -607,7 +611,6 @@ func (e *Engine) release(p *pool, inst *instance, healthy bool) {
 		inst.close()
 		return
 	}
-	mem := inst.pausedBytes()
 	e.liveBytes += mem - inst.memBytes
 	inst.memBytes = mem
 	inst.lastUsed = now
