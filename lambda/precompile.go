@@ -338,3 +338,45 @@ func (e *Engine) compileCountsLocked(name string) (cold, compiling int, known bo
 // PrecompileEnabled reports whether this node compiles deploys in the
 // background (Config.DisablePrecompile is not set).
 func (e *Engine) PrecompileEnabled() bool { return !e.cfg.DisablePrecompile }
+
+// PrecompileAll compiles, in the background, every function deployed in
+// the cluster that this node does not hold compiled: what a node that
+// starts — a new node joining, a node restarted (its disk cache makes
+// that quick) — runs so that calls routed to it later find their modules
+// ready. It reads the registry until it can (the node may not have a
+// quorum yet), retrying until ctx ends, and returns once every compile it
+// started has finished. With Config.DisablePrecompile it does nothing.
+func (e *Engine) PrecompileAll(ctx context.Context) error {
+	if e.cfg.DisablePrecompile {
+		return nil
+	}
+	var fns []*Function
+	for {
+		var err error
+		if fns, err = e.List(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	var dones []<-chan struct{}
+	for _, f := range fns {
+		if e.Compiled(f) {
+			continue
+		}
+		if d := e.Precompile(f.Name, f.Version, nil); d != nil {
+			dones = append(dones, d)
+		}
+	}
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

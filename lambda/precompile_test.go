@@ -160,3 +160,41 @@ func TestPrecompileRemoved(t *testing.T) {
 		t.Fatalf("background compiles = %v, want 0", n)
 	}
 }
+
+// TestPrecompileAll: a node that starts (joins, or restarts) compiles
+// every deployed function it does not hold compiled, without being told
+// of the deploys; its first calls start warm from a compiled module.
+func TestPrecompileAll(t *testing.T) {
+	v := newEnv(t, lambda.Config{})
+	echo := v.deploy(t, "echo", wasmtest.Example(t, "echo"), lambda.DeployOptions{})
+	counter := v.deploy(t, "counter", wasmtest.Example(t, "counter"), lambda.DeployOptions{})
+	peer, reg := peerEngine(t, v, lambda.Config{})
+	if peer.Compiled(echo) || peer.Compiled(counter) {
+		t.Fatal("compiled on the new node before it started compiling")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := peer.PrecompileAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !peer.Compiled(echo) || !peer.Compiled(counter) {
+		t.Fatal("PrecompileAll left a function uncompiled")
+	}
+	if n := counterValue(t, reg, lambda.MetricCompiles, lambda.CompileDeploy); n != 2 {
+		t.Fatalf("background compiles = %v, want 2", n)
+	}
+	res, err := peer.Invoke(context.Background(), lambda.Invocation{Name: echo.Name, Body: []byte("x"), Consistency: shard.Session})
+	if err != nil || res.Start == lambda.StartCold {
+		t.Fatalf("first call after PrecompileAll: %q %v", res.Start, err)
+	}
+	if n := counterValue(t, reg, lambda.MetricCompiles, lambda.CompileCall); n != 0 {
+		t.Fatalf("compiles by calls = %v, want 0", n)
+	}
+	// A second pass has nothing to do.
+	if err := peer.PrecompileAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := counterValue(t, reg, lambda.MetricCompiles, lambda.CompileDeploy); n != 2 {
+		t.Fatalf("background compiles after a second pass = %v, want 2", n)
+	}
+}

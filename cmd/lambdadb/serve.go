@@ -360,6 +360,19 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	engine.Store(fns)
+	// Compile what the cluster has deployed before calls for it are routed
+	// here: a node that joins, or restarts (from its disk cache), is ready
+	// for the shards it comes to lead.
+	precompileCtx, stopPrecompile := context.WithCancel(context.Background())
+	precompiled := make(chan struct{})
+	go func() {
+		defer close(precompiled)
+		start := time.Now()
+		if err := fns.PrecompileAll(precompileCtx); err == nil && fns.PrecompileEnabled() {
+			log.Info("deployed functions compiled", "took", time.Since(start).Round(time.Millisecond))
+		}
+	}()
+	defer func() { stopPrecompile(); <-precompiled }()
 	pauseAfter := o.pauseAfter
 	if pauseAfter == 0 {
 		pauseAfter = -1 // never
@@ -445,6 +458,8 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	handler.Close()
+	stopPrecompile()
+	<-precompiled
 	trg.Close()
 	if cerr := fns.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("serve: close functions: %w", cerr))
