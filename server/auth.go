@@ -377,13 +377,23 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, route string, p *a
 
 // Token routes.
 
-func (s *Server) bootstrap(w http.ResponseWriter, r *http.Request) {
+// secureRoute answers a token or denial-log route that cannot run — the
+// node is in insecure mode, or the request has query parameters (these
+// routes take none) — and reports whether it may go on.
+func (s *Server) secureRoute(w http.ResponseWriter, r *http.Request) bool {
 	if s.auth == nil {
 		s.writeError(w, r, fmt.Errorf("%w: %w", errBadParameter, errSecureModeOff))
-		return
+		return false
 	}
 	if _, err := queryParams(r); err != nil {
 		s.writeError(w, r, err)
+		return false
+	}
+	return true
+}
+
+func (s *Server) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if !s.secureRoute(w, r) {
 		return
 	}
 	is, err := s.auth.Bootstrap(r.Context())
@@ -412,12 +422,7 @@ func tokenBody(is auth.Issued) issuedBody {
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
-	if s.auth == nil {
-		s.writeError(w, r, fmt.Errorf("%w: %w", errBadParameter, errSecureModeOff))
-		return
-	}
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
+	if !s.secureRoute(w, r) {
 		return
 	}
 	var req struct {
@@ -445,12 +450,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
-	if s.auth == nil {
-		s.writeError(w, r, fmt.Errorf("%w: %w", errBadParameter, errSecureModeOff))
-		return
-	}
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
+	if !s.secureRoute(w, r) {
 		return
 	}
 	list, err := s.auth.List(r.Context())
@@ -467,12 +467,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
-	if s.auth == nil {
-		s.writeError(w, r, fmt.Errorf("%w: %w", errBadParameter, errSecureModeOff))
-		return
-	}
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
+	if !s.secureRoute(w, r) {
 		return
 	}
 	acc := r.PathValue("accessor")
@@ -492,12 +487,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authLog(w http.ResponseWriter, r *http.Request) {
-	if s.auth == nil {
-		s.writeError(w, r, fmt.Errorf("%w: %w", errBadParameter, errSecureModeOff))
-		return
-	}
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
+	if !s.secureRoute(w, r) {
 		return
 	}
 	list, total := s.denials.List()
