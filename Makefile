@@ -15,7 +15,7 @@ CHAOS_FLAGS ?=
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
+.PHONY: help build run test chromium race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
@@ -32,7 +32,12 @@ examples:
 run: build
 	$(BIN) serve --addr 127.0.0.1:7070 --data ./data
 
-test:
+# The console's browser tests (console/browser_test.go) drive Debian's
+# chromium through chromedp; install it when missing (as root: no sudo).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: chromium
 	$(GO) test -count=1 -timeout 15m ./...
 
 race:

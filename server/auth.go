@@ -230,6 +230,12 @@ var policies = map[string]policy{
 	"ns_quota_get": need(auth.Admin),
 	"ns_list":      need(auth.Admin),
 
+	// The console's pages show only what the token may see (the key
+	// browser its namespace, and prefixes its kv:read scopes cover);
+	// its static assets (htmx, uPlot, CSS) are public.
+	"console":        authenticated,
+	"console_static": public,
+
 	"unmatched": authenticated,
 }
 
@@ -358,7 +364,9 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 	})
 }
 
-func isPublic(name string) bool { return name == "healthz" || name == "auth_bootstrap" }
+func isPublic(name string) bool {
+	return name == "healthz" || name == "auth_bootstrap" || name == "console_static"
+}
 
 // deny answers 401 or 403 and records the denial (by accessor only).
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, route string, p *auth.Principal, err error) {

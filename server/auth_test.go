@@ -175,6 +175,8 @@ var routeCases = []routeCase{
 	{"ns_quota_put", "PUT", "/v1/namespaces/acme/quota", `{"ops_per_s":1000}`, "admin"},
 	{"ns_quota_get", "GET", "/v1/namespaces/acme/quota", "", "admin"},
 	{"ns_list", "GET", "/v1/namespaces", "", "admin"},
+	{"console", "GET", "/ui/", "", ""},
+	{"console_static", "GET", "/ui/static/htmx.min.js", "", "public"},
 	{"unmatched", "GET", "/v2/nothing", "", ""},
 }
 

@@ -304,7 +304,7 @@ func classOf(route string) (c quotaClass, stores bool) {
 	switch route {
 	case "kv_put":
 		return quotaOp, true
-	case "kv_get", "kv_delete", "kv_scan", "feed", "query":
+	case "kv_get", "kv_delete", "kv_scan", "feed", "query", "console":
 		return quotaOp, false
 	case "fn_invoke":
 		return quotaInvoke, false

@@ -17,6 +17,7 @@ import (
 
 	"lambdadb/auth"
 	"lambdadb/changefeed"
+	"lambdadb/console"
 	"lambdadb/lambda"
 	"lambdadb/scatter"
 	"lambdadb/shard"
@@ -302,6 +303,14 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})
+	ui, err := console.New(console.Config{Node: cfg.Node, Secure: cfg.Auth != nil, Logger: cfg.Logger,
+		CanRead: func(r *http.Request, prefix string) bool {
+			p := principalOf(r.Context())
+			return p == nil || rangeAllowed(p, auth.KVRead, prefix, "", "")
+		}})
+	if err != nil {
+		return nil, err
+	}
 	routes := []route{
 		{"PUT /v1/kv/{key...}", "kv_put", http.HandlerFunc(s.putKey)},
 		{"GET /v1/kv/{key...}", "kv_get", http.HandlerFunc(s.getKey)},
@@ -324,6 +333,10 @@ func New(cfg Config) (*Server, error) {
 		{"GET /v1/namespaces/{ns}/quota", "ns_quota_get", http.HandlerFunc(s.getQuota)},
 		{"GET /v1/namespaces", "ns_list", http.HandlerFunc(s.listNamespaces)},
 		{"GET /metrics", "metrics", metrics},
+		// The web console (package console): its pages, and its static
+		// assets, which hold nothing of the cluster's and need no token.
+		{"GET " + console.Prefix, "console", ui},
+		{"GET " + console.Prefix + "static/", "console_static", ui},
 	}
 	if s.triggers != nil {
 		routes = append(routes,

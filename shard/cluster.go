@@ -242,6 +242,11 @@ func (n *Node) balanceLoop() {
 	}
 }
 
+// ReplicationFactor returns the cluster's replication factor R as this
+// node's map records it (a shard may hold fewer replicas while the
+// cluster has fewer nodes).
+func (n *Node) ReplicationFactor() int { return n.curMap().Replicas }
+
 // Cluster reports the nodes, shards and moves as this node sees them
 // (without asking another node: the moves' progress is known only on the
 // metadata leader — Moves asks it).
