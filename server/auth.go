@@ -235,6 +235,8 @@ var policies = map[string]policy{
 	// its static assets (htmx, uPlot, CSS) are public.
 	"console":        authenticated,
 	"console_static": public,
+	"console_login":  public, // exchanges a token for the console's cookie
+	"console_logout": public,
 
 	"unmatched": authenticated,
 }
@@ -325,6 +327,9 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 			return
 		}
 		tok, sent := requestToken(r)
+		if !sent && name == "console" {
+			tok, sent = consoleToken(r)
+		}
 		if !sent {
 			s.deny(w, r, name, nil, fmt.Errorf("%w: send Authorization: Bearer <token>", auth.ErrUnauthenticated))
 			return
@@ -365,7 +370,11 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 }
 
 func isPublic(name string) bool {
-	return name == "healthz" || name == "auth_bootstrap" || name == "console_static"
+	switch name {
+	case "healthz", "auth_bootstrap", "console_static", "console_login", "console_logout":
+		return true
+	}
+	return false
 }
 
 // deny answers 401 or 403 and records the denial (by accessor only).
@@ -378,6 +387,12 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, route string, p *a
 	s.denials.Add(d)
 	s.denied.WithLabelValues(route, fmt.Sprint(d.Status)).Inc()
 	if d.Status == http.StatusUnauthorized {
+		if route == "console" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			r.Header.Get("HX-Request") == "" && strings.Contains(r.Header.Get("Accept"), "text/html") {
+			// A browser on a console page: to the login form.
+			http.Redirect(w, r, loginPath, http.StatusSeeOther)
+			return
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="lambdadb"`)
 	}
 	s.writeError(w, r, err)

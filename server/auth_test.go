@@ -178,6 +178,8 @@ var routeCases = []routeCase{
 	{"console", "GET", "/ui/", "", ""},
 	{"console_static", "GET", "/ui/static/htmx.min.js", "", "public"},
 	{"unmatched", "GET", "/v2/nothing", "", ""},
+	{"console_login", "GET", "/ui/login", "", "public"},
+	{"console_logout", "POST", "/ui/logout", "", "public"},
 }
 
 // TestEveryRouteHasAPolicy: a route added without an access policy, or

@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -14,7 +16,13 @@ func TestConsoleSecureMode(t *testing.T) {
 		t.Fatalf("put: %d %s", r.status, r.body)
 	}
 	if r := ss.do(t, "", "GET", "/ui/", nil); r.status != 401 {
-		t.Fatalf("page without a token: %d, want 401", r.status)
+		t.Fatalf("page without a token, not from a browser: %d, want 401", r.status)
+	}
+	if r := ss.do(t, "", "GET", "/ui/", nil, "Accept", "text/html"); r.status != 200 || !strings.Contains(r.body, "Sign in") {
+		t.Fatalf("page without a token: %d %s, want the login form", r.status, r.body)
+	}
+	if r := ss.do(t, "", "GET", "/ui/cluster", nil, "HX-Request", "true"); r.status != 401 {
+		t.Fatalf("live fragment without a token: %d, want 401", r.status)
 	}
 	if r := ss.do(t, "", "GET", "/ui/static/console.css", nil); r.status != 200 || !strings.Contains(r.header.Get("Cache-Control"), "immutable") {
 		t.Fatalf("static asset without a token: %d %v", r.status, r.header)
@@ -37,5 +45,69 @@ func TestConsoleSecureMode(t *testing.T) {
 	// The cluster page polls its live fragment.
 	if r := ss.do(t, ss.root, "GET", "/ui/", nil); r.status != 200 || !strings.Contains(r.body, `hx-trigger="every 2s"`) {
 		t.Fatalf("cluster page: %d %s", r.status, r.body)
+	}
+}
+
+// TestConsoleLogin: the console exchanges a token for an HttpOnly,
+// SameSite=Strict cookie scoped to /ui/, which only the console's pages
+// accept; a bad token gets the form again; sign-out clears it.
+func TestConsoleLogin(t *testing.T) {
+	ss := newSecureServer(t)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(path string, form url.Values) *http.Response {
+		t.Helper()
+		resp, err := noRedirect.PostForm(ss.url+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	get := func(path string, c *http.Cookie) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", ss.url+path, nil)
+		req.Header.Set("Accept", "text/html,application/xhtml+xml")
+		if c != nil {
+			req.AddCookie(c)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := get("/ui/", nil); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/login" {
+		t.Fatalf("page without a token: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
+	if r := post("/ui/login", url.Values{"token": {"ldb_nope"}}); r.StatusCode != http.StatusUnauthorized || len(r.Cookies()) != 0 {
+		t.Fatalf("bad token: %d %v", r.StatusCode, r.Cookies())
+	}
+	reader, _ := ss.token(t, "default", 0, "kv:read:*")
+	r := post("/ui/login", url.Values{"token": {reader}})
+	if r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 {
+		t.Fatalf("sign-in: %d %v", r.StatusCode, r.Cookies())
+	}
+	c := r.Cookies()[0]
+	if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/ui/" {
+		t.Fatalf("cookie %+v", c)
+	}
+	if r := get("/ui/keys", c); r.StatusCode != 200 {
+		t.Fatalf("page with the cookie: %d", r.StatusCode)
+	}
+	// The cookie is not a token for the API.
+	if r := get("/v1/kv?prefix=", c); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("API with the console's cookie: %d", r.StatusCode)
+	}
+	// A cross-site form post cannot sign anyone in.
+	req, _ := http.NewRequest("POST", ss.url+"/ui/login", strings.NewReader(url.Values{"token": {reader}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site sign-in: %v %v", resp, err)
+	}
+	r = post("/ui/logout", nil)
+	if r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 || r.Cookies()[0].MaxAge >= 0 {
+		t.Fatalf("sign-out: %d %v", r.StatusCode, r.Cookies())
 	}
 }

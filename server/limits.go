@@ -106,6 +106,8 @@ func (s *Server) maxBody(route string) int64 {
 		return lambda.MaxModuleBytes
 	case "fn_invoke":
 		return lambda.MaxMessageBytes
+	case "console_login":
+		return maxLoginBody
 	}
 	return 0
 }

@@ -337,6 +337,9 @@ func New(cfg Config) (*Server, error) {
 		// assets, which hold nothing of the cluster's and need no token.
 		{"GET " + console.Prefix, "console", ui},
 		{"GET " + console.Prefix + "static/", "console_static", ui},
+		{"GET " + console.Prefix + "login", "console_login", http.HandlerFunc(s.loginPage)},
+		{"POST " + console.Prefix + "login", "console_login", http.HandlerFunc(s.login)},
+		{"POST " + console.Prefix + "logout", "console_logout", http.HandlerFunc(s.logout)},
 	}
 	if s.triggers != nil {
 		routes = append(routes,
