@@ -67,6 +67,11 @@ type Record struct {
 	Scopes    []string `msgpack:"s" json:"scopes"`
 	Created   int64    `msgpack:"c" json:"-"` // Unix nanoseconds
 	Expires   int64    `msgpack:"e" json:"-"` // Unix nanoseconds; 0: never
+
+	// parsed holds Scopes parsed, or why they do not parse: read once when
+	// the record is read into the cache, not on every request.
+	parsed    []Scope
+	parsedErr error
 }
 
 // Keys of the records, all under one hash tag (one shard): a bootstrap's
@@ -337,11 +342,10 @@ func (s *Store) Authenticate(ctx context.Context, tok string) (*Principal, error
 	if rec.Expires != 0 && !s.cfg.Now().Before(time.Unix(0, rec.Expires)) {
 		return nil, fmt.Errorf("%w: token %s expired at %s", ErrUnauthenticated, Token(tok), time.Unix(0, rec.Expires).UTC().Format(time.RFC3339))
 	}
-	scopes, err := ParseScopes(rec.Scopes)
-	if err != nil {
-		return nil, fmt.Errorf("%w: token %s has a bad record: %v", ErrUnauthenticated, Token(tok), err)
+	if rec.parsedErr != nil {
+		return nil, fmt.Errorf("%w: token %s has a bad record: %v", ErrUnauthenticated, Token(tok), rec.parsedErr)
 	}
-	return &Principal{Accessor: acc, Namespace: rec.Namespace, Scopes: scopes}, nil
+	return &Principal{Accessor: acc, Namespace: rec.Namespace, Scopes: rec.parsed}, nil
 }
 
 func (s *Store) lookup(ctx context.Context, acc string) (*Record, error) {
@@ -404,6 +408,7 @@ func (s *Store) read(ctx context.Context, acc string, gen uint64, now time.Time)
 		if err := msgpack.Unmarshal(res.Record.Value, rec); err != nil {
 			return nil, fmt.Errorf("auth: decode token record: %w", err)
 		}
+		rec.parsed, rec.parsedErr = ParseScopes(rec.Scopes)
 	}
 	s.mu.Lock()
 	if len(s.cache) >= maxCached {

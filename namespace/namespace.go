@@ -107,7 +107,7 @@ func Range(ns, p, start, end string) (lo, hi string) {
 		hi = qual(ns)[:len(ns)+1] + string([]byte{sep + 1})
 	}
 	if p != "" {
-		if pe := prefixEnd(Key(ns, p)); pe != "" && pe < hi {
+		if pe := PrefixEnd(Key(ns, p)); pe != "" && pe < hi {
 			hi = pe
 		}
 	}
@@ -119,9 +119,9 @@ func Range(ns, p, start, end string) (lo, hi string) {
 	return lo, hi
 }
 
-// prefixEnd is the smallest string greater than every string with prefix
+// PrefixEnd is the smallest string greater than every string with prefix
 // p ("" when there is none).
-func prefixEnd(p string) string {
+func PrefixEnd(p string) string {
 	b := []byte(p)
 	for i := len(b) - 1; i >= 0; i-- {
 		if b[i] < 0xFF {

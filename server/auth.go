@@ -99,22 +99,11 @@ func rangeAllowed(p *auth.Principal, action, prefix, start, end string) bool {
 			continue
 		}
 		// The scan reads within [max(start, prefix), end) ⊆ [start, end of S).
-		if pe := prefixEnd(s.Prefix); pe == "" || end <= pe {
+		if pe := namespace.PrefixEnd(s.Prefix); pe == "" || end <= pe {
 			return true
 		}
 	}
 	return false
-}
-
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xFF {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
 }
 
 func onFeed(r *http.Request, p *auth.Principal) error {

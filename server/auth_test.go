@@ -38,27 +38,10 @@ type secureServer struct {
 
 func newSecureServer(t *testing.T) *secureServer {
 	t.Helper()
-	var trp atomic.Pointer[changefeed.Triggers]
-	n := testnode.NewWithConfig(t, shard.Config{FeedTrimLimit: func(s int) uint64 {
-		if tr := trp.Load(); tr != nil {
-			return tr.TrimLimit(s)
-		}
-		return 0
-	}})
-	e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.Start()
-	trp.Store(tr)
-	t.Cleanup(tr.Close)
+	n, e, tr := functionsNode(t)
 	ss := &secureServer{now: new(atomic.Int64), logs: new(bytes.Buffer)}
 	ss.now.Store(time.Now().UnixNano())
+	var err error
 	ss.store, err = auth.New(auth.Config{Node: n, Now: func() time.Time { return time.Unix(0, ss.now.Load()) }})
 	if err != nil {
 		t.Fatal(err)
@@ -453,4 +436,31 @@ func TestWebSocketToken(t *testing.T) {
 	c2.Close()
 	_ = context.Background
 	_ = fmt.Sprint
+}
+
+// functionsNode is a one-node cluster with a function engine and
+// triggers, set up as serve does (the feed is never trimmed past a
+// trigger's checkpoint); all are closed at the end of the test.
+func functionsNode(t *testing.T) (*shard.Node, *lambda.Engine, *changefeed.Triggers) {
+	t.Helper()
+	var trp atomic.Pointer[changefeed.Triggers]
+	n := testnode.NewWithConfig(t, shard.Config{FeedTrimLimit: func(s int) uint64 {
+		if tr := trp.Load(); tr != nil {
+			return tr.TrimLimit(s)
+		}
+		return 0
+	}})
+	e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Start()
+	trp.Store(tr)
+	t.Cleanup(tr.Close)
+	return n, e, tr
 }

@@ -9,19 +9,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"lambdadb/changefeed"
-	"lambdadb/internal/testnode"
 	"lambdadb/internal/wasmtest"
-	"lambdadb/lambda"
 	"lambdadb/namespace"
 	"lambdadb/server"
-	"lambdadb/shard"
 )
 
 // inNamespace serves h with every request in namespace ns, as the
@@ -42,25 +37,7 @@ var testNamespaces = []string{namespace.Default, "shop", "blog"}
 // once per namespace of testNamespaces.
 func nsServer(t *testing.T) nsURLs {
 	t.Helper()
-	var trp atomic.Pointer[changefeed.Triggers]
-	n := testnode.NewWithConfig(t, shard.Config{FeedTrimLimit: func(s int) uint64 {
-		if tr := trp.Load(); tr != nil {
-			return tr.TrimLimit(s)
-		}
-		return 0
-	}})
-	e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.Start()
-	trp.Store(tr)
-	t.Cleanup(tr.Close)
+	n, e, tr := functionsNode(t)
 	h, err := server.New(server.Config{Node: n, Functions: e, Triggers: tr})
 	if err != nil {
 		t.Fatal(err)
