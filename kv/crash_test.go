@@ -307,3 +307,83 @@ func TestCrashApplyAtomic(t *testing.T) {
 		})
 	}
 }
+
+// TestCrashIngestSnapshot crashes a node's file system around a snapshot
+// install (IngestSnapshot, then the batch with the hard state and new
+// entries): before the ingest the old state survives whole; after it the
+// snapshot survives whole, with an empty log at its index, and the hard
+// state written before it is raised to the snapshot's commit and term.
+func TestCrashIngestSnapshot(t *testing.T) {
+	src := newEngine(t)
+	cs := &pb.ConfState{Voters: []uint64{1, 2, 3}}
+	a := src.NewApply(7)
+	for i := range 100 {
+		if err := a.Put(fmt.Appendf(nil, "new%03d", i), []byte("v"), uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.CommitRaft(40, 6, cs); err != nil {
+		t.Fatal(err)
+	}
+	data, meta := raftSnapshotOf(t, src, 7)
+
+	for _, stage := range []string{"staged", "ingested", "hard state written"} {
+		t.Run(stage, func(t *testing.T) {
+			fs := vfs.NewCrashableMem()
+			const dir = "node/db"
+			e := openEngine(t, fs, dir)
+			s := raftStorage(t, e, 7)
+			put(t, e, 7, 10, kvPair{"old", "x", 1})
+			raftCommit(t, e, func(b *RaftBatch) {
+				mustAppend(t, b, s, mkEnts(1, 12, 2))
+				if err := b.SetHardState(s, &pb.HardState{Term: new(uint64(2)), Vote: new(uint64(3)), Commit: new(uint64(10))}); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if err := s.StageSnapshot("node/snap.sst", meta, bytesReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			if stage != "staged" {
+				if err := s.IngestSnapshot("node/snap.sst", meta); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if stage == "hard state written" {
+				raftCommit(t, e, func(b *RaftBatch) {
+					if err := b.SetHardState(s, &pb.HardState{Term: new(uint64(7)), Vote: new(uint64(1)), Commit: new(uint64(40))}); err != nil {
+						t.Fatal(err)
+					}
+				})
+			}
+			e2, _ := crashAndReopen(t, fs, dir, e, vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+			s2 := raftStorage(t, e2, 7)
+			hs, _, err := s2.InitialState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stage == "staged" {
+				wantRecord(t, e2, 7, "old", "x", 1)
+				wantAbsent(t, e2, 7, "new000")
+				wantRaftBounds(t, s2, 1, 12)
+				if hs.GetTerm() != 2 || hs.GetVote() != 3 || hs.GetCommit() != 10 {
+					t.Fatalf("hard state %v; want the old one", hs)
+				}
+				return
+			}
+			wantAbsent(t, e2, 7, "old")
+			for i := range 100 {
+				wantRecord(t, e2, 7, fmt.Sprintf("new%03d", i), "v", uint64(i+1))
+			}
+			wantApplied(t, e2, 7, 40)
+			wantRaftBounds(t, s2, 41, 40)
+			wantTerm(t, s2, 40, 6)
+			want := &pb.HardState{Term: new(uint64(6)), Vote: new(uint64(0)), Commit: new(uint64(40))}
+			if stage == "hard state written" {
+				want = &pb.HardState{Term: new(uint64(7)), Vote: new(uint64(1)), Commit: new(uint64(40))}
+			}
+			if hs.GetTerm() != want.GetTerm() || hs.GetVote() != want.GetVote() || hs.GetCommit() != want.GetCommit() {
+				t.Fatalf("hard state %v; want %v", hs, want)
+			}
+		})
+	}
+}

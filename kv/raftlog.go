@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sync"
 
@@ -237,8 +236,17 @@ func (s *RaftStorage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 		hs = nil
 	case !found:
 		hs = &pb.HardState{Term: new(term), Commit: new(applied)}
-	case hs.GetCommit() < applied:
-		hs.Commit = new(applied)
+	default:
+		if hs.GetCommit() < applied {
+			hs.Commit = new(applied)
+		}
+		if hs.GetTerm() < term {
+			// A snapshot installed (IngestSnapshot) just before a crash
+			// that lost the batch with the hard state that came with it:
+			// the node is at least at the snapshot's term, and has not
+			// voted in it.
+			hs.Term, hs.Vote = new(term), new(uint64(0))
+		}
 	}
 	return hs, cs, nil
 }
@@ -568,10 +576,6 @@ type raftPending struct {
 	termsFrom uint64
 	terms     []uint64
 	ents      []cachedEntry // the entries of terms, for the cache
-	// applied is the applied index installed by ApplySnapshot, if
-	// appliedSet.
-	applied    uint64
-	appliedSet bool
 }
 
 // NewRaftBatch starts an empty batch.
@@ -704,76 +708,6 @@ func (b *RaftBatch) SetHardState(s *RaftStorage, hs *pb.HardState) error {
 	return nil
 }
 
-// ApplySnapshot replaces s's replicated state with the shard snapshot stream
-// read from data (the format of ShardSnapshot.WriteTo, verified as
-// RestoreShard verifies it), clears s's whole log, and sets truncated =
-// (meta.Index, meta.Term). The stream's own applied index, term and
-// ConfState (kind 'a') must equal meta's Index, Term and ConfState (the
-// ConfStates compared as raftpb.ConfState.Equivalent does), and meta.Index
-// must not be 0, else an error wrapping ErrBadSnapshot and the batch is
-// unchanged. All in this batch, so the install is atomic with the rest of
-// the batch. The stream is held in memory until Commit. The hard state is
-// left alone: set it in the same batch.
-func (b *RaftBatch) ApplySnapshot(s *RaftStorage, meta *pb.SnapshotMetadata, data io.Reader) error {
-	if err := b.check(s); err != nil {
-		return err
-	}
-	if meta.GetIndex() == 0 {
-		return fmt.Errorf("%w: raft snapshot metadata has index 0", ErrBadSnapshot)
-	}
-	tmp := b.e.db.NewBatch()
-	defer tmp.Close()
-	var applied, term, cs []byte
-	err := readShardSnapshot(data, s.shard, tmp, func(name, val []byte) {
-		switch string(name) {
-		case string(appliedName):
-			applied = val
-		case string(termName):
-			term = val
-		case string(confStateName):
-			cs = val
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if len(applied) != 8 || beUint64(applied) != meta.GetIndex() {
-		return fmt.Errorf("%w: snapshot applied index %x, metadata index %d", ErrBadSnapshot, applied, meta.GetIndex())
-	}
-	if len(term) != 8 || beUint64(term) != meta.GetTerm() {
-		return fmt.Errorf("%w: snapshot applied term %x, metadata term %d", ErrBadSnapshot, term, meta.GetTerm())
-	}
-	gotCS := new(pb.ConfState)
-	if cs != nil {
-		if err := proto.Unmarshal(cs, gotCS); err != nil {
-			return fmt.Errorf("%w: snapshot confstate: %v", ErrBadSnapshot, err)
-		}
-	}
-	wantCS := meta.GetConfState()
-	if wantCS == nil {
-		wantCS = new(pb.ConfState)
-	}
-	if err := gotCS.Equivalent(wantCS); err != nil {
-		return fmt.Errorf("%w: snapshot confstate differs from metadata: %v", ErrBadSnapshot, err)
-	}
-	lo, hi := kindRange(s.shard, kindRaftEntry)
-	if err := tmp.DeleteRange(lo, hi, nil); err != nil {
-		return fmt.Errorf("kv: raft apply snapshot: %w", err)
-	}
-	index, snapTerm := meta.GetIndex(), meta.GetTerm()
-	if err := tmp.Set(shardKey(s.shard, kindRaftState, truncName), encodeTrunc(index, snapTerm), nil); err != nil {
-		return fmt.Errorf("kv: raft apply snapshot: %w", err)
-	}
-	if err := b.b.Apply(tmp, nil); err != nil {
-		return fmt.Errorf("kv: raft apply snapshot: %w", err)
-	}
-	p := b.pendingFor(s)
-	p.truncIndex, p.truncTerm, p.last, p.lastTerm = index, snapTerm, index, snapTerm
-	p.terms, p.ents, p.termsFrom = p.terms[:0], p.ents[:0], index+1
-	p.applied, p.appliedSet = index, true
-	return nil
-}
-
 // Truncate discards s's entries at or below index and records truncated =
 // (index, term of index). index must be <= the applied index and <= the last
 // index (both as seen through this batch); it is a no-op if index <= the
@@ -789,12 +723,9 @@ func (b *RaftBatch) Truncate(s *RaftStorage, index uint64) error {
 	if index > p.last {
 		return fmt.Errorf("kv: raft truncate: shard %d: index %d beyond last index %d", s.shard, index, p.last)
 	}
-	applied := p.applied
-	if !p.appliedSet {
-		var err error
-		if applied, err = getUint64(b.e.db, shardKey(s.shard, kindMeta, appliedName)); err != nil {
-			return err
-		}
+	applied, err := getUint64(b.e.db, shardKey(s.shard, kindMeta, appliedName))
+	if err != nil {
+		return err
 	}
 	if index > applied {
 		return fmt.Errorf("kv: raft truncate: shard %d: index %d beyond applied index %d", s.shard, index, applied)

@@ -679,7 +679,22 @@ func replicated(t testing.TB, e *Engine, shard int) []rawEntry {
 	return out
 }
 
-func TestRaftApplySnapshot(t *testing.T) {
+// stageAndIngest installs the snapshot stream data as the log writer does.
+func stageAndIngest(t testing.TB, s *RaftStorage, meta *pb.SnapshotMetadata, data []byte) {
+	t.Helper()
+	const path = "staged.sst"
+	if err := s.StageSnapshot(path, meta, bytesReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.IngestSnapshot(path, meta); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.cfg.FS.Stat(path); err == nil {
+		t.Fatalf("staged table still at %s after the ingest (%v)", path, err)
+	}
+}
+
+func TestRaftIngestSnapshot(t *testing.T) {
 	e := newEngine(t)
 	const src, dst, other = 1, 2, 3
 	// The source: data in both spaces, a feed, and raft applied state.
@@ -736,17 +751,10 @@ func TestRaftApplySnapshot(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := dumpAll(t, e)
-				b := e.NewRaftBatch()
-				defer b.Close()
-				mustAppend(t, b, o, mkEnts(1, 1, 1))
-				n := b.Len()
-				if err := b.ApplySnapshot(d, tc.meta, bytesReader(tc.data)); !errors.Is(err, ErrBadSnapshot) {
-					t.Fatalf("ApplySnapshot = %v; want ErrBadSnapshot", err)
+				path := "staged-" + tc.name
+				if err := d.StageSnapshot(path, tc.meta, bytesReader(tc.data)); !errors.Is(err, ErrBadSnapshot) {
+					t.Fatalf("StageSnapshot = %v; want ErrBadSnapshot", err)
 				}
-				if b.Len() != n {
-					t.Fatal("failed ApplySnapshot wrote to the batch")
-				}
-				b.Close() // discard the append to other
 				if d := diffEntries(dumpAll(t, e), before); d != "" {
 					t.Fatal(d)
 				}
@@ -761,10 +769,16 @@ func TestRaftApplySnapshot(t *testing.T) {
 	raftCommit(t, e, func(b *RaftBatch) {
 		mustAppend(t, b, o, mkEnts(1, 3, 1))
 		mustAppend(t, b, d, mkEnts(31, 32, 2)) // cleared by the install
-		if err := b.ApplySnapshot(d, reordered, bytesReader(data)); err != nil {
-			t.Fatal(err)
-		}
-		wantRaftBounds(t, d, 1, 30) // not yet published
+	})
+	if err := d.StageSnapshot("staged", reordered, bytesReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	wantRaftBounds(t, d, 1, 32) // staging changes nothing
+	if err := d.IngestSnapshot("staged", reordered); err != nil {
+		t.Fatal(err)
+	}
+	wantRaftBounds(t, d, 21, 20)
+	raftCommit(t, e, func(b *RaftBatch) {
 		mustAppend(t, b, d, mkEnts(21, 22, 4))
 	})
 	if diff := diffEntries(replicated(t, e, dst), replicated(t, e, src)); diff != "" {
@@ -783,7 +797,9 @@ func TestRaftApplySnapshot(t *testing.T) {
 		if err != nil || !proto.Equal(gotCS, cs) {
 			t.Fatalf("InitialState ConfState %v, %v; want %v", gotCS, err, cs)
 		}
-		if hs.GetCommit() != 20 || hs.GetTerm() != 2 || hs.GetVote() != 1 {
+		// The stored hard state (term 2, vote 1) is older than the
+		// snapshot's term: it is raised to term 3, without a vote.
+		if hs.GetCommit() != 20 || hs.GetTerm() != 3 || hs.GetVote() != 0 {
 			t.Fatalf("InitialState hard state %v", hs)
 		}
 	}
@@ -796,13 +812,11 @@ func TestRaftApplySnapshot(t *testing.T) {
 		t.Fatalf("source entries %v", got)
 	}
 
-	// Truncate right after an install in the same batch uses the
-	// snapshot's applied index and term.
+	// Truncate right after an install uses the snapshot's applied index
+	// and term.
 	data2, meta2 := raftSnapshotOf(t, e, src)
+	stageAndIngest(t, o, meta2, data2)
 	raftCommit(t, e, func(b *RaftBatch) {
-		if err := b.ApplySnapshot(o, meta2, bytesReader(data2)); err != nil {
-			t.Fatal(err)
-		}
 		if err := b.Truncate(o, 21); err == nil {
 			t.Fatal("Truncate beyond the installed log succeeded")
 		}
@@ -1162,12 +1176,8 @@ func TestRaftEntryCacheMatchesPebble(t *testing.T) {
 				t.Fatal(err)
 			}
 			snap.Close()
-			raftCommit(t, e, func(b *RaftBatch) {
-				meta := &pb.SnapshotMetadata{Index: new(idx), Term: new(term), ConfState: &pb.ConfState{Voters: []uint64{1}}}
-				if err := b.ApplySnapshot(s, meta, &buf); err != nil {
-					t.Fatal(err)
-				}
-			})
+			meta := &pb.SnapshotMetadata{Index: new(idx), Term: new(term), ConfState: &pb.ConfState{Voters: []uint64{1}}}
+			stageAndIngest(t, s, meta, buf.Bytes())
 			clear(model)
 			trunc, last, applied = idx, idx, idx
 		}

@@ -54,7 +54,8 @@ func (s *ShardSnapshot) Applied() (uint64, error) {
 // RaftMeta returns the applied index, its term and the ConfState held by the
 // snapshot (all from the same Pebble snapshot as the data). The ConfState is
 // empty, not nil, when none was recorded. A raft snapshot message for this
-// data must carry exactly this metadata (RaftBatch.ApplySnapshot checks it).
+// data must carry exactly this metadata (RaftStorage.StageSnapshot checks
+// it).
 func (s *ShardSnapshot) RaftMeta() (index, term uint64, cs *pb.ConfState, err error) {
 	return loadAppliedState(s.snap, s.shard)
 }
@@ -154,7 +155,19 @@ func (e *Engine) RestoreShard(shard int, r io.Reader) error {
 	}
 	b := e.db.NewBatch()
 	defer b.Close()
-	if err := readShardSnapshot(r, shard, b, nil); err != nil {
+	for _, kind := range replicatedKinds {
+		lo, hi := kindRange(shard, kind)
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return fmt.Errorf("kv: restore: %w", err)
+		}
+	}
+	err := readShardSnapshot(r, shard, func(key, val []byte) error {
+		if err := b.Set(key, val, nil); err != nil {
+			return fmt.Errorf("kv: restore: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -163,22 +176,14 @@ func (e *Engine) RestoreShard(shard int, r io.Reader) error {
 	return nil
 }
 
-// readShardSnapshot reads and verifies the snapshot stream r and writes to b
-// the deletion of shard's replicated state followed by every entry of the
-// stream, keyed into shard. When meta is non-nil it is called with the name
-// and value of every kind 'a' entry (both may be retained). On an error b
-// holds a partial replacement and must be discarded.
-func readShardSnapshot(r io.Reader, shard int, b *pebble.Batch, meta func(name, val []byte)) error {
+// readShardSnapshot reads and verifies the snapshot stream r, calling set
+// with every entry of the stream in stream order, keyed into shard (both slices
+// are freshly allocated and may be retained). On an error the entries passed so far must be discarded.
+func readShardSnapshot(r io.Reader, shard int, set func(key, val []byte) error) error {
 	hr := &hashingReader{r: bufio.NewReaderSize(r, 256<<10), h: crc32.New(castagnoli)}
 	magic := make([]byte, len(snapMagic))
 	if err := hr.readFull(magic); err != nil || string(magic) != snapMagic {
 		return fmt.Errorf("%w: bad header", ErrBadSnapshot)
-	}
-	for _, kind := range replicatedKinds {
-		lo, hi := kindRange(shard, kind)
-		if err := b.DeleteRange(lo, hi, nil); err != nil {
-			return fmt.Errorf("kv: restore: %w", err)
-		}
 	}
 	for {
 		klen, err := binary.ReadUvarint(hr)
@@ -207,11 +212,8 @@ func readShardSnapshot(r io.Reader, shard int, b *pebble.Batch, meta func(name, 
 		if err := hr.readFull(val); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
-		if err := b.Set(key, val, nil); err != nil {
-			return fmt.Errorf("kv: restore: %w", err)
-		}
-		if meta != nil && key[prefixLen-1] == kindMeta {
-			meta(key[prefixLen:], val)
+		if err := set(key, val); err != nil {
+			return err
 		}
 	}
 	want := hr.h.Sum32()

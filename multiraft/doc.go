@@ -40,10 +40,13 @@
 //
 // A MsgSnap carries metadata only. The Transport streams the shard's state
 // (kv.ShardSnapshot) beside it; the sender rewrites the message's metadata
-// from the same Pebble snapshot as the data. The receiver stages the stream
-// in a file before it steps the message, and the log writer installs it
-// (kv.RaftBatch.ApplySnapshot) in the same synced batch as the log reset.
-// The sender always reports the outcome to raft (ReportSnapshot).
+// from the same Pebble snapshot as the data. The receiver turns the stream
+// into an SSTable as it arrives (kv.RaftStorage.StageSnapshot, which
+// verifies it) before it steps the message, and the log writer installs it
+// by ingesting that table (kv.RaftStorage.IngestSnapshot) between two of
+// its batches: an install costs the other groups' appends one manifest
+// edit, not a write of the whole snapshot through their batch. The sender
+// always reports the outcome to raft (ReportSnapshot).
 //
 // # Removing a replica
 //

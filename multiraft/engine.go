@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -495,8 +494,10 @@ func (e *Engine) ReceiveSnapshot(m Message, data io.Reader) error {
 		return errors.New("multiraft: no Config.SnapshotDir to stage snapshots")
 	}
 	seq := e.seq.Add(1)
-	path := e.cfg.FS.PathJoin(e.cfg.SnapshotDir, fmt.Sprintf("%d-%d-%d.snap", m.Group, m.Msg.GetSnapshot().GetMetadata().GetIndex(), seq))
-	if err := stage(e.cfg.FS, path, data); err != nil {
+	path := e.cfg.FS.PathJoin(e.cfg.SnapshotDir, fmt.Sprintf("%d-%d-%d.sst", m.Group, m.Msg.GetSnapshot().GetMetadata().GetIndex(), seq))
+	// The stream becomes the table the log writer ingests, verified as it
+	// arrives: a bad snapshot is refused here, before raft sees it.
+	if err := r.storage.StageSnapshot(path, m.Msg.GetSnapshot().GetMetadata(), data); err != nil {
 		_ = e.cfg.FS.Remove(path)
 		return fmt.Errorf("multiraft: group %d: stage snapshot: %w", m.Group, err)
 	}
@@ -516,22 +517,6 @@ func (e *Engine) ReceiveSnapshot(m Message, data io.Reader) error {
 	r.mu.Unlock()
 	e.sched.enqueue(r)
 	return nil
-}
-
-func stage(fs vfs.FS, path string, data io.Reader) error {
-	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // ReportUnreachable tells every group that node to could not be reached,

@@ -11,6 +11,7 @@ type metrics struct {
 	dropped       prometheus.Counter
 	readRounds    prometheus.Counter
 	snapshotsSent prometheus.Counter
+	snapIngest    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "ReadIndex requests issued (each shared by the reads waiting at the time)."}),
 		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_snapshots_sent_total",
 			Help: "Snapshots streamed to followers."}),
+		snapIngest: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lambdadb_multiraft_snapshot_ingest_seconds",
+			Help:    "Time the log writer spent installing a received snapshot (ingesting its staged table).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
 		for _, c := range m.all() {
@@ -43,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) all() []prometheus.Collector {
-	return []prometheus.Collector{m.syncs, m.batchItems, m.readies, m.applied, m.dropped, m.readRounds, m.snapshotsSent}
+	return []prometheus.Collector{m.syncs, m.batchItems, m.readies, m.applied, m.dropped, m.readRounds, m.snapshotsSent, m.snapIngest}
 }
 
 func (m *metrics) unregister() {

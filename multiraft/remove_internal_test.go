@@ -1,6 +1,7 @@
 package multiraft
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -310,7 +311,15 @@ func TestRemoveGroupFailsWaiters(t *testing.T) {
 		return Message{Group: 0, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), From: new(uint64(2)), To: new(uint64(1)),
 			Term: new(uint64(1)), Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(100)), Term: new(uint64(1))}}}}
 	}
-	if err := e.ReceiveSnapshot(snapMsg(), strings.NewReader("stale")); err != nil {
+	// A stream that is not a valid snapshot for its metadata is refused
+	// as it arrives, and nothing stays staged.
+	if err := e.ReceiveSnapshot(snapMsg(), bytes.NewReader(snapshotStream(t, 99, 1))); !errors.Is(err, kv.ErrBadSnapshot) {
+		t.Fatalf("snapshot whose data does not match its metadata: %v, want kv.ErrBadSnapshot", err)
+	}
+	if names, _ := s.fs.List("snap"); len(names) != 0 {
+		t.Fatalf("staged after a bad snapshot: %v", names)
+	}
+	if err := e.ReceiveSnapshot(snapMsg(), bytes.NewReader(snapshotStream(t, 100, 1))); err != nil {
 		t.Fatal(err)
 	}
 	if names, _ := s.fs.List("snap"); len(names) != 1 {
@@ -597,4 +606,28 @@ func TestSchedulerSkipsRemoved(t *testing.T) {
 	if !slices.Equal(order, []uint64{2, 3}) {
 		t.Fatalf("processed %v, want [2 3]", order)
 	}
+}
+
+// snapshotStream returns a shard snapshot stream (kv.ShardSnapshot.WriteTo)
+// whose applied index and term are index and term, with an empty ConfState.
+func snapshotStream(t *testing.T, index, term uint64) []byte {
+	t.Helper()
+	src, err := kv.Open(kv.Config{Dir: "src", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.NewApply(0).CommitRaft(index, term, &pb.ConfState{}); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := src.SnapshotShard(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	var buf bytes.Buffer
+	if _, err := ss.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -156,15 +156,25 @@ func (w *writer) run() {
 
 func (w *writer) write(items []writeItem) error {
 	e := w.e
+	// Items go into one batch, committed with one sync; a snapshot to
+	// install splits it: what comes before it is committed first, then
+	// its staged table is ingested, then the rest follows in a new batch.
 	b := e.cfg.Storage.NewRaftBatch()
-	defer b.Close()
+	defer func() { b.Close() }()
 	sync := false
-	var snapFiles []vfs.File
-	defer func() {
-		for _, f := range snapFiles {
-			f.Close()
+	commit := func() error {
+		if b.Empty() {
+			return nil
 		}
-	}()
+		if err := b.Commit(sync); err != nil {
+			return err
+		}
+		if sync {
+			e.m.syncs.Inc()
+		}
+		b, sync = e.cfg.Storage.NewRaftBatch(), false
+		return nil
+	}
 	for _, it := range items {
 		st := it.r.storage
 		if it.m == nil {
@@ -179,15 +189,14 @@ func (w *writer) write(items []writeItem) error {
 		}
 		m := it.m
 		if snap := m.GetSnapshot(); snap != nil && snap.GetMetadata().GetIndex() > 0 {
-			f, err := e.cfg.FS.Open(string(snap.GetData()))
-			if err != nil {
-				return fmt.Errorf("group %d: open staged snapshot: %w", it.r.id, err)
+			if err := commit(); err != nil {
+				return err
 			}
-			snapFiles = append(snapFiles, f)
-			if err := b.ApplySnapshot(st, snap.GetMetadata(), f); err != nil {
+			start := time.Now()
+			if err := st.IngestSnapshot(string(snap.GetData()), snap.GetMetadata()); err != nil {
 				return fmt.Errorf("group %d: install snapshot at %d: %w", it.r.id, snap.GetMetadata().GetIndex(), err)
 			}
-			sync = true
+			e.m.snapIngest.Observe(time.Since(start).Seconds())
 		}
 		if ents := m.GetEntries(); len(ents) > 0 {
 			if err := b.Append(st, ents); err != nil {
@@ -204,15 +213,10 @@ func (w *writer) write(items []writeItem) error {
 			sync = true
 		}
 	}
-	if !b.Empty() {
-		if err := b.Commit(sync); err != nil {
-			return err
-		}
-		if sync {
-			e.m.syncs.Inc()
-		}
-		e.m.batchItems.Observe(float64(len(items)))
+	if err := commit(); err != nil {
+		return err
 	}
+	e.m.batchItems.Observe(float64(len(items)))
 	// Deliver in queue order: local responses to the groups' inboxes,
 	// the others to the transport, batched per node.
 	out := map[uint64][]Message{}
