@@ -198,7 +198,8 @@ func (c *Console) functionData(r *http.Request, name string) (functionView, int)
 
 // seriesJSON is a function's series as the charts read it: one array per
 // line, uPlot's layout, on a grid of every interval from the first sample
-// to the last (null where no node has a sample).
+// to the last, at least minGrid of them (null where no node has a
+// sample).
 type seriesJSON struct {
 	IntervalS float64               `json:"interval_s"`
 	T         []int64               `json:"t"` // Unix seconds
@@ -226,6 +227,12 @@ var seriesLines = map[string]func(p lambda.Point) float64{
 	"kv_bytes":          func(p lambda.Point) float64 { return float64(p.KVBytes) },
 }
 
+// Bounds of the charts' grid, in intervals.
+const (
+	minGrid = 60
+	maxGrid = 10000
+)
+
 // columns lays points out on the interval grid.
 func columns(interval time.Duration, points []lambda.Point) seriesJSON {
 	out := seriesJSON{IntervalS: interval.Seconds(), T: []int64{}, Lines: map[string][]*float64{}}
@@ -241,10 +248,13 @@ func columns(interval time.Duration, points []lambda.Point) seriesJSON {
 	for _, p := range points {
 		byT[p.T] = p
 	}
-	// A grid of at most 10000 intervals (points from nodes with another
-	// interval would otherwise make it huge).
-	if (last-first)/step > 10000 {
-		first = last - 10000*step
+	// A grid of at least minGrid intervals, so that a new function's
+	// first samples show on a steady time axis, and at most maxGrid
+	// (points from nodes with another interval would otherwise make it
+	// huge).
+	first = min(first, last-(minGrid-1)*step)
+	if (last-first)/step > maxGrid {
+		first = last - maxGrid*step
 	}
 	for t := first; t <= last; t += step {
 		out.T = append(out.T, t/1000)

@@ -14,7 +14,8 @@
     { title: "Billed ms and KV calls per interval", lines: [
       ["billed_ms", "billed ms", "#2457c5"], ["kv_calls", "KV calls", "#7a3fb8"]] }
   ];
-  var REFRESH_MS = 5000;
+  // The charts are fetched again every sampling interval, within these.
+  var MIN_REFRESH_MS = 2000, MAX_REFRESH_MS = 10000;
 
   function chartWidth(box) { return Math.max(300, box.clientWidth - 8); }
 
@@ -55,19 +56,22 @@
           if (plots.length === 0) { build(data); } else {
             plots.forEach(function (p) { p.plot.setData(columns(data, p.chart)); });
           }
-          root.setAttribute("data-points", String(data.t.length));
+          var samples = (data.lines.invocations || []).filter(function (v) { return v !== null; }).length;
+          root.setAttribute("data-samples", String(samples));
           root.classList.remove("stale");
           if (status) {
-            status.textContent = data.t.length + " samples, every " + data.interval_s + " s, merged over the nodes";
+            status.textContent = samples + " samples, one every " + data.interval_s + " s, merged over the nodes";
           }
+          every = Math.min(Math.max(data.interval_s * 1000, MIN_REFRESH_MS), MAX_REFRESH_MS);
         })
         .catch(function (e) {
           root.classList.add("stale");
           if (status) { status.textContent = "could not load the series (" + e.message + "); retrying"; }
-        });
+        })
+        .then(function () { setTimeout(refresh, every); });
     }
+    var every = MIN_REFRESH_MS;
     refresh();
-    setInterval(refresh, REFRESH_MS);
     window.addEventListener("resize", function () {
       plots.forEach(function (p) { p.plot.setSize({ width: chartWidth(p.box), height: 180 }); });
     });
