@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/shard"
 )
 
 // Stats are a function's meters on one node (or merged over nodes). With
@@ -240,9 +242,17 @@ func (e *Engine) throttle(f *Function) {
 // CountThrottle counts a call of the function named name (its stored
 // name) refused with 429 before it reached the engine — by a namespace
 // quota — in its Stats.Throttles. A name that is not deployed is not
-// counted.
+// counted. It reads the registry from the local replica only, so that a
+// refused call stays cheap.
 func (e *Engine) CountThrottle(ctx context.Context, name string) {
-	if f, err := e.lookup(ctx, name, nil); err == nil {
+	if ValidateStoredName(name) != nil {
+		return
+	}
+	res, err := e.cfg.Store.GetIn(ctx, shard.SystemSpace, fnKey(name), shard.ReadOptions{Consistency: shard.Stale})
+	if err != nil || !res.Found {
+		return
+	}
+	if f, err := e.decodeFunction(name, res.Record); err == nil {
 		e.throttle(f)
 	}
 }
