@@ -31,6 +31,7 @@ type Function struct {
 type FunctionStats struct {
 	Invocations  uint64            `json:"invocations"`
 	Errors       uint64            `json:"errors"`
+	Throttles    uint64            `json:"throttles"` // calls refused with 429
 	ErrorsByCode map[string]uint64 `json:"errors_by_code"`
 	Starts       map[string]uint64 `json:"starts"`
 	Sandboxes    Sandboxes         `json:"sandboxes"`

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"lambdadb/shard"
 )
@@ -37,6 +39,16 @@ type Config struct {
 	// not allow. Default: everything allowed (insecure mode).
 	CanRead func(r *http.Request, prefix string) bool
 
+	// Functions serves the functions pages (functions.go); nil: the node
+	// runs without functions and those pages answer 404.
+	Functions Functions
+
+	// CanFunctions reports whether the request may use the function
+	// route named route ("fn_list", "fn_get" or "fn_logs", as the API
+	// names them); the functions pages show only what it allows.
+	// Default: everything allowed (insecure mode).
+	CanFunctions func(r *http.Request, route string) bool
+
 	// Secure tells the pages the node runs in secure mode (shown in the
 	// header).
 	Secure bool
@@ -55,6 +67,12 @@ type Console struct {
 	static  http.Handler
 	hashes  map[string]string // static file name → short content hash
 	mux     *http.ServeMux
+
+	fns          Functions
+	canFunctions func(*http.Request, string) bool
+	streams      atomic.Int64 // live log tails open
+	streamLife   time.Duration
+	logPoll      time.Duration
 }
 
 // New returns a Console for cfg.
@@ -70,6 +88,10 @@ func New(cfg Config) (*Console, error) {
 	}
 	c := &Console{node: cfg.Node, canRead: cfg.CanRead, secure: cfg.Secure, log: cfg.Logger,
 		hashes: map[string]string{}, mux: http.NewServeMux()}
+	if cfg.CanFunctions == nil {
+		cfg.CanFunctions = func(*http.Request, string) bool { return true }
+	}
+	c.fns, c.canFunctions, c.streamLife, c.logPoll = cfg.Functions, cfg.CanFunctions, streamLife, logPoll
 	static, err := fs.Sub(files, "static")
 	if err != nil {
 		return nil, err
@@ -90,13 +112,20 @@ func New(cfg Config) (*Console, error) {
 		return nil, err
 	}
 	c.static = http.StripPrefix(Prefix+"static/", http.FileServerFS(static))
-	c.tmpl, err = template.New("").Funcs(template.FuncMap{"asset": c.asset}).ParseFS(files, "templates/*.html")
+	c.tmpl, err = template.New("").Funcs(template.FuncMap{"asset": c.asset,
+		"us": fmtUS, "gbs": fmtGBs, "bytes": fmtBytes, "fnURL": fnURL, "errorCodes": errorCodes, "errorRate": errorRate}).ParseFS(files, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
 	c.mux.HandleFunc("GET "+Prefix+"{$}", c.clusterPage)
 	c.mux.HandleFunc("GET "+Prefix+"cluster", c.clusterFragment)
 	c.mux.HandleFunc("GET "+Prefix+"keys", c.keysPage)
+	c.mux.HandleFunc("GET "+Prefix+"functions", c.functionsPage)
+	c.mux.HandleFunc("GET "+Prefix+"functions-live", c.functionsFragment)
+	c.mux.HandleFunc("GET "+Prefix+"functions/{name}", c.functionPage)
+	c.mux.HandleFunc("GET "+Prefix+"functions/{name}/live", c.functionFragment)
+	c.mux.HandleFunc("GET "+Prefix+"functions/{name}/series", c.functionSeries)
+	c.mux.HandleFunc("GET "+Prefix+"functions/{name}/logs/stream", c.logStream)
 	c.mux.HandleFunc("GET "+Prefix+"static/", c.serveStatic)
 	c.mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 page not found", http.StatusNotFound)
@@ -148,7 +177,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 // page is what every full page's layout needs.
 type page struct {
 	Title     string
-	Nav       string // "cluster" or "keys"
+	Nav       string // "cluster", "keys" or "functions"
 	Node      string
 	Namespace string
 	Secure    bool

@@ -20,6 +20,14 @@
 //   - /ui/keys?prefix=&start= — the key browser: a page of keys under a
 //     prefix with their versions and value previews (JSON pretty-printed,
 //     text, or hex), and a link to the next page.
+//   - /ui/functions — the namespace's functions with their totals
+//     (/ui/functions-live, polled every 3 s); /ui/functions/{name} — one
+//     function's configuration, totals, per-node table and deploy
+//     history (/ui/functions/{name}/live, polled), charts over time
+//     (static/functions.js fetches /ui/functions/{name}/series, JSON)
+//     and a live log tail (/ui/functions/{name}/logs/stream, server-sent
+//     events). The numbers come from Config.Functions, which package
+//     server implements with the code of its function routes.
 //
 // The console reads the node through its Go API (shard.Node), never over
 // HTTP to itself. Authentication and the cross-origin checks are the

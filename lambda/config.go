@@ -140,6 +140,17 @@ type Config struct {
 	// pages copy-on-write (ADR 0016).
 	DisableSnapshots bool
 
+	// SampleInterval is how often the engine samples each function's
+	// meters into its series (Series), and SampleCount how many samples
+	// each function keeps on this node. Defaults: DefaultSampleInterval
+	// (5 s) and DefaultSampleCount (360): 30 minutes.
+	SampleInterval time.Duration
+	SampleCount    int
+
+	// DeployHistory is how many deploys of each function the registry
+	// keeps (Deploys). Default: DefaultDeployHistory (20).
+	DeployHistory int
+
 	// Registerer receives the engine's metrics. Default: none.
 	Registerer prometheus.Registerer
 
@@ -168,6 +179,8 @@ func (c *Config) setDefaults() error {
 		{"LogLines", c.LogLines < 0}, {"MeterFlushInterval", c.MeterFlushInterval < 0},
 		{"MaxFunctions", c.MaxFunctions < 0}, {"LogLineBytes", c.LogLineBytes < 0},
 		{"PrecompileConcurrency", c.PrecompileConcurrency < 0},
+		{"SampleInterval", c.SampleInterval < 0}, {"SampleCount", c.SampleCount < 0},
+		{"DeployHistory", c.DeployHistory < 0},
 	} {
 		if v.neg {
 			return fmt.Errorf("lambda: negative Config.%s", v.name)
@@ -189,6 +202,9 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("lambda: Config.LogLineBytes %d exceeds %d", c.LogLineBytes, MaxLogLineBytes)
 	}
 	setDefault(&c.MeterFlushInterval, time.Second)
+	setDefault(&c.SampleInterval, DefaultSampleInterval)
+	setDefault(&c.SampleCount, DefaultSampleCount)
+	setDefault(&c.DeployHistory, DefaultDeployHistory)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

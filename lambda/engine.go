@@ -69,6 +69,7 @@ type Engine struct {
 	// metersDirty is set when stats changed since they were last saved.
 	metersDirty bool
 	logs        map[string]*logRing
+	series      map[string]*sampled // series.go
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -107,6 +108,7 @@ func New(cfg Config) (*Engine, error) {
 		pools:    map[string]*pool{},
 		stats:    map[string]*fnStats{},
 		logs:     map[string]*logRing{},
+		series:   map[string]*sampled{},
 		stop:     make(chan struct{}),
 	}
 	e.life, e.kill = context.WithCancel(context.Background())
@@ -133,6 +135,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.reapLoop()
+	e.primeSeries()
+	e.wg.Add(1)
+	go e.sampleLoop()
 	if cfg.Meters != nil {
 		e.wg.Add(1)
 		go e.meterLoop()
@@ -362,6 +367,7 @@ func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []b
 	if n := p.inflight.Add(1); n > int64(f.MaxInstances+e.cfg.QueueLength) {
 		p.inflight.Add(-1)
 		e.m.rejected.WithLabelValues(f.Name).Inc()
+		e.throttle(f)
 		return res, fmt.Errorf("%w: %q has %d calls running or queued on node %s (max_instances %d, queue %d)",
 			ErrOverloaded, f.Name, n-1, e.cfg.NodeID, f.MaxInstances, e.cfg.QueueLength)
 	}
@@ -377,6 +383,7 @@ func (e *Engine) callWith(ctx context.Context, f *Function, kind uint32, msg []b
 			return res, fmt.Errorf("lambda: waiting for an instance of %q: %w", f.Name, ctx.Err())
 		}
 		e.m.rejected.WithLabelValues(f.Name).Inc()
+		e.throttle(f)
 		return res, fmt.Errorf("%w: no instance of %q freed up within its timeout of %v (max_instances %d)",
 			ErrOverloaded, f.Name, f.Timeout(), f.MaxInstances)
 	}

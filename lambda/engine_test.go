@@ -324,7 +324,7 @@ func TestScanFromHandler(t *testing.T) {
 
 func TestConcurrencyLimitAndQueue(t *testing.T) {
 	v := newEnv(t, lambda.Config{QueueLength: 1})
-	v.deploy(t, "sleep", wasmtest.Example(t, "sleep"), lambda.DeployOptions{MaxInstances: 2})
+	f := v.deploy(t, "sleep", wasmtest.Example(t, "sleep"), lambda.DeployOptions{MaxInstances: 2})
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
@@ -341,6 +341,10 @@ func TestConcurrencyLimitAndQueue(t *testing.T) {
 		t.Fatalf("fourth call: %v, want ErrOverloaded", err)
 	}
 	wg.Wait()
+	// The refused call is a throttle, not an invocation.
+	if st := v.e.Stats(f); st.Throttles != 1 || st.Invocations != 3 {
+		t.Fatalf("throttles %d invocations %d, want 1 and 3", st.Throttles, st.Invocations)
+	}
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)

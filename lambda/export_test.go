@@ -2,6 +2,7 @@ package lambda
 
 import (
 	"context"
+	"time"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
@@ -76,3 +77,6 @@ func PrepareSnapshot(wasm []byte) ([]byte, bool) {
 	out, _, err := prepareSnapshot(wasm)
 	return out, err == nil
 }
+
+// Sample records the series' interval ending at t now.
+func Sample(e *Engine, t time.Time) { e.sample(t) }

@@ -1,6 +1,7 @@
 package lambda
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"lambdadb/shard"
 )
 
 // Stats are a function's meters on one node (or merged over nodes). With
@@ -16,8 +19,14 @@ import (
 // the engine closes, and survive restarts (a crash loses at most the last
 // interval's); without, they restart from zero with the node.
 type Stats struct {
-	Invocations  uint64            `json:"invocations"`
-	Errors       uint64            `json:"errors"`
+	Invocations uint64 `json:"invocations"`
+	Errors      uint64 `json:"errors"`
+	// Throttles counts calls refused with 429: by the engine (more calls
+	// than max_instances and the queue allow, or the node's sandbox
+	// memory budget in use — these count as errors too when a sandbox
+	// start was refused) and by the server's namespace quotas
+	// (CountThrottle).
+	Throttles    uint64            `json:"throttles"`
 	ErrorsByCode map[string]uint64 `json:"errors_by_code"`
 	Starts       map[string]uint64 `json:"starts"` // by StartWarm, StartRestart, StartCold
 	Sandboxes    SandboxCounts     `json:"sandboxes"`
@@ -79,6 +88,7 @@ func (s *Stats) Quantile(q float64) float64 {
 func (s *Stats) Merge(o Stats) {
 	s.Invocations += o.Invocations
 	s.Errors += o.Errors
+	s.Throttles += o.Throttles
 	s.DurationUS += o.DurationUS
 	s.BilledMS += o.BilledMS
 	s.GBSeconds += o.GBSeconds
@@ -168,14 +178,8 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 		outcome = ErrorCode(err)
 	}
 	e.mu.Lock()
-	st := e.stats[f.Name]
-	switch {
-	case st == nil || st.Created < incarnation(f):
-		st = newFnStats(incarnation(f))
-		e.stats[f.Name] = st
-	case st.Created > incarnation(f):
-		// A call of a function since removed and created again, ending
-		// late: the new function's meters are not its.
+	st := e.statsLocked(f)
+	if st == nil {
 		e.mu.Unlock()
 		return
 	}
@@ -185,6 +189,9 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 	if err != nil {
 		s.Errors++
 		s.ErrorsByCode[outcome]++
+		if errors.Is(err, ErrOverloaded) {
+			s.Throttles++
+		}
 	}
 	if start != "" {
 		s.Starts[start]++
@@ -205,6 +212,49 @@ func (e *Engine) record(f *Function, res *Result, err error) {
 	e.m.billed.WithLabelValues(f.Name).Add(float64(res.BilledMS))
 	e.m.gbSeconds.WithLabelValues(f.Name).Add(res.GBSeconds)
 	e.m.kvCalls.WithLabelValues(f.Name).Add(float64(res.KVCalls))
+}
+
+// statsLocked returns f's meters, starting them when f is a new
+// incarnation; nil for a call of a function since removed and created
+// again (ending late: the new function's meters are not its).
+func (e *Engine) statsLocked(f *Function) *fnStats {
+	st := e.stats[f.Name]
+	switch {
+	case st == nil || st.Created < incarnation(f):
+		st = newFnStats(incarnation(f))
+		e.stats[f.Name] = st
+	case st.Created > incarnation(f):
+		return nil
+	}
+	return st
+}
+
+// throttle counts a call of f refused with 429.
+func (e *Engine) throttle(f *Function) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st := e.statsLocked(f); st != nil {
+		st.S.Throttles++
+		e.metersDirty = true
+	}
+}
+
+// CountThrottle counts a call of the function named name (its stored
+// name) refused with 429 before it reached the engine — by a namespace
+// quota — in its Stats.Throttles. A name that is not deployed is not
+// counted. It reads the registry from the local replica only, so that a
+// refused call stays cheap.
+func (e *Engine) CountThrottle(ctx context.Context, name string) {
+	if ValidateStoredName(name) != nil {
+		return
+	}
+	res, err := e.cfg.Store.GetIn(ctx, shard.SystemSpace, fnKey(name), shard.ReadOptions{Consistency: shard.Stale})
+	if err != nil || !res.Found {
+		return
+	}
+	if f, err := e.decodeFunction(name, res.Record); err == nil {
+		e.throttle(f)
+	}
 }
 
 // Stats returns function f's meters on this node.

@@ -338,6 +338,11 @@ func (e *Engine) Deploy(ctx context.Context, name string, module []byte, o Deplo
 			ops = append(ops, count)
 		}
 		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: modKey(sha, name), Value: module})
+		hist, err := e.historyOps(ctx, name, rec, now)
+		if err != nil {
+			return res, err
+		}
+		ops = append(ops, hist...)
 		br, err := e.cfg.Store.Batch(ctx, ops, tok)
 		res.Session = br.Session
 		if errors.Is(err, shard.ErrPrecondition) && attempt < registryAttempts-1 {
@@ -382,6 +387,13 @@ func (e *Engine) Remove(ctx context.Context, name string, tok session.Token) (se
 			return tok, err
 		}
 		ops = append(ops, count)
+		hist, err := e.historyKeys(ctx, name)
+		if err != nil {
+			return tok, err
+		}
+		for _, k := range hist {
+			ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: k, Delete: true})
+		}
 		br, err := e.cfg.Store.Batch(ctx, ops, tok)
 		tok = br.Session
 		if errors.Is(err, shard.ErrPrecondition) && attempt < registryAttempts-1 {

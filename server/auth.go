@@ -192,6 +192,7 @@ var policies = map[string]policy{
 	"fn_logs":   need(auth.FnLogs),
 	"fn_list":   needAny(auth.FnDeploy, auth.FnInvoke, auth.FnLogs),
 	"fn_get":    needAny(auth.FnDeploy, auth.FnInvoke, auth.FnLogs),
+	"fn_series": needAny(auth.FnDeploy, auth.FnInvoke, auth.FnLogs),
 
 	"trigger_put":    onTriggerPut,
 	"trigger_list":   need(auth.TriggerAdmin),

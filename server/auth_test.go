@@ -137,6 +137,7 @@ var routeCases = []routeCase{
 	{"fn_get", "GET", "/v1/functions/echo", "", "fn:invoke"},
 	{"fn_invoke", "POST", "/v1/functions/echo/invoke", "hi", "fn:invoke"},
 	{"fn_logs", "GET", "/v1/functions/echo/logs", "", "fn:logs"},
+	{"fn_series", "GET", "/v1/functions/echo/series", "", "fn:logs"},
 	{"fn_delete", "DELETE", "/v1/functions/nothing", "", "fn:deploy"},
 	{"trigger_put", "PUT", "/v1/triggers/t2", `{"function":"indexer","prefix":"orders/"}`, "trigger:admin feed:read:orders/ fn:invoke"},
 	{"trigger_list", "GET", "/v1/triggers", "", "trigger:admin"},

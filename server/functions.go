@@ -128,12 +128,24 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	all, err := s.fns.List(r.Context())
+	out, err := s.namespaceFunctions(r.Context(), local)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	ns := namespace.From(r.Context())
+	writeJSON(w, http.StatusOK, struct {
+		Functions []functionView `json:"functions"`
+	}{out})
+}
+
+// namespaceFunctions returns the functions of the context's namespace
+// with their stats: this node's (local) or merged over the cluster.
+func (s *Server) namespaceFunctions(ctx context.Context, local bool) ([]functionView, error) {
+	all, err := s.fns.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ns := namespace.From(ctx)
 	var fns []*lambda.Function
 	for _, f := range all {
 		if _, ok := namespace.StripName(ns, f.Name); ok {
@@ -151,13 +163,11 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i].Stats, out[i].Nodes = s.clusterStats(r.Context(), f)
+			out[i].Stats, out[i].Nodes = s.clusterStats(ctx, f)
 		}()
 	}
 	wg.Wait()
-	writeJSON(w, http.StatusOK, struct {
-		Functions []functionView `json:"functions"`
-	}{out})
+	return out, nil
 }
 
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
@@ -308,25 +318,7 @@ func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
 	if local {
 		lines = s.fns.Logs(stored)
 	} else {
-		var mu sync.Mutex
-		s.fanOut(r.Context(), func(ctx context.Context, p shard.PeerState, self bool) {
-			var got []lambda.LogLine
-			if self {
-				got = s.fns.Logs(stored)
-			} else {
-				var v struct {
-					Lines []lambda.LogLine `json:"lines"`
-				}
-				if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"/logs?scope=node", &v); err != nil {
-					return
-				}
-				got = v.Lines
-			}
-			mu.Lock()
-			lines = append(lines, got...)
-			mu.Unlock()
-		})
-		sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+		lines = s.clusterLogs(r.Context(), stored, name)
 	}
 	if lines == nil {
 		lines = []lambda.LogLine{}
@@ -334,6 +326,95 @@ func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct {
 		Lines []lambda.LogLine `json:"lines"`
 	}{lines})
+}
+
+// clusterLogs returns the function's recent log lines on every node that
+// answers, oldest first; stored and name are its stored and user names.
+func (s *Server) clusterLogs(ctx context.Context, stored, name string) []lambda.LogLine {
+	var lines []lambda.LogLine
+	var mu sync.Mutex
+	s.fanOut(ctx, func(ctx context.Context, p shard.PeerState, self bool) {
+		var got []lambda.LogLine
+		if self {
+			got = s.fns.Logs(stored)
+		} else {
+			var v struct {
+				Lines []lambda.LogLine `json:"lines"`
+			}
+			if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"/logs?scope=node", &v); err != nil {
+				return
+			}
+			got = v.Lines
+		}
+		mu.Lock()
+		lines = append(lines, got...)
+		mu.Unlock()
+	})
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+	return lines
+}
+
+// seriesView is a function's series as GET /v1/functions/{name}/series
+// answers it.
+type seriesView struct {
+	IntervalMS int64          `json:"interval_ms"`
+	Points     []lambda.Point `json:"points"`
+	// Errors holds, by node, why a node's series is missing (cluster-wide
+	// views only).
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// functionSeries answers the function's activity over time: this node's
+// samples (scope=node) or every node's merged by interval.
+func (s *Server) functionSeries(w http.ResponseWriter, r *http.Request) {
+	local, err := s.scopeParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	stored, name, err := storedName(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.fns.Get(r.Context(), stored); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var v seriesView
+	if local {
+		v = seriesView{IntervalMS: s.fns.SampleInterval().Milliseconds(), Points: s.fns.Series(stored)}
+	} else {
+		v = s.clusterSeries(r.Context(), stored, name)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// clusterSeries merges the function's series over every node that
+// answers (lambda.MergeSeries: points of one interval add up).
+func (s *Server) clusterSeries(ctx context.Context, stored, name string) seriesView {
+	var mu sync.Mutex
+	var all [][]lambda.Point
+	v := seriesView{IntervalMS: s.fns.SampleInterval().Milliseconds()}
+	s.fanOut(ctx, func(ctx context.Context, p shard.PeerState, self bool) {
+		var got seriesView
+		if self {
+			got.Points = s.fns.Series(stored)
+		} else if err := s.peerGet(ctx, p.Addr, "/v1/functions/"+url.PathEscape(name)+"/series?scope=node", &got); err != nil {
+			mu.Lock()
+			if v.Errors == nil {
+				v.Errors = map[string]string{}
+			}
+			v.Errors[p.ID] = err.Error()
+			mu.Unlock()
+			return
+		}
+		mu.Lock()
+		all = append(all, got.Points)
+		mu.Unlock()
+	})
+	v.Points = lambda.MergeSeries(all...)
+	return v
 }
 
 func (s *Server) invokeFunction(w http.ResponseWriter, r *http.Request) {

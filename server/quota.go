@@ -341,12 +341,14 @@ func (s *Server) enforceQuota(route string, h http.Handler) http.Handler {
 			}
 		case quotaInvoke:
 			if wait, ok := take(l.inv); !ok {
+				s.countThrottle(r)
 				s.quotaExceeded(w, r, ns, quotaInvocations, wait, fmt.Sprintf("its quota is %d invocations a second on each node", set.InvocationsPerS))
 				return
 			}
 			n := l.running.Add(1)
 			defer l.running.Add(-1)
 			if c := set.Concurrency; c > 0 && n > c {
+				s.countThrottle(r)
 				s.quotaExceeded(w, r, ns, quotaConcurrency, time.Second, fmt.Sprintf("%d invocations are running, its quota is %d on each node", n-1, c))
 				return
 			}
@@ -362,6 +364,17 @@ func (s *Server) enforceQuota(route string, h http.Handler) http.Handler {
 		}
 		c.(http.Handler).ServeHTTP(w, r)
 	})
+}
+
+// countThrottle counts an invocation refused by a quota in its function's
+// Stats.Throttles (as the engine counts those it refuses itself).
+func (s *Server) countThrottle(r *http.Request) {
+	if s.fns == nil {
+		return
+	}
+	if stored, _, err := storedName(r); err == nil {
+		s.fns.CountThrottle(r.Context(), stored)
+	}
 }
 
 // take takes one event from l, or says how long until one is available.

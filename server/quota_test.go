@@ -245,6 +245,12 @@ func TestQuotaInvocations(t *testing.T) {
 	if r := invoke(0); r.status != 200 {
 		t.Fatalf("after the long one: %d %s", r.status, r.body)
 	}
+	// Both refusals count as the function's throttles, not invocations.
+	r = ss.do(t, acme, "GET", "/v1/functions/sleep", nil)
+	var st lambda.Stats
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil || st.Throttles != 2 {
+		t.Fatalf("function stats after two quota refusals: %d %s", r.status, r.body)
+	}
 }
 
 func TestQuotaStoredBytes(t *testing.T) {

@@ -307,7 +307,10 @@ func New(cfg Config) (*Server, error) {
 		CanRead: func(r *http.Request, prefix string) bool {
 			p := principalOf(r.Context())
 			return p == nil || rangeAllowed(p, auth.KVRead, prefix, "", "")
-		}})
+		},
+		Functions:    s.consoleFns(),
+		CanFunctions: canFunctions,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -359,6 +362,7 @@ func New(cfg Config) (*Server, error) {
 			route{"GET /v1/functions/{name}", "fn_get", http.HandlerFunc(s.getFunction)},
 			route{"DELETE /v1/functions/{name}", "fn_delete", http.HandlerFunc(s.deleteFunction)},
 			route{"GET /v1/functions/{name}/logs", "fn_logs", http.HandlerFunc(s.functionLogs)},
+			route{"GET /v1/functions/{name}/series", "fn_series", http.HandlerFunc(s.functionSeries)},
 			route{"POST /v1/functions/{name}/invoke", "fn_invoke", http.HandlerFunc(s.invokeFunction)},
 		)
 	}

@@ -156,10 +156,10 @@ var fnStatsCommand = &command{
 		}
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "\nNODE\tCALLS\tERRORS\tWARM\tRESTART\tCOLD\tP50\tP99\tBILLED\tGB-S\tKV CALLS\tRUNNING/PAUSED/STOPPED/COLD")
+		fmt.Fprintln(tw, "\nNODE\tCALLS\tERRORS\tTHROTTLES\tWARM\tRESTART\tCOLD\tP50\tP99\tBILLED\tGB-S\tKV CALLS\tRUNNING/PAUSED/STOPPED/COLD")
 		row := func(name string, s client.FunctionStats) {
 			b := s.Sandboxes
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d ms\t%.6f\t%d\t%d/%d/%d/%d\n", name, s.Invocations, s.Errors,
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d ms\t%.6f\t%d\t%d/%d/%d/%d\n", name, s.Invocations, s.Errors, s.Throttles,
 				s.Starts["warm"], s.Starts["restart"], s.Starts["cold"], fmtUS(s.P50US), fmtUS(s.P99US),
 				s.BilledMS, s.GBSeconds, s.KVCalls, b.Running, b.Paused, b.Stopped, b.Cold)
 		}
