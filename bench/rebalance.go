@@ -69,11 +69,13 @@ func (l *steadyLoad) run(ctx context.Context, addrs []string, rate float64, stop
 			if err != nil {
 				what = err.Error()
 			} else {
-				_, _ = io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 				resp.Body.Close()
 				s.ok = resp.StatusCode/100 == 2
 				if !s.ok {
-					what = resp.Status
+					// The status and the error's code and message, so that
+					// a failure can be told from another.
+					what = resp.Status + " " + strings.TrimSpace(string(body))
 				}
 			}
 			l.mu.Lock()
