@@ -184,6 +184,10 @@ type ShardStats struct {
 	// successful delivery; the trigger pauses when it reaches pause_after.
 	DeadStreak uint64 `json:"dead_streak"`
 	LastError  string `json:"last_error,omitempty"`
+	// Oldest is when the oldest change the trigger has not delivered yet
+	// on this shard was committed (zero: none known); now minus Oldest is
+	// the shard's iterator age.
+	Oldest time.Time `json:"oldest_undelivered,omitzero"`
 
 	// owner is the runner that updates these stats; a runner still
 	// stopping after another took over does not.

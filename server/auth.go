@@ -54,6 +54,18 @@ func need(action string) policy {
 	}
 }
 
+// needAll needs every one of actions.
+func needAll(actions ...string) policy {
+	return func(_ *http.Request, p *auth.Principal) error {
+		for _, a := range actions {
+			if !p.Allows(a, "") {
+				return forbidden("needs scope %s", a)
+			}
+		}
+		return nil
+	}
+}
+
 func needAny(actions ...string) policy {
 	return func(_ *http.Request, p *auth.Principal) error {
 		if p.AllowsAny(actions...) {
@@ -200,6 +212,9 @@ var policies = map[string]policy{
 	"trigger_dead":   need(auth.TriggerAdmin),
 	"trigger_pause":  need(auth.TriggerAdmin),
 	"trigger_resume": need(auth.TriggerAdmin),
+	// Replaying a dead letter invokes the trigger's function.
+	"trigger_dead_replay": needAll(auth.TriggerAdmin, auth.FnInvoke),
+	"trigger_dead_drop":   need(auth.TriggerAdmin),
 
 	// Clients route keyed requests by the cluster's view: any token reads it.
 	"cluster":           authenticated,

@@ -145,6 +145,8 @@ var routeCases = []routeCase{
 	{"trigger_pause", "POST", "/v1/triggers/t1/pause", "", "trigger:admin"},
 	{"trigger_resume", "POST", "/v1/triggers/t1/resume", "", "trigger:admin"},
 	{"trigger_delete", "DELETE", "/v1/triggers/nothing", "", "trigger:admin"},
+	{"trigger_dead_replay", "POST", "/v1/triggers/t1/dead/0-1-0/replay", "", "trigger:admin fn:invoke"},
+	{"trigger_dead_drop", "DELETE", "/v1/triggers/t1/dead/0-1-0", "", "trigger:admin"},
 	{"cluster", "GET", "/v1/cluster", "", ""},
 	{"cluster_moves", "GET", "/v1/cluster/moves", "", ""},
 	{"cluster_rebalance", "POST", "/v1/cluster/rebalance", "", "admin"},
@@ -214,7 +216,8 @@ func TestRouteAccess(t *testing.T) {
 		t.Fatalf("put: %d %s", r.status, r.body)
 	}
 	otherNS := map[string]bool{"kv_get": true, "fn_get": true, "fn_invoke": true, "fn_logs": true,
-		"trigger_get": true, "trigger_dead": true, "trigger_pause": true, "trigger_resume": true}
+		"trigger_get": true, "trigger_dead": true, "trigger_pause": true, "trigger_resume": true,
+		"trigger_dead_replay": true, "trigger_dead_drop": true}
 	forged := ss.root[:len(ss.root)-9] + "x" + ss.root[len(ss.root)-8:]
 	ss.now.Add(int64(2 * time.Hour)) // expiring has expired
 	for _, c := range routeCases {

@@ -350,6 +350,9 @@ func New(cfg Config) (*Server, error) {
 			route{"GET /v1/triggers/{name}/dead", "trigger_dead", http.HandlerFunc(s.deadLetters)},
 			route{"POST /v1/triggers/{name}/pause", "trigger_pause", http.HandlerFunc(s.pauseTrigger)},
 			route{"POST /v1/triggers/{name}/resume", "trigger_resume", http.HandlerFunc(s.resumeTrigger)},
+			route{"POST /v1/triggers/{name}/dead/{id}/replay", "trigger_dead_replay", http.HandlerFunc(s.replayDeadLetter)},
+			route{"POST /v1/triggers/{name}/dead/replay", "trigger_dead_replay", http.HandlerFunc(s.replayDeadLetters)},
+			route{"DELETE /v1/triggers/{name}/dead/{id}", "trigger_dead_drop", http.HandlerFunc(s.dropDeadLetter)},
 		)
 	}
 	if s.fns != nil {
