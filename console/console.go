@@ -43,6 +43,12 @@ type Config struct {
 
 	// Logger receives template failures. Default: discard.
 	Logger *slog.Logger
+
+	// Triggers, when set, serves the triggers page (/ui/triggers) and
+	// its buttons; nil: the page says triggers are off.
+	Triggers Triggers
+	// Query, when set, serves the query page (/ui/query).
+	Query QueryFunc
 }
 
 // Console serves the pages and static assets under Prefix.
@@ -55,6 +61,9 @@ type Console struct {
 	static  http.Handler
 	hashes  map[string]string // static file name → short content hash
 	mux     *http.ServeMux
+
+	triggers Triggers
+	query    QueryFunc
 }
 
 // New returns a Console for cfg.
@@ -69,7 +78,7 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{node: cfg.Node, canRead: cfg.CanRead, secure: cfg.Secure, log: cfg.Logger,
-		hashes: map[string]string{}, mux: http.NewServeMux()}
+		hashes: map[string]string{}, mux: http.NewServeMux(), triggers: cfg.Triggers, query: cfg.Query}
 	static, err := fs.Sub(files, "static")
 	if err != nil {
 		return nil, err
@@ -98,6 +107,12 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET "+Prefix+"cluster", c.clusterFragment)
 	c.mux.HandleFunc("GET "+Prefix+"keys", c.keysPage)
 	c.mux.HandleFunc("GET "+Prefix+"static/", c.serveStatic)
+	c.mux.HandleFunc("GET "+Prefix+"triggers", c.triggersPage)
+	c.mux.HandleFunc("GET "+Prefix+"triggers/live", c.triggersFragment)
+	for pattern, action := range TriggerActions {
+		c.mux.HandleFunc(pattern, c.triggerAction(action))
+	}
+	c.mux.HandleFunc("GET "+Prefix+"query", c.queryPage)
 	c.mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 page not found", http.StatusNotFound)
 	})

@@ -241,6 +241,11 @@ var policies = map[string]policy{
 	"console_static": public,
 	"console_login":  public, // exchanges a token for the console's cookie
 	"console_logout": public,
+	// The triggers page's buttons (console.TriggerActions): the scopes of
+	// the same API actions.
+	"console_trigger_replay": needAll(auth.TriggerAdmin, auth.FnInvoke),
+	"console_trigger_drop":   need(auth.TriggerAdmin),
+	"console_trigger_state":  need(auth.TriggerAdmin),
 
 	"unmatched": authenticated,
 }
@@ -331,7 +336,7 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 			return
 		}
 		tok, sent := requestToken(r)
-		if !sent && name == "console" {
+		if !sent && takesCookie(name) {
 			tok, sent = consoleToken(r)
 		}
 		if !sent {
@@ -371,6 +376,21 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 		ctx = context.WithValue(ctx, credentialKey{}, "Bearer "+tok)
 		h.ServeHTTP(w, r.WithContext(namespace.With(ctx, ns)))
 	})
+}
+
+// consoleActionRoutes names the route of each console.TriggerActions
+// action.
+var consoleActionRoutes = map[string]string{
+	"replay": "console_trigger_replay",
+	"drop":   "console_trigger_drop",
+	"pause":  "console_trigger_state",
+	"resume": "console_trigger_state",
+}
+
+// takesCookie reports whether route name accepts the console's sign-in
+// cookie in place of Authorization: the console's pages and buttons only.
+func takesCookie(name string) bool {
+	return name == "console" || strings.HasPrefix(name, "console_trigger_")
 }
 
 func isPublic(name string) bool {

@@ -304,6 +304,7 @@ func New(cfg Config) (*Server, error) {
 
 	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})
 	ui, err := console.New(console.Config{Node: cfg.Node, Secure: cfg.Auth != nil, Logger: cfg.Logger,
+		Triggers: s.consoleTriggersOf(), Query: s.consoleQuery,
 		CanRead: func(r *http.Request, prefix string) bool {
 			p := principalOf(r.Context())
 			return p == nil || rangeAllowed(p, auth.KVRead, prefix, "", "")
@@ -354,6 +355,11 @@ func New(cfg Config) (*Server, error) {
 			route{"POST /v1/triggers/{name}/dead/replay", "trigger_dead_replay", http.HandlerFunc(s.replayDeadLetters)},
 			route{"DELETE /v1/triggers/{name}/dead/{id}", "trigger_dead_drop", http.HandlerFunc(s.dropDeadLetter)},
 		)
+		// The console's trigger buttons (POST forms), each under a route
+		// with its API action's policy.
+		for pattern, action := range console.TriggerActions {
+			routes = append(routes, route{pattern, consoleActionRoutes[action], ui})
+		}
 	}
 	if s.fns != nil {
 		routes = append(routes,
