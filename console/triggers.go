@@ -108,6 +108,7 @@ type triggersView struct {
 }
 
 type triggersLive struct {
+	Node     string
 	Time     string
 	Error    string
 	Triggers []triggerItem
@@ -139,7 +140,7 @@ func age(ms int64) string {
 // triggersData reads the namespace's triggers, their status and dead
 // letters.
 func (c *Console) triggersData(r *http.Request) (triggersLive, int) {
-	v := triggersLive{Time: time.Now().UTC().Format("15:04:05 UTC")}
+	v := triggersLive{Node: c.node.ID(), Time: time.Now().UTC().Format("15:04:05 UTC")}
 	list, err := c.triggers.List(r)
 	if err != nil {
 		v.Error = err.Error()
