@@ -665,6 +665,20 @@ func (t *Triggers) Status(name string) []ShardStats {
 	return out
 }
 
+// Local returns this node's counters of every trigger, by stored name,
+// for the shards whose runner it runs (those it leads).
+func (t *Triggers) Local() map[string][]ShardStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string][]ShardStats{}
+	for k, st := range t.stats {
+		if r := t.runners[k]; r != nil && st.owner == r {
+			out[k.name] = append(out[k.name], *st)
+		}
+	}
+	return out
+}
+
 // TrimLimit is the lowest checkpoint of any trigger on shard s, as this
 // node's replica holds them: the feed must not be trimmed past it. A
 // trigger paused for longer than PausedRetention no longer counts.

@@ -298,6 +298,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.registerMetrics(cfg.Registry); err != nil {
 		return nil, err
 	}
+	if err := s.registerTriggerMetrics(cfg.Registry); err != nil {
+		return nil, err
+	}
 	if err := s.initQuotas(cfg.Registry, cfg.QuotaRefresh); err != nil {
 		return nil, err
 	}
