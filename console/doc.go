@@ -20,6 +20,14 @@
 //   - /ui/keys?prefix=&start= — the key browser: a page of keys under a
 //     prefix with their versions and value previews (JSON pretty-printed,
 //     text, or hex), and a link to the next page.
+//   - /ui/triggers — the namespace's triggers (Config.Triggers): status
+//     per shard with lag and iterator age, the dead letters with Replay
+//     and Drop buttons, Pause and Resume. /ui/triggers/live is its live
+//     part, polled every 3 s; the buttons post to the patterns of
+//     TriggerActions.
+//   - /ui/query — a built-in aggregate run through Config.Query (POST
+//     /v1/query's handler), with the result and its statistics per level
+//     and per shard.
 //
 // The console reads the node through its Go API (shard.Node), never over
 // HTTP to itself. Authentication and the cross-origin checks are the
