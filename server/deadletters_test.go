@@ -150,3 +150,86 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 		t.Fatalf("replay all of no trigger: %d %s", r.status, r.body)
 	}
 }
+
+// TestDeadLetterReplayAnyNode: dead letters are replicated records, so a
+// node that does not lead a letter's shard lists, replays and drops it.
+func TestDeadLetterReplayAnyNode(t *testing.T) {
+	c := fnCluster(t)
+	n1 := memberURL(c.Members[0])
+	if r := do(t, "PUT", n1+"/v1/functions/rec", wasmtest.Guest(t, "faulty")); r.status != 201 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	if r := do(t, "PUT", n1+"/v1/triggers/t1", []byte(`{"function":"rec","prefix":"p/","max_retries":0,"max_wait_ms":0}`)); r.status != 201 {
+		t.Fatalf("trigger: %d %s", r.status, r.body)
+	}
+	keys := []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/f"}
+	for _, k := range keys {
+		if r := do(t, "PUT", n1+"/v1/kv/"+k, []byte("poison")); r.status != 200 {
+			t.Fatalf("put: %d %s", r.status, r.body)
+		}
+	}
+	var dl []struct {
+		ID    string
+		Key   string
+		Shard int
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(dl) < len(keys) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letters: %+v", dl)
+		}
+		time.Sleep(100 * time.Millisecond)
+		r := do(t, "GET", n1+"/v1/triggers/t1/dead", nil)
+		var out struct {
+			Dead []struct {
+				ID    string
+				Key   string
+				Shard int
+			}
+		}
+		_ = json.Unmarshal(r.body, &out)
+		dl = out.Dead
+	}
+	var cl struct {
+		Shards []struct {
+			ID     int
+			Leader string
+		}
+	}
+	if err := json.Unmarshal(do(t, "GET", n1+"/v1/cluster", nil).body, &cl); err != nil {
+		t.Fatal(err)
+	}
+	leader := map[int]string{}
+	for _, s := range cl.Shards {
+		leader[s.ID] = s.Leader
+	}
+	for i, l := range dl {
+		// Through a node that does not lead the letter's shard.
+		var via string
+		for _, m := range c.Members {
+			if m.ID != leader[l.Shard] {
+				via = memberURL(m)
+				break
+			}
+		}
+		if i%2 == 1 {
+			if r := do(t, "DELETE", via+"/v1/triggers/t1/dead/"+l.ID, nil); r.status != 200 {
+				t.Fatalf("drop %s via a follower: %d %s", l.ID, r.status, r.body)
+			}
+			continue
+		}
+		do(t, "PUT", via+"/v1/kv/cure/"+l.Key, []byte("1"))
+		r := do(t, "POST", via+"/v1/triggers/t1/dead/"+l.ID+"/replay", nil)
+		if r.status != 200 || !strings.Contains(string(r.body), `"delivered":true`) {
+			t.Fatalf("replay %s via a follower: %d %s", l.ID, r.status, r.body)
+		}
+		if r := do(t, "GET", via+"/v1/kv/log/"+l.Key, nil); r.status != 200 || !strings.HasSuffix(string(r.body), ":poison;") {
+			t.Fatalf("log/%s: %d %s", l.Key, r.status, r.body)
+		}
+	}
+	for _, m := range c.Members {
+		if r := do(t, "GET", memberURL(m)+"/v1/triggers/t1/dead", nil); r.status != 200 || !strings.Contains(string(r.body), `"dead":[]`) {
+			t.Fatalf("dead letters left on %s: %d %s", m.ID, r.status, r.body)
+		}
+	}
+}
