@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -109,6 +110,9 @@ func (t *Triggers) checkpointOp(d *Trigger, s int, pos, version uint64, cnt coun
 
 // DeadLetter is a change a trigger gave up on.
 type DeadLetter struct {
+	// ID names the letter for ReplayDeadLetter and DropDeadLetter:
+	// "<shard>-<raft index>-<seq>" of the change, stable while it lives.
+	ID      string    `json:"id"`
 	Shard   int       `json:"shard"`
 	Key     string    `json:"key"`
 	Op      string    `json:"op"`
@@ -116,6 +120,9 @@ type DeadLetter struct {
 	Value   []byte    `json:"value"`
 	Error   string    `json:"error"`
 	Time    time.Time `json:"time"`
+	// Replays counts the replays that failed again (Error is the last
+	// one's).
+	Replays int `json:"replays"`
 }
 
 type deadRec struct {
@@ -127,12 +134,17 @@ type deadRec struct {
 	Value    []byte
 	Error    string
 	TimeMS   int64
+	// Depth is the change's trigger depth (0 in letters written before
+	// it was kept); a replay's writes are one deeper.
+	Depth uint8
+	// Replays counts the replays that failed again.
+	Replays int
 }
 
 // DecodeMsgpack reads dead letters of any length, so that fields can be
 // appended later.
 func (r *deadRec) DecodeMsgpack(d *msgpack.Decoder) error {
-	return tolerant.DecodeArray(d, &r.Key, &r.Op, &r.Version, &r.Value, &r.Error, &r.TimeMS)
+	return tolerant.DecodeArray(d, &r.Key, &r.Op, &r.Version, &r.Value, &r.Error, &r.TimeMS, &r.Depth, &r.Replays)
 }
 
 // DeadLetters lists the trigger's dead letters on every shard.
@@ -154,8 +166,11 @@ func (t *Triggers) DeadLetters(ctx context.Context, name string) ([]DeadLetter, 
 				if err := msgpack.Unmarshal(it.Value, &r); err != nil {
 					continue
 				}
-				out = append(out, DeadLetter{Shard: s, Key: r.Key, Op: r.Op, Version: r.Version, Value: r.Value,
-					Error: r.Error, Time: time.UnixMilli(r.TimeMS).UTC()})
+				id, ok := deadID(s, strings.TrimPrefix(it.Key, req.Prefix))
+				if !ok {
+					continue
+				}
+				out = append(out, r.letter(id, s))
 			}
 			if !res.More {
 				break
@@ -251,14 +266,46 @@ func (t *Triggers) idle(ctx context.Context, d *Trigger, s int, st *ShardStats, 
 				counters{max(cp.cnt.Delivered, cur.Delivered), max(cp.cnt.Invocations, cur.Invocations), max(cp.cnt.Retries, cur.Retries),
 					max(cp.cnt.DeadLetters, cur.DeadLetters), max(cp.cnt.Atomic, cur.Atomic)}.setIn(st)
 			})
-			<-ctx.Done()
-			return
+			// The age of what waits for the resume, looked at again now
+			// and then.
+			for {
+				oldest := t.oldestAfter(ctx, d, s, cp.pos)
+				t.count(st, r, func() { st.Oldest = oldest })
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(2 * time.Second):
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// oldestAfter returns the commit time of the first change after pos on
+// shard s that trigger d takes (zero: none, or unknown).
+func (t *Triggers) oldestAfter(ctx context.Context, d *Trigger, s int, pos uint64) time.Time {
+	after := pos
+	for range 10 {
+		page, err := t.cfg.Node.ReadFeedQuery(ctx, s, shard.FeedQuery{After: after, Limit: 100, Prefix: d.Prefix},
+			shard.ReadOptions{Consistency: shard.Stale})
+		if err != nil {
+			return time.Time{}
+		}
+		for _, c := range page.Changes {
+			if t.matches(d, c) {
+				return c.Time
+			}
+		}
+		if !page.More || page.Applied <= after {
+			return time.Time{}
+		}
+		after = page.Applied
+	}
+	return time.Time{}
 }
 
 // runner state between deliveries.
@@ -328,7 +375,13 @@ func (t *Triggers) runOnce(ctx context.Context, d *Trigger, s int, st *ShardStat
 			}
 		}
 		cs.read = max(cs.read, page.Applied)
-		t.count(st, r, func() { st.Position, st.Checkpoint = cs.read, cs.pos })
+		t.count(st, r, func() {
+			st.Position, st.Checkpoint = cs.read, cs.pos
+			st.Oldest = time.Time{}
+			if len(pending) > 0 {
+				st.Oldest = pending[0].Time
+			}
+		})
 
 		// A paused sandbox is ready: deliver at once. Otherwise fill a batch
 		// for up to max_wait_ms so one start serves many changes.
@@ -565,8 +618,9 @@ func (t *Triggers) deadLetter(ctx context.Context, d *Trigger, s int, st *ShardS
 		if c.Delete {
 			op = "delete"
 		}
-		b, _ := msgpack.Marshal(&deadRec{Key: c.Key, Op: op, Version: c.Version, Value: c.Value, Error: msg, TimeMS: time.Now().UnixMilli()})
-		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: fmt.Sprintf("%s%020d.%05d", deadPrefix(d.Name, s, n), c.Index, c.Seq), Value: b})
+		b, _ := msgpack.Marshal(&deadRec{Key: c.Key, Op: op, Version: c.Version, Value: c.Value, Error: msg, TimeMS: time.Now().UnixMilli(),
+			Depth: c.Depth})
+		ops = append(ops, shard.Op{Space: shard.SystemSpace, Key: deadKey(d.Name, s, n, c.Index, c.Seq), Value: b})
 	}
 	streak := cs.streak
 	if failed {

@@ -184,6 +184,10 @@ type ShardStats struct {
 	// successful delivery; the trigger pauses when it reaches pause_after.
 	DeadStreak uint64 `json:"dead_streak"`
 	LastError  string `json:"last_error,omitempty"`
+	// Oldest is when the oldest change the trigger has not delivered yet
+	// on this shard was committed (zero: none known); now minus Oldest is
+	// the shard's iterator age.
+	Oldest time.Time `json:"oldest_undelivered,omitzero"`
 
 	// owner is the runner that updates these stats; a runner still
 	// stopping after another took over does not.
@@ -658,6 +662,20 @@ func (t *Triggers) Status(name string) []ShardStats {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
+	return out
+}
+
+// Local returns this node's counters of every trigger, by stored name,
+// for the shards whose runner it runs (those it leads).
+func (t *Triggers) Local() map[string][]ShardStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string][]ShardStats{}
+	for k, st := range t.stats {
+		if r := t.runners[k]; r != nil && st.owner == r {
+			out[k.name] = append(out[k.name], *st)
+		}
+	}
 	return out
 }
 

@@ -43,6 +43,8 @@ type Trigger struct {
 	Retries     uint64         `json:"retries,omitempty"`
 	DeadLetters uint64         `json:"dead_letters,omitempty"`
 	Lag         uint64         `json:"lag,omitempty"`
+	// IteratorAgeMS is the largest of the shards' iterator ages.
+	IteratorAgeMS int64 `json:"iterator_age_ms,omitempty"`
 }
 
 // TriggerShard is a trigger's progress on one shard.
@@ -60,10 +62,15 @@ type TriggerShard struct {
 	Atomic      uint64 `json:"atomic_batches"`
 	DeadStreak  uint64 `json:"dead_streak"` // dead letters since the last delivery
 	LastError   string `json:"last_error,omitempty"`
+	// IteratorAgeMS is the age of the oldest change not delivered yet on
+	// the shard (0: none waiting).
+	IteratorAgeMS int64 `json:"iterator_age_ms"`
 }
 
 // DeadLetter is a change a trigger gave up on.
 type DeadLetter struct {
+	// ID names the letter for ReplayDeadLetter and DropDeadLetter.
+	ID      string    `json:"id"`
 	Shard   int       `json:"shard"`
 	Key     string    `json:"key"`
 	Op      string    `json:"op"`
@@ -71,6 +78,8 @@ type DeadLetter struct {
 	Value   []byte    `json:"value"`
 	Error   string    `json:"error"`
 	Time    time.Time `json:"time"`
+	// Replays counts the replays that failed again.
+	Replays int `json:"replays"`
 }
 
 // Int returns a pointer to v, for Trigger's optional settings.
@@ -127,6 +136,48 @@ func (c *Client) DeadLetters(ctx context.Context, name string) ([]DeadLetter, er
 	}
 	_, err := c.doJSON(ctx, http.MethodGet, "/v1/triggers/"+url.PathEscape(name)+"/dead", nil, nil, nil, &out)
 	return out.Dead, err
+}
+
+// ReplayResult is the outcome of replaying one dead letter.
+type ReplayResult struct {
+	ID string `json:"id"`
+	// Delivered: the handler took the change; the letter is gone.
+	Delivered bool `json:"delivered"`
+	// Error is the handler's error when it failed again; Dead is the
+	// letter as it stays.
+	Error string      `json:"error,omitempty"`
+	Dead  *DeadLetter `json:"dead,omitempty"`
+}
+
+// ReplayAllResult is the outcome of ReplayDeadLetters.
+type ReplayAllResult struct {
+	Delivered int            `json:"delivered"`
+	Failed    int            `json:"failed"`
+	Replayed  []ReplayResult `json:"replayed"`
+}
+
+// ReplayDeadLetter delivers dead letter id's change to the trigger's
+// function now. A handler that fails again is not an error: the result
+// says so and the letter stays. A letter or trigger not found is an
+// error (status 404).
+func (c *Client) ReplayDeadLetter(ctx context.Context, name, id string) (ReplayResult, error) {
+	var out ReplayResult
+	_, err := c.doJSON(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(name)+"/dead/"+url.PathEscape(id)+"/replay", nil, nil, nil, &out)
+	return out, err
+}
+
+// ReplayDeadLetters replays every dead letter of a trigger in turn.
+func (c *Client) ReplayDeadLetters(ctx context.Context, name string) (ReplayAllResult, error) {
+	var out ReplayAllResult
+	_, err := c.doJSON(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(name)+"/dead/replay", nil, nil, nil, &out)
+	return out, err
+}
+
+// DropDeadLetter deletes a dead letter without delivering its change.
+func (c *Client) DropDeadLetter(ctx context.Context, name, id string) error {
+	var out struct{}
+	_, err := c.doJSON(ctx, http.MethodDelete, "/v1/triggers/"+url.PathEscape(name)+"/dead/"+url.PathEscape(id), nil, nil, nil, &out)
+	return err
 }
 
 // Where ResumeTrigger starts each shard of a paused trigger.

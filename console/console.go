@@ -55,6 +55,12 @@ type Config struct {
 
 	// Logger receives template failures. Default: discard.
 	Logger *slog.Logger
+
+	// Triggers, when set, serves the triggers page (/ui/triggers) and
+	// its buttons; nil: the page says triggers are off.
+	Triggers Triggers
+	// Query, when set, serves the query page (/ui/query).
+	Query QueryFunc
 }
 
 // Console serves the pages and static assets under Prefix.
@@ -73,6 +79,8 @@ type Console struct {
 	streams      atomic.Int64 // live log tails open
 	streamLife   time.Duration
 	logPoll      time.Duration
+	triggers     Triggers
+	query        QueryFunc
 }
 
 // New returns a Console for cfg.
@@ -87,7 +95,7 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{node: cfg.Node, canRead: cfg.CanRead, secure: cfg.Secure, log: cfg.Logger,
-		hashes: map[string]string{}, mux: http.NewServeMux()}
+		hashes: map[string]string{}, mux: http.NewServeMux(), triggers: cfg.Triggers, query: cfg.Query}
 	if cfg.CanFunctions == nil {
 		cfg.CanFunctions = func(*http.Request, string) bool { return true }
 	}
@@ -127,6 +135,12 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET "+Prefix+"functions/{name}/series", c.functionSeries)
 	c.mux.HandleFunc("GET "+Prefix+"functions/{name}/logs/stream", c.logStream)
 	c.mux.HandleFunc("GET "+Prefix+"static/", c.serveStatic)
+	c.mux.HandleFunc("GET "+Prefix+"triggers", c.triggersPage)
+	c.mux.HandleFunc("GET "+Prefix+"triggers/live", c.triggersFragment)
+	for pattern, action := range TriggerActions {
+		c.mux.HandleFunc(pattern, c.triggerAction(action))
+	}
+	c.mux.HandleFunc("GET "+Prefix+"query", c.queryPage)
 	c.mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 page not found", http.StatusNotFound)
 	})

@@ -28,6 +28,14 @@
 //     and a live log tail (/ui/functions/{name}/logs/stream, server-sent
 //     events). The numbers come from Config.Functions, which package
 //     server implements with the code of its function routes.
+//   - /ui/triggers — the namespace's triggers (Config.Triggers): status
+//     per shard with lag and iterator age, the dead letters with Replay
+//     and Drop buttons, Pause and Resume. /ui/triggers/live is its live
+//     part, polled every 3 s; the buttons post to the patterns of
+//     TriggerActions.
+//   - /ui/query — a built-in aggregate run through Config.Query (POST
+//     /v1/query's handler), with the result and its statistics per level
+//     and per shard.
 //
 // The console reads the node through its Go API (shard.Node), never over
 // HTTP to itself. Authentication and the cross-origin checks are the

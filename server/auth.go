@@ -54,6 +54,18 @@ func need(action string) policy {
 	}
 }
 
+// needAll needs every one of actions.
+func needAll(actions ...string) policy {
+	return func(_ *http.Request, p *auth.Principal) error {
+		for _, a := range actions {
+			if !p.Allows(a, "") {
+				return forbidden("needs scope %s", a)
+			}
+		}
+		return nil
+	}
+}
+
 func needAny(actions ...string) policy {
 	return func(_ *http.Request, p *auth.Principal) error {
 		if p.AllowsAny(actions...) {
@@ -201,6 +213,9 @@ var policies = map[string]policy{
 	"trigger_dead":   need(auth.TriggerAdmin),
 	"trigger_pause":  need(auth.TriggerAdmin),
 	"trigger_resume": need(auth.TriggerAdmin),
+	// Replaying a dead letter invokes the trigger's function.
+	"trigger_dead_replay": needAll(auth.TriggerAdmin, auth.FnInvoke),
+	"trigger_dead_drop":   need(auth.TriggerAdmin),
 
 	// Clients route keyed requests by the cluster's view: any token reads it.
 	"cluster":           authenticated,
@@ -227,6 +242,11 @@ var policies = map[string]policy{
 	"console_static": public,
 	"console_login":  public, // exchanges a token for the console's cookie
 	"console_logout": public,
+	// The triggers page's buttons (console.TriggerActions): the scopes of
+	// the same API actions.
+	"console_trigger_replay": needAll(auth.TriggerAdmin, auth.FnInvoke),
+	"console_trigger_drop":   need(auth.TriggerAdmin),
+	"console_trigger_state":  need(auth.TriggerAdmin),
 
 	"unmatched": authenticated,
 }
@@ -317,7 +337,7 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 			return
 		}
 		tok, sent := requestToken(r)
-		if !sent && name == "console" {
+		if !sent && takesCookie(name) {
 			tok, sent = consoleToken(r)
 		}
 		if !sent {
@@ -357,6 +377,21 @@ func (s *Server) authorize(name string, h http.Handler) http.Handler {
 		ctx = context.WithValue(ctx, credentialKey{}, "Bearer "+tok)
 		h.ServeHTTP(w, r.WithContext(namespace.With(ctx, ns)))
 	})
+}
+
+// consoleActionRoutes names the route of each console.TriggerActions
+// action.
+var consoleActionRoutes = map[string]string{
+	"replay": "console_trigger_replay",
+	"drop":   "console_trigger_drop",
+	"pause":  "console_trigger_state",
+	"resume": "console_trigger_state",
+}
+
+// takesCookie reports whether route name accepts the console's sign-in
+// cookie in place of Authorization: the console's pages and buttons only.
+func takesCookie(name string) bool {
+	return name == "console" || strings.HasPrefix(name, "console_trigger_")
 }
 
 func isPublic(name string) bool {

@@ -146,6 +146,8 @@ var routeCases = []routeCase{
 	{"trigger_pause", "POST", "/v1/triggers/t1/pause", "", "trigger:admin"},
 	{"trigger_resume", "POST", "/v1/triggers/t1/resume", "", "trigger:admin"},
 	{"trigger_delete", "DELETE", "/v1/triggers/nothing", "", "trigger:admin"},
+	{"trigger_dead_replay", "POST", "/v1/triggers/t1/dead/0-1-0/replay", "", "trigger:admin fn:invoke"},
+	{"trigger_dead_drop", "DELETE", "/v1/triggers/t1/dead/0-1-0", "", "trigger:admin"},
 	{"cluster", "GET", "/v1/cluster", "", ""},
 	{"cluster_moves", "GET", "/v1/cluster/moves", "", ""},
 	{"cluster_rebalance", "POST", "/v1/cluster/rebalance", "", "admin"},
@@ -164,6 +166,9 @@ var routeCases = []routeCase{
 	{"unmatched", "GET", "/v2/nothing", "", ""},
 	{"console_login", "GET", "/ui/login", "", "public"},
 	{"console_logout", "POST", "/ui/logout", "", "public"},
+	{"console_trigger_replay", "POST", "/ui/triggers/t1/dead/0-1-0/replay", "", "trigger:admin fn:invoke"},
+	{"console_trigger_drop", "POST", "/ui/triggers/t1/dead/0-1-0/drop", "", "trigger:admin"},
+	{"console_trigger_state", "POST", "/ui/triggers/t1/pause", "", "trigger:admin"},
 }
 
 // TestEveryRouteHasAPolicy: a route added without an access policy, or
@@ -215,7 +220,9 @@ func TestRouteAccess(t *testing.T) {
 		t.Fatalf("put: %d %s", r.status, r.body)
 	}
 	otherNS := map[string]bool{"kv_get": true, "fn_get": true, "fn_invoke": true, "fn_logs": true,
-		"trigger_get": true, "trigger_dead": true, "trigger_pause": true, "trigger_resume": true}
+		"trigger_get": true, "trigger_dead": true, "trigger_pause": true, "trigger_resume": true,
+		"trigger_dead_replay": true, "trigger_dead_drop": true,
+		"console_trigger_replay": true, "console_trigger_drop": true, "console_trigger_state": true}
 	forged := ss.root[:len(ss.root)-9] + "x" + ss.root[len(ss.root)-8:]
 	ss.now.Add(int64(2 * time.Hour)) // expiring has expired
 	for _, c := range routeCases {

@@ -79,6 +79,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_trigger"
 	case errors.Is(err, changefeed.ErrTriggerNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, changefeed.ErrDeadLetterNotFound):
+		return http.StatusNotFound, "not_found"
 	case errors.Is(err, changefeed.ErrOverloaded):
 		return http.StatusServiceUnavailable, "overloaded"
 	case errors.Is(err, changefeed.ErrTooManySubscribers):

@@ -298,12 +298,16 @@ func New(cfg Config) (*Server, error) {
 	if err := s.registerMetrics(cfg.Registry); err != nil {
 		return nil, err
 	}
+	if err := s.registerTriggerMetrics(cfg.Registry); err != nil {
+		return nil, err
+	}
 	if err := s.initQuotas(cfg.Registry, cfg.QuotaRefresh); err != nil {
 		return nil, err
 	}
 
 	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry})
 	ui, err := console.New(console.Config{Node: cfg.Node, Secure: cfg.Auth != nil, Logger: cfg.Logger,
+		Triggers: s.consoleTriggersOf(), Query: s.consoleQuery,
 		CanRead: func(r *http.Request, prefix string) bool {
 			p := principalOf(r.Context())
 			return p == nil || rangeAllowed(p, auth.KVRead, prefix, "", "")
@@ -353,7 +357,15 @@ func New(cfg Config) (*Server, error) {
 			route{"GET /v1/triggers/{name}/dead", "trigger_dead", http.HandlerFunc(s.deadLetters)},
 			route{"POST /v1/triggers/{name}/pause", "trigger_pause", http.HandlerFunc(s.pauseTrigger)},
 			route{"POST /v1/triggers/{name}/resume", "trigger_resume", http.HandlerFunc(s.resumeTrigger)},
+			route{"POST /v1/triggers/{name}/dead/{id}/replay", "trigger_dead_replay", http.HandlerFunc(s.replayDeadLetter)},
+			route{"POST /v1/triggers/{name}/dead/replay", "trigger_dead_replay", http.HandlerFunc(s.replayDeadLetters)},
+			route{"DELETE /v1/triggers/{name}/dead/{id}", "trigger_dead_drop", http.HandlerFunc(s.dropDeadLetter)},
 		)
+		// The console's trigger buttons (POST forms), each under a route
+		// with its API action's policy.
+		for pattern, action := range console.TriggerActions {
+			routes = append(routes, route{pattern, consoleActionRoutes[action], ui})
+		}
 	}
 	if s.fns != nil {
 		routes = append(routes,

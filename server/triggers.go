@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sort"
 	"sync"
+	"time"
 
 	"lambdadb/changefeed"
 	"lambdadb/lambda"
@@ -49,6 +50,8 @@ type triggerView struct {
 	Retries     uint64         `json:"retries"`
 	DeadLetters uint64         `json:"dead_letters"`
 	Lag         uint64         `json:"lag"`
+	// IteratorAgeMS is the largest of the shards' iterator ages.
+	IteratorAgeMS int64 `json:"iterator_age_ms"`
 	// CheckpointExpired, for a paused trigger, says which of its
 	// checkpoints the feed was trimmed past (see Resume).
 	CheckpointExpired string `json:"checkpoint_expired,omitempty"`
@@ -57,6 +60,9 @@ type triggerView struct {
 type triggerShard struct {
 	changefeed.ShardStats
 	Lag uint64 `json:"lag"` // Raft entries between the checkpoint and the shard's applied index
+	// IteratorAgeMS is the age of the oldest change not delivered yet
+	// (0: none waiting).
+	IteratorAgeMS int64 `json:"iterator_age_ms"`
 }
 
 // triggerBody is the body of PUT /v1/triggers/{name}. The numeric fields
@@ -216,6 +222,10 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 		if applied := s.node.AppliedIndex(sh); applied > st.Checkpoint {
 			ts.Lag = applied - st.Checkpoint
 		}
+		if !st.Oldest.IsZero() {
+			ts.IteratorAgeMS = max(0, time.Since(st.Oldest).Milliseconds())
+		}
+		v.IteratorAgeMS = max(v.IteratorAgeMS, ts.IteratorAgeMS)
 		v.Shards = append(v.Shards, ts)
 		v.Delivered += st.Delivered
 		v.Invocations += st.Invocations
@@ -325,4 +335,96 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct {
 		Dead []changefeed.DeadLetter `json:"dead"`
 	}{dl})
+}
+
+// deadLetterID returns the dead letter id the request names in its path.
+func deadLetterID(r *http.Request) string { return r.PathValue("id") }
+
+// replayDeadLetter serves POST /v1/triggers/{name}/dead/{id}/replay: the
+// letter's change goes to the trigger's function now; 200 with the
+// outcome whether the handler took it (the letter is gone) or failed
+// again (it stays, with the new error).
+func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.triggers.ReplayDeadLetter(r.Context(), name, deadLetterID(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, userReplay(r.Context(), res))
+}
+
+// replayDeadLetters serves POST /v1/triggers/{name}/dead/replay: every
+// dead letter of the trigger, replayed in turn.
+func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.triggers.ReplayDeadLetters(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := replayAll{Replayed: []changefeed.ReplayResult{}}
+	for _, x := range res {
+		x = userReplay(r.Context(), x)
+		out.Replayed = append(out.Replayed, x)
+		if x.Delivered {
+			out.Delivered++
+		} else {
+			out.Failed++
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// replayAll is the answer of POST /v1/triggers/{name}/dead/replay.
+type replayAll struct {
+	Delivered int                       `json:"delivered"`
+	Failed    int                       `json:"failed"`
+	Replayed  []changefeed.ReplayResult `json:"replayed"`
+}
+
+// dropDeadLetter serves DELETE /v1/triggers/{name}/dead/{id}.
+func (s *Server) dropDeadLetter(w http.ResponseWriter, r *http.Request) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.triggers.DropDeadLetter(r.Context(), name, deadLetterID(r)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Dropped bool `json:"dropped"`
+	}{true})
+}
+
+// userReplay shows a replay's letter with its user key.
+func userReplay(ctx context.Context, x changefeed.ReplayResult) changefeed.ReplayResult {
+	if x.Dead != nil {
+		l := *x.Dead
+		l.Key, _ = namespace.Strip(namespace.From(ctx), l.Key)
+		x.Dead = &l
+	}
+	return x
 }

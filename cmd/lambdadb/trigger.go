@@ -14,7 +14,7 @@ var triggerCommand = &command{
 	name:    "trigger",
 	short:   "run functions on inserts",
 	summary: "Manage triggers: a function's OnChanges called with the changes under a prefix.",
-	sub: []*command{triggerCreateCommand, triggerListCommand, triggerShowCommand, triggerDeadCommand, triggerPauseCommand,
+	sub: []*command{triggerCreateCommand, triggerListCommand, triggerShowCommand, triggerDeadCommand, triggerReplayCommand, triggerDropCommand, triggerPauseCommand,
 		triggerResumeCommand, triggerRmCommand},
 }
 
@@ -130,10 +130,87 @@ var triggerDeadCommand = &command{
 			return err
 		}
 		for _, d := range dl {
-			fmt.Fprintf(c.stdout, "%s %s %s@%d: %s\n", d.Time.Format("2006-01-02 15:04:05"), d.Op, d.Key, d.Version, d.Error)
+			replays := ""
+			if d.Replays > 0 {
+				replays = fmt.Sprintf(" (%d replays failed)", d.Replays)
+			}
+			fmt.Fprintf(c.stdout, "%s %s %s %s@%d: %s%s\n", d.ID, d.Time.Format("2006-01-02 15:04:05"), d.Op, d.Key, d.Version, d.Error, replays)
 		}
 		return nil
 	}),
+}
+
+var triggerReplayCommand = &command{
+	name:  "trigger replay",
+	short: "deliver a trigger's dead letters again",
+	args:  "[--server URL] NAME ID | --all NAME",
+	summary: "Deliver dead letter ID (as `trigger dead` lists it), or with --all every dead letter,\n" +
+		"to the trigger's function now. A letter the handler takes is gone; one it fails on\n" +
+		"again stays with the new error (the command then exits 1).",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		all := fs.Bool("all", false, "replay every dead letter of the trigger")
+		return func(ctx context.Context, args []string) error {
+			if (*all && len(args) != 1) || (!*all && len(args) != 2) {
+				return usagef("want NAME ID, or --all NAME")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			var res []client.ReplayResult
+			if *all {
+				out, err := cl.ReplayDeadLetters(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				res = out.Replayed
+			} else {
+				r, err := cl.ReplayDeadLetter(ctx, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				res = []client.ReplayResult{r}
+			}
+			failed := 0
+			for _, r := range res {
+				if r.Delivered {
+					fmt.Fprintf(c.stdout, "%s delivered\n", r.ID)
+				} else {
+					failed++
+					fmt.Fprintf(c.stdout, "%s failed again: %s\n", r.ID, r.Error)
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d dead letters failed again", failed, len(res))
+			}
+			return nil
+		}
+	},
+}
+
+var triggerDropCommand = &command{
+	name:    "trigger drop",
+	short:   "delete a dead letter",
+	args:    "[--server URL] NAME ID",
+	summary: "Delete dead letter ID of trigger NAME without delivering its change.",
+	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
+		newClient := c.serverFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 2 {
+				return usagef("want NAME ID")
+			}
+			cl, err := newClient()
+			if err != nil {
+				return err
+			}
+			if err := cl.DropDeadLetter(ctx, args[0], args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "%s dropped\n", args[1])
+			return nil
+		}
+	},
 }
 
 var triggerPauseCommand = &command{

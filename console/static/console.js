@@ -11,3 +11,12 @@ document.addEventListener("htmx:afterSwap", function (e) {
   var t = e.detail.target;
   if (t) { t.classList.remove("stale"); }
 });
+// A live region is not swapped while the keyboard focus is inside it (a
+// button of the triggers page): the swap would take the focus away.
+document.addEventListener("htmx:beforeRequest", function (e) {
+  var t = e.detail.elt;
+  var a = document.activeElement;
+  if (t && t.classList && t.classList.contains("live") && a && a !== document.body && t.contains(a)) {
+    e.preventDefault();
+  }
+});
