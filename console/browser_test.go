@@ -96,7 +96,7 @@ func TestBrowser(t *testing.T) {
 		t.Helper()
 		tctx, cancel := context.WithTimeout(bctx, 10*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(tctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100)) // quality 100: a PNG
 		if err != nil {
 			t.Fatal(err)
 		}
