@@ -344,7 +344,7 @@ func TestCrashIngestSnapshot(t *testing.T) {
 				t.Fatal(err)
 			}
 			if stage != "staged" {
-				if err := s.IngestSnapshot("node/snap.sst", meta); err != nil {
+				if _, err := s.IngestSnapshot("node/snap.sst", meta); err != nil {
 					t.Fatal(err)
 				}
 			}

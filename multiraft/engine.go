@@ -268,7 +268,7 @@ func (e *Engine) RemoveGroup(id uint64) error {
 		ch <- progressResult{err: fmt.Errorf("%w: group %d: progress", ErrRemoved, id)}
 	}
 	for _, path := range staged {
-		_ = e.cfg.FS.Remove(path)
+		kv.RemoveStagedSnapshot(e.cfg.FS, path)
 	}
 
 	e.mu.Lock()
@@ -498,19 +498,19 @@ func (e *Engine) ReceiveSnapshot(m Message, data io.Reader) error {
 	// The stream becomes the table the log writer ingests, verified as it
 	// arrives: a bad snapshot is refused here, before raft sees it.
 	if err := r.storage.StageSnapshot(path, m.Msg.GetSnapshot().GetMetadata(), data); err != nil {
-		_ = e.cfg.FS.Remove(path)
+		kv.RemoveStagedSnapshot(e.cfg.FS, path)
 		return fmt.Errorf("multiraft: group %d: stage snapshot: %w", m.Group, err)
 	}
 	m.Msg.Snapshot.Data = []byte(path)
 	r.mu.Lock()
 	if r.removed.Load() {
 		r.mu.Unlock()
-		_ = e.cfg.FS.Remove(path)
+		kv.RemoveStagedSnapshot(e.cfg.FS, path)
 		return fmt.Errorf("%w: %d (being removed)", ErrNoGroup, m.Group)
 	}
 	// Older staged snapshots not yet handed to the writer are superseded.
 	for _, old := range r.staged {
-		_ = e.cfg.FS.Remove(old)
+		kv.RemoveStagedSnapshot(e.cfg.FS, old)
 	}
 	r.staged = append(r.staged[:0], path)
 	r.inbox = append(r.inbox, m.Msg)

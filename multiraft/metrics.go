@@ -12,6 +12,9 @@ type metrics struct {
 	readRounds    prometheus.Counter
 	snapshotsSent prometheus.Counter
 	snapIngest    prometheus.Histogram
+	// Bytes of received snapshots ingested, and those that went into L0
+	// (to be compacted down later).
+	snapIngestBytes, snapIngestL0Bytes prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		snapIngest: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lambdadb_multiraft_snapshot_ingest_seconds",
 			Help:    "Time the log writer spent installing a received snapshot (ingesting its staged table).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		snapIngestBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_snapshot_ingested_bytes_total",
+			Help: "Bytes of received snapshots' tables ingested into the store."}),
+		snapIngestL0Bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "lambdadb_multiraft_snapshot_ingested_l0_bytes_total",
+			Help: "Of those, about how many went into L0 (overlapping a memtable or L0), to be compacted further down later."}),
 	}
 	if reg != nil {
 		for _, c := range m.all() {
@@ -47,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) all() []prometheus.Collector {
-	return []prometheus.Collector{m.syncs, m.batchItems, m.readies, m.applied, m.dropped, m.readRounds, m.snapshotsSent, m.snapIngest}
+	return []prometheus.Collector{m.syncs, m.batchItems, m.readies, m.applied, m.dropped, m.readRounds, m.snapshotsSent, m.snapIngest, m.snapIngestBytes, m.snapIngestL0Bytes}
 }
 
 func (m *metrics) unregister() {

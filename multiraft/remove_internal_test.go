@@ -322,8 +322,8 @@ func TestRemoveGroupFailsWaiters(t *testing.T) {
 	if err := e.ReceiveSnapshot(snapMsg(), bytes.NewReader(snapshotStream(t, 100, 1))); err != nil {
 		t.Fatal(err)
 	}
-	if names, _ := s.fs.List("snap"); len(names) != 1 {
-		t.Fatalf("staged snapshots %v, want one", names)
+	if names, _ := s.fs.List("snap"); len(names) != 2 {
+		t.Fatalf("staged files %v, want one snapshot's two tables", names)
 	}
 	select {
 	case res := <-results:

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"lambdadb/kv"
 )
 
 // writeItem is one unit of log work: a group's MsgStorageAppend, or a
@@ -93,7 +95,7 @@ func (w *writer) release(it writeItem) {
 		it.done <- fmt.Errorf("%w: group %d: log truncation discarded", ErrRemoved, it.r.id)
 	}
 	if snap := it.m.GetSnapshot(); snap != nil && snap.GetMetadata().GetIndex() > 0 {
-		_ = w.e.cfg.FS.Remove(string(snap.GetData()))
+		kv.RemoveStagedSnapshot(w.e.cfg.FS, string(snap.GetData()))
 	}
 }
 
@@ -193,10 +195,13 @@ func (w *writer) write(items []writeItem) error {
 				return err
 			}
 			start := time.Now()
-			if err := st.IngestSnapshot(string(snap.GetData()), snap.GetMetadata()); err != nil {
+			ist, err := st.IngestSnapshot(string(snap.GetData()), snap.GetMetadata())
+			if err != nil {
 				return fmt.Errorf("group %d: install snapshot at %d: %w", it.r.id, snap.GetMetadata().GetIndex(), err)
 			}
 			e.m.snapIngest.Observe(time.Since(start).Seconds())
+			e.m.snapIngestBytes.Add(float64(ist.Bytes))
+			e.m.snapIngestL0Bytes.Add(float64(ist.L0Bytes))
 		}
 		if ents := m.GetEntries(); len(ents) > 0 {
 			if err := b.Append(st, ents); err != nil {
@@ -232,7 +237,7 @@ func (w *writer) write(items []writeItem) error {
 		}
 		if snap := it.m.GetSnapshot(); snap != nil && snap.GetMetadata().GetIndex() > 0 {
 			it.r.sm.Restored(snap.GetMetadata().GetIndex())
-			_ = e.cfg.FS.Remove(string(snap.GetData()))
+			kv.RemoveStagedSnapshot(e.cfg.FS, string(snap.GetData()))
 		}
 		var mine []*pb.Message
 		for _, resp := range it.m.GetResponses() {
