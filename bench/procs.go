@@ -60,6 +60,17 @@ func (p *Proc) Stop() {
 	p.cmd = nil
 }
 
+// Kill stops the process with SIGKILL (a crash) and waits for it.
+func (p *Proc) Kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.log.Close()
+	p.cmd = nil
+}
+
 // Cluster is a set of server processes of one system.
 type Cluster struct {
 	System string // "lambdadb" or "etcd"

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -184,7 +185,8 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	rep := &ScenarioReport{
 		Measures: "Adding a fourth node to a loaded three-node cluster under a steady write load: how long until " +
 			"replicas and leaders are spread within one of even, how many bytes moved against the ideal, and what " +
-			"the clients saw meanwhile.",
+			"the clients saw meanwhile; then how long a decommission takes, and getting back to three copies " +
+			"after a dead node is removed.",
 		Method: fmt.Sprintf("Three `lambdadb serve` processes (64 shards, 3 replicas, the default move "+
 			"concurrency 2 and snapshot rate 64 MiB/s per node) are loaded with %d MiB of %d-byte values; "+
 			"the peak put rate of 32 closed-loop clients is measured, then an open-loop load of half that rate "+
@@ -197,7 +199,11 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 			"quarter of all replicas' bytes, the mean snapshot size times 3 × 65 groups / 4; since every "+
 			"replica is about the same size (keys hash to shards), the ratio counts the snapshots beyond the "+
 			"necessary ones, resent or moved back and forth. A snapshot carries a shard's records and its "+
-			"change feed (which here still holds every write), so it is about twice the loaded data.",
+			"change feed (which here still holds every write), so it is about twice the loaded data. "+
+			"Then, with the load stopped: n4 is decommissioned (timed until its state is decommissioned, it "+
+			"holds nothing and the three others are settled), a fifth node joins and takes its share, and n1 "+
+			"is killed with SIGKILL and removed (timed from `DELETE /v1/cluster/nodes/n1` until the three live "+
+			"nodes hold every shard's three replicas again).",
 			sz.RebalanceMB, rebalanceValue, sz.RebalanceSteady, sz.RebalanceSteady),
 	}
 	rep.Param("data_mib", sz.RebalanceMB)
@@ -383,7 +389,104 @@ func runRebalance(ctx context.Context, e *Env) (*ScenarioReport, error) {
 	if err := rebalancePlots(e, rep, load, joinAt, placedAt, balancedAt); err != nil {
 		rep.Note("plots: %v", err)
 	}
+	if placedAt > 0 {
+		if err := shrinkAndReplace(ctx, e, rep, c, sz.RebalanceTimeout); err != nil {
+			rep.Note("decommission and replace: %v", err)
+		}
+	}
 	return rep, nil
+}
+
+// shrinkAndReplace times the other membership operations on the loaded
+// cluster (n1–n4, balanced; no client load): n4 is decommissioned until
+// its state is decommissioned and it holds nothing, then stopped; a fifth
+// node joins and the replicas spread; n1 is killed (SIGKILL) and removed,
+// until its replicas are rebuilt on the three others.
+func shrinkAndReplace(ctx context.Context, e *Env, rep *ScenarioReport, c *Cluster, timeout time.Duration) error {
+	n1, n2, n4 := c.Procs[0], c.Procs[1], c.Procs[3]
+	waitFor := func(addr, what string, ok func(clusterView) bool) (time.Duration, error) {
+		t0 := time.Now()
+		var last clusterView
+		for time.Since(t0) < timeout && ctx.Err() == nil {
+			if v, err := getCluster(ctx, addr); err == nil {
+				last = v
+				if ok(v) {
+					return time.Since(t0), nil
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		var nodes []string
+		for _, n := range last.Nodes {
+			nodes = append(nodes, fmt.Sprintf("%s %s: %d replicas", n.ID, n.State, n.Replicas))
+		}
+		return 0, fmt.Errorf("%s: not within %v; last seen: settled %v, %d moves; %s", what, timeout,
+			last.Settled, len(last.Moves), strings.Join(nodes, "; "))
+	}
+	call := func(method, addr, path string) error {
+		req, _ := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(body))
+		}
+		return nil
+	}
+	stateOf := func(v clusterView, id string) (string, int) {
+		for _, n := range v.Nodes {
+			if n.ID == id {
+				return n.State, n.Replicas
+			}
+		}
+		return "", 0
+	}
+
+	e.logf("decommissioning n4")
+	if err := call("POST", n1.Addr, "/v1/cluster/nodes/n4/decommission"); err != nil {
+		return err
+	}
+	d, err := waitFor(n1.Addr, "decommission of n4", func(v clusterView) bool {
+		st, r := stateOf(v, "n4")
+		return st == "decommissioned" && r == 0 && v.placed(3)
+	})
+	if err != nil {
+		return err
+	}
+	rep.Metric("time_to_decommission_s", d.Seconds(), "s")
+	n4.Stop()
+
+	a5, err := loopback.FreeAddrs(1)
+	if err != nil {
+		return err
+	}
+	e.logf("n4 decommissioned in %.1f s; n5 joins, then n1 is killed and removed", d.Seconds())
+	dir5 := filepath.Join(c.dir, "n5")
+	p5, err := start("n5", c.dir, e.LambdaBin, "serve", "--id", "n5", "--addr", a5[0], "--data", dir5, "--join", n1.Addr)
+	if err != nil {
+		return err
+	}
+	p5.Addr, p5.Dir = a5[0], dir5
+	c.Procs = append(c.Procs, p5)
+	if _, err := waitFor(n1.Addr, "n5's share", func(v clusterView) bool { return v.placed(4) }); err != nil {
+		return err
+	}
+	n1.Kill()
+	if err := call("DELETE", n2.Addr, "/v1/cluster/nodes/n1"); err != nil {
+		return err
+	}
+	d, err = waitFor(n2.Addr, "3 copies after removing n1", func(v clusterView) bool {
+		st, _ := stateOf(v, "n1")
+		return st == "removed" && v.placed(3)
+	})
+	if err != nil {
+		return err
+	}
+	rep.Metric("time_to_three_copies_after_remove_s", d.Seconds(), "s")
+	return nil
 }
 
 // rebalancePlots draws puts per second and their p99 per second over the
