@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"lambdadb/scatter"
@@ -37,6 +38,7 @@ type queryView struct {
 	Error   string
 	Code    string
 	Scalar  string // the result when it is one JSON value that is not an object or array
+	Table   *resultTable
 	Result  string // the result, indented JSON
 	Stats   *scatter.Stats
 	Request string // the API request body the page sent
@@ -93,7 +95,61 @@ func (c *Console) queryPage(w http.ResponseWriter, r *http.Request) {
 	if t := bytes.TrimSpace(res.Result); len(t) > 0 && t[0] != '{' && t[0] != '[' {
 		v.Scalar = string(t)
 	}
+	v.Table = tableOf(res.Result)
 	c.render(w, r, http.StatusOK, "query.html", v)
+}
+
+// resultTable is a result that is a list of objects with the same fields
+// (topk's keys and values, group_by's groups and values), shown as a table.
+type resultTable struct {
+	Columns []string
+	Rows    [][]string // each cell a JSON value
+}
+
+// tableOf returns result as a table when it is a non-empty JSON array of
+// objects whose fields are the same, in the same order; else nil.
+func tableOf(result json.RawMessage) *resultTable {
+	var rows []json.RawMessage
+	if json.Unmarshal(result, &rows) != nil || len(rows) == 0 {
+		return nil
+	}
+	t := &resultTable{}
+	for i, raw := range rows {
+		cols, vals, ok := objectFields(raw)
+		if !ok {
+			return nil
+		}
+		if i == 0 {
+			t.Columns = cols
+		} else if !slices.Equal(cols, t.Columns) {
+			return nil
+		}
+		t.Rows = append(t.Rows, vals)
+	}
+	return t
+}
+
+// objectFields returns the field names and values (JSON text) of the JSON
+// object raw in their order, ok false when raw is not an object.
+func objectFields(raw json.RawMessage) (names, vals []string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, false
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, nil, false
+		}
+		names, vals = append(names, name), append(vals, string(v))
+	}
+	return names, vals, true
 }
 
 // body builds the POST /v1/query body of the form's fields; only what is
