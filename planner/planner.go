@@ -238,36 +238,72 @@ func Compute(in Input) Plan {
 			leads[l]++
 		}
 	}
+	// Then, while some node leads two more shards than another, hand one
+	// of its shards on: straight to a replica on a node leading at least
+	// two fewer, or along a chain of transfers (the shard of the first
+	// node to a replica on a second, one of the second's to a third, …)
+	// when none of its shards has a replica there. Nodes in between keep
+	// their count; each round lowers the spread of the counts.
 	for range len(ids) * max(len(active), 1) {
-		most := ""
-		for _, id := range active {
-			if most == "" || leads[id] > leads[most] {
-				most = id
-			}
-		}
-		moved := false
-		for _, s := range ids {
-			if leader[s] != most {
-				continue
-			}
-			to := ""
-			for _, id := range place[s] {
-				if state[id] == Active && leads[most]-leads[id] > 1 && (to == "" || leads[id] < leads[to]) {
-					to = id
-				}
-			}
-			if to != "" {
-				plan.Transfers = append(plan.Transfers, Transfer{Shard: s, To: to})
-				leader[s] = to
-				leads[most]--
-				leads[to]++
-				moved = true
-				break
-			}
-		}
-		if !moved {
+		chain := leaderChain(ids, active, place, leader, leads, state)
+		if chain == nil {
 			break
+		}
+		for _, tr := range chain {
+			plan.Transfers = append(plan.Transfers, tr)
+			leads[leader[tr.Shard]]--
+			leads[tr.To]++
+			leader[tr.Shard] = tr.To
 		}
 	}
 	return plan
+}
+
+// leaderChain finds transfers that take one leadership from a node
+// leading the most shards to one leading at least two fewer: a shortest
+// chain of nodes, each step a shard the node before leads with a replica
+// on the node after (active nodes only). It tries the most-loaded nodes in
+// id order and returns nil when none has such a chain.
+func leaderChain(ids []int, active []string, place map[int][]string, leader map[int]string,
+	leads map[string]int, state map[string]State) []Transfer {
+	most := 0
+	for _, id := range active {
+		most = max(most, leads[id])
+	}
+	type step struct {
+		from  string
+		shard int
+	}
+	for _, start := range active {
+		if leads[start] != most {
+			continue
+		}
+		prev := map[string]step{start: {}}
+		queue := []string{start}
+		for len(queue) > 0 {
+			u := queue[0]
+			queue = queue[1:]
+			for _, s := range ids {
+				if leader[s] != u {
+					continue
+				}
+				for _, v := range place[s] {
+					if _, seen := prev[v]; seen || state[v] != Active {
+						continue
+					}
+					prev[v] = step{from: u, shard: s}
+					if most-leads[v] > 1 {
+						var chain []Transfer
+						for n := v; n != start; n = prev[n].from {
+							chain = append(chain, Transfer{Shard: prev[n].shard, To: n})
+						}
+						slices.Reverse(chain)
+						return chain
+					}
+					queue = append(queue, v)
+				}
+			}
+		}
+	}
+	return nil
 }
