@@ -20,13 +20,19 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
 
-# The example handlers, built as a user builds a handler.
+# The example handlers, built as a user builds a handler; the shop's
+# (examples/shop/handlers/*) as bin/examples/shop-<name>.wasm.
 EXAMPLES := echo counter sleep indexer wordcount
+SHOP_HANDLERS := reserve totals sold sizes
 examples:
 	@mkdir -p bin/examples
 	@for e in $(EXAMPLES); do \
 		echo "building bin/examples/$$e.wasm"; \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/examples/$$e.wasm ./examples/$$e || exit 1; \
+	done
+	@for h in $(SHOP_HANDLERS); do \
+		echo "building bin/examples/shop-$$h.wasm"; \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/examples/shop-$$h.wasm ./examples/shop/handlers/$$h || exit 1; \
 	done
 
 run: build
