@@ -122,8 +122,9 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.As(err, &e) && e.Status == http.StatusServiceUnavailable:
-		return http.StatusServiceUnavailable
+	case errors.As(err, &e) && (e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout ||
+		e.Status == http.StatusTooManyRequests):
+		return e.Status // lambdadb's answer: unavailable, timed out, overloaded
 	}
 	return http.StatusBadGateway
 }

@@ -7,9 +7,12 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strconv"
+	"time"
 
 	"lambdadb/examples/shop/model"
 	"lambdadb/sdk/fn"
@@ -25,6 +28,7 @@ func init() {
 		if key == "" {
 			return nil, errors.New("reserve: invoke with ?key=stock/{product}")
 		}
+		attempt := 0
 		for {
 			v, version, found, err := c.GetVersion(key)
 			if err != nil {
@@ -48,9 +52,21 @@ func init() {
 			if ok {
 				return json.Marshal(model.Reserved{OK: true, Left: left})
 			}
-			// Another buyer took units meanwhile: read again.
+			// Another buyer took units meanwhile: read again, after a
+			// short random pause so that many buyers do not retry in
+			// lockstep.
+			attempt++
+			fn.Sleep(jitter(min(attempt, 10)))
 		}
 	})
+}
+
+// jitter returns a random pause of up to n ms (crypto/rand: the host's
+// randomness differs per call, unlike a generator seeded in init).
+func jitter(n int) time.Duration {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return time.Duration(int(binary.LittleEndian.Uint16(b[:]))%(n*1000)) * time.Microsecond
 }
 
 func main() {}
