@@ -144,13 +144,17 @@ func (s *Shop) Close() {
 // when absent and the stock of every product that has none.
 func (s *Shop) Setup(ctx context.Context) error {
 	if s.cfg.Handlers != "" {
-		// In parallel: each deploy waits for every node to compile it.
+		// Two at a time: each deploy waits for every node to compile it,
+		// and compiling is CPU-bound.
 		errs := make([]error, len(Handlers))
 		var wg sync.WaitGroup
+		slots := make(chan struct{}, 2)
 		for i, name := range Handlers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				slots <- struct{}{}
+				defer func() { <-slots }()
 				errs[i] = s.deploy(ctx, name)
 			}()
 		}

@@ -47,13 +47,13 @@ func run(log *slog.Logger, nodes []string, listen, handlers string, load int, se
 	defer s.Close()
 	// The cluster may still be electing leaders: retry the set-up a while.
 	for attempt := 0; ; attempt++ {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		err = s.Setup(sctx)
 		cancel()
 		if err == nil {
 			break
 		}
-		if attempt == 20 || ctx.Err() != nil {
+		if attempt == 5 || ctx.Err() != nil {
 			return err
 		}
 		log.Info("set-up: retrying", "err", err)
