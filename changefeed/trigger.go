@@ -279,6 +279,10 @@ func (t *Triggers) Start() {
 	go t.watch()
 }
 
+// watchRetry is how often watch reads {trg}g when it cannot wait on a
+// local replica of its shard.
+const watchRetry = 200 * time.Millisecond
+
 // watch has this node reconcile as soon as its replica of the {trg} shard
 // applies a change of the trigger definitions or pause records (they are
 // written with genKey, whose version then moves), so a trigger created,
@@ -314,10 +318,11 @@ func (t *Triggers) watch() {
 			seen, read = v, true
 		}
 		if err != nil || applied == 0 {
-			// Not readable here yet: look again shortly.
+			// Not readable here yet, or this node holds no replica of the
+			// shard (the read went to one that does): look again shortly.
 			select {
 			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(watchRetry):
 			}
 			continue
 		}
