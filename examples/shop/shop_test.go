@@ -148,10 +148,19 @@ func startShop(t *testing.T, c *clustertest.Cluster, base int, handlers string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := s.Setup(ctx); err != nil {
-		t.Fatal(err)
+	// Deploys wait for every node to compile the handlers: slow under the
+	// race detector on a small machine. Setup is idempotent: try again.
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		err := s.Setup(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt == 2 {
+			t.Fatal(err)
+		}
+		t.Logf("set-up: %v; again", err)
 	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
