@@ -15,22 +15,37 @@ CHAOS_FLAGS ?=
 NEMESIS     := bin/nemesis
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build run test chromium race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
+.PHONY: help build run demo shop test chromium race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick clean bench bench-quick bench-kv bench-fn bench-trigger etcd examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lambdadb
 
-# The example handlers, built as a user builds a handler.
+# The example handlers, built as a user builds a handler; the shop's
+# (examples/shop/handlers/*) as bin/examples/shop-<name>.wasm.
 EXAMPLES := echo counter sleep indexer wordcount
+SHOP_HANDLERS := reserve totals sold sizes
 examples:
 	@mkdir -p bin/examples
 	@for e in $(EXAMPLES); do \
 		echo "building bin/examples/$$e.wasm"; \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/examples/$$e.wasm ./examples/$$e || exit 1; \
 	done
+	@for h in $(SHOP_HANDLERS); do \
+		echo "building bin/examples/shop-$$h.wasm"; \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/examples/shop-$$h.wasm ./examples/shop/handlers/$$h || exit 1; \
+	done
 
 run: build
 	$(BIN) serve --addr 127.0.0.1:7070 --data ./data
+
+# The example shop (examples/shop): three nodes on 127.0.0.1:7001-7003 and
+# the shop on 127.0.0.1:8080, data in bin/demo/, a few hundred orders
+# (DEMO_ORDERS); prints the URLs; Ctrl-C stops it all.
+shop:
+	$(GO) build -o bin/shop ./examples/shop/cmd/shop
+
+demo: build examples shop
+	@scripts/demo.sh
 
 # The console's browser tests (console/browser_test.go) drive Debian's
 # chromium through chromedp; install it when missing (as root: no sudo).
@@ -141,9 +156,10 @@ clean:
 	rm -rf bin
 
 help:
-	@echo "targets: build run test race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
+	@echo "targets: build run demo test race lint fuzz chaos chaos-quick chaos-insecure chaos-quick-insecure soak soak-quick bench bench-quick bench-kv bench-fn bench-trigger examples etcd clean"
 	@echo "  build  write $(BIN)"
 	@echo "  run    build, then serve one node on 127.0.0.1:7070 with data in ./data"
+	@echo "  demo   the example shop: 3 nodes and the shop on 127.0.0.1:8080 (data in bin/demo/), orders loaded; Ctrl-C stops it"
 	@echo "  test   go test ./... (fuzz seed corpora included)"
 	@echo "  race   go test -race ./..."
 	@echo "  lint   gofmt check, go vet, staticcheck"

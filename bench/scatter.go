@@ -363,17 +363,19 @@ func scatterQuery(hc *http.Client, addr, consistency string) (map[string]float64
 		return nil, queryStats{}, 0, fmt.Errorf("bench: query: %s: %s", resp.Status, b)
 	}
 	var out struct {
-		Result map[string]float64 `json:"result"`
-		Stats  queryStats         `json:"stats"`
+		Result []struct {
+			Group any     `json:"group"`
+			Value float64 `json:"value"`
+		} `json:"result"`
+		Stats queryStats `json:"stats"`
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, queryStats{}, 0, fmt.Errorf("bench: query: %w", err)
 	}
 	sums := map[string]float64{}
-	for g, v := range out.Result {
-		var name string
-		if json.Unmarshal([]byte(g), &name) == nil {
-			sums[name] = v
+	for _, g := range out.Result {
+		if name, ok := g.Group.(string); ok {
+			sums[name] = g.Value
 		}
 	}
 	return sums, out.Stats, len(b), nil

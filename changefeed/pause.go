@@ -105,7 +105,7 @@ func (t *Triggers) setPaused(ctx context.Context, d *Trigger, reason string) err
 		} else {
 			op.Cond.IfNoneMatch = true
 		}
-		_, err = t.cfg.Node.Batch(ctx, []shard.Op{op}, nil)
+		_, err = t.cfg.Node.Batch(ctx, []shard.Op{op, genOp()}, nil)
 		if errors.Is(err, shard.ErrPrecondition) && attempt < 3 {
 			continue // paused or resumed meanwhile: look again
 		}
@@ -175,7 +175,7 @@ func (t *Triggers) Resume(ctx context.Context, name, from string) (*Trigger, err
 		}
 	}
 	v := d.stateVersion
-	_, err = t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: statePrefix + name, Delete: true, Cond: shard.Cond{IfMatch: &v}}}, nil)
+	_, err = t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: statePrefix + name, Delete: true, Cond: shard.Cond{IfMatch: &v}}, genOp()}, nil)
 	if errors.Is(err, shard.ErrPrecondition) {
 		return nil, fmt.Errorf("%w: trigger %q was paused, resumed or redefined during the resume: %v", ErrConflict, name, err)
 	}

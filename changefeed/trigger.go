@@ -200,10 +200,18 @@ type ShardStats struct {
 //
 //	{trg}t/<name>   definition: msgpack record
 //	{trg}s/<name>   present while the trigger is paused: msgpack pauseRec
+//	{trg}g          rewritten with every change of a definition or a
+//	                pause record: its version tells every node to
+//	                reconcile at once (Triggers.watch)
 const (
 	defPrefix   = "{trg}t/"
 	statePrefix = "{trg}s/"
+	genKey      = "{trg}g"
 )
+
+// genOp is the write that goes with every change of the definitions and
+// pause records, in the same batch.
+func genOp() shard.Op { return shard.Op{Space: shard.SystemSpace, Key: genKey, Value: []byte{}} }
 
 var triggerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -267,10 +275,68 @@ func NewTriggers(cfg TriggersConfig) (*Triggers, error) {
 		runners: map[runnerKey]*runner{}, stats: map[runnerKey]*ShardStats{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
-// Start runs the reconciliation loop.
+// Start runs the reconciliation loop, and the watch that runs it as soon
+// as a definition or a pause record changes.
 func (t *Triggers) Start() {
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.loop()
+	go t.watch()
+}
+
+// watchRetry is how often watch reads {trg}g when it cannot wait on a
+// local replica of its shard.
+const watchRetry = 200 * time.Millisecond
+
+// watch has this node reconcile as soon as its replica of the {trg} shard
+// applies a change of the trigger definitions or pause records (they are
+// written with genKey, whose version then moves), so a trigger created,
+// paused, resumed or deleted through any node starts or stops on every
+// node within a replication round trip instead of at the next poll — the
+// first change after `trigger create` is delivered at once. The poll
+// stays for what the records do not show: leaderships moving.
+func (t *Triggers) watch() {
+	defer t.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-t.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	s := shard.For(genKey, t.cfg.Node.Shards())
+	var seen uint64 // genKey's version (0: absent) as last read
+	read := false
+	for ctx.Err() == nil {
+		applied := t.cfg.Node.AppliedIndex(s)
+		res, err := t.cfg.Node.GetIn(ctx, shard.SystemSpace, genKey, shard.ReadOptions{Consistency: shard.Stale})
+		if err == nil {
+			v := uint64(0)
+			if res.Found {
+				v = res.Record.Version
+			}
+			if read && v != seen {
+				t.reconcileSoon()
+			}
+			seen, read = v, true
+		}
+		if err != nil || applied == 0 {
+			// Not readable here yet, or this node holds no replica of the
+			// shard (the read went to one that does): look again shortly.
+			select {
+			case <-ctx.Done():
+			case <-time.After(watchRetry):
+			}
+			continue
+		}
+		if err := t.cfg.Node.WaitFeed(ctx, s, applied); err != nil && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // Close stops every runner.
@@ -440,7 +506,7 @@ func (t *Triggers) Define(ctx context.Context, spec TriggerSpec) (*Trigger, erro
 	// The new definition starts running: a pause record of the old one
 	// goes with it.
 	res, err := t.cfg.Node.Batch(ctx, []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + tr.Name, Value: b},
-		{Space: shard.SystemSpace, Key: statePrefix + tr.Name, Delete: true}}, nil)
+		{Space: shard.SystemSpace, Key: statePrefix + tr.Name, Delete: true}, genOp()}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("changefeed: store trigger %q: %w", tr.Name, err)
 	}
@@ -551,13 +617,14 @@ func (t *Triggers) Get(ctx context.Context, name string) (*Trigger, error) {
 	return tr, nil
 }
 
-// Delete removes a trigger; its runners stop within a poll interval.
+// Delete removes a trigger; its runners stop as soon as each node has
+// applied the deletion.
 func (t *Triggers) Delete(ctx context.Context, name string) error {
 	if _, err := t.Get(ctx, name); err != nil {
 		return err
 	}
 	ops := []shard.Op{{Space: shard.SystemSpace, Key: defPrefix + name, Delete: true},
-		{Space: shard.SystemSpace, Key: statePrefix + name, Delete: true}}
+		{Space: shard.SystemSpace, Key: statePrefix + name, Delete: true}, genOp()}
 	if _, err := t.cfg.Node.Batch(ctx, ops, nil); err != nil {
 		return fmt.Errorf("changefeed: delete trigger %q: %w", name, err)
 	}

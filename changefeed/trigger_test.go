@@ -61,7 +61,10 @@ func newTEnvWith(t testing.TB, lcfg lambda.Config, scfg shard.Config, tcfg chang
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
-	tcfg.Node, tcfg.Functions, tcfg.Poll = n, e, 50*time.Millisecond
+	tcfg.Node, tcfg.Functions = n, e
+	if tcfg.Poll == 0 {
+		tcfg.Poll = 50 * time.Millisecond
+	}
 	tr, err := changefeed.NewTriggers(tcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -473,4 +476,42 @@ func TestCheckpointPassesOtherKeys(t *testing.T) {
 	if st := total(v, "mine"); st.Delivered != 1 {
 		t.Fatalf("delivered %d changes, want 1", st.Delivered)
 	}
+}
+
+// TestTriggerStartsAtOnce: a trigger delivers the changes committed right
+// after its creation without waiting for a reconcile tick — the poll here
+// is an hour, so only the watch of the definitions can start its runners.
+func TestTriggerStartsAtOnce(t *testing.T) {
+	v := newTEnvWith(t, lambda.Config{}, shard.Config{}, changefeed.TriggersConfig{Poll: time.Hour})
+	ctx := context.Background()
+	if _, err := v.fns.Deploy(ctx, "indexer", wasmtest.Example(t, "indexer"), lambda.DeployOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"first", "second"} { // the first definition ever, then another
+		if _, err := v.trg.Create(ctx, changefeed.Trigger{Name: name, Function: "indexer", Prefix: name + "/", MaxWaitMS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		key := fmt.Sprintf("%s/%d", name, i)
+		v.put(t, key, "x")
+		for v.get(t, "idx/"+key) != "x" {
+			if time.Since(start) > 3*time.Second {
+				t.Fatalf("trigger %s: the change after its creation not delivered within 3s", name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("trigger %s: delivered %v after the put", name, time.Since(start))
+	}
+	// A deletion stops its runners at once too.
+	if err := v.trg.Delete(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted trigger's runners stop", func() bool {
+		for _, st := range v.trg.Status("first") {
+			if st.Running {
+				return false
+			}
+		}
+		return true
+	})
 }

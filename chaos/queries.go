@@ -138,12 +138,15 @@ func (q *QueryWorkload) verify(agg *client.Aggregate, result json.RawMessage) st
 		}
 		return ""
 	}
-	var got map[string]float64
-	if err := json.Unmarshal(result, &got); err != nil || len(got) != len(q.want) {
+	var groups []struct {
+		Group string  `json:"group"`
+		Value float64 `json:"value"`
+	}
+	if err := json.Unmarshal(result, &groups); err != nil || len(groups) != len(q.want) {
 		return fmt.Sprintf("sums %s, want %v", result, q.want)
 	}
-	for g, v := range q.want {
-		if got[fmt.Sprintf("%q", g)] != v {
+	for _, g := range groups {
+		if v, ok := q.want[g.Group]; !ok || g.Value != v {
 			return fmt.Sprintf("sums %s, want %v", result, q.want)
 		}
 	}

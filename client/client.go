@@ -147,6 +147,22 @@ func withTLS(hc *http.Client, cfg *tls.Config) (*http.Client, error) {
 	return &c, nil
 }
 
+// WithSession returns a Client that shares c's HTTP client, credentials
+// and routing (what it learnt of the cluster's placement) but holds a
+// session of its own, started from token ("": an empty session). A server
+// acting for many end users keeps one Client and takes one WithSession
+// per user request, carrying each user's token, so every user reads their
+// own writes without a placement fetch per Client.
+func (c *Client) WithSession(token string) (*Client, error) {
+	tok, err := session.Decode(token)
+	if err != nil {
+		return nil, fmt.Errorf("client: WithSession: %w", err)
+	}
+	s := &Client{base: c.base, hc: c.hc, router: c.router, auth: c.auth, namespace: c.namespace}
+	s.observe(tok)
+	return s, nil
+}
+
 // Token returns the Client's session token ("" before the first response
 // that carried one). Pass it to WithToken to continue the session elsewhere.
 func (c *Client) Token() string {
@@ -518,17 +534,26 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 // reached).
 func (c *Client) doKey(ctx context.Context, method, key string, q url.Values, body []byte,
 	header func(http.Header)) (*http.Response, []byte, error) {
+	return c.doRouted(ctx, method, keyPath(key), key, q, body, header)
+}
+
+// doRouted sends a request about key (at path) to the key's shard leader
+// when the router knows it, else to the base URL; to the base URL if the
+// leader cannot be reached, and to the other nodes if the base cannot be
+// either.
+func (c *Client) doRouted(ctx context.Context, method, path, key string, q url.Values, body []byte,
+	header func(http.Header)) (*http.Response, []byte, error) {
 	if c.router == nil {
-		return c.do(ctx, method, keyPath(key), q, body, header)
+		return c.do(ctx, method, path, q, body, header)
 	}
 	base := c.router.target(key)
 	if base == "" {
 		base = c.base
 	}
-	resp, b, err := c.doAt(ctx, base, method, keyPath(key), q, body, header)
+	resp, b, err := c.doAt(ctx, base, method, path, q, body, header)
 	if err != nil && base != c.base && notSent(err) {
 		c.router.forget(key)
-		resp, b, err = c.doAt(ctx, c.base, method, keyPath(key), q, body, header)
+		resp, b, err = c.doAt(ctx, c.base, method, path, q, body, header)
 	}
 	if err != nil && notSent(err) {
 		// The base node is down too: any node serves any key.
@@ -536,7 +561,7 @@ func (c *Client) doKey(ctx context.Context, method, key string, q url.Values, bo
 			if other == base {
 				continue
 			}
-			if resp, b, err = c.doAt(ctx, other, method, keyPath(key), q, body, header); err == nil || !notSent(err) {
+			if resp, b, err = c.doAt(ctx, other, method, path, q, body, header); err == nil || !notSent(err) {
 				break
 			}
 		}
@@ -549,10 +574,20 @@ func (c *Client) doKey(ctx context.Context, method, key string, q url.Values, bo
 
 // do sends one request with the session token, merges the response's
 // token, and returns the response with its body read. Statuses >= 300
-// become *Error.
+// become *Error. The request goes to the base URL; when that node cannot
+// be reached (the request was not sent) and the Client routes, to the
+// other nodes it knows, one after the other.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte,
 	header func(http.Header)) (*http.Response, []byte, error) {
-	return c.doAt(ctx, c.base, method, path, q, body, header)
+	resp, b, err := c.doAt(ctx, c.base, method, path, q, body, header)
+	if err != nil && c.router != nil && notSent(err) {
+		for _, other := range c.router.others(c.base) {
+			if resp, b, err = c.doAt(ctx, other, method, path, q, body, header); err == nil || !notSent(err) {
+				break
+			}
+		}
+	}
+	return resp, b, err
 }
 
 // overloadRetries is how many times a request refused as overloaded (503

@@ -440,3 +440,35 @@ func TestOverloadedRetried(t *testing.T) {
 		t.Fatalf("put unavailable: %v (%d calls)", err, calls)
 	}
 }
+
+// TestWithSession: a Client made by WithSession holds its own session —
+// the parent's and a sibling's tokens do not move — and continues the
+// session of the token it was given.
+func TestWithSession(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	c := newClient(t)
+	a, err := c.WithSession("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "withsession/a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if a.Token() == "" || c.Token() != "" {
+		t.Fatalf("tokens: session %q, parent %q", a.Token(), c.Token())
+	}
+	b, err := c.WithSession(a.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Token() != a.Token() {
+		t.Fatalf("continued session %q, want %q", b.Token(), a.Token())
+	}
+	if item, found, err := b.Get(ctx, "withsession/a"); err != nil || !found || string(item.Value) != "1" {
+		t.Fatalf("read in the continued session: %q %v %v", item.Value, found, err)
+	}
+	if _, err := c.WithSession("not a token"); err == nil {
+		t.Fatal("WithSession accepted a malformed token")
+	}
+}

@@ -11,7 +11,9 @@
 // observes every write the Client made or saw before (read-after-write),
 // whichever node serves it. Reads without a consistency option are session
 // reads once the Client holds a token, linearizable before. Token and
-// WithToken carry a session from one Client (or process) to another.
+// WithToken carry a session from one Client (or process) to another;
+// WithSession makes a Client for another session that shares the
+// routing, for a server acting for many users.
 //
 // # Routing
 //
@@ -23,7 +25,10 @@
 // to its base URL whenever it does not know the leader or cannot connect
 // to it — and, if it cannot connect to the base node either, to the other
 // nodes it knows, so keyed requests survive the loss of the base node.
-// Other requests always go to the base URL. WithoutRouting turns
+// Invoke with WithKey routes the same way, to the node that runs the
+// call. Other requests go to the base URL — and, when it cannot be
+// reached (the request was not sent), to the other nodes the Client
+// knows. WithoutRouting turns
 // this off; a base URL with a path (a proxy) never routes. Routing needs
 // the nodes' advertised addresses (serve --addr) to be reachable from the
 // client.

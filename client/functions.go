@@ -161,7 +161,16 @@ func (c *Client) Invoke(ctx context.Context, name string, req []byte, opts ...In
 	if req == nil {
 		req = []byte{}
 	}
-	resp, body, err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/invoke", q, req, nil)
+	path := "/v1/functions/" + url.PathEscape(name) + "/invoke"
+	var resp *http.Response
+	var body []byte
+	var err error
+	if key := q.Get("key"); key != "" && q.Get("placement") == "" {
+		// The call runs on the key's shard leader: send it there.
+		resp, body, err = c.doRouted(ctx, http.MethodPost, path, key, q, req, nil)
+	} else {
+		resp, body, err = c.do(ctx, http.MethodPost, path, q, req, nil)
+	}
 	if err != nil {
 		return Invocation{}, err
 	}

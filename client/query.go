@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -58,13 +59,45 @@ type QueryRequest struct {
 //
 // Result is, for an Aggregate without GroupBy, a number (count, sum), a
 // number or null (min, max, avg of no numbers) or a list of TopItem
-// (topk); with GroupBy, an object mapping each group's value as JSON text
-// (`"eu"`, `1`, `null` for records without the field) to such a value.
-// For a Function it is the root Combine's output when that is valid JSON,
-// else that output as a base64 JSON string.
+// (topk); with GroupBy, a list of Group, each group's value typed as in
+// the records (`"eu"`, `1`, `null` for records without the field) with
+// such a value — decode it with Groups. For a Function it is the root
+// Combine's output when that is valid JSON, else that output as a base64
+// JSON string.
 type QueryResponse struct {
 	Result json.RawMessage `json:"result"`
 	Stats  QueryStats      `json:"stats"`
+}
+
+// Group is one group of a GroupBy answer:
+// {"group":"eu","value":30.5}. Groups come numbers first (by value), then
+// every other value by its JSON text, then null.
+type Group struct {
+	// Group is the group_by value as JSON, in canonical form: "eu", 1,
+	// true, {"a":1}, or null for records without the field.
+	Group json.RawMessage `json:"group"`
+	// Value is the aggregate over the group's records: a number, null, or
+	// a topk list (decode it into []TopItem).
+	Value json.RawMessage `json:"value"`
+}
+
+// Name is the group's value as text: a JSON string's text, else the JSON
+// itself ("1", "true", "null").
+func (g Group) Name() string {
+	var s string
+	if json.Unmarshal(g.Group, &s) == nil {
+		return s
+	}
+	return string(g.Group)
+}
+
+// Groups decodes the Result of a GroupBy aggregate.
+func (r *QueryResponse) Groups() ([]Group, error) {
+	var gs []Group
+	if err := json.Unmarshal(r.Result, &gs); err != nil {
+		return nil, fmt.Errorf("client: the result is not a group_by answer: %w", err)
+	}
+	return gs, nil
 }
 
 // TopItem is one entry of a topk result.

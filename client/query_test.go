@@ -62,11 +62,12 @@ func TestQueryAggregates(t *testing.T) {
 		{"topk", client.QueryRequest{Prefix: "qagg/", Aggregate: agg(client.OpTopK, "amount", "", 2)},
 			`[{"key":"qagg/2","value":20.5},{"key":"qagg/1","value":10}]`},
 		{"sum by region", client.QueryRequest{Prefix: "qagg/", Aggregate: agg(client.OpSum, "amount", "region", 0)},
-			`{"\"eu\"":30.5,"\"us\"":5,"1":1,"null":7}`},
+			`[{"group":1,"value":1},{"group":"eu","value":30.5},{"group":"us","value":5},{"group":null,"value":7}]`},
 		{"topk by region", client.QueryRequest{Prefix: "qagg/", Aggregate: agg(client.OpTopK, "amount", "region", 1)},
-			`{"\"eu\"":[{"key":"qagg/2","value":20.5}],"\"us\"":[{"key":"qagg/3","value":5}],"1":[{"key":"qagg/7","value":1}],"null":[{"key":"qagg/5","value":7}]}`},
+			`[{"group":1,"value":[{"key":"qagg/7","value":1}]},{"group":"eu","value":[{"key":"qagg/2","value":20.5}]},` +
+				`{"group":"us","value":[{"key":"qagg/3","value":5}]},{"group":null,"value":[{"key":"qagg/5","value":7}]}]`},
 		{"range", client.QueryRequest{Prefix: "qagg/", Start: "qagg/2", End: "qagg/4", Aggregate: agg(client.OpSum, "amount", "", 0)}, `25.5`},
-		{"no records", client.QueryRequest{Prefix: "qagg/none/", Aggregate: agg(client.OpCount, "", "region", 0)}, `{}`},
+		{"no records", client.QueryRequest{Prefix: "qagg/none/", Aggregate: agg(client.OpCount, "", "region", 0)}, `[]`},
 		{"stale", client.QueryRequest{Prefix: "qagg/", Aggregate: agg(client.OpCount, "", "", 0), Consistency: client.Stale}, `6`},
 		{"linearizable, timeout", client.QueryRequest{Prefix: "qagg/", Aggregate: agg(client.OpCount, "", "", 0),
 			Consistency: client.Linearizable, Timeout: 30 * time.Second}, `6`},
@@ -286,14 +287,17 @@ func ExampleClient_Query() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// Groups are the group-by values as JSON text.
-	var sums map[string]float64
-	if err := json.Unmarshal(res.Result, &sums); err != nil {
+	// One {"group","value"} per region, the group typed as in the records.
+	groups, err := res.Groups()
+	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(sums[`"eu"`], sums[`"us"`])
+	for _, g := range groups {
+		fmt.Println(g.Name(), string(g.Value))
+	}
 	fmt.Println(res.Stats.Shards, "shards,", res.Stats.RecordsScanned, "records")
 	// Output:
-	// 15 4
+	// eu 15
+	// us 4
 	// 4 shards, 3 records
 }

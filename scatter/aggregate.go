@@ -322,7 +322,7 @@ func (p *Partial) Merge(s Spec, o *Partial) {
 }
 
 // Result turns a (root) partial into the API's result: one value, or a
-// map from group (the group-by value's JSON text) to value. min, max and
+// list of Group in SortGroups order. min, max and
 // avg of no numbers are null; topk is a list of {key, value}.
 func (p *Partial) Result(s Spec) any {
 	value := func(a *Acc) any {
@@ -354,9 +354,53 @@ func (p *Partial) Result(s Spec) any {
 	if s.GroupBy == "" {
 		return value(p.Groups[""])
 	}
-	out := make(map[string]any, len(p.Groups))
-	for g, a := range p.Groups {
-		out[g] = value(a)
+	out := make([]Group, 0, len(p.Groups))
+	for _, g := range SortGroups(keysOf(p.Groups)) {
+		out = append(out, Group{Group: json.RawMessage(g), Value: value(p.Groups[g])})
 	}
 	return out
+}
+
+// Group is one group of a group_by answer: the group_by value (typed JSON,
+// null for records without the field) and the aggregate over its records.
+type Group struct {
+	Group json.RawMessage `json:"group"`
+	Value any             `json:"value"`
+}
+
+func keysOf(m map[string]*Acc) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// SortGroups orders groups (canonical JSON texts) as an answer lists
+// them: numbers by value, then every other value by its JSON text
+// (strings, arrays, false, true, objects), then null. It sorts in place
+// and returns gs.
+func SortGroups(gs []string) []string {
+	rank := func(g string) (int, float64) {
+		switch {
+		case g == "null":
+			return 2, 0
+		case g != "" && (g[0] == '-' || g[0] >= '0' && g[0] <= '9'):
+			f, _ := strconv.ParseFloat(g, 64) // ±Inf beyond float64: still ordered
+			return 0, f
+		}
+		return 1, 0
+	}
+	sort.Slice(gs, func(i, j int) bool {
+		ri, fi := rank(gs[i])
+		rj, fj := rank(gs[j])
+		switch {
+		case ri != rj:
+			return ri < rj
+		case ri == 0 && fi != fj:
+			return fi < fj
+		}
+		return gs[i] < gs[j]
+	})
+	return gs
 }

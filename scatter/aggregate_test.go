@@ -168,7 +168,7 @@ func TestAggregatesMatchNaive(t *testing.T) {
 				}
 				root.Merge(s, &p)
 			}
-			got, want := norm(root.Result(s)), norm(naive(s, recs))
+			got, want := norm(groupMap(root.Result(s))), norm(naive(s, recs))
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("got %v\nwant %v", got, want)
 			}
@@ -220,7 +220,7 @@ func TestTopKTiesAndEdges(t *testing.T) {
 	if r := empty.Result(Spec{Op: OpAvg, Field: "v"}); r != nil {
 		t.Fatalf("avg of nothing = %v", r)
 	}
-	if r := empty.Result(Spec{Op: OpCount, GroupBy: "g"}).(map[string]any); len(r) != 0 {
+	if r := empty.Result(Spec{Op: OpCount, GroupBy: "g"}).([]Group); r == nil || len(r) != 0 {
 		t.Fatalf("grouped count of nothing = %v", r)
 	}
 	// 1 and "1" are different groups; absent is "null".
@@ -229,9 +229,44 @@ func TestTopKTiesAndEdges(t *testing.T) {
 	for _, v := range []string{`{"g":1}`, `{"g":"1"}`, `{"x":0}`, `{"g":null}`} {
 		g.Add(gs, []byte("k"), []byte(v))
 	}
-	res := g.Result(gs).(map[string]any)
+	res := groupMap(g.Result(gs)).(map[string]any)
 	if res["1"] != uint64(1) || res[`"1"`] != uint64(1) || res["null"] != uint64(2) {
 		t.Fatalf("groups %v", res)
+	}
+}
+
+// groupMap turns a group_by result ([]Group) into a map from each group's
+// JSON text to its value; other results pass through.
+func groupMap(v any) any {
+	gs, ok := v.([]Group)
+	if !ok {
+		return v
+	}
+	out := make(map[string]any, len(gs))
+	for _, g := range gs {
+		out[string(g.Group)] = g.Value
+	}
+	return out
+}
+
+// TestGroupsAnswer: a group_by answer is a list of {"group","value"} with
+// typed group values, numbers by value first, then the rest by JSON text,
+// then null.
+func TestGroupsAnswer(t *testing.T) {
+	s := Spec{Op: OpSum, Field: "a", GroupBy: "g"}
+	p := NewPartial()
+	for _, v := range []string{`{"g":"us","a":5}`, `{"a":7}`, `{"g":"eu","a":10}`, `{"g":10,"a":1}`, `{"g":"eu","a":20.5}`,
+		`{"g":9,"a":2}`, `{"g":true,"a":3}`, `{"g":-1.5,"a":4}`, `{"g":{"b":1,"a":2},"a":6}`} {
+		p.Add(s, []byte("k"), []byte(v))
+	}
+	b, err := json.Marshal(p.Result(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"group":-1.5,"value":4},{"group":9,"value":2},{"group":10,"value":1},{"group":"eu","value":30.5},` +
+		`{"group":"us","value":5},{"group":true,"value":3},{"group":{"a":2,"b":1},"value":6},{"group":null,"value":7}]`
+	if string(b) != want {
+		t.Fatalf("answer %s\nwant   %s", b, want)
 	}
 }
 
@@ -435,5 +470,13 @@ func TestAddHugeExponentGroup(t *testing.T) {
 		if a := p.Groups[g]; a == nil || a.Sum != sum {
 			t.Errorf("group %s: %+v, want sum %v", g, a, sum)
 		}
+	}
+}
+
+func TestSortGroups(t *testing.T) {
+	gs := []string{`null`, `"b"`, `10`, `9`, `-1.5`, `"a"`, `true`, `"5x"`, `"10"`, `1e+400`}
+	got := strings.Join(SortGroups(gs), " ")
+	if want := `-1.5 9 10 1e+400 "10" "5x" "a" "b" true null`; got != want {
+		t.Errorf("SortGroups = %s, want %s", got, want)
 	}
 }

@@ -21,6 +21,12 @@ import (
 // its own function engine, gossiping paused sandboxes via StatusInfo.
 func fnCluster(t *testing.T) *clustertest.Cluster {
 	t.Helper()
+	return fnClusterPoll(t, 100*time.Millisecond)
+}
+
+// fnClusterPoll is fnCluster with the triggers' reconcile poll given.
+func fnClusterPoll(t *testing.T, poll time.Duration) *clustertest.Cluster {
+	t.Helper()
 	var mu sync.Mutex
 	engines := map[string]*lambda.Engine{}
 	triggers := map[string]*changefeed.Triggers{}
@@ -62,7 +68,7 @@ func fnCluster(t *testing.T) *clustertest.Cluster {
 			if err != nil {
 				return nil, err
 			}
-			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 100 * time.Millisecond})
+			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: poll})
 			if err != nil {
 				return nil, err
 			}

@@ -32,8 +32,11 @@ func TestQueryAPI(t *testing.T) {
 		t.Fatalf("query: %d %s", r.status, r.body)
 	}
 	var res struct {
-		Result map[string]float64
-		Stats  struct {
+		Result []struct {
+			Group any
+			Value float64
+		}
+		Stats struct {
 			Shards, Nodes, Levels int
 			RecordsScanned        int     `json:"records_scanned"`
 			ElapsedMS             float64 `json:"elapsed_ms"`
@@ -42,9 +45,13 @@ func TestQueryAPI(t *testing.T) {
 	if err := json.Unmarshal(r.body, &res); err != nil {
 		t.Fatal(err)
 	}
-	for g, v := range want {
-		if res.Result[fmt.Sprintf("%q", g)] != v {
-			t.Fatalf("result %v, want %v by region", res.Result, want)
+	// A list of groups, the group typed, in order of the group's value.
+	if len(res.Result) != len(want) {
+		t.Fatalf("result %s, want %v by region", r.body, want)
+	}
+	for i, g := range []string{"ap", "eu", "us"} {
+		if res.Result[i].Group != g || res.Result[i].Value != want[g] {
+			t.Fatalf("result %s, want %v by region", r.body, want)
 		}
 	}
 	if res.Stats.RecordsScanned != 201 || res.Stats.Nodes != 1 || res.Stats.Levels != 2 {

@@ -197,3 +197,39 @@ func TestTriggerPauseAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestTriggerStartsAtOnceOnEveryNode: a trigger created through one node
+// delivers the changes of every shard, whichever node leads it, right
+// after its creation — with an hour's reconcile poll, only the nodes'
+// watch of the trigger definitions can have started the runners.
+func TestTriggerStartsAtOnceOnEveryNode(t *testing.T) {
+	c := fnClusterPoll(t, time.Hour)
+	n1 := memberURL(c.Members[0])
+	if r := do(t, "PUT", n1+"/v1/functions/indexer", wasmtest.Example(t, "indexer")); r.status != 201 {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	if r := do(t, "PUT", n1+"/v1/triggers/idx", []byte(`{"function":"indexer","prefix":"users/","max_wait_ms":1}`)); r.status != 201 {
+		t.Fatalf("trigger: %d %s", r.status, r.body)
+	}
+	start := time.Now()
+	n := c.Members[0].Node().Shards()
+	keys := map[int]string{}
+	for i := 0; len(keys) < n; i++ { // a key on every shard
+		k := fmt.Sprintf("users/u%d", i)
+		if s := shard.For(k, n); keys[s] == "" {
+			keys[s] = k
+			if r := do(t, "PUT", memberURL(c.Members[i%3])+"/v1/kv/"+k, []byte("v")); r.status != 200 {
+				t.Fatalf("put: %d %s", r.status, r.body)
+			}
+		}
+	}
+	for s, k := range keys {
+		for doQuiet("GET", n1+"/v1/kv/idx/"+k, nil).status != 200 {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("shard %s (led by %s): %s not delivered within 5s of the trigger's creation", fmt.Sprint(s), c.LeaderOf(s).ID, k)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("every shard delivered %v after the trigger's creation", time.Since(start))
+}

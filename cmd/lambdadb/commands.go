@@ -140,7 +140,7 @@ var getCommand = &command{
 	name:    "get",
 	short:   "print a value",
 	args:    "[--server URL] [--consistency linearizable|session|stale] KEY",
-	summary: "Print a key's value, as stored, to stdout.",
+	summary: "Print a key's value, as stored, to stdout (on a terminal, with a newline after a value that lacks one).",
 	flags: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		newClient := c.serverFlag(fs)
 		consistency := fs.String("consistency", "", "read `level`: linearizable, session or stale (default: linearizable)")
@@ -163,8 +163,7 @@ var getCommand = &command{
 			if !found {
 				return fmt.Errorf("%q not found", args[0])
 			}
-			_, err = c.stdout.Write(item.Value)
-			return err
+			return writeValue(c.stdout, item.Value)
 		}
 	},
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"golang.org/x/sys/unix"
+
 	"lambdadb/client"
 )
 
@@ -107,11 +109,7 @@ var fnInvokeCommand = &command{
 			if *verbose {
 				fmt.Fprintf(c.stderr, "start %s on %s, %d µs, billed %d ms\n", inv.Start, inv.Node, inv.DurationUS, inv.BilledMS)
 			}
-			_, err = c.stdout.Write(inv.Body)
-			if err == nil && len(inv.Body) > 0 && inv.Body[len(inv.Body)-1] != '\n' && isTerminal(c.stdout) {
-				fmt.Fprintln(c.stdout)
-			}
-			return err
+			return writeValue(c.stdout, inv.Body)
 		}
 	},
 }
@@ -235,14 +233,29 @@ func fmtUS(us float64) string {
 	return fmt.Sprintf("%.2fs", us/1e6)
 }
 
-// isTerminal reports whether w is a character device (a terminal).
+// isTerminal reports whether w is a terminal (a file whose termios can
+// be read: not a pipe, a regular file or /dev/null).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// writeValue writes a value as stored; on a terminal it ends a value that
+// does not end in a newline with one, so the shell prompt starts on its
+// own line. Piped or redirected output stays byte-exact.
+func writeValue(w io.Writer, v []byte) error {
+	if _, err := w.Write(v); err != nil {
+		return err
+	}
+	if len(v) > 0 && v[len(v)-1] != '\n' && isTerminal(w) {
+		_, err := io.WriteString(w, "\n")
+		return err
+	}
+	return nil
 }
 
 // withClient builds the flags of a command that takes no argument beyond

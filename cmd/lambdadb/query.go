@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -193,64 +192,30 @@ func printAggregate(w io.Writer, agg client.Aggregate, result json.RawMessage) e
 			fmt.Fprintf(tw, "%s\t%s\n", cell(it.Key), it.Value)
 		}
 	case agg.Op == client.OpTopK:
-		var groups map[string][]topItem
+		var groups []struct {
+			Group json.RawMessage `json:"group"`
+			Value []topItem       `json:"value"`
+		}
 		if err := json.Unmarshal(result, &groups); err != nil {
 			return bad(err)
 		}
 		fmt.Fprintln(tw, "GROUP\tKEY\tVALUE")
-		for _, g := range sortedGroups(groups) {
-			for _, it := range groups[g] {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", groupText(g), cell(it.Key), it.Value)
+		for _, g := range groups {
+			for _, it := range g.Value {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", groupText(string(g.Group)), cell(it.Key), it.Value)
 			}
 		}
 	default:
-		var groups map[string]json.RawMessage
+		var groups []client.Group
 		if err := json.Unmarshal(result, &groups); err != nil {
 			return bad(err)
 		}
 		fmt.Fprintln(tw, "GROUP\tVALUE")
-		for _, g := range sortedGroups(groups) {
-			fmt.Fprintf(tw, "%s\t%s\n", groupText(g), groups[g])
+		for _, g := range groups { // in the server's order
+			fmt.Fprintf(tw, "%s\t%s\n", groupText(string(g.Group)), g.Value)
 		}
 	}
 	return tw.Flush()
-}
-
-// sortedGroups orders groups (JSON texts): numbers by value, then the
-// others by their text as shown, then null.
-func sortedGroups[V any](groups map[string]V) []string {
-	type group struct {
-		raw, text string
-		rank      int
-		num       float64
-	}
-	gs := make([]group, 0, len(groups))
-	for raw := range groups {
-		g := group{raw: raw, text: groupText(raw), rank: 1}
-		if raw == "null" {
-			g.rank = 2
-		} else if n, err := strconv.ParseFloat(raw, 64); err == nil {
-			g.rank, g.num = 0, n
-		}
-		gs = append(gs, g)
-	}
-	sort.Slice(gs, func(i, j int) bool {
-		a, b := gs[i], gs[j]
-		switch {
-		case a.rank != b.rank:
-			return a.rank < b.rank
-		case a.rank == 0 && a.num != b.num:
-			return a.num < b.num
-		case a.text != b.text:
-			return a.text < b.text
-		}
-		return a.raw < b.raw
-	})
-	out := make([]string, len(gs))
-	for i, g := range gs {
-		out[i] = g.raw
-	}
-	return out
 }
 
 // groupText shows a group (the group-by value as JSON text): a JSON
