@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +31,6 @@ import (
 func TestBrowserFunctions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster and a browser")
-	}
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not found on PATH: install it (make test does: apt-get install -y chromium)")
 	}
 	module := wasmtest.Guest(t, "faulty") // its "stdout" request logs "via Log 42"
 	var mu sync.Mutex
@@ -114,60 +107,8 @@ func TestBrowserFunctions(t *testing.T) {
 		t.Fatalf("API invocations %s, want 5", got)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.WindowSize(1366, 900))
-	actx, acancel := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	if err := chromedp.Do(bctx); err != nil { // starts the browser
-		t.Fatal(err)
-	}
-	shots := filepath.Join("..", "bin", "ui-shots")
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 20*time.Second)
-		defer cancel()
-		if err := chromedp.Do(tctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) string {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 10*time.Second)
-		defer cancel()
-		v, err := chromedp.Run(tctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return v
-	}
-	// waitJS polls expr until it is true.
-	waitJS := func(what, expr string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for eval("String(!!("+expr+"))") != "true" {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %s never became true", what, expr)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	shot := func(name string) {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100)) // quality 100: a PNG (below it, a JPEG)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b := startBrowser(t, 1366, 900)
+	run, eval, shot, waitJS := b.run, b.eval, b.shot, b.waitJS
 
 	// The list: the function, its invocations as the API counts them.
 	run("functions page", chromedp.Navigate(base+"/ui/functions"), chromedp.WaitVisible("#functions tbody tr"))

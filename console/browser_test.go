@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +26,6 @@ const hostileKey = "ui/<script>alert(1)</script>"
 func TestBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster and a browser")
-	}
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not found on PATH: install it (make test does: apt-get install -y chromium)")
 	}
 	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4,
 		Handler: func(n *shard.Node) (http.Handler, error) { return server.New(server.Config{Node: n}) }})
@@ -60,50 +53,9 @@ func TestBrowser(t *testing.T) {
 	put(hostileKey, []byte("<img src=x onerror=alert(2)>"))
 	put("ui/zz-binary", []byte{0, 1, 2, 0xff, 0xfe})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 900))
-	actx, acancel := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	if err := chromedp.Do(bctx); err != nil { // starts the browser
-		t.Fatal(err)
-	}
+	b := startBrowser(t, 1280, 900)
+	run, eval, shot := b.run, b.eval, b.shot
 	base := "http://" + n.Addr
-	shots := filepath.Join("..", "bin", "ui-shots")
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 15*time.Second)
-		defer cancel()
-		if err := chromedp.Do(tctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) string {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 10*time.Second)
-		defer cancel()
-		v, err := chromedp.Run(tctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return v
-	}
-	shot := func(name string) {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(bctx, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100)) // quality 100: a PNG
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	// Cluster page: three nodes up, four shards with leaders; htmx is
 	// loaded (the CSP let the node's own script run) and the live part
