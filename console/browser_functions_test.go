@@ -8,17 +8,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"lambdadb/internal/clustertest"
+	"lambdadb/internal/apitest"
 	"lambdadb/internal/wasmtest"
 	"lambdadb/lambda"
-	"lambdadb/server"
-	"lambdadb/shard"
 )
 
 // TestBrowserFunctions drives headless Chromium against a live three-node
@@ -33,41 +30,8 @@ func TestBrowserFunctions(t *testing.T) {
 		t.Skip("starts a three-node cluster and a browser")
 	}
 	module := wasmtest.Guest(t, "faulty") // its "stdout" request logs "via Log 42"
-	var mu sync.Mutex
-	engines := map[string]*lambda.Engine{}
-	cache := t.TempDir()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range engines {
-			_ = e.Close()
-		}
-	})
-	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4,
-		Configure: func(id string, cfg *shard.Config) {
-			cfg.StatusInfo = func() []byte {
-				mu.Lock()
-				e := engines[id]
-				mu.Unlock()
-				if e == nil {
-					return nil
-				}
-				return e.StatusInfo()
-			}
-		},
-		Handler: func(n *shard.Node) (http.Handler, error) {
-			e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: cache, SampleInterval: time.Second})
-			if err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			if old := engines[n.ID()]; old != nil {
-				_ = old.Close()
-			}
-			engines[n.ID()] = e
-			mu.Unlock()
-			return server.New(server.Config{Node: n, Functions: e})
-		}})
+	c := apitest.Start(t, apitest.Options{Nodes: 3, Shards: 4, NoTriggers: true,
+		Lambda: func(_ string, cfg *lambda.Config) { cfg.SampleInterval = time.Second }})
 	base := "http://" + c.Members[0].Addr
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

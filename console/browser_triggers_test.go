@@ -9,18 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"lambdadb/changefeed"
+	"lambdadb/internal/apitest"
 	"lambdadb/internal/clustertest"
 	"lambdadb/internal/wasmtest"
-	"lambdadb/lambda"
-	"lambdadb/server"
-	"lambdadb/shard"
 )
 
 // hostileTrigKey is a key under the trigger's prefix whose dead letter's
@@ -31,46 +27,7 @@ const hostileTrigKey = "ui/<img src=x onerror=alert(3)>"
 // triggers, as serve sets them up.
 func fnCluster(t *testing.T) *clustertest.Cluster {
 	t.Helper()
-	var mu sync.Mutex
-	var closers []func()
-	triggers := map[string]*changefeed.Triggers{}
-	cache := t.TempDir()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	})
-	return clustertest.Start(t, clustertest.Options{Nodes: 3, Shards: 4,
-		Configure: func(id string, cfg *shard.Config) {
-			cfg.FeedTrimLimit = func(s int) uint64 {
-				mu.Lock()
-				tr := triggers[id]
-				mu.Unlock()
-				if tr == nil {
-					return 0
-				}
-				return tr.TrimLimit(s)
-			}
-		},
-		Handler: func(n *shard.Node) (http.Handler, error) {
-			e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: cache})
-			if err != nil {
-				return nil, err
-			}
-			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: 100 * time.Millisecond})
-			if err != nil {
-				_ = e.Close()
-				return nil, err
-			}
-			tr.Start()
-			mu.Lock()
-			triggers[n.ID()] = tr
-			closers = append(closers, func() { _ = e.Close() }, tr.Close)
-			mu.Unlock()
-			return server.New(server.Config{Node: n, Functions: e, Triggers: tr})
-		}})
+	return apitest.Start(t, apitest.Options{Nodes: 3, Shards: 4, TriggerPoll: 100 * time.Millisecond})
 }
 
 // TestBrowserTriggersAndQuery drives headless Chromium against a live

@@ -2,18 +2,15 @@ package server_test
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"lambdadb/changefeed"
+	"lambdadb/internal/apitest"
 	"lambdadb/internal/clustertest"
 	"lambdadb/internal/session"
 	"lambdadb/internal/wasmtest"
 	"lambdadb/lambda"
-	"lambdadb/server"
 	"lambdadb/shard"
 )
 
@@ -27,65 +24,7 @@ func fnCluster(t *testing.T) *clustertest.Cluster {
 // fnClusterPoll is fnCluster with the triggers' reconcile poll given.
 func fnClusterPoll(t *testing.T, poll time.Duration) *clustertest.Cluster {
 	t.Helper()
-	var mu sync.Mutex
-	engines := map[string]*lambda.Engine{}
-	triggers := map[string]*changefeed.Triggers{}
-	cache := t.TempDir()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, tr := range triggers {
-			tr.Close()
-		}
-		for _, e := range engines {
-			_ = e.Close()
-		}
-	})
-	return clustertest.Start(t, clustertest.Options{
-		Nodes: 3,
-		Configure: func(id string, cfg *shard.Config) {
-			cfg.StatusInfo = func() []byte {
-				mu.Lock()
-				e := engines[id]
-				mu.Unlock()
-				if e == nil {
-					return nil
-				}
-				return e.StatusInfo()
-			}
-			cfg.FeedTrimLimit = func(s int) uint64 {
-				mu.Lock()
-				tr := triggers[id]
-				mu.Unlock()
-				if tr == nil {
-					return 0
-				}
-				return tr.TrimLimit(s)
-			}
-		},
-		Handler: func(n *shard.Node) (http.Handler, error) {
-			e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: cache})
-			if err != nil {
-				return nil, err
-			}
-			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e, Poll: poll})
-			if err != nil {
-				return nil, err
-			}
-			tr.Start()
-			mu.Lock()
-			if old := triggers[n.ID()]; old != nil {
-				old.Close()
-			}
-			if old := engines[n.ID()]; old != nil {
-				_ = old.Close()
-			}
-			engines[n.ID()] = e
-			triggers[n.ID()] = tr
-			mu.Unlock()
-			return server.New(server.Config{Node: n, Functions: e, Triggers: tr})
-		},
-	})
+	return apitest.Start(t, apitest.Options{Nodes: 3, TriggerPoll: poll})
 }
 
 func memberURL(m *clustertest.Member) string { return "http://" + m.Addr }

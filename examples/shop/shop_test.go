@@ -19,15 +19,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"lambdadb/changefeed"
 	"lambdadb/client"
 	"lambdadb/examples/shop"
 	"lambdadb/examples/shop/model"
+	"lambdadb/internal/apitest"
 	"lambdadb/internal/clustertest"
 	"lambdadb/internal/wasmtest"
-	"lambdadb/lambda"
-	"lambdadb/server"
-	"lambdadb/shard"
 )
 
 // handlersDir holds the shop's handlers, built once for the package's
@@ -72,65 +69,7 @@ func TestMain(m *testing.M) {
 // functions, triggers, feeds and queries.
 func cluster(t *testing.T) *clustertest.Cluster {
 	t.Helper()
-	var mu sync.Mutex
-	engines := map[string]*lambda.Engine{}
-	triggers := map[string]*changefeed.Triggers{}
-	cache := t.TempDir()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, tr := range triggers {
-			tr.Close()
-		}
-		for _, e := range engines {
-			_ = e.Close()
-		}
-	})
-	return clustertest.Start(t, clustertest.Options{
-		Nodes:  3,
-		Shards: 8,
-		Configure: func(id string, cfg *shard.Config) {
-			cfg.StatusInfo = func() []byte {
-				mu.Lock()
-				e := engines[id]
-				mu.Unlock()
-				if e == nil {
-					return nil
-				}
-				return e.StatusInfo()
-			}
-			cfg.FeedTrimLimit = func(s int) uint64 {
-				mu.Lock()
-				tr := triggers[id]
-				mu.Unlock()
-				if tr == nil {
-					return 0
-				}
-				return tr.TrimLimit(s)
-			}
-		},
-		Handler: func(n *shard.Node) (http.Handler, error) {
-			e, err := lambda.New(lambda.Config{Store: n, NodeID: n.ID(), CacheDir: cache})
-			if err != nil {
-				return nil, err
-			}
-			tr, err := changefeed.NewTriggers(changefeed.TriggersConfig{Node: n, Functions: e})
-			if err != nil {
-				return nil, err
-			}
-			tr.Start()
-			mu.Lock()
-			if old := triggers[n.ID()]; old != nil {
-				old.Close()
-			}
-			if old := engines[n.ID()]; old != nil {
-				_ = old.Close()
-			}
-			engines[n.ID()], triggers[n.ID()] = e, tr
-			mu.Unlock()
-			return server.New(server.Config{Node: n, Functions: e, Triggers: tr})
-		},
-	})
+	return apitest.Start(t, apitest.Options{Nodes: 3, Shards: 8})
 }
 
 // catalog is the default one and a scarce product for the contention test.
