@@ -335,3 +335,25 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestQuotaConsoleQuery: the console's pages count against the namespace's
+// ops quota like the API's reads (the route "console"), so a query run from
+// the query page cannot get around it.
+func TestQuotaConsoleQuery(t *testing.T) {
+	ss, _ := newQuotaServer(t)
+	ss.setQuota(t, "acme", `{"ops_per_s":5}`)
+	acme, _ := ss.token(t, "acme", 0, "query", "kv:read:*")
+	var refused answer
+	for i := 0; i < 20 && refused.status == 0; i++ {
+		if r := ss.do(t, acme, "GET", "/ui/query?op=count&prefix=", nil); r.status == 429 {
+			refused = r
+		} else if r.status != 200 {
+			t.Fatalf("query page %d: %d %s", i, r.status, r.body)
+		} else if i >= 10 {
+			t.Fatalf("%d queries within the burst of 5", i+1)
+		}
+	}
+	if refused.status != 429 || !strings.Contains(refused.body, "quota_exceeded") {
+		t.Fatalf("no query page refused by the quota: %d %s", refused.status, refused.body)
+	}
+}
