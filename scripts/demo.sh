@@ -26,6 +26,8 @@ stop() {
 		kill -TERM "${pids[@]}" 2>/dev/null || true
 		wait "${pids[@]}" 2>/dev/null || true
 	fi
+	# Nodes started again by hand (see below) stop too.
+	pkill -TERM -f -- "--data $DATA/n[123] " 2>/dev/null || true
 	echo "stopped (data in $DATA/)"
 }
 trap 'stop; exit 130' INT TERM
@@ -86,6 +88,32 @@ lambdadb shop demo
 
 Ctrl-C stops the shop and the nodes.
 MSG
-wait -n "${pids[@]}" || true
-echo "a process exited; see $DATA/*.log"
-exit 1
+# A node may be killed to watch the shop keep serving on the other two;
+# only the shop's exit ends the demo.
+shop=${pids[3]}
+while true; do
+	exited=
+	status=0
+	wait -n -p exited "${pids[@]}" || status=$?
+	if [[ -z "$exited" ]]; then
+		continue
+	fi
+	if [[ "$exited" == "$shop" ]]; then
+		echo "the shop exited (status $status); see $DATA/shop.log"
+		exit 1
+	fi
+	for k in 0 1 2; do
+		if [[ "${pids[$k]}" == "$exited" ]]; then
+			id=n$((k + 1))
+			addr=$(echo "$n1 $n2 $n3" | cut -d' ' -f$((k + 1)))
+			unset 'pids[k]'
+			cat <<MSG
+
+node $id exited (status $status; $DATA/$id.log); the shop keeps serving
+through the other nodes. Start it again with:
+  $LDB serve --id $id --addr $addr --data $DATA/$id --peers $peers >>$DATA/$id.log 2>&1 &
+(Ctrl-C here stops it too.)
+MSG
+		fi
+	done
+done
