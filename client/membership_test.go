@@ -59,7 +59,7 @@ func TestMembershipOneNode(t *testing.T) {
 	// Four shards and the metadata group, all led here.
 	n := st.Nodes[0]
 	if n.ID != "n1" || !n.Up || n.State != client.NodeActive || n.Number != 1 ||
-		n.Replicas != testnode.DefaultShards+1 || n.Leaders != testnode.DefaultShards || n.Moves != 0 {
+		n.Replicas != testnode.DefaultShards+1 || n.Leaders != testnode.DefaultShards+1 || n.Moves != 0 {
 		t.Fatalf("node = %+v", n)
 	}
 	if moves, err := c.Moves(ctx); err != nil || moves == nil || len(moves) != 0 {

@@ -166,8 +166,9 @@ type NodeStatus struct {
 	State string `json:"state"`
 	// Number is the node's Raft node number, never reused.
 	Number uint64 `json:"number"`
-	// Replicas counts the shard replicas the map places on the node
-	// (the metadata group's included); Leaders the shards it leads.
+	// Replicas counts the shard replicas the map places on the node and
+	// Leaders the shards it leads, the metadata group's included in both
+	// (as the planner counts them).
 	Replicas int `json:"replicas"`
 	Leaders  int `json:"leaders"`
 	// Moves counts the moves in flight to or from the node.

@@ -282,6 +282,15 @@ func (n *Node) Cluster() ClusterStatus {
 		}
 		st.Shards = append(st.Shards, ss)
 	}
+	// The metadata group's leader counts too, as its replicas count in
+	// Replicas and as the planner counts it when it evens out leaders.
+	if addr := n.leaderOf(MetaShard); addr != "" {
+		for _, p := range n.replicasOf(MetaShard) {
+			if p.Addr == addr {
+				leaders[p.ID]++
+			}
+		}
+	}
 	for _, nd := range m.Nodes {
 		reps, _ := m.replicaCount(nd.ID)
 		ns := NodeStatus{ID: nd.ID, Addr: nd.Addr, Up: nd.State != StateRemoved && up(nd.ID), State: nd.State,
