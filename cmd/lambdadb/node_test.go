@@ -33,7 +33,7 @@ func TestNodeCommandsOneNode(t *testing.T) {
 		{args: []string{"node", "list"},
 			stdout: `^NODE +NUMBER +ADDR +UP +STATE +REPLICAS +LEADERS +MOVES\n` +
 				fmt.Sprintf(`n1\* +1 +127\.0\.0\.1:\d+ +yes +active +%d +%d +0\n\nno replica moves in flight\n$`,
-					testnode.DefaultShards+1, testnode.DefaultShards)},
+					testnode.DefaultShards+1, testnode.DefaultShards+1)},
 		{args: []string{"node", "moves"}, stdout: `^no replica moves in flight\n$`},
 		{args: []string{"node", "moves", "--watch"}, stdout: `^no replica moves in flight\n$`},
 		{args: []string{"node", "decommission", "n1"}, code: 1, stderr: "(status 409, conflict)"},
