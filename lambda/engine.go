@@ -778,6 +778,15 @@ type SandboxCounts struct {
 	Compiling int `json:"compiling"`
 }
 
+// add adds o's counts to c.
+func (c *SandboxCounts) add(o SandboxCounts) {
+	c.Running += o.Running
+	c.Paused += o.Paused
+	c.Stopped += o.Stopped
+	c.Cold += o.Cold
+	c.Compiling += o.Compiling
+}
+
 // Sandboxes returns the function's sandbox counts on this node.
 func (e *Engine) Sandboxes(name string) SandboxCounts {
 	e.mu.Lock()

@@ -94,11 +94,7 @@ func (s *Stats) Merge(o Stats) {
 	s.GBSeconds += o.GBSeconds
 	s.KVCalls += o.KVCalls
 	s.KVBytes += o.KVBytes
-	s.Sandboxes.Running += o.Sandboxes.Running
-	s.Sandboxes.Paused += o.Sandboxes.Paused
-	s.Sandboxes.Stopped += o.Sandboxes.Stopped
-	s.Sandboxes.Cold += o.Sandboxes.Cold
-	s.Sandboxes.Compiling += o.Sandboxes.Compiling
+	s.Sandboxes.add(o.Sandboxes)
 	s.ErrorsByCode = addCounts(s.ErrorsByCode, o.ErrorsByCode)
 	s.Starts = addCounts(s.Starts, o.Starts)
 	if len(o.Histogram) > 0 && s.Histogram == nil {

@@ -142,11 +142,7 @@ func (p *Point) add(o Point) {
 	p.GBSeconds += o.GBSeconds
 	p.KVCalls += o.KVCalls
 	p.KVBytes += o.KVBytes
-	p.Sandboxes.Running += o.Sandboxes.Running
-	p.Sandboxes.Paused += o.Sandboxes.Paused
-	p.Sandboxes.Stopped += o.Sandboxes.Stopped
-	p.Sandboxes.Cold += o.Sandboxes.Cold
-	p.Sandboxes.Compiling += o.Sandboxes.Compiling
+	p.Sandboxes.add(o.Sandboxes)
 	if len(o.Starts) > 0 {
 		p.Starts = addCounts(p.Starts, o.Starts)
 	}
