@@ -115,7 +115,7 @@ func (c *Console) functionsData(r *http.Request) (functionsView, int) {
 	case c.fns == nil:
 		v.Error = errNoFunctions.Error()
 		return v, http.StatusNotFound
-	case !c.canFn(r, "fn_list"):
+	case !c.canFunctions(r, "fn_list"):
 		v.Error = "this token may not list functions (it needs one of the scopes fn:deploy, fn:invoke, fn:logs)"
 		return v, http.StatusForbidden
 	}
@@ -161,8 +161,8 @@ func (c *Console) functionFragment(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) functionData(r *http.Request, name string) (functionView, int) {
 	v := functionView{Page: c.pageOf(r, name+" · Functions", "functions"), Name: name, Time: now(),
-		CanLogs: c.canFn(r, "fn_logs")}
-	if !c.canFn(r, "fn_get") {
+		CanLogs: c.canFunctions(r, "fn_logs")}
+	if !c.canFunctions(r, "fn_get") {
 		v.Error = "this token may not read functions (it needs one of the scopes fn:deploy, fn:invoke, fn:logs)"
 		return v, http.StatusForbidden
 	}
@@ -276,7 +276,7 @@ func (c *Console) functionSeries(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !c.canFn(r, "fn_get") {
+	if !c.canFunctions(r, "fn_get") {
 		http.Error(w, "403 this token may not read functions", http.StatusForbidden)
 		return
 	}
@@ -308,7 +308,7 @@ func (c *Console) logStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !c.canFn(r, "fn_logs") {
+	if !c.canFunctions(r, "fn_logs") {
 		http.Error(w, "403 this token may not read logs (it needs scope fn:logs)", http.StatusForbidden)
 		return
 	}
@@ -409,9 +409,6 @@ func (t *logTail) fresh(lines []lambda.LogLine, now time.Time) []lambda.LogLine 
 	}
 	return out
 }
-
-// canFn asks Config.CanFunctions.
-func (c *Console) canFn(r *http.Request, route string) bool { return c.canFunctions(r, route) }
 
 func now() string { return time.Now().UTC().Format("15:04:05 UTC") }
 

@@ -246,13 +246,8 @@ func (s *Server) triggerStatus(ctx context.Context, tr *changefeed.Trigger, loca
 }
 
 func (s *Server) pauseTrigger(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	tr, err := s.triggers.Pause(r.Context(), name)
@@ -295,13 +290,8 @@ func (s *Server) resumeTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	if err := s.triggers.Delete(r.Context(), name); err != nil {
@@ -314,13 +304,8 @@ func (s *Server) deleteTrigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	dl, err := s.triggers.DeadLetters(r.Context(), name)
@@ -345,13 +330,8 @@ func deadLetterID(r *http.Request) string { return r.PathValue("id") }
 // outcome whether the handler took it (the letter is gone) or failed
 // again (it stays, with the new error).
 func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	res, err := s.triggers.ReplayDeadLetter(r.Context(), name, deadLetterID(r))
@@ -365,13 +345,8 @@ func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
 // replayDeadLetters serves POST /v1/triggers/{name}/dead/replay: every
 // dead letter of the trigger, replayed in turn.
 func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	res, err := s.triggers.ReplayDeadLetters(r.Context(), name)
@@ -401,13 +376,8 @@ type replayAll struct {
 
 // dropDeadLetter serves DELETE /v1/triggers/{name}/dead/{id}.
 func (s *Server) dropDeadLetter(w http.ResponseWriter, r *http.Request) {
-	if _, err := queryParams(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	name, err := storedTrigger(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	name, ok := s.triggerRoute(w, r)
+	if !ok {
 		return
 	}
 	if err := s.triggers.DropDeadLetter(r.Context(), name, deadLetterID(r)); err != nil {
@@ -427,4 +397,20 @@ func userReplay(ctx context.Context, x changefeed.ReplayResult) changefeed.Repla
 		x.Dead = &l
 	}
 	return x
+}
+
+// triggerRoute checks a trigger route that takes no query parameters and
+// returns the stored name of the trigger its path names; on bad input it
+// has answered the error and ok is false.
+func (s *Server) triggerRoute(w http.ResponseWriter, r *http.Request) (name string, ok bool) {
+	if _, err := queryParams(r); err != nil {
+		s.writeError(w, r, err)
+		return "", false
+	}
+	name, err := storedTrigger(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return "", false
+	}
+	return name, true
 }
